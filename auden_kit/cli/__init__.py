@@ -1,0 +1,1 @@
+"""The ``auden-kit`` command line: one module per command group."""

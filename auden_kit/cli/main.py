@@ -1,0 +1,52 @@
+"""Entry point: ``auden-kit <group> <command>``. User mistakes print one line, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from auden_kit.cli import data, info
+from auden_kit.errors import UserError
+
+app = typer.Typer(
+    name="auden-kit",
+    help="auden-kit: speech toolkit (data, training, decoding, recipes). "
+    "Start with `cd egs/mini_synth && ./run.sh`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("info", help="Versions, device, threads, k2 and espeak-ng availability.",
+            epilog="Example: auden-kit info --json")(info.info)
+app.add_typer(data.app, name="data", help="Build, check and featurize data (synth, validate, stats, fbank, tokenizer).")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int):  # click returns Exit codes in non-standalone mode
+            return rv
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        return 1
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return e.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Lhotse glue: audio loading, features, the data module, validation and statistics."""

@@ -1,0 +1,1 @@
+"""Corpus preparation that Lhotse does not provide, one module per corpus."""

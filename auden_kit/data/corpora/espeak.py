@@ -1,0 +1,128 @@
+"""espeak-ng speech synthesis through ctypes, from the ``espeakng-loader`` wheel.
+
+No system package and no network: the wheel ships ``libespeak-ng`` and its voice
+data. We use the synchronous output mode with a callback that collects int16
+samples at the engine's rate (22.05 kHz).
+
+espeak-ng keeps global state (one engine per process), so :class:`EspeakSynth`
+is a per-process singleton; callers that need byte-identical output across runs
+render in fresh processes and seed the engine's random source per utterance
+(some voices add random breath noise).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+from auden_kit.errors import UserError
+
+log = logging.getLogger(__name__)
+
+AUDIO_OUTPUT_SYNCHRONOUS = 2
+ESPEAK_CHARS_UTF8 = 1
+POS_CHARACTER = 1
+PARAM_RATE, PARAM_VOLUME, PARAM_PITCH, PARAM_RANGE, PARAM_WORDGAP = 1, 2, 3, 4, 7
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+# Variants that stay intelligible (no whisper, robot, croak or heavy effects).
+ENGLISH_VARIANTS = (
+    "m1 m2 m3 m4 m5 m6 m7 m8 f1 f2 f3 f4 f5 adam andrea annie belinda benjamin "
+    "david ed edward grandma ian john linda max michael paul quincy rob robert "
+    "steph travis victor zac shelby aunty"
+).split()
+ENGLISH_BASES = ("en-us", "en")
+
+
+def _paths() -> tuple[str, str]:
+    try:
+        import espeakng_loader
+    except ImportError as e:  # pragma: no cover - dependency of the package
+        raise UserError("espeakng-loader is not installed: run ./setup.sh (or pip install espeakng-loader)") from e
+    return espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
+
+
+def voice_gender(variant: str) -> str:
+    """'F' or 'M' for an espeak variant name (read from its voice file; default 'M')."""
+    _, data = _paths()
+    f = Path(data) / "voices" / "!v" / variant
+    if f.is_file():
+        m = re.search(r"^\s*gender\s+(\w+)", f.read_text(errors="replace"), re.M)
+        if m and m.group(1).lower().startswith("f"):
+            return "F"
+    return "M"
+
+
+def english_voices() -> list[str]:
+    """All intelligible English speaker voices as ``base+variant`` names."""
+    return [f"{b}+{v}" for v in ENGLISH_VARIANTS for b in ENGLISH_BASES]
+
+
+def count_voices() -> int:
+    """Number of voice variants and languages the shipped data offers."""
+    _, data = _paths()
+    root = Path(data) / "voices" / "!v"
+    langs = Path(data) / "lang"
+    return sum(1 for _ in root.iterdir()) + sum(1 for p in langs.rglob("*") if p.is_file())
+
+
+class EspeakSynth:
+    """Synthesize text to int16 numpy arrays at :attr:`sample_rate`."""
+
+    def __init__(self):
+        lib_path, data_path = _paths()
+        try:
+            self.lib = ctypes.CDLL(lib_path)
+        except OSError as e:
+            raise UserError(f"cannot load espeak-ng library '{lib_path}': {e}") from None
+        lib = self.lib
+        lib.espeak_Initialize.restype = ctypes.c_int
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+            ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ]
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), 0)
+        if rate <= 0:
+            raise UserError(f"espeak-ng failed to initialize with data '{data_path}'")
+        self.sample_rate = int(rate)
+        self._chunks: list[np.ndarray] = []
+
+        def collect(wav, n, events):
+            if n > 0 and wav:
+                self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+            return 0
+
+        self._callback = _CALLBACK(collect)  # keep a reference: ctypes would free it
+        lib.espeak_SetSynthCallback(self._callback)
+
+    def synthesize(self, text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50,
+                   seed: int | None = None) -> np.ndarray:
+        """Return int16 samples for ``text``; ``rate`` in words/min, ``pitch`` 0-100."""
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise UserError(f"espeak-ng has no voice '{voice}' (try e.g. en-us, en-us+f3, en+m3)")
+        self.lib.espeak_SetParameter(PARAM_RATE, int(rate), 0)
+        self.lib.espeak_SetParameter(PARAM_PITCH, int(pitch), 0)
+        if seed is not None:
+            self.lib.espeak_ng_SetRandSeed(int(seed))
+        self._chunks = []
+        data = text.encode("utf-8") + b"\0"
+        self.lib.espeak_Synth(data, len(data), 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8, None, None)
+        self.lib.espeak_Synchronize()
+        if not self._chunks:
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate(self._chunks).astype(np.int16)
+
+
+@functools.lru_cache(maxsize=1)
+def get_synth() -> EspeakSynth:
+    return EspeakSynth()

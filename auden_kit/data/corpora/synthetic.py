@@ -1,0 +1,221 @@
+"""The offline corpus: espeak-ng speech in LibriSpeech layout (or as Lhotse cuts).
+
+    LibriSpeech/<part>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac
+    LibriSpeech/<part>/<spk>/<chapter>/<spk>-<chapter>.trans.txt
+    LibriSpeech/SPEAKERS.TXT
+
+Parts are named like LibriSpeech's (``train-clean-100``, ``dev-clean``,
+``test-clean``) so ``lhotse prepare librispeech`` reads the folder unchanged.
+Speakers are espeak voice variants with their own speaking rate and pitch;
+each utterance jitters both again. Sentences come from :mod:`grammar` and are
+disjoint across parts (test first, then dev, then train, so growing the
+training set never changes the test set). The same seed gives the same bytes:
+every chapter is rendered in a fresh process (espeak-ng keeps state, such as
+its echo buffer, between utterances) and every utterance seeds espeak's noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing as mp
+import random
+from pathlib import Path
+
+import numpy as np
+
+from auden_kit.data.corpora.grammar import Grammar
+
+log = logging.getLogger(__name__)
+
+PARTS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
+SAMPLE_RATE = 16000
+
+
+@dataclasses.dataclass
+class SynthOptions:
+    """What :func:`synthesize_corpus` builds. Counts are per speaker."""
+
+    num_speakers: int = 20
+    train_utts: int = 40
+    dev_utts: int = 5
+    test_utts: int = 5
+    utts_per_chapter: int = 20
+    vocab_size: int = 0  # 0: the whole grammar
+    base_rate: int = 165  # words per minute
+    rate_jitter: int = 20  # speaker-level +-, utterance-level half of it
+    pitch_jitter: int = 15  # around espeak's 50
+    seed: int = 0
+    jobs: int = 2
+
+
+@dataclasses.dataclass
+class Utterance:
+    utt_id: str
+    text: str
+    voice: str
+    rate: int
+    pitch: int
+    seed: int
+
+
+def resample_int16(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Band-limited FFT resampling of a short int16 signal (numpy only, for worker processes)."""
+    if sr_in == sr_out or len(x) == 0:
+        return x
+    n_out = int(round(len(x) * sr_out / sr_in))
+    spec = np.fft.rfft(x.astype(np.float64))
+    keep = n_out // 2 + 1
+    out_spec = np.zeros(keep, dtype=np.complex128)
+    m = min(keep, len(spec))
+    out_spec[:m] = spec[:m]
+    y = np.fft.irfft(out_spec, n=n_out) * (n_out / len(x))
+    return np.clip(np.round(y), -32768, 32767).astype(np.int16)
+
+
+def _render_chapter(task: tuple[str, list[Utterance]]) -> list[tuple[str, float]]:
+    """Worker: synthesize one chapter's utterances into flac files; return (id, seconds)."""
+    import soundfile as sf
+
+    from auden_kit.data.corpora.espeak import get_synth
+
+    chapter_dir, utts = task
+    synth = get_synth()
+    out = []
+    for u in utts:
+        wav = synth.synthesize(u.text, voice=u.voice, rate=u.rate, pitch=u.pitch, seed=u.seed)
+        wav = resample_int16(wav, synth.sample_rate, SAMPLE_RATE)
+        sf.write(str(Path(chapter_dir) / f"{u.utt_id}.flac"), wav, SAMPLE_RATE, subtype="PCM_16")
+        out.append((u.utt_id, len(wav) / SAMPLE_RATE))
+    return out
+
+
+def plan_corpus(opts: SynthOptions) -> dict:
+    """Decide speakers, sentences and prosody (no audio yet). Pure function of ``opts``."""
+    from auden_kit.data.corpora.espeak import english_voices, voice_gender
+
+    rng = random.Random(opts.seed)
+    voices = english_voices()
+    rng.shuffle(voices)
+    if opts.num_speakers > len(voices):
+        raise ValueError(f"at most {len(voices)} distinct voices are available, asked for {opts.num_speakers}")
+    speakers = []
+    for i in range(opts.num_speakers):
+        voice = voices[i]
+        speakers.append({
+            "id": str(1000 + 37 * i),
+            "voice": voice,
+            "gender": voice_gender(voice.split("+")[1]),
+            "rate": opts.base_rate + rng.randint(-opts.rate_jitter, opts.rate_jitter),
+            "pitch": 50 + rng.randint(-opts.pitch_jitter, opts.pitch_jitter),
+        })
+    grammar = Grammar(opts.vocab_size)
+    used: set[str] = set()
+    counts = {"test": opts.test_utts, "dev": opts.dev_utts, "train": opts.train_utts}
+    plan = {"speakers": speakers, "parts": {}}
+    for split in ("test", "dev", "train"):
+        sentences = grammar.sample_unique(counts[split] * len(speakers), rng, used)
+        chapters = []
+        for si, spk in enumerate(speakers):
+            mine = sentences[si * counts[split]:(si + 1) * counts[split]]
+            for ci in range(0, len(mine), opts.utts_per_chapter):
+                chapter = str(100 * (list(counts).index(split) + 1) + ci // opts.utts_per_chapter)
+                utts = []
+                for k, text in enumerate(mine[ci:ci + opts.utts_per_chapter]):
+                    j = max(1, opts.rate_jitter // 2)
+                    utts.append(Utterance(
+                        utt_id=f"{spk['id']}-{chapter}-{k:04d}",
+                        text=text,
+                        voice=spk["voice"],
+                        rate=spk["rate"] + rng.randint(-j, j),
+                        pitch=min(99, max(0, spk["pitch"] + rng.randint(-5, 5))),
+                        seed=rng.randrange(1 << 30),
+                    ))
+                chapters.append((spk["id"], chapter, utts))
+        plan["parts"][split] = chapters
+    return plan
+
+
+def synthesize_corpus(out_dir: str | Path, opts: SynthOptions, progress: bool = True) -> Path:
+    """Write the corpus under ``out_dir/LibriSpeech``; return that folder."""
+    from tqdm import tqdm
+
+    root = Path(out_dir) / "LibriSpeech"
+    plan = plan_corpus(opts)
+    tasks = []
+    for split, chapters in plan["parts"].items():
+        for spk, chapter, utts in chapters:
+            d = root / PARTS[split] / spk / chapter
+            d.mkdir(parents=True, exist_ok=True)
+            lines = "".join(f"{u.utt_id} {u.text.upper()}\n" for u in utts)
+            (d / f"{spk}-{chapter}.trans.txt").write_text(lines)
+            tasks.append((str(d), utts))
+    ctx = mp.get_context("forkserver")
+    durations: dict[str, float] = {}
+    # maxtasksperchild=1: each chapter starts from a fresh espeak engine (determinism).
+    with ctx.Pool(max(1, opts.jobs), maxtasksperchild=1) as pool:
+        n_utts = sum(len(t[1]) for t in tasks)
+        with tqdm(total=n_utts, desc="Synthesizing", unit="utt", disable=not progress) as bar:
+            for result in pool.imap_unordered(_render_chapter, tasks):
+                durations.update(result)
+                bar.update(len(result))
+    minutes: dict[tuple[str, str], float] = {}
+    for split, chapters in plan["parts"].items():
+        for spk, _, utts in chapters:
+            key = (spk, PARTS[split])
+            minutes[key] = minutes.get(key, 0.0) + sum(durations[u.utt_id] for u in utts) / 60
+    lines = [";ID  |SEX| SUBSET           |MINUTES| NAME"]
+    for spk in plan["speakers"]:
+        for (sid, part), mins in sorted(minutes.items()):
+            if sid == spk["id"]:
+                lines.append(f"{sid:<5}| {spk['gender']} | {part:<17}| {mins:5.2f} | {spk['voice']}")
+    (root / "SPEAKERS.TXT").write_text("\n".join(lines) + "\n")
+    log.info("Wrote %d utterances (%.1f min) to %s", len(durations), sum(durations.values()) / 60, root)
+    return root
+
+
+def read_speakers(root: str | Path) -> dict[str, dict]:
+    """Parse SPEAKERS.TXT into {speaker_id: {"gender", "voice"}}."""
+    out = {}
+    for line in (Path(root) / "SPEAKERS.TXT").read_text().splitlines():
+        if line.startswith(";") or "|" not in line:
+            continue
+        sid, sex, _, _, name = [x.strip() for x in line.split("|")]
+        out[sid] = {"gender": sex, "voice": name}
+    return out
+
+
+def corpus_to_cuts(root: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Lhotse cut manifests straight from the synthesized folder (no ``lhotse prepare``).
+
+    Writes ``out_dir/synth_cuts_<part>.jsonl.gz`` with speaker and gender on each
+    supervision; returns {part: path}.
+    """
+    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    from auden_kit.io import save_cuts_atomic
+
+    root = Path(root)
+    speakers = read_speakers(root)
+    paths = {}
+    for part in PARTS.values():
+        part_dir = root / part
+        if not part_dir.is_dir():
+            continue
+        recs, sups = [], []
+        for trans in sorted(part_dir.rglob("*.trans.txt")):
+            for line in trans.read_text().splitlines():
+                utt_id, text = line.split(maxsplit=1)
+                rec = Recording.from_file(trans.parent / f"{utt_id}.flac", recording_id=utt_id)
+                spk = utt_id.split("-")[0]
+                recs.append(rec)
+                sups.append(SupervisionSegment(
+                    id=utt_id, recording_id=utt_id, start=0.0, duration=rec.duration, channel=0,
+                    text=text, speaker=spk, language="English",
+                    gender=speakers.get(spk, {}).get("gender"),
+                ))
+        cuts = CutSet.from_manifests(RecordingSet.from_recordings(recs), SupervisionSet.from_segments(sups))
+        path = Path(out_dir) / f"synth_cuts_{part}.jsonl.gz"
+        save_cuts_atomic(cuts, path)
+        paths[part] = path
+    return paths

@@ -1,0 +1,227 @@
+"""The data module: cut manifests -> batches of features, for every task.
+
+Task-agnostic by design: a batch carries features and the cuts; the task turns
+supervisions into targets (tokens, speaker labels, ...). Augmentation is a list
+of small callables in Lhotse's style (``cut_transforms`` act on cuts before
+features are read, ``input_transforms`` on the feature tensor).
+
+Batch (shape legend: B batch, T frames, F feature bins)::
+
+    {
+      "inputs":      float (B, T, F) log-mel features, zero-padded on the right,
+      "input_lens":  long  (B,) valid frames of each row,
+      "cuts":        the CutSet of the batch, in row order,
+      "supervisions": {"text": [str]*B, "speaker": [str|None]*B, "cut_id": [str]*B},
+    }
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from auden_kit.data.features import FbankSettings
+from auden_kit.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data is and how it is batched and augmented."""
+
+    train_cuts: list[str] = dataclasses.field(default_factory=list)
+    valid_cuts: list[str] = dataclasses.field(default_factory=list)
+    max_duration: float = 200.0  # seconds of audio per batch
+    num_buckets: int = 30
+    shuffle: bool = True
+    drop_last: bool = True
+    num_workers: int = 1
+    min_cut_duration: float = 0.3
+    max_cut_duration: float = 30.0
+    on_the_fly_feats: bool = False
+    fbank: FbankSettings = dataclasses.field(default_factory=FbankSettings)
+    spec_augment: bool = True
+    time_warp_factor: int = 80
+    num_frame_masks: int = 10
+    frames_mask_size: int = 100
+    num_feature_masks: int = 2
+    features_mask_size: int = 27
+    speed_perturb: list[float] = dataclasses.field(default_factory=list)  # on-the-fly only, e.g. [0.9, 1.1]
+    noise_cuts: Optional[str] = None
+    noise_prob: float = 0.5
+    noise_snr: list[float] = dataclasses.field(default_factory=lambda: [10.0, 20.0])
+    seed: int = 42
+
+    def validate(self):
+        if self.max_duration <= 0:
+            raise UserError(f"config key 'data.max_duration' must be positive, got {self.max_duration}")
+        if self.speed_perturb and not self.on_the_fly_feats:
+            raise UserError("config key 'data.speed_perturb' needs data.on_the_fly_feats=true "
+                            "(with precomputed features, perturb at the fbank stage instead)")
+
+
+def load_cuts(paths: Sequence[str] | str):
+    """Open one or more cut manifests lazily; errors name the missing file."""
+    from lhotse import CutSet
+    from lhotse.lazy import LazyManifestIterator
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not paths:
+        raise UserError("no cut manifest given (config key data.train_cuts / data.valid_cuts, or --cuts)")
+    sets = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise UserError(f"cut manifest '{p}' does not exist (did the fbank stage run?)")
+        sets.append(CutSet(LazyManifestIterator(p)))
+    if len(sets) == 1:
+        return sets[0]
+    from lhotse import combine
+
+    return combine(*sets)
+
+
+class SpeechDataset(torch.utils.data.Dataset):
+    """Map-style dataset whose "index" is a CutSet (one batch from a Lhotse sampler)."""
+
+    def __init__(self, input_strategy: Callable, cut_transforms: Sequence[Callable] = (),
+                 input_transforms: Sequence[Callable] = ()):
+        self.input_strategy = input_strategy
+        self.cut_transforms = list(cut_transforms)
+        self.input_transforms = list(input_transforms)
+
+    def __getitem__(self, cuts) -> dict:
+        cuts = cuts.sort_by_duration(ascending=False)
+        for t in self.cut_transforms:
+            cuts = t(cuts)
+        inputs, input_lens = self.input_strategy(cuts)
+        for t in self.input_transforms:
+            inputs = t(inputs)
+        sups = [c.supervisions[0] if c.supervisions else None for c in cuts]
+        return {
+            "inputs": inputs,
+            "input_lens": input_lens.to(torch.long),
+            "cuts": cuts,
+            "supervisions": {
+                "text": [s.text if s is not None else "" for s in sups],
+                "speaker": [s.speaker if s is not None else None for s in sups],
+                "cut_id": [c.id for c in cuts],
+            },
+        }
+
+
+class ResumableSampler:
+    """A DynamicBucketingSampler whose position can be saved and restored exactly.
+
+    State is (epoch, batches consumed). Restoring recreates the sampler for that
+    epoch and skips the consumed batches (cheap: no audio is read), so a resumed
+    run sees exactly the batches an uninterrupted run would have seen; counting
+    consumed batches rather than the sampler's internal position keeps this right
+    when DataLoader workers prefetch ahead.
+    """
+
+    def __init__(self, cuts, cfg: DataConfig, train: bool, world_size: int = 1, rank: int = 0):
+        self.cuts = cuts
+        self.cfg = cfg
+        self.train = train
+        self.world_size = world_size
+        self.rank = rank
+        self.epoch = 0
+        self.consumed = 0
+        self._skip = 0
+
+    def _make(self):
+        from lhotse.dataset import DynamicBucketingSampler
+
+        s = DynamicBucketingSampler(
+            self.cuts, max_duration=self.cfg.max_duration, num_buckets=self.cfg.num_buckets,
+            shuffle=self.cfg.shuffle and self.train, drop_last=self.cfg.drop_last and self.train,
+            world_size=self.world_size, rank=self.rank, seed=self.cfg.seed,
+            buffer_size=20000,
+        )
+        s.set_epoch(self.epoch)
+        return s
+
+    def set_epoch(self, epoch: int):
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.consumed = 0
+            self._skip = 0
+
+    def __iter__(self):
+        it = iter(self._make())
+        for _ in range(self._skip):
+            next(it, None)
+        self.consumed = self._skip
+        self._skip = 0
+        # Lhotse samplers restart when iter() is called again: keep pulling from `it`.
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            yield batch
+
+    def mark_consumed(self):
+        self.consumed += 1
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict):
+        self.epoch = int(state["epoch"])
+        self.consumed = int(state["consumed"])
+        self._skip = self.consumed
+
+
+def _duration_ok(cut, lo: float, hi: float) -> bool:
+    return lo <= cut.duration <= hi
+
+
+def _filter(cuts, cfg: DataConfig):
+    import functools
+
+    return cuts.filter(functools.partial(_duration_ok, lo=cfg.min_cut_duration, hi=cfg.max_cut_duration))
+
+
+def build_dataset(cfg: DataConfig, train: bool) -> SpeechDataset:
+    from lhotse.dataset import CutMix, PerturbSpeed, SpecAugment
+    from lhotse.dataset.input_strategies import OnTheFlyFeatures, PrecomputedFeatures
+
+    cut_transforms: list[Callable] = []
+    input_transforms: list[Callable] = []
+    if train and cfg.speed_perturb:
+        cut_transforms.append(PerturbSpeed(factors=cfg.speed_perturb, p=2 / 3))
+    if train and cfg.noise_cuts:
+        noise = load_cuts(cfg.noise_cuts)
+        cut_transforms.append(CutMix(cuts=noise, p=cfg.noise_prob, snr=tuple(cfg.noise_snr), seed=cfg.seed))
+    if train and cfg.spec_augment:
+        input_transforms.append(SpecAugment(
+            time_warp_factor=cfg.time_warp_factor, num_frame_masks=cfg.num_frame_masks,
+            frames_mask_size=cfg.frames_mask_size, num_feature_masks=cfg.num_feature_masks,
+            features_mask_size=cfg.features_mask_size,
+        ))
+    if cfg.on_the_fly_feats or (train and (cfg.speed_perturb or cfg.noise_cuts)):
+        if cfg.on_the_fly_feats:
+            cut_transforms.insert(0, lambda cs: cs.resample(cfg.fbank.sample_rate))
+        strategy = OnTheFlyFeatures(cfg.fbank.extractor())
+    else:
+        strategy = PrecomputedFeatures()
+    return SpeechDataset(strategy, cut_transforms, input_transforms)
+
+
+def make_loader(cfg: DataConfig, paths: Sequence[str], train: bool, world_size: int = 1, rank: int = 0):
+    """Return (DataLoader, ResumableSampler) for the manifests in ``paths``."""
+    cuts = _filter(load_cuts(paths), cfg)
+    sampler = ResumableSampler(cuts, cfg, train=train, world_size=world_size, rank=rank)
+    dataset = build_dataset(cfg, train)
+    loader = torch.utils.data.DataLoader(
+        dataset, sampler=sampler, batch_size=None, num_workers=cfg.num_workers,
+        persistent_workers=False,
+    )
+    return loader, sampler

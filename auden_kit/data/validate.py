@@ -1,0 +1,179 @@
+"""Manifest validation: find every problem (up to a limit), each naming its cut id.
+
+Checks: unreadable lines, duplicate cut/recording/supervision ids, missing or
+unreadable audio, sample-rate and length mismatches between the manifest and
+the file, non-positive durations, empty text, supervisions outside their cut
+or recording, missing feature archives.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Problem:
+    where: str  # cut id (or "line N" when the line itself is broken)
+    what: str
+
+    def __str__(self):
+        return f"{self.where}: {self.what}"
+
+
+def _open(path: Path):
+    return gzip.open(path, "rt") if path.suffix == ".gz" else open(path)
+
+
+def _check_audio(rec: dict, cid: str, check_audio: bool, cache: dict) -> list[Problem]:
+    out = []
+    rid = rec.get("id", "?")
+    if rec.get("duration", 0) <= 0:
+        out.append(Problem(cid, f"recording '{rid}' has non-positive duration {rec.get('duration')}"))
+    if not check_audio:
+        return out
+    for src in rec.get("sources", []):
+        if src.get("type") != "file":
+            continue
+        f = Path(src["source"])
+        key = str(f)
+        if key not in cache:
+            if not f.is_file():
+                cache[key] = f"audio file '{f}' is missing"
+            else:
+                try:
+                    import soundfile as sf
+
+                    info = sf.info(str(f))
+                    cache[key] = (info.samplerate, info.frames)
+                except Exception as e:
+                    cache[key] = f"audio file '{f}' cannot be read ({e})"
+        got = cache[key]
+        if isinstance(got, str):
+            out.append(Problem(cid, got))
+            continue
+        sr, frames = got
+        if rec.get("sampling_rate") and sr != rec["sampling_rate"]:
+            out.append(Problem(cid, f"sample-rate mismatch: manifest says {rec['sampling_rate']} Hz, "
+                                    f"'{f}' is {sr} Hz (re-create the manifest)"))
+        elif rec.get("num_samples") and not rec.get("transforms") and abs(frames - rec["num_samples"]) > 0.01 * sr:
+            out.append(Problem(cid, f"length mismatch: manifest says {rec['num_samples']} samples, "
+                                    f"'{f}' has {frames}"))
+    return out
+
+
+def _kind(obj: dict) -> str:
+    if "sources" in obj:
+        return "recording"
+    if "recording_id" in obj and "recording" not in obj and "features" not in obj:
+        return "supervision"
+    return "cut"
+
+
+def _iter_json(path: Path, problems: list[Problem]):
+    try:
+        with _open(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError as e:
+                    problems.append(Problem(f"{path.name} line {lineno}", f"not valid JSON ({e})"))
+    except (OSError, EOFError) as e:
+        problems.append(Problem(str(path), f"cannot read manifest ({e})"))
+
+
+def _check_supervision(s: dict, cid: str, dur: float | None, require_text: bool, seen: set) -> list[Problem]:
+    out = []
+    sid = s.get("id", "?")
+    if sid in seen:
+        out.append(Problem(cid, f"duplicate supervision id '{sid}'"))
+    seen.add(sid)
+    if require_text and not (s.get("text") or "").strip():
+        out.append(Problem(cid, f"supervision '{sid}' has empty text"))
+    s0, sd = s.get("start", 0), s.get("duration", 0)
+    if sd <= 0:
+        out.append(Problem(cid, f"supervision '{sid}' has non-positive duration {sd}"))
+    if dur is not None and (s0 < -1e-3 or s0 + sd > dur + 1e-3):
+        out.append(Problem(cid, f"supervision '{sid}' [{s0:.2f}, {s0 + sd:.2f}] s lies outside "
+                                f"its cut/recording (0, {dur:.2f}) s"))
+    return out
+
+
+def validate_manifests(paths, check_audio: bool = True, require_text: bool = True,
+                       limit: int = 100) -> tuple[int, list[Problem]]:
+    """Validate Lhotse manifests: cuts, recordings or supervisions (jsonl[.gz]).
+
+    Recordings given alongside supervisions are cross-checked (unknown recording
+    ids, supervisions past the end of their recording). Problems name the cut id
+    (or the recording/supervision id). Returns (items read, problems).
+    """
+    problems: list[Problem] = []
+    recordings: dict[str, dict] = {}
+    supervisions: list[dict] = []
+    seen_cuts: set[str] = set()
+    seen_recs: set[str] = set()
+    seen_sups: set[str] = set()
+    audio_cache: dict = {}
+    n = 0
+    for path in [Path(p) for p in paths]:
+        if not path.is_file():
+            problems.append(Problem(str(path), "manifest file does not exist"))
+            continue
+        for lineno, obj in _iter_json(path, problems):
+            if len(problems) >= limit:
+                return n, problems[:limit]
+            n += 1
+            kind = _kind(obj)
+            if kind == "recording":
+                rid = obj.get("id", f"line {lineno}")
+                if rid in seen_recs:
+                    problems.append(Problem(rid, "duplicate recording id"))
+                seen_recs.add(rid)
+                recordings[rid] = obj
+                problems += _check_audio(obj, rid, check_audio, audio_cache)
+                continue
+            if kind == "supervision":
+                supervisions.append(obj)
+                continue
+            cid = obj.get("id", f"line {lineno}")
+            if cid in seen_cuts:
+                problems.append(Problem(cid, "duplicate cut id"))
+            seen_cuts.add(cid)
+            dur = obj.get("duration", 0)
+            if not isinstance(dur, (int, float)) or dur <= 0:
+                problems.append(Problem(cid, f"non-positive duration {dur}"))
+                dur = None
+            rec = obj.get("recording")
+            if rec is not None:
+                problems += _check_audio(rec, cid, check_audio, audio_cache)
+                start = obj.get("start", 0)
+                if dur and rec.get("duration") and start + dur > rec["duration"] + 1e-3:
+                    problems.append(Problem(cid, f"cut [{start:.2f}, {start + dur:.2f}] s runs past its "
+                                                 f"recording '{rec.get('id')}' ({rec['duration']:.2f} s)"))
+            elif obj.get("features") is None:
+                problems.append(Problem(cid, "cut has neither a recording nor features"))
+            feats = obj.get("features")
+            if feats and check_audio and feats.get("storage_path"):
+                sp = Path(feats["storage_path"])
+                if not sp.exists():
+                    problems.append(Problem(cid, f"feature archive '{sp}' is missing"))
+            sups = obj.get("supervisions", [])
+            if require_text and not sups:
+                problems.append(Problem(cid, "cut has no supervision"))
+            for s in sups:
+                problems += _check_supervision(s, cid, dur, require_text, seen_sups)
+    for s in supervisions:
+        rid = s.get("recording_id")
+        rec = recordings.get(rid)
+        where = s.get("id", "?")
+        if recordings and rec is None:
+            problems.append(Problem(where, f"supervision refers to unknown recording '{rid}'"))
+        problems += _check_supervision(s, where, rec.get("duration") if rec else None, require_text, seen_sups)
+    return n, problems[:limit]
