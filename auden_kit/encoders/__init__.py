@@ -1,0 +1,1 @@
+"""Encoders, registered by name in :mod:`auden_kit.hub` (Zipformer first)."""

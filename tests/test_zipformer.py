@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from auden_kit.encoders.zipformer import PRESETS, ZipformerConfig, ZipformerEncoder
+from auden_kit.nn.scaling import SwooshL, SwooshR, set_batch_count
+
+ICEFALL_ENCODER_PARAMS = {"zipformer-s": 21_989_779, "zipformer-m": 63_994_103, "zipformer-l": 146_625_594}
+
+
+def tiny(causal=False):
+    return ZipformerConfig(num_encoder_layers=(1,), encoder_dim=(32, 48), encoder_unmasked_dim=(32,),
+                           feedforward_dim=(64,), num_heads=(2,), cnn_module_kernel=(7,),
+                           downsampling_factor=(1, 2), query_head_dim=(8,), value_head_dim=(4,), pos_dim=16,
+                           causal=causal, chunk_size=(8,), left_context_frames=(16,))
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_preset_parameter_counts_match_icefall(preset):
+    n = sum(p.numel() for p in ZipformerEncoder(ZipformerConfig(preset=preset)).parameters())
+    print(f"{preset}: encoder parameters {n:,} (icefall {ICEFALL_ENCODER_PARAMS[preset]:,})")
+    assert abs(n - ICEFALL_ENCODER_PARAMS[preset]) / ICEFALL_ENCODER_PARAMS[preset] < 0.005
+
+
+def test_shapes_lengths_and_padding_invariance():
+    torch.manual_seed(0)
+    enc = ZipformerEncoder(tiny()).eval()
+    x = torch.randn(2, 123, 80)
+    y, lens = enc(x, torch.tensor([123, 90]))
+    assert y.shape == (2, 29, 48) and lens.tolist() == [29, 21]
+    # away from its end (where convolutions see the padding), the shorter utterance alone
+    # gives the same output as when padded in a batch
+    y1, _ = enc(x[1:, :90], torch.tensor([90]))
+    assert torch.allclose(y1[0, :12], y[1, :12], atol=1e-4)
+
+
+def test_training_step_with_regularizers():
+    torch.manual_seed(0)
+    enc = ZipformerEncoder(tiny()).train()
+    set_batch_count(enc, 100)
+    y, _ = enc(torch.randn(3, 80, 80), torch.tensor([80, 70, 60]))
+    y.pow(2).mean().backward()
+    grads = [p.grad for p in enc.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads if g is not None)
+
+
+@pytest.mark.parametrize("cls,offset,const", [(SwooshL, 4.0, 0.035), (SwooshR, 1.0, 0.313261687)])
+def test_swoosh_value_and_compact_derivative(cls, offset, const):
+    x = torch.linspace(-8, 8, 2001, requires_grad=True)
+    y = cls()(x)
+    ref = torch.log1p(torch.exp(x.detach() - offset)) - 0.08 * x.detach() - const
+    assert torch.allclose(y.detach(), ref, atol=1e-5)
+    y.sum().backward()
+    exact = torch.sigmoid(x.detach() - offset) - 0.08
+    assert (x.grad - exact).abs().max() <= 1.01 / 255
+
+
+def test_causal_chunks_do_not_see_the_future():
+    torch.manual_seed(0)
+    enc = ZipformerEncoder(tiny(causal=True)).eval()
+    x = torch.randn(1, 200, 80)
+    y, _ = enc(x, torch.tensor([200]), chunk_size=8, left_context_frames=16)
+    x2 = x.clone()
+    x2[:, 120:] = torch.randn(1, 80, 80)
+    y2, _ = enc(x2, torch.tensor([200]), chunk_size=8, left_context_frames=16)
+    # input frame 120 -> 50 Hz frame ~56 -> chunk of 8 starts at 56 -> output frame 28 at 25 Hz
+    assert torch.allclose(y[:, :26], y2[:, :26], atol=1e-5)
+    assert not torch.allclose(y[:, 30:], y2[:, 30:], atol=1e-3)
+
+
+def test_trace_matches_eager():
+    torch.manual_seed(0)
+    enc = ZipformerEncoder(tiny()).eval()
+    x, lens = torch.randn(1, 150, 80), torch.tensor([150])
+    traced = torch.jit.trace(enc, (x, lens), check_trace=False)
+    for T in (150, 211):
+        x = torch.randn(1, T, 80)
+        lens = torch.tensor([T])
+        assert torch.allclose(traced(x, lens)[0], enc(x, lens)[0], atol=1e-4)
