@@ -1,0 +1,1 @@
+"""Losses: pruned RNN-T (pure PyTorch), CTC, label-smoothed cross-entropy."""

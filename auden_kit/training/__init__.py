@@ -1,0 +1,1 @@
+"""Training: the task-agnostic trainer, optimizers and schedules, checkpoints and averaging."""
