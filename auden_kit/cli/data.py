@@ -147,6 +147,23 @@ def _has_long_recordings(cuts) -> bool:
     return False
 
 
+def _texts(paths: List[Path]) -> list[str]:
+    """Transcripts from supervision manifests or cut manifests."""
+    from lhotse import SupervisionSet
+    from lhotse.serialization import load_manifest_lazy
+
+    texts = []
+    for p in paths:
+        if not p.is_file():
+            raise UserError(f"manifest '{p}' does not exist")
+        m = load_manifest_lazy(p)
+        if isinstance(m, SupervisionSet):
+            texts += [s.text for s in m if s.text]
+        else:
+            texts += [s.text for c in _read_any([p]) for s in c.supervisions if s.text]
+    return texts
+
+
 @app.command(epilog="Example: auden-kit data tokenizer data/fbank/librispeech_cuts_train-clean-100.jsonl.gz "
                     "--out-dir data/lang_bpe_500 --vocab-size 500")
 def tokenizer(
@@ -158,7 +175,7 @@ def tokenizer(
     """Train a SentencePiece (BPE/unigram) or character tokenizer on transcripts."""
     from auden_kit.tokenizers import CharTokenizer, train_sentencepiece
 
-    texts = [s.text for c in _read_any(manifests) for s in c.supervisions if s.text]
+    texts = _texts(manifests)
     if type == "char":
         tok = CharTokenizer.train(texts)
         tok.save(out_dir)

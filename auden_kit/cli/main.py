@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from auden_kit.cli import data, info
+from auden_kit.cli import average, data, decode, info, recipe, train
 from auden_kit.errors import UserError
 
 app = typer.Typer(
@@ -20,6 +20,13 @@ app = typer.Typer(
 app.command("info", help="Versions, device, threads, k2 and espeak-ng availability.",
             epilog="Example: auden-kit info --json")(info.info)
 app.add_typer(data.app, name="data", help="Build, check and featurize data (synth, validate, stats, fbank, tokenizer).")
+app.command("train", help="Train a model from a YAML config with key=value overrides.",
+            epilog=train.EPILOG)(train.train)
+app.command("decode", help="Decode audio files or a cut manifest with a model folder.",
+            epilog=decode.EPILOG)(decode.decode)
+app.command("average", help="Average checkpoints into a model folder.",
+            epilog=average.EPILOG)(average.average)
+app.add_typer(recipe.app, name="recipe", help="List recipes and their stages; start a new recipe.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,7 @@ class ZipformerConfig:
 
     preset: Optional[str] = None
     feature_dim: int = 80
+    embed_channels: tuple[int, ...] = (8, 32, 128)  # front-end conv channels (layer 1, 2, 3/ConvNeXt)
     downsampling_factor: tuple[int, ...] = (1, 2, 4, 8, 4, 2)
     num_encoder_layers: tuple[int, ...] = (2, 2, 3, 4, 3, 2)
     encoder_dim: tuple[int, ...] = (192, 256, 384, 512, 384, 256)
@@ -88,6 +89,8 @@ class ZipformerConfig:
         for u, d in zip(self.per_stack("encoder_unmasked_dim"), self.per_stack("encoder_dim")):
             if u > d:
                 raise UserError(f"config key 'encoder.encoder_unmasked_dim': {u} is larger than encoder_dim {d}")
+        if len(self.embed_channels) != 3:
+            raise UserError("config key 'encoder.embed_channels' needs 3 values (front-end conv channels)")
         if self.output_downsampling_factor != 2:
             raise UserError("config key 'encoder.output_downsampling_factor' must be 2")
 
@@ -252,7 +255,9 @@ class ZipformerEncoder(nn.Module):
         self.encoder_unmasked_dim = cfg.per_stack("encoder_unmasked_dim")
         self.downsampling_factor = tuple(cfg.downsampling_factor)
         self.cnn_module_kernel = cfg.per_stack("cnn_module_kernel")
-        self.encoder_embed = Conv2dSubsampling(cfg.feature_dim, dims[0], dropout=ScheduledFloat((0.0, 0.3), (20000.0, 0.1)))
+        c1, c2, c3 = cfg.embed_channels
+        self.encoder_embed = Conv2dSubsampling(cfg.feature_dim, dims[0], layer1_channels=c1, layer2_channels=c2,
+                                               layer3_channels=c3, dropout=ScheduledFloat((0.0, 0.3), (20000.0, 0.1)))
         n = len(dims)
         stacks = []
         for i in range(n):

@@ -1,0 +1,1 @@
+"""Heads that sit on an encoder: transducer decoder + joiner, CTC, classifiers."""

@@ -1,0 +1,1 @@
+"""Metrics: WER/CER with aligned error listings."""

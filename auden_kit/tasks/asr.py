@@ -1,0 +1,180 @@
+"""ASR: Zipformer encoder + stateless transducer (pruned RNN-T) and/or CTC.
+
+Batch in (see :mod:`auden_kit.data.datamodule`): ``inputs`` (N, T, F), ``input_lens`` (N,),
+``supervisions.text``. Targets are the tokenizer's ids of the texts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from auden_kit.decoding.ctc import ctc_greedy, ctc_prefix_beam
+from auden_kit.decoding.transducer import greedy_search, modified_beam_search
+from auden_kit.encoders.zipformer import ZipformerConfig, ZipformerEncoder
+from auden_kit.errors import UserError
+from auden_kit.heads.transducer import Joiner, StatelessDecoder
+from auden_kit.losses.rnnt import band_indices, pruned_loss, simple_loss_and_ranges
+from auden_kit.metrics.wer import compute_wer
+from auden_kit.tasks.base import DecodeResult, Task
+
+FRAME_SHIFT_OUT = 0.04  # seconds per encoder output frame (10 ms x 4)
+
+
+@dataclasses.dataclass
+class AsrModelConfig:
+    """Model section of an ASR config. ``vocab_size`` 0 means: take it from the tokenizer."""
+
+    encoder: ZipformerConfig = dataclasses.field(default_factory=ZipformerConfig)
+    vocab_size: int = 0
+    decoder_dim: int = 512
+    joiner_dim: int = 512
+    context_size: int = 2
+    use_transducer: bool = True
+    use_ctc: bool = False
+    prune_range: int = 5
+    lm_scale: float = 0.25
+    am_scale: float = 0.0
+    simple_loss_scale: float = 0.5
+    ctc_loss_scale: float = 0.2
+    warm_step: int = 2000
+
+    def validate(self):
+        if not (self.use_transducer or self.use_ctc):
+            raise UserError("config: at least one of model.use_transducer / model.use_ctc must be true")
+
+
+class AsrModel(nn.Module):
+    """forward(x (N, T, F), x_lens, targets (N, U) padded with -1 ...) -> losses."""
+
+    def __init__(self, cfg: AsrModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        V = cfg.vocab_size
+        self.encoder = ZipformerEncoder(cfg.encoder)
+        enc_dim = self.encoder.output_dim
+        if cfg.use_transducer:
+            self.decoder = StatelessDecoder(V, cfg.decoder_dim, blank_id=0, context_size=cfg.context_size)
+            self.joiner = Joiner(enc_dim, cfg.decoder_dim, cfg.joiner_dim, V)
+            self.simple_am_proj = nn.Linear(enc_dim, V)
+            self.simple_lm_proj = nn.Linear(cfg.decoder_dim, V)
+        if cfg.use_ctc:
+            self.ctc_output = nn.Sequential(nn.Dropout(p=0.1), nn.Linear(enc_dim, V))
+
+    def encode(self, x: Tensor, x_lens: Tensor, **kw) -> tuple[Tensor, Tensor]:
+        return self.encoder(x, x_lens, **kw)
+
+    def transducer_losses(self, enc: Tensor, enc_lens: Tensor, targets: list[list[int]]) -> tuple[Tensor, Tensor]:
+        cfg = self.cfg
+        N = enc.shape[0]
+        U = max(len(t) for t in targets)
+        y = torch.zeros(N, U, dtype=torch.long, device=enc.device)
+        for i, t in enumerate(targets):
+            y[i, : len(t)] = torch.tensor(t, dtype=torch.long)
+        labels = torch.tensor([len(t) for t in targets], device=enc.device)
+        dec_in = torch.cat([torch.zeros(N, 1, dtype=torch.long, device=enc.device), y], dim=1)  # blank-start
+        dec_out = self.decoder(dec_in)  # (N, U+1, D)
+        am = self.simple_am_proj(enc)
+        lm = self.simple_lm_proj(dec_out)
+        simple, starts = simple_loss_and_ranges(am, lm, y, enc_lens, labels, prune_range=cfg.prune_range,
+                                                lm_only_scale=cfg.lm_scale, am_only_scale=cfg.am_scale)
+        S = min(cfg.prune_range, U + 1)
+        idx = band_indices(starts, S, U)  # (N, T, S)
+        enc_p = self.joiner.encoder_proj(enc)  # (N, T, J)
+        dec_p = self.joiner.decoder_proj(dec_out)  # (N, U+1, J)
+        dec_band = torch.gather(dec_p.unsqueeze(1).expand(N, enc.shape[1], U + 1, dec_p.shape[-1]), 2,
+                                idx.unsqueeze(-1).expand(N, enc.shape[1], S, dec_p.shape[-1]))
+        logits = self.joiner(enc_p.unsqueeze(2), dec_band, project_input=False)  # (N, T, S, V)
+        pruned = pruned_loss(logits, y, starts, enc_lens, labels)
+        return simple, pruned
+
+    def ctc_loss(self, enc: Tensor, enc_lens: Tensor, targets: list[list[int]]) -> Tensor:
+        lp = self.ctc_output(enc).log_softmax(-1)  # (N, T, V)
+        flat = torch.tensor([t for ts in targets for t in ts], dtype=torch.long)
+        lens = torch.tensor([len(t) for t in targets], dtype=torch.long)
+        return nn.functional.ctc_loss(lp.transpose(0, 1).float(), flat, enc_lens.cpu(), lens, blank=0,
+                                      reduction="sum", zero_infinity=True)
+
+
+class AsrTask(Task):
+    name = "asr"
+    model_config_cls = AsrModelConfig
+    decode_methods = ("greedy", "modified_beam_search", "ctc_greedy", "ctc_prefix_beam")
+    default_decode_method = "greedy"
+
+    def build_model(self, cfg: AsrModelConfig, tokenizer) -> AsrModel:
+        if cfg.vocab_size <= 0:
+            if tokenizer is None:
+                raise UserError("config key 'model.vocab_size' is 0 and no tokenizer was given")
+            cfg.vocab_size = tokenizer.vocab_size
+        elif tokenizer is not None and cfg.vocab_size != tokenizer.vocab_size:
+            raise UserError(f"config key 'model.vocab_size' is {cfg.vocab_size} but the tokenizer has "
+                            f"{tokenizer.vocab_size} symbols (set model.vocab_size=0 to follow the tokenizer)")
+        return AsrModel(cfg)
+
+    def targets(self, batch: dict, tokenizer) -> list[list[int]]:
+        out = []
+        for cid, text in zip(batch["supervisions"]["cut_id"], batch["supervisions"]["text"]):
+            ids = tokenizer.encode(text)
+            if not ids:
+                raise UserError(f"cut '{cid}': its transcript encodes to no tokens (empty text?)")
+            out.append(ids)
+        return out
+
+    def compute_loss(self, model: AsrModel, batch: dict, tokenizer, step: int):
+        cfg = model.cfg
+        x, x_lens = batch["inputs"], batch["input_lens"]
+        targets = self.targets(batch, tokenizer)
+        enc, enc_lens = model.encode(x, x_lens)
+        stats = {}
+        loss = enc.new_zeros(())
+        if cfg.use_transducer:
+            simple, pruned = model.transducer_losses(enc, enc_lens, targets)
+            s = cfg.simple_loss_scale
+            if step < cfg.warm_step:  # start on the simple loss, bring in the pruned one
+                frac = step / max(1, cfg.warm_step)
+                simple_scale, pruned_scale = 1.0 - frac * (1.0 - s), 0.1 + 0.9 * frac
+            else:
+                simple_scale, pruned_scale = s, 1.0
+            loss = loss + simple_scale * simple + pruned_scale * pruned
+            stats["simple_loss"] = float(simple.detach())
+            stats["pruned_loss"] = float(pruned.detach())
+        if cfg.use_ctc:
+            ctc = model.ctc_loss(enc, enc_lens, targets)
+            loss = loss + (cfg.ctc_loss_scale if cfg.use_transducer else 1.0) * ctc
+            stats["ctc_loss"] = float(ctc.detach())
+        frames = int(enc_lens.sum())
+        stats["loss"] = float(loss.detach())
+        return loss, stats, frames
+
+    @torch.no_grad()
+    def decode(self, model: AsrModel, batch: dict, tokenizer, method: str = "", beam: int = 4,
+               **encode_kw) -> list[DecodeResult]:
+        method = method or self.default_decode_method
+        if method not in self.decode_methods:
+            raise UserError(f"unknown decoding method '{method}' (choose from {', '.join(self.decode_methods)})")
+        if method.startswith("ctc") and not model.cfg.use_ctc:
+            raise UserError(f"--method {method} needs a model trained with a CTC head (model.use_ctc=true)")
+        if not method.startswith("ctc") and not model.cfg.use_transducer:
+            raise UserError(f"--method {method} needs a transducer model; use ctc_greedy or ctc_prefix_beam")
+        enc, enc_lens = model.encode(batch["inputs"], batch["input_lens"], **encode_kw)
+        if method == "greedy":
+            hyps = greedy_search(model, enc, enc_lens)
+        elif method == "modified_beam_search":
+            hyps = modified_beam_search(model, enc, enc_lens, beam=beam)
+        else:
+            lp = model.ctc_output(enc).log_softmax(-1)
+            hyps = ctc_greedy(lp, enc_lens) if method == "ctc_greedy" else ctc_prefix_beam(lp, enc_lens, beam=beam)
+        sup = batch.get("supervisions", {})
+        ids = sup.get("cut_id") or [str(i) for i in range(len(hyps))]
+        refs = sup.get("text") or [None] * len(hyps)
+        return [DecodeResult(cut_id=cid, text=tokenizer.decode(h.tokens),
+                             tokens=[tokenizer.id_to_piece(t) for t in h.tokens],
+                             times=[round(f * FRAME_SHIFT_OUT, 3) for f in h.frames], ref=ref)
+                for cid, h, ref in zip(ids, hyps, refs)]
+
+    def evaluate(self, results: list[DecodeResult]) -> dict:
+        pairs = [(r.cut_id, r.ref, r.text) for r in results if r.ref is not None]
+        return {"wer": compute_wer(pairs).wer} if pairs else {}
