@@ -43,3 +43,44 @@ def fbank_cuts(synth_cuts, tmp_path_factory) -> dict:
         paths[part] = out / f"cuts_{part}.jsonl.gz"
         save_cuts_atomic(cuts, paths[part])
     return paths
+
+
+TINY_ENCODER = {
+    "downsampling_factor": [1, 2], "num_encoder_layers": [1], "encoder_dim": [32, 48],
+    "encoder_unmasked_dim": [32], "feedforward_dim": [64], "num_heads": [2], "cnn_module_kernel": [7],
+    "query_head_dim": [8], "value_head_dim": [4], "pos_dim": 16, "embed_channels": [4, 8, 16],
+}
+
+
+@pytest.fixture(scope="session")
+def bpe_dir(synth_corpus, tmp_path_factory) -> Path:
+    from auden_kit.tokenizers import train_sentencepiece
+
+    texts = [line.split(" ", 1)[1] for f in synth_corpus.rglob("*.trans.txt") for line in f.read_text().splitlines()]
+    d = tmp_path_factory.mktemp("lang")
+    train_sentencepiece(texts, d, vocab_size=60)
+    return d
+
+
+def tiny_train_config(exp_dir, fbank_cuts, bpe_dir, **trainer):
+    from auden_kit.config import from_dict
+    from auden_kit.training.trainer import TrainConfig
+
+    return from_dict(TrainConfig, {
+        "task": "asr", "exp_dir": str(exp_dir), "tokenizer": str(bpe_dir),
+        "model": {"encoder": TINY_ENCODER, "decoder_dim": 32, "joiner_dim": 32, "use_ctc": True, "warm_step": 2},
+        "data": {"train_cuts": [str(fbank_cuts["train-clean-100"])], "valid_cuts": [str(fbank_cuts["dev-clean"])],
+                 "max_duration": 12, "num_buckets": 2, "num_workers": 0},
+        "optim": {"base_lr": 0.03, "warmup_batches": 2, "lr_batches": 50},
+        "trainer": {"num_epochs": 1, "log_interval": 1, "average_period": 1, "progress": False, **trainer},
+    })
+
+
+@pytest.fixture(scope="session")
+def trained_model(fbank_cuts, bpe_dir, tmp_path_factory) -> Path:
+    """A (barely) trained tiny ASR model folder, from 2 epochs."""
+    from auden_kit.training.trainer import Trainer, export_model_folder
+
+    exp = tmp_path_factory.mktemp("exp")
+    Trainer(tiny_train_config(exp, fbank_cuts, bpe_dir, num_epochs=2)).train()
+    return export_model_folder(exp, exp / "model-avg", avg=1)

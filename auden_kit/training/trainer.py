@@ -78,6 +78,20 @@ def resolve(cfg: TrainConfig):
     return task, model_cfg
 
 
+def _module_state(model: torch.nn.Module) -> dict:
+    """Python-side state that modules change while training (Whiten's adaptive probability)."""
+    from auden_kit.nn.scaling import Whiten
+
+    return {n: m.prob for n, m in model.named_modules() if isinstance(m, Whiten)}
+
+
+def _set_module_state(model: torch.nn.Module, state: dict) -> None:
+    mods = dict(model.named_modules())
+    for n, prob in state.items():
+        if n in mods:
+            mods[n].prob = prob
+
+
 def _dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -120,6 +134,7 @@ class Trainer:
         self.model_avg = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         self.step = 0
         self.epoch = 1
+        self._pending_rng = None
         self.train_loader, self.train_sampler = make_loader(cfg.data, cfg.data.train_cuts, train=True,
                                                             world_size=self.world, rank=self.rank)
         self.valid_loader = None
@@ -156,6 +171,7 @@ class Trainer:
             "sampler": self.train_sampler.state_dict(), "config": to_dict(self.cfg),
             "model_config": to_dict(self.model_cfg), "task": self.cfg.task,
             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+            "module_state": _module_state(self.model),
         }
 
     def _restore(self, st: dict):
@@ -166,9 +182,9 @@ class Trainer:
         self.scaler.load_state_dict(st["scaler"])
         self.train_sampler.load_state_dict(st["sampler"])
         self.step, self.epoch = st["step"], st["epoch"]
-        random.setstate(st["rng"]["python"])
-        np.random.set_state(st["rng"]["numpy"])
-        torch.set_rng_state(st["rng"]["torch"])
+        _set_module_state(self.model, st.get("module_state", {}))
+        # applied once the data iterator exists: creating it draws from torch's RNG
+        self._pending_rng = st["rng"]
 
     def save(self, name: str):
         if self.rank == 0:
@@ -185,7 +201,8 @@ class Trainer:
         batch["input_lens"] = batch["input_lens"].to(self.device)
         return batch
 
-    def _log(self, stats: dict, frames: int, grad_norm: float, elapsed: float, prefix: str = "train"):
+    def _log(self, stats: dict, frames: int, grad_norm: float, elapsed: float, input_frames: int = 0,
+             prefix: str = "train"):
         if self.writer is None:
             return
         for k, v in stats.items():
@@ -194,8 +211,8 @@ class Trainer:
         self.writer.add_scalar("train/grad_norm", grad_norm, self.step)
         self.writer.add_scalar("train/grad_scale", self.scaler.get_scale() if self.scaler.is_enabled() else 1.0,
                                self.step)
-        if elapsed > 0:
-            self.writer.add_scalar("train/frames_per_s", frames / elapsed, self.step)
+        if elapsed > 0:  # input (fbank) frames per second, as in icefall's logs
+            self.writer.add_scalar("train/frames_per_s", input_frames / elapsed, self.step)
 
     def train(self) -> None:
         tc = self.cfg.trainer
@@ -210,9 +227,15 @@ class Trainer:
             bar = tqdm(total=batches_per_epoch, initial=self.train_sampler.consumed, desc=f"epoch {self.epoch}",
                        unit="batch", disable=not (tc.progress and self.rank == 0), dynamic_ncols=True)
             acc: dict = {}
-            acc_frames = 0
+            acc_frames = acc_input = 0
             t0 = time.time()
-            for batch in self.train_loader:
+            batches = iter(self.train_loader)
+            if self._pending_rng is not None:
+                rng, self._pending_rng = self._pending_rng, None
+                random.setstate(rng["python"])
+                np.random.set_state(rng["numpy"])
+                torch.set_rng_state(rng["torch"])
+            for batch in batches:
                 self.train_sampler.mark_consumed()
                 self.step += 1
                 set_batch_count(self.model, self.step * tc.schedule_speedup)
@@ -236,11 +259,13 @@ class Trainer:
                 for k, v in stats.items():
                     acc[k] = acc.get(k, 0.0) + v
                 acc_frames += frames
+                acc_input += int(batch["input_lens"].sum())
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss'] / max(1, frames):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
                 if self.step % tc.log_interval == 0:
-                    self._log(acc, acc_frames, getattr(self.optimizer, "last_grad_norm", 0.0), time.time() - t0)
-                    acc, acc_frames, t0 = {}, 0, time.time()
+                    self._log(acc, acc_frames, getattr(self.optimizer, "last_grad_norm", 0.0), time.time() - t0,
+                              acc_input)
+                    acc, acc_frames, acc_input, t0 = {}, 0, 0, time.time()
                 if tc.valid_interval and self.step % tc.valid_interval == 0:
                     self.validate()
                 if tc.save_every_n and self.step % tc.save_every_n == 0:

@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""Stage 0 of this recipe: turn your data into Lhotse manifests. Edit this file for your corpus.
+
+Expected layout (change it here if yours differs):
+    <corpus>/<part>/...audio files...      (wav/flac/ogg/mp3; file name = utterance id)
+    <corpus>/<part>/text                    (<utterance-id> <transcript>, one per line)
+    <corpus>/<part>/utt2spk                 (optional: <utterance-id> <speaker>)
+for each part in --parts (default: train dev test).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from auden_kit.data.corpora.folder import prepare_folder
+from auden_kit.errors import UserError
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus-dir", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, default=Path("data/manifests"))
+    p.add_argument("--parts", nargs="+", default=["train", "dev", "test"])
+    p.add_argument("--prefix", default="mydata")
+    a = p.parse_args()
+    try:
+        for part in a.parts:
+            d = a.corpus_dir / part
+            u2s = d / "utt2spk"
+            prepare_folder(d, d / "text", a.out_dir, a.prefix, part, utt2spk=u2s if u2s.is_file() else None)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

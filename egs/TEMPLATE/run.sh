@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# ASR recipe skeleton: your data -> manifests -> fbank -> BPE -> train -> average -> decode.
+# Usage: ./run.sh --corpus-dir /path/to/corpus [--stage N] [--stop-stage M]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=0
+stop_stage=100
+corpus_dir=""
+nj=2
+bpe_size=500
+num_epochs=30
+avg=9
+prefix=mydata
+extra=""
+help_message="ASR recipe for your own data (see README.md). Example: ./run.sh --corpus-dir /data/mycorpus"
+__options="stage stop_stage corpus_dir nj bpe_size num_epochs avg prefix extra"
+. ../../tools/parse_options.sh
+
+export PATH="$(cd ../.. && pwd)/.venv/bin:$PATH"
+log() { echo "$(date '+%H:%M:%S') $*"; }
+parts="train dev test"
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "Stage 0: prepare manifests from your corpus (edit local/prepare.py)"
+  [ -n "$corpus_dir" ] || { echo "run.sh: stage 0 needs --corpus-dir" >&2; exit 2; }
+  python local/prepare.py --corpus-dir "$corpus_dir" --out-dir data/manifests --prefix $prefix --parts $parts
+  for p in $parts; do
+    auden-kit data validate data/manifests/${prefix}_{recordings,supervisions}_$p.jsonl.gz
+  done
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: compute fbank features"
+  for p in $parts; do
+    out=data/fbank/${prefix}_cuts_$p.jsonl.gz
+    [ -f $out ] && continue
+    sp=""; [ $p = train ] && sp="--speed-perturb"
+    auden-kit data fbank data/manifests/${prefix}_{recordings,supervisions}_$p.jsonl.gz --out $out --jobs $nj $sp
+  done
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: train the BPE tokenizer"
+  [ -f data/lang_bpe/tokenizer.yaml ] || auden-kit data tokenizer data/manifests/${prefix}_supervisions_train.jsonl.gz \
+    --out-dir data/lang_bpe --vocab-size $bpe_size
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: train (TensorBoard: tensorboard --logdir $(pwd)/exp/tensorboard)"
+  [ -f exp/epoch-$num_epochs.pt ] || auden-kit train --config conf/train.yaml trainer.num_epochs=$num_epochs $extra
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "Stage 4: average checkpoints into a model folder"
+  auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: decode the test set"
+  for m in greedy modified_beam_search; do
+    auden-kit decode --model exp/model-avg --cuts data/fbank/${prefix}_cuts_test.jsonl.gz --method $m --out-dir exp/decode
+  done
+fi

@@ -1,0 +1,78 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import soundfile as sf
+
+CLI = [sys.executable, "-m", "auden_kit.cli.main"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_decode_files_any_rate_channels_and_a_corrupt_one(trained_model, synth_corpus, tmp_path):
+    from auden_kit.data.audio import load_audio
+    import torchaudio.functional as AF
+
+    src = sorted(synth_corpus.glob("test-clean/*/*/*.flac"))[0]
+    wav = load_audio(src)
+    files = []
+    for sr, ch, ext in [(8000, 1, "wav"), (16000, 2, "flac"), (44100, 2, "wav")]:
+        x = AF.resample(wav, 16000, sr).numpy()
+        data = np.stack([x, 0.7 * x], axis=1) if ch == 2 else x
+        p = tmp_path / f"a_{sr}_{ch}.{ext}"
+        sf.write(p, data, sr)
+        files.append(p)
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    r = run("decode", "--model", trained_model, files[0], bad, files[1], files[2])
+    assert r.returncode == 1
+    assert "broken.wav" in r.stderr and "Traceback" not in r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(f) for f in files]
+    r = run("decode", "--model", trained_model, "--output", "json", files[0])
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert set(d) == {"file", "text", "tokens", "times"} and len(d["tokens"]) == len(d["times"])
+    assert all(b >= a for a, b in zip(d["times"], d["times"][1:]))
+
+
+def test_decode_manifest_writes_result_files(trained_model, fbank_cuts, tmp_path):
+    for method in ("greedy", "modified_beam_search", "ctc_greedy", "ctc_prefix_beam"):
+        r = run("decode", "--model", trained_model, "--cuts", fbank_cuts["test-clean"], "--method", method,
+                "--out-dir", tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert "%WER" in r.stdout and "RTF" in r.stdout
+    names = {p.name.split("-")[0] for p in tmp_path.iterdir()}
+    assert names == {"recogs", "errs", "wer"}
+    errs = next(tmp_path.glob("errs-*greedy*.txt")).read_text()
+    assert "%WER" in errs and "PER-UTT DETAILS" in errs
+    r = run("decode", "--model", trained_model, "--cuts", fbank_cuts["test-clean"], "--method", "nope")
+    assert r.returncode == 1 and "unknown --method" in r.stderr
+
+
+def test_average_cli_and_bad_model_dir(trained_model, tmp_path):
+    exp = trained_model.parent
+    r = run("average", "--exp-dir", exp, "--avg", "2", "--no-use-averaged-model", "--out", tmp_path / "m")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+    r = run("decode", "--model", tmp_path / "nothing", "x.wav")
+    assert r.returncode == 1 and "is not a model folder" in r.stderr
+
+
+def test_recipe_ls_and_new(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    egs = Path(__file__).resolve().parents[1] / "egs"
+    r = run("recipe", "ls", "--egs", egs)
+    assert r.returncode == 0, r.stderr
+    assert "mini_synth" in r.stdout and "stage 4: train" in r.stdout
+    copy = tmp_path / "egs"
+    shutil.copytree(egs / "TEMPLATE", copy / "TEMPLATE")
+    r = run("recipe", "new", "mydata", "--egs", copy)
+    assert r.returncode == 0, r.stderr
+    assert (copy / "mydata" / "run.sh").is_file() and "mydata" in (copy / "mydata" / "README.md").read_text()
+    assert run("recipe", "new", "mydata", "--egs", copy).returncode == 1

@@ -1,0 +1,74 @@
+import torch
+
+from auden_kit.decoding.ctc import ctc_greedy, ctc_prefix_beam
+from auden_kit.decoding.transducer import greedy_search, modified_beam_search
+from auden_kit.encoders.zipformer import ZipformerConfig
+from auden_kit.tasks.asr import AsrModel, AsrModelConfig
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    enc = ZipformerConfig(downsampling_factor=(1,), num_encoder_layers=(1,), encoder_dim=(32,),
+                          encoder_unmasked_dim=(32,), feedforward_dim=(64,), num_heads=(2,), cnn_module_kernel=(7,),
+                          query_head_dim=(8,), value_head_dim=(4,), pos_dim=16, embed_channels=(4, 8, 16))
+    m = AsrModel(AsrModelConfig(encoder=enc, vocab_size=20, decoder_dim=16, joiner_dim=16)).eval()
+    # make the joiner emit non-blank tokens often so the searches have something to do
+    with torch.no_grad():
+        m.joiner.output_linear.bias[0] -= 1.0
+    return m
+
+
+def test_beam_one_equals_greedy():
+    for seed in range(3):
+        m = _model(seed)
+        enc = torch.randn(3, 30, 32)
+        lens = torch.tensor([30, 25, 12])
+        g = greedy_search(m, enc, lens)
+        b = modified_beam_search(m, enc, lens, beam=1)
+        assert [h.tokens for h in g] == [h.tokens for h in b]
+        assert [h.frames for h in g] == [h.frames for h in b]
+        assert any(h.tokens for h in g)
+
+
+def test_wider_beam_scores_at_least_greedy_path():
+    m = _model(1)
+    enc = torch.randn(2, 20, 32)
+    lens = torch.tensor([20, 17])
+    b1 = modified_beam_search(m, enc, lens, beam=1)
+    b4 = modified_beam_search(m, enc, lens, beam=4)
+    assert all(x.score >= y.score - 1e-4 for x, y in zip(b4, b1))
+
+
+def test_greedy_respects_max_symbols_per_frame():
+    m = _model(2)
+    with torch.no_grad():
+        m.joiner.output_linear.bias[0] -= 10.0  # never blank
+    enc = torch.randn(1, 10, 32)
+    for k in (1, 3):
+        h = greedy_search(m, enc, torch.tensor([10]), max_sym_per_frame=k)[0]
+        assert len(h.tokens) == 10 * k
+
+
+def _peaky(seed, N=3, T=40, V=8):
+    g = torch.Generator().manual_seed(seed)
+    best = torch.randint(0, V, (N, T), generator=g)
+    logits = torch.randn(N, T, V, generator=g) + 6.0 * torch.nn.functional.one_hot(best, V)
+    return logits.log_softmax(-1)
+
+
+def test_ctc_prefix_beam_one_equals_greedy_on_peaky_outputs():
+    for seed in range(4):
+        lp = _peaky(seed)
+        lens = torch.tensor([40, 33, 20])
+        g = ctc_greedy(lp, lens)
+        b = ctc_prefix_beam(lp, lens, beam=1)
+        assert [h.tokens for h in g] == [h.tokens for h in b]
+
+
+def test_ctc_greedy_collapses_repeats_and_blanks():
+    V = 5
+    path = [0, 1, 1, 0, 1, 2, 2, 2, 0, 0, 3]
+    lp = torch.nn.functional.one_hot(torch.tensor([path]), V).float().mul(10).log_softmax(-1)
+    h = ctc_greedy(lp, torch.tensor([len(path)]))[0]
+    assert h.tokens == [1, 1, 2, 3] and h.frames == [1, 4, 5, 10]
+    assert ctc_prefix_beam(lp, torch.tensor([len(path)]), beam=3)[0].tokens == [1, 1, 2, 3]
