@@ -7,8 +7,8 @@ import pytest
 
 CLI = [sys.executable, "-m", "auden_kit.cli.main"]
 COMMANDS = [[], ["info"], ["data"], ["data", "synth"], ["data", "validate"], ["data", "stats"],
-            ["data", "fbank"], ["data", "tokenizer"],
-            ]
+            ["data", "fbank"], ["data", "tokenizer"], ["train"], ["decode"], ["average"], ["import-icefall"],
+            ["recipe"], ["recipe", "ls"], ["recipe", "new"]]
 
 
 def run(*args):

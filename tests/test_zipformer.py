@@ -76,3 +76,45 @@ def test_trace_matches_eager():
         x = torch.randn(1, T, 80)
         lens = torch.tensor([T])
         assert torch.allclose(traced(x, lens)[0], enc(x, lens)[0], atol=1e-4)
+
+
+def test_streaming_equals_chunk_masked_full_forward():
+    torch.manual_seed(0)
+    cfg = ZipformerConfig(num_encoder_layers=(1,), encoder_dim=(32, 48, 32), encoder_unmasked_dim=(32,),
+                          feedforward_dim=(64,), num_heads=(2,), cnn_module_kernel=(7,), downsampling_factor=(1, 2, 4),
+                          query_head_dim=(8,), value_head_dim=(4,), pos_dim=16, embed_channels=(4, 8, 16),
+                          causal=True, chunk_size=(8,), left_context_frames=(16,))
+    enc = ZipformerEncoder(cfg).eval()
+    x = torch.randn(2, 300, 80)
+    full, _ = enc(x, torch.tensor([300, 300]), chunk_size=8, left_context_frames=16)
+    states = enc.init_states(batch_size=2)
+    outs = []
+    for start in range(0, 300, 37):  # pieces unrelated to the chunk size
+        y, states = enc.streaming_forward(x[:, start:start + 37], states)
+        outs.append(y)
+    stream = torch.cat(outs, dim=1)
+    assert stream.shape[1] >= full.shape[1] - 6
+    assert torch.allclose(stream, full[:, : stream.shape[1]], atol=1e-4), (stream - full[:, :stream.shape[1]]).abs().max()
+
+
+def test_icefall_checkpoint_import_roundtrip(tmp_path):
+    """An icefall-named state dict (front end beside the encoder) loads into our model unchanged."""
+    from auden_kit.encoders.zipformer.icefall import apply_icefall_state, load_icefall_checkpoint
+    from auden_kit.errors import UserError
+    from auden_kit.tasks.asr import AsrModel, AsrModelConfig
+
+    torch.manual_seed(0)
+    src = AsrModel(AsrModelConfig(encoder=tiny(), vocab_size=30, decoder_dim=16, joiner_dim=16))
+    icefall_state = {}
+    for k, v in src.state_dict().items():
+        icefall_state[k[len("encoder."):] if k.startswith("encoder.encoder_embed.") else k] = v
+    assert any(k.startswith("encoder_embed.") for k in icefall_state)
+    torch.save({"model": icefall_state}, tmp_path / "pretrained.pt")
+    dst = AsrModel(AsrModelConfig(encoder=tiny(), vocab_size=30, decoder_dim=16, joiner_dim=16))
+    apply_icefall_state(dst, load_icefall_checkpoint(tmp_path / "pretrained.pt"))
+    x = torch.randn(1, 100, 80)
+    src.eval(), dst.eval()
+    assert torch.equal(src.encode(x, torch.tensor([100]))[0], dst.encode(x, torch.tensor([100]))[0])
+    wrong = AsrModel(AsrModelConfig(encoder=tiny(), vocab_size=31, decoder_dim=16, joiner_dim=16))
+    with pytest.raises(UserError, match="has shape"):
+        apply_icefall_state(wrong, load_icefall_checkpoint(tmp_path / "pretrained.pt"))

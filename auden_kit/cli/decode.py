@@ -20,7 +20,7 @@ def decode(
     model: Path = typer.Option(..., "--model", "-m", help="Model folder (from `auden-kit average`)."),
     cuts: Optional[Path] = typer.Option(None, help="Decode this cut manifest in batches instead of files."),
     out_dir: Optional[Path] = typer.Option(None, help="With --cuts: where recogs-/errs-/wer-summary- files go."),
-    method: str = typer.Option("", help="greedy, modified_beam_search, ctc_greedy, ctc_prefix_beam "
+    method: str = typer.Option("", help="greedy, modified_beam_search, ctc_greedy, ctc_prefix_beam, attention_rescoring "
                                         "(default: the task's)."),
     beam: int = typer.Option(4, help="Beam size for beam searches."),
     output: str = typer.Option("text", help="text (one line per file) or json (text, tokens, token times)."),

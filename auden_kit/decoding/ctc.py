@@ -36,8 +36,9 @@ def _lae(a: float, b: float) -> float:
     return m + math.log(math.exp(a - m) + math.exp(b - m))
 
 
-def ctc_prefix_beam(log_probs: Tensor, lens: Tensor, beam: int = 4, blank: int = 0) -> list[Hypothesis]:
-    """Prefix beam search: each prefix keeps (log P ending in blank, log P ending in non-blank)."""
+def ctc_prefix_beam(log_probs: Tensor, lens: Tensor, beam: int = 4, blank: int = 0, return_nbest: bool = False):
+    """Prefix beam search: each prefix keeps (log P ending in blank, log P ending in non-blank).
+    With ``return_nbest`` each utterance gets its final beam (best first)."""
     out = []
     lp_all = log_probs.float().cpu()
     for i in range(lp_all.shape[0]):
@@ -65,6 +66,7 @@ def ctc_prefix_beam(log_probs: Tensor, lens: Tensor, beam: int = 4, blank: int =
                     else:
                         nxt[new] = (b, _lae(nb, _lae(pb, pnb) + p))
             beams = dict(sorted(nxt.items(), key=lambda kv: -_lae(*kv[1]))[:beam])
-        best, (pb, pnb) = max(beams.items(), key=lambda kv: _lae(*kv[1]))
-        out.append(Hypothesis(list(best), frames.get(best, [])[: len(best)], _lae(pb, pnb)))
+        ranked = [Hypothesis(list(p), frames.get(p, [])[: len(p)], _lae(*sc))
+                  for p, sc in sorted(beams.items(), key=lambda kv: -_lae(*kv[1]))]
+        out.append(ranked if return_nbest else ranked[0])
     return out

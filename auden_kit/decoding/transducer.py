@@ -52,10 +52,11 @@ def greedy_search(model, enc_out: Tensor, enc_lens: Tensor, max_sym_per_frame: i
 
 
 @torch.no_grad()
-def modified_beam_search(model, enc_out: Tensor, enc_lens: Tensor, beam: int = 4) -> list[Hypothesis]:
+def modified_beam_search(model, enc_out: Tensor, enc_lens: Tensor, beam: int = 4, return_nbest: bool = False):
     """Beam search with at most one symbol per frame (icefall's "modified" beam search).
 
-    Hypotheses with the same token sequence are merged (log-add of scores).
+    Hypotheses with the same token sequence are merged (log-add of scores). With
+    ``return_nbest`` each utterance gets its whole final beam, best first.
     """
     N, T, _ = enc_out.shape
     dec, joiner = model.decoder, model.joiner
@@ -94,4 +95,6 @@ def modified_beam_search(model, enc_out: Tensor, enc_lens: Tensor, beam: int = 4
                     merged[key] = nh
             beams[i] = list(merged.values())
             start += n
+    if return_nbest:
+        return [sorted(b, key=lambda h: -h.score) for b in beams]
     return [max(b, key=lambda h: h.score) for b in beams]

@@ -15,6 +15,7 @@ from auden_kit.decoding.ctc import ctc_greedy, ctc_prefix_beam
 from auden_kit.decoding.transducer import greedy_search, modified_beam_search
 from auden_kit.encoders.zipformer import ZipformerConfig, ZipformerEncoder
 from auden_kit.errors import UserError
+from auden_kit.heads.attention_decoder import AttentionDecoder
 from auden_kit.heads.transducer import Joiner, StatelessDecoder
 from auden_kit.losses.rnnt import band_indices, pruned_loss, simple_loss_and_ranges
 from auden_kit.metrics.wer import compute_wer
@@ -39,11 +40,19 @@ class AsrModelConfig:
     am_scale: float = 0.0
     simple_loss_scale: float = 0.5
     ctc_loss_scale: float = 0.2
+    use_attention_decoder: bool = False
+    attention_decoder_dim: int = 256
+    attention_decoder_layers: int = 2
+    attention_decoder_heads: int = 4
+    attention_decoder_ff_dim: int = 1024
+    attention_decoder_loss_scale: float = 0.8
+    label_smoothing: float = 0.1
     warm_step: int = 2000
 
     def validate(self):
-        if not (self.use_transducer or self.use_ctc):
-            raise UserError("config: at least one of model.use_transducer / model.use_ctc must be true")
+        if not (self.use_transducer or self.use_ctc or self.use_attention_decoder):
+            raise UserError("config: at least one of model.use_transducer / use_ctc / use_attention_decoder "
+                            "must be true")
 
 
 class AsrModel(nn.Module):
@@ -62,6 +71,10 @@ class AsrModel(nn.Module):
             self.simple_lm_proj = nn.Linear(cfg.decoder_dim, V)
         if cfg.use_ctc:
             self.ctc_output = nn.Sequential(nn.Dropout(p=0.1), nn.Linear(enc_dim, V))
+        if cfg.use_attention_decoder:
+            self.attention_decoder = AttentionDecoder(V, enc_dim, cfg.attention_decoder_dim,
+                                                      cfg.attention_decoder_layers, cfg.attention_decoder_heads,
+                                                      cfg.attention_decoder_ff_dim)
 
     def encode(self, x: Tensor, x_lens: Tensor, **kw) -> tuple[Tensor, Tensor]:
         return self.encoder(x, x_lens, **kw)
@@ -101,7 +114,7 @@ class AsrModel(nn.Module):
 class AsrTask(Task):
     name = "asr"
     model_config_cls = AsrModelConfig
-    decode_methods = ("greedy", "modified_beam_search", "ctc_greedy", "ctc_prefix_beam")
+    decode_methods = ("greedy", "modified_beam_search", "ctc_greedy", "ctc_prefix_beam", "attention_rescoring")
     default_decode_method = "greedy"
 
     def build_model(self, cfg: AsrModelConfig, tokenizer) -> AsrModel:
@@ -145,6 +158,10 @@ class AsrTask(Task):
             ctc = model.ctc_loss(enc, enc_lens, targets)
             loss = loss + (cfg.ctc_loss_scale if cfg.use_transducer else 1.0) * ctc
             stats["ctc_loss"] = float(ctc.detach())
+        if cfg.use_attention_decoder:
+            att = model.attention_decoder.loss(enc, enc_lens, targets, cfg.label_smoothing)
+            loss = loss + cfg.attention_decoder_loss_scale * att
+            stats["attention_decoder_loss"] = float(att.detach())
         frames = int(enc_lens.sum())
         stats["loss"] = float(loss.detach())
         return loss, stats, frames
@@ -157,13 +174,18 @@ class AsrTask(Task):
             raise UserError(f"unknown decoding method '{method}' (choose from {', '.join(self.decode_methods)})")
         if method.startswith("ctc") and not model.cfg.use_ctc:
             raise UserError(f"--method {method} needs a model trained with a CTC head (model.use_ctc=true)")
-        if not method.startswith("ctc") and not model.cfg.use_transducer:
+        if method == "attention_rescoring" and not model.cfg.use_attention_decoder:
+            raise UserError("--method attention_rescoring needs a model with an attention decoder "
+                            "(model.use_attention_decoder=true)")
+        if method in ("greedy", "modified_beam_search") and not model.cfg.use_transducer:
             raise UserError(f"--method {method} needs a transducer model; use ctc_greedy or ctc_prefix_beam")
         enc, enc_lens = model.encode(batch["inputs"], batch["input_lens"], **encode_kw)
         if method == "greedy":
             hyps = greedy_search(model, enc, enc_lens)
         elif method == "modified_beam_search":
             hyps = modified_beam_search(model, enc, enc_lens, beam=beam)
+        elif method == "attention_rescoring":
+            hyps = self.attention_rescoring(model, enc, enc_lens, beam)
         else:
             lp = model.ctc_output(enc).log_softmax(-1)
             hyps = ctc_greedy(lp, enc_lens) if method == "ctc_greedy" else ctc_prefix_beam(lp, enc_lens, beam=beam)
@@ -174,6 +196,25 @@ class AsrTask(Task):
                              tokens=[tokenizer.id_to_piece(t) for t in h.tokens],
                              times=[round(f * FRAME_SHIFT_OUT, 3) for f in h.frames], ref=ref)
                 for cid, h, ref in zip(ids, hyps, refs)]
+
+    @staticmethod
+    def attention_rescoring(model: AsrModel, enc: Tensor, enc_lens: Tensor, beam: int, scale: float = 1.0):
+        """N-best from the transducer (modified beam search) or else CTC prefix beam search,
+        rescored with the attention decoder: score = first-pass score + scale * attention log-prob."""
+        if model.cfg.use_transducer:
+            nbest = modified_beam_search(model, enc, enc_lens, beam=beam, return_nbest=True)
+        else:
+            lp = model.ctc_output(enc).log_softmax(-1)
+            nbest = ctc_prefix_beam(lp, enc_lens, beam=beam, return_nbest=True)
+        rows = [i for i, hs in enumerate(nbest) for _ in hs]
+        flat = [h for hs in nbest for h in hs]
+        att = model.attention_decoder.score(enc[rows], enc_lens[rows], [h.tokens for h in flat])
+        best, k = [], 0
+        for hs in nbest:
+            scores = [h.score + scale * float(att[k + j]) for j, h in enumerate(hs)]
+            best.append(hs[max(range(len(hs)), key=scores.__getitem__)])
+            k += len(hs)
+        return best
 
     def evaluate(self, results: list[DecodeResult]) -> dict:
         pairs = [(r.cut_id, r.ref, r.text) for r in results if r.ref is not None]

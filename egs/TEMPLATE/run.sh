@@ -12,9 +12,10 @@ bpe_size=500
 num_epochs=30
 avg=9
 prefix=mydata
+config=conf/train.yaml
 extra=""
 help_message="ASR recipe for your own data (see README.md). Example: ./run.sh --corpus-dir /data/mycorpus"
-__options="stage stop_stage corpus_dir nj bpe_size num_epochs avg prefix extra"
+__options="stage stop_stage corpus_dir nj bpe_size num_epochs avg prefix config extra"
 . ../../tools/parse_options.sh
 
 export PATH="$(cd ../.. && pwd)/.venv/bin:$PATH"
@@ -48,7 +49,7 @@ fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: train (TensorBoard: tensorboard --logdir $(pwd)/exp/tensorboard)"
-  [ -f exp/epoch-$num_epochs.pt ] || auden-kit train --config conf/train.yaml trainer.num_epochs=$num_epochs $extra
+  [ -f exp/epoch-$num_epochs.pt ] || auden-kit train --config $config trainer.num_epochs=$num_epochs $extra
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then

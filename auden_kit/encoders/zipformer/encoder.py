@@ -333,6 +333,19 @@ class ZipformerEncoder(nn.Module):
                 cur = d
         return torch.cat(pieces, dim=-1)
 
+    def init_states(self, batch_size: int = 1, device=None) -> dict:
+        """Streaming state (causal models); see :mod:`auden_kit.encoders.zipformer.streaming`."""
+        from auden_kit.encoders.zipformer.streaming import init_states
+
+        return init_states(self, batch_size, device)
+
+    def streaming_forward(self, x: Tensor, states: dict) -> tuple[Tensor, dict]:
+        """New fbank frames (N, T, F) -> newly final output frames (N, T', C) and the updated state.
+        Uses ``chunk_size[0]`` and ``left_context_frames[0]``; equals the chunk-masked ``forward``."""
+        from auden_kit.encoders.zipformer.streaming import streaming_forward
+
+        return streaming_forward(self, x, states)
+
     def forward(self, x: Tensor, x_lens: Tensor, chunk_size: Optional[int] = None,
                 left_context_frames: Optional[int] = None) -> tuple[Tensor, Tensor]:
         """x: (N, T, F) fbank; x_lens: (N,). ``chunk_size`` / ``left_context_frames`` override the
