@@ -95,3 +95,23 @@ def test_eden_formula_at_known_steps():
     eden.step_batch(10000)
     expect = 0.04 * ((10000 ** 2 + 5000 ** 2) / 5000 ** 2) ** -0.25 * ((9 + 36) / 36) ** -0.25
     assert math.isclose(eden.get_last_lr()[0], expect)
+
+
+def test_prune_ranges_start_at_zero_even_when_the_simple_model_rushes():
+    """A simple model that puts all labels on the first frames must not make the band skip
+    labels: the pruned loss stays an upper bound of the full loss."""
+    torch.manual_seed(0)
+    B, T, U, V = 1, 40, 17, 30
+    targets = torch.randint(1, V, (B, U))
+    frames, labels = torch.tensor([T]), torch.tensor([U])
+    am = torch.zeros(B, T, V)
+    am[0, 0, :] += 5.0  # every label "wants" frame 0
+    am[0, 1:, 0] += 5.0
+    lm = torch.zeros(B, U + 1, V)
+    lm[0, torch.arange(U), targets[0]] += 8.0
+    _, starts = simple_loss_and_ranges(am, lm, targets, frames, labels, prune_range=5)
+    assert starts[0, 0] == 0 and starts[0, -1] == U + 1 - 5
+    assert ((starts[:, 1:] - starts[:, :-1]) <= 4).all() and ((starts[:, 1:] - starts[:, :-1]) >= 0).all()
+    logits = torch.randn(B, T, U + 1, V)
+    band = torch.gather(logits, 2, band_indices(starts, 5, U).unsqueeze(-1).expand(B, T, 5, V))
+    assert pruned_loss(band, targets, starts, frames, labels) >= rnnt_loss_full(logits, targets, frames, labels) - 1e-3

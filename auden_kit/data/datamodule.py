@@ -136,8 +136,15 @@ class ResumableSampler:
         self._skip = 0
 
     def _make(self):
-        from lhotse.dataset import DynamicBucketingSampler
+        from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
 
+        if self.cfg.num_buckets <= 1:  # no bucketing (tiny sets, or when order matters)
+            s = DynamicCutSampler(self.cuts, max_duration=self.cfg.max_duration,
+                                  shuffle=self.cfg.shuffle and self.train,
+                                  drop_last=self.cfg.drop_last and self.train, world_size=self.world_size,
+                                  rank=self.rank, seed=self.cfg.seed)
+            s.set_epoch(self.epoch)
+            return s
         s = DynamicBucketingSampler(
             self.cuts, max_duration=self.cfg.max_duration, num_buckets=self.cfg.num_buckets,
             shuffle=self.cfg.shuffle and self.train, drop_last=self.cfg.drop_last and self.train,

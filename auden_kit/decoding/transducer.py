@@ -13,9 +13,11 @@ from auden_kit.decoding import Hypothesis
 
 
 def _contexts(hyps_tokens: list[list[int]], context_size: int, blank: int, device) -> Tensor:
+    # as in training: the sequence starts with blank, and positions before it are -1
+    # (the decoder maps them to zero embeddings, like the left padding it gets in training)
     rows = []
     for toks in hyps_tokens:
-        ctx = ([blank] * context_size + toks)[-context_size:]
+        ctx = ([-1] * (context_size - 1) + [blank] + toks)[-context_size:]
         rows.append(ctx)
     return torch.tensor(rows, dtype=torch.long, device=device)
 

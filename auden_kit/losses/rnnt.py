@@ -125,9 +125,11 @@ def simple_lattice(am: Tensor, lm: Tensor, targets: Tensor, lm_only_scale: float
 def prune_ranges(occupancy: Tensor, frames: Tensor, labels: Tensor, s_range: int) -> Tensor:
     """Band starts (B, T) from node occupancy (B, T, U+1).
 
-    Per frame, the window of ``s_range`` label positions with the largest mass; then
-    starts are made non-decreasing, start at 0, reach label U by the last frame, and
-    never jump by more than ``s_range - 1`` (so consecutive bands connect).
+    Per frame, the window of ``s_range`` label positions with the largest mass, then
+    constrained so that a path exists: frame 0 starts at label 0, the last frame's
+    band holds label U, starts never decrease and never jump by more than
+    ``s_range - 1`` (so consecutive bands connect). If the occupancy asks for a
+    faster advance, the band follows as fast as it can.
     """
     B, T, U1 = occupancy.shape
     S = min(s_range, U1)
@@ -135,21 +137,19 @@ def prune_ranges(occupancy: Tensor, frames: Tensor, labels: Tensor, s_range: int
         return torch.zeros(B, T, dtype=torch.long, device=occupancy.device)
     csum = torch.nn.functional.pad(occupancy.cumsum(-1), (1, 0))
     window = csum[..., S:] - csum[..., :-S]  # (B, T, U+2-S): mass of [s, s+S)
-    starts = window.argmax(-1)
+    want = window.argmax(-1)
+    t = torch.arange(T, device=want.device).unsqueeze(0)  # (1, T)
+    t_last = (frames - 1).unsqueeze(1)  # (B, 1)
     max_start = (labels + 1 - S).clamp(min=0).unsqueeze(1)  # (B, 1)
-    starts = torch.minimum(starts, max_start)
-    starts[:, 0] = 0
-    starts = torch.cummax(starts, dim=1).values
-    b = torch.arange(B, device=starts.device)
-    t_last = frames - 1
-    starts[b, t_last] = max_start.squeeze(1)
-    tt = torch.arange(T, device=starts.device).unsqueeze(0)
-    starts = torch.where(tt > t_last.unsqueeze(1), max_start.expand(B, T), starts)
-    # backwards: a band must start no later than the next band's start minus (S - 1) allows
-    out = starts.clone()
-    for t in range(T - 2, -1, -1):
-        out[:, t] = torch.maximum(out[:, t], out[:, t + 1] - (S - 1))
-    return out
+    # reachable from (0, 0) and still able to reach (T-1, U) with steps <= S - 1
+    hi = torch.minimum(t * (S - 1), max_start)
+    lo = (max_start - (t_last - t).clamp(min=0) * (S - 1)).clamp(min=0)
+    want = torch.maximum(torch.minimum(want, hi), lo)
+    want = torch.cummax(want, dim=1).values  # stays within [lo, hi]: both are non-decreasing
+    starts = want.clone()
+    for i in range(1, T):  # limit each jump; stays >= lo because lo grows by at most S - 1
+        starts[:, i] = torch.minimum(want[:, i], starts[:, i - 1] + (S - 1))
+    return torch.where(t > t_last, max_start.expand(B, T), starts)
 
 
 def simple_loss_and_ranges(am: Tensor, lm: Tensor, targets: Tensor, frames: Tensor, labels: Tensor,
