@@ -53,6 +53,7 @@ def test_unknown_config_key_names_the_nearest(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 1 and "unknown config key 'trainer.num_epoch'" in r.stderr
     assert "did you mean 'num_epochs'" in r.stderr and "Traceback" not in r.stderr
+    cfg.write_text("task: asr\n")
     r = subprocess.run([sys.executable, "-m", "auden_kit.cli.main", "train", "--config", str(cfg),
                         "trainer.num_epochs=2", "model.encoder.encoder_dimm=4"], capture_output=True, text=True)
     assert r.returncode == 1 and "did you mean 'encoder_dim'" in r.stderr

@@ -138,7 +138,7 @@ class ResumableSampler:
     def _make(self):
         from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
 
-        if self.cfg.num_buckets <= 1:  # no bucketing (tiny sets, or when order matters)
+        if self.cfg.num_buckets <= 1 or not self.train:  # no bucketing: evaluation keeps manifest order
             s = DynamicCutSampler(self.cuts, max_duration=self.cfg.max_duration,
                                   shuffle=self.cfg.shuffle and self.train,
                                   drop_last=self.cfg.drop_last and self.train, world_size=self.world_size,

@@ -68,6 +68,9 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   for p in $train_parts $valid_part $test_parts; do
     out=data/fbank/librispeech_cuts_$p.jsonl.gz
     [ -f $out ] && continue
+    if [ ! -f data/manifests/librispeech_recordings_$p.jsonl.gz ]; then
+      log "  $p is not in $corpus_dir; skipping it"; continue
+    fi
     sp=""; case $p in train-*) sp="--speed-perturb" ;; esac
     auden-kit data fbank data/manifests/librispeech_{recordings,supervisions}_$p.jsonl.gz --out $out --jobs $nj $sp
   done
@@ -100,6 +103,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: average and decode ${test_parts}"
   auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
   for p in $test_parts; do
+    [ -f data/fbank/librispeech_cuts_$p.jsonl.gz ] || continue
     for m in greedy modified_beam_search; do
       auden-kit decode --model exp/model-avg --cuts data/fbank/librispeech_cuts_$p.jsonl.gz --method $m \
         --out-dir exp/decode

@@ -11,8 +11,8 @@ num_speakers=20
 train_utts=60
 vocab_size=150
 bpe_size=200
-num_epochs=24
-avg=8
+num_epochs=2
+avg=1
 extra=""   # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"
 help_message="Offline ASR quick start on a synthesized corpus. Example: ./run.sh --stage 4"
 __options="stage stop_stage nj num_speakers train_utts vocab_size bpe_size num_epochs avg extra"
