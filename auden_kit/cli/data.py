@@ -77,7 +77,7 @@ def _read_any(paths: List[Path]):
     for p in paths:
         if not p.is_file():
             raise UserError(f"manifest '{p}' does not exist")
-    loaded = [load_manifest_lazy(p) or load_manifest(p) for p in paths]
+    loaded = [load_manifest_lazy(p) for p in paths]
     cuts = [m for m in loaded if isinstance(m, CutSet)]
     recs = [m for m in loaded if isinstance(m, RecordingSet)]
     sups = [m for m in loaded if isinstance(m, SupervisionSet)]
@@ -91,12 +91,6 @@ def _read_any(paths: List[Path]):
                                      supervisions=SupervisionSet.from_segments(s for ss in sups for s in ss)
                                      if sups else None)
     raise UserError(f"none of {[str(p) for p in paths]} is a cut or recording manifest")
-
-
-def load_manifest(p):
-    from lhotse import load_manifest as _lm
-
-    return _lm(p)
 
 
 @app.command(epilog="Example: auden-kit data stats data/fbank/librispeech_cuts_train-clean-100.jsonl.gz")

@@ -76,7 +76,6 @@ def _decode_cuts(lm, cuts_path: Path, out_dir: Path, method: str, beam: int, max
                  device: str):
     import time
 
-    import torch
     from tqdm import tqdm
 
     from auden_kit.data.datamodule import DataConfig, make_loader

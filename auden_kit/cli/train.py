@@ -20,7 +20,7 @@ def train(
     print_config: bool = typer.Option(False, "--print-config", help="Print the validated config and exit."),
 ):
     """Train a model; checkpoints, TensorBoard logs and the config go to exp_dir."""
-    from auden_kit.config import dump_yaml, load_config
+    from auden_kit.config import load_config
     from auden_kit.training.trainer import TrainConfig, Trainer, resolve
 
     setup_logging()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
