@@ -1,17 +1,26 @@
 #!/usr/bin/env python3
-"""Zipformer front end + encoder speed on CPU.
+"""Zipformer front end + encoder speed on CPU, optionally side by side with icefall's.
 
 Training step: forward + backward on random fbank B=4, T=1000, regularizer schedules at their
 final values; median seconds, input frames/s, peak RSS growth. Inference: B=1, T=3000 (30 s),
-real-time factor. Prints one JSON line.
+real-time factor. Also: the step's matrix-multiply work (GFLOP, counted by torch's
+FlopCounterMode) and this machine's measured GEMM rate, which bound what any implementation
+of the same model can reach here (``matmul_bound_frames_per_s``). Prints one JSON line.
 
     python bench/zipformer_speed.py [--presets zipformer-s,zipformer-m] [--threads 2] [--repeats 3]
+    # side by side with icefall's implementation (a checkout of k2-fsa/icefall; without k2
+    # installed, its Swoosh kernels are replaced by icefall's own pure-PyTorch functions):
+    python bench/zipformer_speed.py --icefall ~/icefall/egs/librispeech/ASR/zipformer
+
+Both run in the same process, with the same allocator setting (``auden_kit.runtime``).
 """
 
 import argparse
 import json
 import resource
+import sys
 import time
+import types
 
 import torch
 
@@ -21,50 +30,173 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
 
 
+def _median(xs):
+    return sorted(xs)[len(xs) // 2]
+
+
+def gemm_gflops() -> float:
+    """Best of a few fp32 matrix products of encoder-like shapes, GFLOP/s."""
+    best = 0.0
+    for m, k, n in ((2048, 256, 768), (1024, 512, 1536), (2048, 2048, 2048)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        a @ b
+        t0 = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = max(best, 2 * m * k * n * 5 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def matmul_gflop(step) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        step()
+    counts = fc.get_flop_counts().get("Global", {})
+    return sum(v for k, v in counts.items() if str(k).split(".")[-1] in ("mm", "addmm", "bmm")) / 1e9
+
+
+def time_steps(step, repeats: int) -> tuple[float, float]:
+    base = _rss_mib()
+    peak = base
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+        peak = max(peak, _rss_mib())
+    return _median(times[1:]), peak - base
+
+
+def ours(preset: str):
+    from auden_kit.encoders.zipformer import ZipformerConfig, ZipformerEncoder
+    from auden_kit.nn.scaling import set_batch_count
+
+    torch.manual_seed(0)
+    enc = ZipformerEncoder(ZipformerConfig(preset=preset))
+    set_batch_count(enc, 1e6)
+
+    def run(x, lens):
+        return enc(x, lens)[0]
+
+    return enc, [enc], run
+
+
+def icefall(preset: str, folder: str):
+    """icefall's Conv2dSubsampling + Zipformer2 with the preset's sizes."""
+    from auden_kit.encoders.zipformer import ZipformerConfig
+
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        import k2  # noqa: F401
+    except ImportError:
+        _stub_k2()
+    try:
+        import icefall.utils  # noqa: F401
+    except ImportError:
+        pkg = types.ModuleType("icefall")
+        utils = types.ModuleType("icefall.utils")
+        utils.torch_autocast = lambda device_type="cuda", **kw: torch.autocast(
+            device_type="cuda" if torch.cuda.is_available() else "cpu", **kw)
+        pkg.utils = utils
+        sys.modules.update({"icefall": pkg, "icefall.utils": utils})
+    from subsampling import Conv2dSubsampling
+    from zipformer import Zipformer2
+
+    c = ZipformerConfig(preset=preset)
+    torch.manual_seed(0)
+    embed = Conv2dSubsampling(c.feature_dim, c.encoder_dim[0], dropout=0.1)
+    enc = Zipformer2(output_downsampling_factor=c.output_downsampling_factor,
+                     downsampling_factor=tuple(c.downsampling_factor), num_encoder_layers=tuple(c.num_encoder_layers),
+                     encoder_dim=tuple(c.encoder_dim), encoder_unmasked_dim=tuple(c.encoder_unmasked_dim),
+                     query_head_dim=tuple(c.query_head_dim), pos_head_dim=tuple(c.pos_head_dim),
+                     value_head_dim=tuple(c.value_head_dim), pos_dim=c.pos_dim, num_heads=tuple(c.num_heads),
+                     feedforward_dim=tuple(c.feedforward_dim), cnn_module_kernel=tuple(c.cnn_module_kernel),
+                     causal=False, chunk_size=(-1,), left_context_frames=(-1,))
+    for m in list(embed.modules()) + list(enc.modules()):
+        if hasattr(m, "batch_count"):
+            m.batch_count = 1e6
+
+    def run(x, lens):
+        e, el = embed(x, lens)
+        e = e.permute(1, 0, 2)
+        mask = torch.arange(e.shape[0]).unsqueeze(0) >= el.unsqueeze(1)
+        return enc(e, el, mask)[0]
+
+    return torch.nn.ModuleList([embed, enc]), [embed, enc], run
+
+
+def _stub_k2():
+    """k2's fused Swoosh kernels -> icefall's pure-PyTorch SwooshL/RFunction (training) and the
+    formula (inference), so icefall's Zipformer runs without k2."""
+    k2 = types.ModuleType("k2")
+
+    def fwd(offset, const):
+        return lambda x: torch.nn.functional.softplus(x - offset) - 0.08 * x - const
+
+    k2.swoosh_l_forward, k2.swoosh_r_forward = fwd(4.0, 0.035), fwd(1.0, 0.313261687)
+    k2.swoosh_l_forward_and_deriv = lambda x: (k2.swoosh_l_forward(x), torch.sigmoid(x - 4.0) - 0.08)
+    k2.swoosh_r_forward_and_deriv = lambda x: (k2.swoosh_r_forward(x), torch.sigmoid(x - 1.0) - 0.08)
+
+    def swoosh_l(x):
+        from scaling import SwooshLFunction
+
+        return SwooshLFunction.apply(x)
+
+    def swoosh_r(x):
+        from scaling import SwooshRFunction
+
+        return SwooshRFunction.apply(x)
+
+    k2.swoosh_l, k2.swoosh_r = swoosh_l, swoosh_r
+    sys.modules["k2"] = k2
+
+
+def bench(name: str, build, repeats: int, out: dict, gemm: float):
+    model, parts, run = build()
+    out[f"params.{name}.encoder"] = sum(p.numel() for p in model.parameters())
+    model.train()
+    x, lens = torch.randn(4, 1000, 80), torch.full((4,), 1000)
+
+    def step():
+        run(x, lens).pow(2).mean().backward()
+        for p in model.parameters():
+            p.grad = None
+
+    med, mem = time_steps(step, repeats)
+    flop = matmul_gflop(step)
+    out[f"bench.{name}.train.median_s"] = round(med, 4)
+    out[f"bench.{name}.train.frames_per_s"] = round(4 * 1000 / med, 1)
+    out[f"bench.{name}.train.peak_minus_baseline_mib"] = round(mem, 1)
+    out[f"bench.{name}.train.matmul_gflop"] = round(flop, 1)
+    out[f"bench.{name}.train.matmul_bound_frames_per_s"] = round(4 * 1000 / (flop / gemm), 1)
+    model.eval()
+    xi, li = torch.randn(1, 3000, 80), torch.tensor([3000])
+    with torch.no_grad():
+        med, _ = time_steps(lambda: run(xi, li), repeats)
+    out[f"bench.{name}.infer.median_s"] = round(med, 4)
+    out[f"bench.{name}.infer.rtf"] = round(med / 30.0, 5)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="zipformer-s,zipformer-m")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--icefall", default="", metavar="DIR",
+                   help="icefall's egs/librispeech/ASR/zipformer folder: time its implementation too")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    from auden_kit.encoders.zipformer import ZipformerConfig, ZipformerEncoder
-    from auden_kit.nn.scaling import set_batch_count
+    from auden_kit.runtime import tune_allocator
 
-    out = {"threads": a.threads}
+    out = {"threads": a.threads, "allocator_tuned": tune_allocator()}
+    gemm = gemm_gflops()
+    out["machine.gemm_gflops"] = round(gemm, 1)
     for preset in a.presets.split(","):
-        torch.manual_seed(0)
-        enc = ZipformerEncoder(ZipformerConfig(preset=preset))
-        out[f"params.{preset}.encoder"] = sum(x.numel() for x in enc.parameters())
-        enc.train()
-        set_batch_count(enc, 1e6)
-        x, lens = torch.randn(4, 1000, 80), torch.full((4,), 1000)
-        base = _rss_mib()
-        peak = base
-        times = []
-        for _ in range(a.repeats + 1):
-            t0 = time.time()
-            y, _ = enc(x, lens)
-            peak = max(peak, _rss_mib())
-            y.pow(2).mean().backward()
-            times.append(time.time() - t0)
-            enc.zero_grad(set_to_none=True)
-        med = sorted(times[1:])[len(times[1:]) // 2]
-        out[f"bench.{preset}.train.median_s"] = round(med, 4)
-        out[f"bench.{preset}.train.frames_per_s"] = round(4 * 1000 / med, 1)
-        out[f"bench.{preset}.train.peak_minus_baseline_mib"] = round(peak - base, 1)
-        enc.eval()
-        xi, li = torch.randn(1, 3000, 80), torch.tensor([3000])
-        with torch.no_grad():
-            enc(xi, li)
-            times = []
-            for _ in range(a.repeats):
-                t0 = time.time()
-                enc(xi, li)
-                times.append(time.time() - t0)
-        med = sorted(times)[len(times) // 2]
-        out[f"bench.{preset}.infer.median_s"] = round(med, 4)
-        out[f"bench.{preset}.infer.rtf"] = round(med / 30.0, 5)
+        bench(preset, lambda: ours(preset), a.repeats, out, gemm)
+        if a.icefall:
+            bench(f"icefall-{preset}", lambda: icefall(preset, a.icefall), a.repeats, out, gemm)
     print(json.dumps(out))
 
 

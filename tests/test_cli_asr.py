@@ -76,3 +76,36 @@ def test_recipe_ls_and_new(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (copy / "mydata" / "run.sh").is_file() and "mydata" in (copy / "mydata" / "README.md").read_text()
     assert run("recipe", "new", "mydata", "--egs", copy).returncode == 1
+
+
+def test_streaming_decode_of_files(trained_model, bpe_dir, synth_corpus, tmp_path):
+    """A causal model decodes a file as a stream; the result does not depend on the piece size.
+    A non-causal model is refused with a message, not a traceback."""
+    import torch
+
+    from auden_kit.data.features import FbankSettings
+    from auden_kit.encoders.zipformer import ZipformerConfig
+    from auden_kit.hub import save_pretrained
+    from auden_kit.tasks.asr import AsrModel, AsrModelConfig
+    from auden_kit.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(bpe_dir)
+    torch.manual_seed(0)
+    enc = ZipformerConfig(downsampling_factor=(1, 2), num_encoder_layers=(1,), encoder_dim=(32, 48),
+                          encoder_unmasked_dim=(32,), feedforward_dim=(64,), num_heads=(2,), cnn_module_kernel=(7,),
+                          query_head_dim=(8,), value_head_dim=(4,), pos_dim=16, embed_channels=(4, 8, 16),
+                          causal=True, chunk_size=(8,), left_context_frames=(16,))
+    cfg = AsrModelConfig(encoder=enc, vocab_size=tok.vocab_size, decoder_dim=16, joiner_dim=16)
+    model = AsrModel(cfg).eval()
+    with torch.no_grad():
+        model.joiner.output_linear.bias[0] -= 2.0  # random weights: make it say something
+    folder = save_pretrained(tmp_path / "causal", "asr", cfg, model, tok, FbankSettings())
+    wav = sorted(synth_corpus.glob("test-clean/*/*/*.flac"))[0]
+    outs = []
+    for ms in (100, 320):
+        r = run("decode", "--model", folder, "--streaming", "--piece-ms", ms, "--output", "json", wav)
+        assert r.returncode == 0, r.stderr
+        outs.append(json.loads(r.stdout))
+    assert outs[0] == outs[1] and outs[0]["tokens"]
+    r = run("decode", "--model", trained_model, "--streaming", wav)
+    assert r.returncode == 1 and "causal" in r.stderr and "Traceback" not in r.stderr

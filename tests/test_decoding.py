@@ -1,7 +1,7 @@
 import torch
 
 from auden_kit.decoding.ctc import ctc_greedy, ctc_prefix_beam
-from auden_kit.decoding.transducer import greedy_search, modified_beam_search
+from auden_kit.decoding.transducer import StreamingGreedyDecoder, greedy_search, modified_beam_search
 from auden_kit.encoders.zipformer import ZipformerConfig
 from auden_kit.tasks.asr import AsrModel, AsrModelConfig
 
@@ -28,6 +28,35 @@ def test_beam_one_equals_greedy():
         assert [h.tokens for h in g] == [h.tokens for h in b]
         assert [h.frames for h in g] == [h.frames for h in b]
         assert any(h.tokens for h in g)
+
+
+def test_streaming_greedy_equals_full_chunk_masked_decode():
+    """A causal model decoded chunk by chunk (pieces unrelated to the chunk size) gives the same
+    tokens and frames as greedy search on the chunk-masked full-utterance forward."""
+    torch.manual_seed(0)
+    enc = ZipformerConfig(downsampling_factor=(1, 2), num_encoder_layers=(1,), encoder_dim=(32, 48),
+                          encoder_unmasked_dim=(32,), feedforward_dim=(64,), num_heads=(2,), cnn_module_kernel=(7,),
+                          query_head_dim=(8,), value_head_dim=(4,), pos_dim=16, embed_channels=(4, 8, 16),
+                          causal=True, chunk_size=(8,), left_context_frames=(16,))
+    m = AsrModel(AsrModelConfig(encoder=enc, vocab_size=20, decoder_dim=16, joiner_dim=16)).eval()
+    with torch.no_grad():
+        m.joiner.output_linear.bias[0] -= 1.0
+    for T, piece in ((237, 37), (100, 13)):
+        x = torch.randn(2, T, 80)
+        dec = StreamingGreedyDecoder(m, batch_size=2)
+        for s in range(0, T, piece):
+            dec.accept(x[:, s:s + piece])
+        tail = dec.tail_frames()
+        stream = dec.finish()
+        padded = torch.cat([x, torch.full((2, tail, 80), StreamingGreedyDecoder.PAD_VALUE)], dim=1)
+        L = padded.shape[1]
+        full, _ = m.encoder(padded, torch.tensor([L, L]), chunk_size=8, left_context_frames=16)
+        n = dec.search.frames_done
+        assert n >= (T - 7) // 4  # every real frame was decoded
+        ref = greedy_search(m, full[:, :n], torch.tensor([n, n]))
+        assert [h.tokens for h in stream] == [h.tokens for h in ref]
+        assert [h.frames for h in stream] == [h.frames for h in ref]
+        assert any(h.tokens for h in stream)
 
 
 def test_wider_beam_scores_at_least_greedy_path():

@@ -12,6 +12,7 @@ from auden_kit.cli.common import setup_logging
 from auden_kit.errors import UserError
 
 EPILOG = ("Example: auden-kit decode --model exp/model-avg a.wav b.flac   |   "
+          "auden-kit decode --model exp/streaming-model --streaming a.wav   |   "
           "auden-kit decode --model exp/model-avg --cuts data/fbank/cuts_test.jsonl.gz --out-dir exp/decode")
 
 
@@ -27,6 +28,9 @@ def decode(
     max_duration: float = typer.Option(300.0, help="With --cuts: seconds of audio per batch."),
     name: str = typer.Option("", help="With --cuts: suffix of the result files (default: manifest name + method)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
+    streaming: bool = typer.Option(False, help="Files only, causal models: feed the audio in pieces of "
+                                               "--piece-ms through the streaming encoder (greedy search)."),
+    piece_ms: int = typer.Option(320, help="With --streaming: audio per piece in milliseconds."),
 ):
     """Decode audio files (one line per file) or a manifest (recogs/errs/WER files)."""
     import torch
@@ -42,6 +46,8 @@ def decode(
     method = method or lm.task.default_decode_method
     if method not in lm.task.decode_methods:
         raise UserError(f"unknown --method '{method}' (choose from {', '.join(lm.task.decode_methods)})")
+    if streaming and (cuts is not None or not hasattr(lm.task, "decode_streaming")):
+        raise UserError("--streaming decodes audio files with an ASR model; use it without --cuts")
     if cuts is not None:
         _decode_cuts(lm, cuts, out_dir or Path("."), method, beam, max_duration, name, device)
         return
@@ -63,7 +69,11 @@ def decode(
             typer.echo(f"error: audio file '{f}' is too short to decode ({wav.numel()} samples)", err=True)
             failed += 1
             continue
-        res = lm.task.decode(lm.model, batch, lm.tokenizer, method=method, beam=beam)[0]
+        if streaming:
+            res = lm.task.decode_streaming(lm.model, feats, lm.tokenizer, piece_frames=max(1, piece_ms // 10),
+                                           cut_id=str(f))
+        else:
+            res = lm.task.decode(lm.model, batch, lm.tokenizer, method=method, beam=beam)[0]
         if output == "json":
             typer.echo(json.dumps({"file": str(f), "text": res.text, "tokens": res.tokens, "times": res.times}))
         else:

@@ -44,6 +44,9 @@ def collect_info() -> dict:
         out["k2"] = getattr(k2, "__version__", "present")
     except Exception:
         out["k2"] = None
+    from auden_kit.runtime import tune_allocator
+
+    out["cpu_allocator"] = "glibc, freed memory kept for reuse" if tune_allocator() else "system default"
     out["rnnt_loss_path"] = "pure PyTorch pruned RNN-T (auden_kit.losses)"
     try:
         from auden_kit.data.corpora.espeak import count_voices, get_synth

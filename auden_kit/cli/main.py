@@ -32,6 +32,9 @@ app.add_typer(recipe.app, name="recipe", help="List recipes and their stages; st
 
 
 def main(argv: list[str] | None = None) -> int:
+    from auden_kit.runtime import tune_allocator
+
+    tune_allocator()  # large activations are reused instead of page-faulted in every step
     try:
         rv = app(args=argv, standalone_mode=False)
         if isinstance(rv, int):  # click returns Exit codes in non-standalone mode

@@ -22,35 +22,101 @@ def _contexts(hyps_tokens: list[list[int]], context_size: int, blank: int, devic
     return torch.tensor(rows, dtype=torch.long, device=device)
 
 
+class GreedyState:
+    """Greedy search that can be continued: feed encoder frames in pieces with :meth:`advance`.
+
+    ``greedy_search`` feeds a whole utterance at once; :class:`StreamingGreedyDecoder` feeds
+    each chunk as the streaming encoder produces it. Both give the same result for the same
+    encoder frames.
+    """
+
+    def __init__(self, model, batch_size: int, device, max_sym_per_frame: int = 1):
+        self.dec, self.joiner = model.decoder, model.joiner
+        self.max_sym = max_sym_per_frame
+        self.device = device
+        self.hyps = [Hypothesis() for _ in range(batch_size)]
+        self.frames_done = 0
+        self.dec_out = self._decoder_out(range(batch_size))  # (N, 1, J)
+
+    def _decoder_out(self, rows) -> Tensor:
+        ctx = _contexts([self.hyps[i].tokens for i in rows], self.dec.context_size, self.dec.blank_id, self.device)
+        return self.joiner.decoder_proj(self.dec(ctx, need_pad=False))
+
+    @torch.no_grad()
+    def advance(self, enc_out: Tensor, enc_lens: Tensor) -> None:
+        """enc_out: (N, T, C) next frames of every stream; enc_lens: how many of them are real."""
+        blank = self.dec.blank_id
+        enc_proj = self.joiner.encoder_proj(enc_out)
+        for t in range(enc_out.shape[1]):
+            active = enc_lens > t
+            if not bool(active.any()):
+                break
+            for _ in range(self.max_sym):
+                logits = self.joiner(enc_proj[:, t:t + 1].unsqueeze(2), self.dec_out.unsqueeze(1), project_input=False)
+                y = logits.squeeze(1).squeeze(1).argmax(-1)  # (N,)
+                emit = torch.nonzero((y != blank) & active).flatten()
+                if emit.numel() == 0:
+                    break
+                for i in emit.tolist():
+                    self.hyps[i].tokens.append(int(y[i]))
+                    self.hyps[i].frames.append(self.frames_done + t)
+                self.dec_out = self.dec_out.clone()
+                self.dec_out[emit] = self._decoder_out(emit.tolist())
+        self.frames_done += enc_out.shape[1]
+
+
 @torch.no_grad()
 def greedy_search(model, enc_out: Tensor, enc_lens: Tensor, max_sym_per_frame: int = 1) -> list[Hypothesis]:
     """Batched greedy search: at each frame emit argmax tokens until blank (or the cap)."""
-    N, T, _ = enc_out.shape
-    dec, joiner = model.decoder, model.joiner
-    blank, ctx_size = dec.blank_id, dec.context_size
-    enc_proj = joiner.encoder_proj(enc_out)
-    hyps = [Hypothesis() for _ in range(N)]
-    dec_out = joiner.decoder_proj(dec(_contexts([h.tokens for h in hyps], ctx_size, blank, enc_out.device),
-                                      need_pad=False))  # (N, 1, J)
-    for t in range(T):
-        active = (enc_lens > t)
-        if not bool(active.any()):
-            break
-        for _ in range(max_sym_per_frame):
-            logits = joiner(enc_proj[:, t:t + 1].unsqueeze(2), dec_out.unsqueeze(1), project_input=False)
-            y = logits.squeeze(1).squeeze(1).argmax(-1)  # (N,)
-            emit = (y != blank) & active
-            if not bool(emit.any()):
-                break
-            for i in torch.nonzero(emit).flatten().tolist():
-                hyps[i].tokens.append(int(y[i]))
-                hyps[i].frames.append(t)
-            idx = torch.nonzero(emit).flatten()
-            new = joiner.decoder_proj(dec(_contexts([hyps[i].tokens for i in idx.tolist()], ctx_size, blank,
-                                                    enc_out.device), need_pad=False))
-            dec_out = dec_out.clone()
-            dec_out[idx] = new
-    return hyps
+    state = GreedyState(model, enc_out.shape[0], enc_out.device, max_sym_per_frame)
+    state.advance(enc_out, enc_lens)
+    return state.hyps
+
+
+class StreamingGreedyDecoder:
+    """Decode a causal (streaming) transducer while audio arrives, for ``batch_size`` streams.
+
+    ``accept(fbank_piece)`` takes any number of new fbank frames (N, T, F) and returns the
+    tokens emitted so far; ``finish()`` pushes out the last partial chunk and returns the final
+    hypotheses. Pieces need not align with the model's chunk size. The result equals
+    ``greedy_search`` on the chunk-masked full forward of the input followed by
+    :meth:`tail_frames` frames of padding (tested).
+    """
+
+    PAD_VALUE = -23.025850929940457  # log(1e-10): Lhotse's padding value for log-mel features
+
+    def __init__(self, model, batch_size: int = 1, max_sym_per_frame: int = 1):
+        enc = model.encoder
+        self.model = model
+        self.states = enc.init_states(batch_size)
+        self.device = next(model.parameters()).device
+        self.search = GreedyState(model, batch_size, self.device, max_sym_per_frame)
+        self.fed = 0
+
+    @torch.no_grad()
+    def accept(self, fbank: Tensor) -> list[Hypothesis]:
+        out, self.states = self.model.encoder.streaming_forward(fbank.to(self.device), self.states)
+        self.fed += fbank.shape[1]
+        if out.shape[1]:
+            self.search.advance(out, torch.full((out.shape[0],), out.shape[1], device=self.device))
+        return self.search.hyps
+
+    def tail_frames(self) -> int:
+        """Padding frames ``finish`` appends: enough to complete the chunk holding the last real
+        frame, plus the front end's look-ahead."""
+        chunk = self.states["chunk"]  # in 50 Hz frames
+        n50 = max(0, (self.fed - 7) // 2)  # 50 Hz frames the real input yields
+        target = -(-max(n50, 1) // chunk) * chunk  # next chunk boundary
+        need = 2 * target + 7 + 6  # fbank frames for `target` frames past the ConvNeXt look-ahead
+        return max(0, need - self.fed)
+
+    @torch.no_grad()
+    def finish(self) -> list[Hypothesis]:
+        n = self.tail_frames()
+        if n:
+            N, F = self.states["fbank"].shape[0], self.states["fbank"].shape[2]
+            self.accept(torch.full((N, n, F), self.PAD_VALUE, device=self.device))
+        return self.search.hyps
 
 
 @torch.no_grad()

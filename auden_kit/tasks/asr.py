@@ -197,6 +197,25 @@ class AsrTask(Task):
                              times=[round(f * FRAME_SHIFT_OUT, 3) for f in h.frames], ref=ref)
                 for cid, h, ref in zip(ids, hyps, refs)]
 
+    @torch.no_grad()
+    def decode_streaming(self, model: AsrModel, feats: Tensor, tokenizer, piece_frames: int = 32,
+                         cut_id: str = "") -> DecodeResult:
+        """Greedy-decode one utterance (1, T, F) as a stream: fbank pieces of ``piece_frames``
+        (10 ms each) go through the causal encoder's streaming state, as they would from a
+        microphone. Needs ``model.encoder.causal=true``."""
+        from auden_kit.decoding.transducer import StreamingGreedyDecoder
+
+        if not model.cfg.encoder.causal or not model.cfg.use_transducer:
+            raise UserError("streaming decoding needs a causal transducer model (model.encoder.causal=true, "
+                            "model.use_transducer=true)")
+        dec = StreamingGreedyDecoder(model)
+        for start in range(0, feats.shape[1], piece_frames):
+            dec.accept(feats[:, start:start + piece_frames])
+        h = dec.finish()[0]
+        return DecodeResult(cut_id=cut_id, text=tokenizer.decode(h.tokens),
+                            tokens=[tokenizer.id_to_piece(t) for t in h.tokens],
+                            times=[round(f * FRAME_SHIFT_OUT, 3) for f in h.frames], ref=None)
+
     @staticmethod
     def attention_rescoring(model: AsrModel, enc: Tensor, enc_lens: Tensor, beam: int, scale: float = 1.0):
         """N-best from the transducer (modified beam search) or else CTC prefix beam search,

@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from auden_kit.nn.conv import depthwise_conv
 from auden_kit.nn.scaling import (
     ActivationDropoutAndLinear, Balancer, FloatLike, ScheduledFloat, Whiten, limit_param_value,
     whitening_schedule,
@@ -69,11 +70,12 @@ class ChunkCausalDepthwiseConv1d(nn.Module):
             chunk_size = T
         right_pad = -T % chunk_size
         x = nn.functional.pad(x, (left_pad, right_pad))
-        x_causal = self.causal_conv(x[..., : left_pad + T])
+        x_causal = depthwise_conv(x[..., : left_pad + T], self.causal_conv.weight, self.causal_conv.bias, (0,))
         xc = x[..., left_pad:]
         n = xc.shape[2] // chunk_size
         xc = xc.reshape(B, C, n, chunk_size).permute(0, 2, 1, 3).reshape(B * n, C, chunk_size)
-        xc = self.chunkwise_conv(xc) * self._chunk_scale(chunk_size)
+        xc = depthwise_conv(xc, self.chunkwise_conv.weight, self.chunkwise_conv.bias, (left_pad,))
+        xc = xc * self._chunk_scale(chunk_size)
         xc = xc.reshape(B, n, C, chunk_size).permute(0, 2, 1, 3).reshape(B, C, n * chunk_size)[..., :T]
         return xc + x_causal
 
@@ -125,7 +127,8 @@ class ConvolutionModule(nn.Module):
         if self.causal:
             x = self.depthwise_conv(x, chunk_size=chunk_size)
         else:
-            x = self.depthwise_conv(x)
+            conv = self.depthwise_conv
+            x = depthwise_conv(x, conv.weight, conv.bias, conv.padding)
         return self._finish(x)
 
     def streaming_forward(self, x: Tensor, cache: Tensor, src_key_padding_mask: Optional[Tensor] = None):

@@ -10,6 +10,7 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
+from auden_kit.nn.conv import depthwise_conv
 from auden_kit.nn.scaling import (
     Balancer, BiasNorm, FloatLike, ScaledConv2d, ScaleGrad, ScheduledFloat, SharedDropout, SwooshL, SwooshR,
     Whiten,
@@ -41,7 +42,7 @@ class ConvNeXt(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         bypass = x
-        x = self.depthwise_conv(x)
+        x = depthwise_conv(x, self.depthwise_conv.weight, self.depthwise_conv.bias, self.padding)
         x = self.pointwise_conv1(x)
         x = self.hidden_balancer(x)
         x = self.activation(x)
