@@ -109,3 +109,34 @@ def test_streaming_decode_of_files(trained_model, bpe_dir, synth_corpus, tmp_pat
     assert outs[0] == outs[1] and outs[0]["tokens"]
     r = run("decode", "--model", trained_model, "--streaming", wav)
     assert r.returncode == 1 and "causal" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_torchscript_matches_eager(trained_model, tmp_path):
+    import torch
+
+    from auden_kit.hub import load_pretrained
+
+    r = run("export", "--model", trained_model, "--out", tmp_path / "jit")
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in (tmp_path / "jit").glob("*.pt"))
+    assert names == ["ctc.pt", "decoder.pt", "encoder.pt", "joiner.pt"]
+    assert (tmp_path / "jit" / "tokenizer").is_dir() and (tmp_path / "jit" / "config.yaml").is_file()
+    lm = load_pretrained(trained_model)
+    m = lm.model
+    enc = torch.jit.load(str(tmp_path / "jit" / "encoder.pt"))
+    dec = torch.jit.load(str(tmp_path / "jit" / "decoder.pt"))
+    joi = torch.jit.load(str(tmp_path / "jit" / "joiner.pt"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for T in (123, 321):  # lengths other than the traced one
+            x, lens = torch.randn(2, T, 80), torch.tensor([T, T - 20])
+            ref, ref_lens = m.encoder(x, lens)
+            out, out_lens = enc(x, lens)
+            assert torch.equal(out_lens, ref_lens) and torch.allclose(out, ref, atol=1e-4)
+        y = torch.tensor([[-1, 0], [5, 7]])
+        d = dec(y)
+        assert torch.allclose(d, m.decoder(y, need_pad=False).squeeze(1), atol=1e-5)
+        e = ref[:, 0]
+        assert torch.allclose(joi(e, d), m.joiner(e, d), atol=1e-5)
+    r = run("export", "--model", trained_model, "--out", tmp_path / "x", "--format", "tflite")
+    assert r.returncode == 1 and "--format" in r.stderr

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from auden_kit.cli import average, convert, data, decode, info, recipe, train
+from auden_kit.cli import average, convert, data, decode, export, info, recipe, train
 from auden_kit.errors import UserError
 
 app = typer.Typer(
@@ -26,6 +26,8 @@ app.command("decode", help="Decode audio files or a cut manifest with a model fo
             epilog=decode.EPILOG)(decode.decode)
 app.command("average", help="Average checkpoints into a model folder.",
             epilog=average.EPILOG)(average.average)
+app.command("export", help="Export a model folder as TorchScript or ONNX files (encoder, decoder, joiner).",
+            epilog=export.EPILOG)(export.export)
 app.command("import-icefall", help="Convert an icefall Zipformer transducer checkpoint to a model folder.",
             epilog=convert.EPILOG)(convert.import_icefall)
 app.add_typer(recipe.app, name="recipe", help="List recipes and their stages; start a new recipe.")

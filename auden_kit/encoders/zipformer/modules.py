@@ -183,9 +183,8 @@ class SimpleDownsample(nn.Module):
         T, B, C = src.shape
         ds = self.downsample
         dT = (T + ds - 1) // ds
-        pad = dT * ds - T
-        if pad > 0:
-            src = torch.cat((src, src[T - 1:].expand(pad, B, C)), dim=0)
+        pad = dT * ds - T  # no branch on it: traced/exported models see every length
+        src = torch.cat((src, src[T - 1:].expand(pad, B, C)), dim=0)
         w = self.bias.softmax(dim=0).reshape(1, ds, 1, 1)
         return (src.reshape(dT, ds, B, C) * w).sum(dim=1)
 
