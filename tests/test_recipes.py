@@ -45,8 +45,9 @@ def test_librispeech_recipe_offline_from_stage_1(synth_corpus, tmp_path):
            "--num-epochs", "1", "--avg", "1", "--config", "conf/tiny.yaml"]
     r = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    for n in range(1, 7):
+    for n in range(1, 8):
         assert f"Stage {n}:" in r.stdout
+    assert (recipe / "exp" / "jit" / "encoder.pt").is_file()
     decode = recipe / "exp" / "decode"
     for part in ("test-clean", "test-other") if (synth_corpus / "test-other").exists() else ("test-clean",):
         assert list(decode.glob(f"wer-summary-librispeech_cuts_{part}-greedy*.txt"))

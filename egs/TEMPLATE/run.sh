@@ -63,3 +63,8 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
     auden-kit decode --model exp/model-avg --cuts data/fbank/${prefix}_cuts_test.jsonl.gz --method $m --out-dir exp/decode
   done
 fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  log "Stage 6: export TorchScript to exp/jit"
+  auden-kit export --model exp/model-avg --out exp/jit
+fi

@@ -111,3 +111,8 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   done
   grep -h "" exp/decode/wer-summary-* || true
 fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  log "Stage 7: export TorchScript to exp/jit (--format onnx needs: pip install 'auden-kit[onnx]')"
+  auden-kit export --model exp/model-avg --out exp/jit
+fi

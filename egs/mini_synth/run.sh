@@ -81,3 +81,8 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   done
   log "TensorBoard logs: $(pwd)/exp/tensorboard   results: $(pwd)/exp/decode"
 fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  log "Stage 7: export TorchScript (encoder, decoder, joiner, CTC) to exp/jit"
+  auden-kit export --model exp/model-avg --out exp/jit
+fi
