@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 CLI = [sys.executable, "-m", "auden_kit.cli.main"]
@@ -140,3 +141,30 @@ def test_export_torchscript_matches_eager(trained_model, tmp_path):
         assert torch.allclose(joi(e, d), m.joiner(e, d), atol=1e-5)
     r = run("export", "--model", trained_model, "--out", tmp_path / "x", "--format", "tflite")
     assert r.returncode == 1 and "--format" in r.stderr
+
+
+def test_export_onnx_matches_eager(trained_model, tmp_path):
+    import numpy as np
+    import torch
+
+    ort = pytest.importorskip("onnxruntime")
+    from auden_kit.hub import load_pretrained
+
+    r = run("export", "--model", trained_model, "--out", tmp_path / "onnx", "--format", "onnx")
+    assert r.returncode == 0, r.stderr
+    lm = load_pretrained(trained_model)
+    enc = ort.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"))
+    joiner = ort.InferenceSession(str(tmp_path / "onnx" / "joiner.onnx"))
+    decoder = ort.InferenceSession(str(tmp_path / "onnx" / "decoder.onnx"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for T in (123, 1000):
+            x, lens = torch.randn(2, T, 80), torch.tensor([T, T - 20])
+            ref, ref_lens = lm.model.encoder(x, lens)
+            out, out_lens = enc.run(None, {"x": x.numpy(), "x_lens": lens.numpy()})
+            assert out_lens.tolist() == ref_lens.tolist() and np.abs(out - ref.numpy()).max() < 1e-4
+        y = torch.tensor([[-1, 0], [5, 7]])
+        (d,) = decoder.run(None, {"y": y.numpy()})
+        assert np.abs(d - lm.model.decoder(y, need_pad=False).squeeze(1).numpy()).max() < 1e-5
+        (logits,) = joiner.run(None, {"encoder_out": out[:, 0], "decoder_out": d})
+        assert np.abs(logits - lm.model.joiner(torch.from_numpy(out[:, 0]), torch.from_numpy(d)).numpy()).max() < 1e-4
