@@ -251,7 +251,8 @@ SWOOSH_R_OFFSET, SWOOSH_R_CONST = 1.0, 0.313261687
 
 
 def swoosh(x: Tensor, offset: float, const: float) -> Tensor:
-    return nn.functional.softplus(x - offset) - 0.08 * x - const
+    # in place on softplus's fresh output (its backward reads the input): 3 passes fewer
+    return nn.functional.softplus(x - offset).add_(x, alpha=-0.08).sub_(const)
 
 
 class _SwooshFn(torch.autograd.Function):
