@@ -12,7 +12,8 @@ of the same model can reach here (``matmul_bound_frames_per_s``). Prints one JSO
     # installed, its Swoosh kernels are replaced by icefall's own pure-PyTorch functions):
     python bench/zipformer_speed.py --icefall ~/icefall/egs/librispeech/ASR/zipformer
 
-Both run in the same process, with the same allocator setting (``auden_kit.runtime``).
+Each implementation and preset runs in its own process (so peak memory is its own), with the
+same allocator setting (``auden_kit.runtime``).
 """
 
 import argparse
@@ -186,17 +187,34 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--icefall", default="", metavar="DIR",
                    help="icefall's egs/librispeech/ASR/zipformer folder: time its implementation too")
+    p.add_argument("--only", default="", help=argparse.SUPPRESS)  # internal: one run in this process
+    p.add_argument("--gemm", default="0", help=argparse.SUPPRESS)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     from auden_kit.runtime import tune_allocator
 
-    out = {"threads": a.threads, "allocator_tuned": tune_allocator()}
+    tuned = tune_allocator()
+    if a.only:  # one implementation and preset, in a fresh process so memory figures are its own
+        impl, preset = a.only.split(":")
+        out = {}
+        gemm = float(a.gemm)
+        build = (lambda: ours(preset)) if impl == "ours" else (lambda: icefall(preset, a.icefall))
+        bench(preset if impl == "ours" else f"icefall-{preset}", build, a.repeats, out, gemm)
+        print(json.dumps(out))
+        return
+    import subprocess
+
+    out = {"threads": a.threads, "allocator_tuned": tuned}
     gemm = gemm_gflops()
     out["machine.gemm_gflops"] = round(gemm, 1)
     for preset in a.presets.split(","):
-        bench(preset, lambda: ours(preset), a.repeats, out, gemm)
-        if a.icefall:
-            bench(f"icefall-{preset}", lambda: icefall(preset, a.icefall), a.repeats, out, gemm)
+        for impl in ["ours"] + (["icefall"] if a.icefall else []):
+            cmd = [sys.executable, __file__, "--only", f"{impl}:{preset}", "--gemm", str(gemm), "--threads",
+                   str(a.threads), "--repeats", str(a.repeats), "--icefall", a.icefall]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                sys.exit(f"{impl} {preset} failed:\n{r.stderr[-3000:]}")
+            out.update(json.loads(r.stdout.strip().splitlines()[-1]))
     print(json.dumps(out))
 
 
