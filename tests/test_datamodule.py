@@ -56,6 +56,47 @@ def test_ddp_ranks_split_the_data(fbank_cuts):
     assert ids[0] and ids[1] and not (ids[0] & ids[1])
 
 
+def test_batch_size_warmup_covers_the_epoch_and_resumes(fbank_cuts):
+    """The first batches of epoch 1 are small; the epoch still sees every cut once; a resumed
+    sampler (inside the warm-up and after it) continues exactly; later epochs are unaffected."""
+    from lhotse import CutSet
+
+    paths = [str(fbank_cuts["train-clean-100"])]
+    all_ids = {c.id for c in CutSet.from_file(paths[0])}
+    cfg = DataConfig(max_duration=12, num_buckets=2, num_workers=0, spec_augment=False,
+                     warmup_max_duration=4, warmup_batches=3, drop_last=False)
+    loader, sampler = make_loader(cfg, paths, train=True)
+    sampler.set_epoch(1)
+    durs, full = [], []
+    for b in loader:
+        sampler.mark_consumed()
+        durs.append(sum(c.duration for c in b["cuts"]))
+        full.append(tuple(b["supervisions"]["cut_id"]))
+    assert max(durs[:3]) <= 4 and max(durs[3:]) > 4
+    flat = [c for b in full for c in b]
+    assert len(flat) == len(set(flat)) and set(flat) == all_ids
+    for n in (2, 5):
+        loader, sampler = make_loader(cfg, paths, train=True)
+        sampler.set_epoch(1)
+        first = _batches(loader, sampler, n=n)
+        loader2, sampler2 = make_loader(cfg, paths, train=True)
+        sampler2.load_state_dict(sampler.state_dict())
+        assert first + _batches(loader2, sampler2) == full
+    loader, sampler = make_loader(cfg, paths, train=True)
+    sampler.set_epoch(2)
+    loader_plain, sampler_plain = make_loader(DataConfig(max_duration=12, num_buckets=2, num_workers=0,
+                                                         spec_augment=False, drop_last=False), paths, train=True)
+    sampler_plain.set_epoch(2)
+    assert _batches(loader, sampler) == _batches(loader_plain, sampler_plain)
+    # DDP: ranks agree on the warm-up and never share a cut
+    ids = []
+    for rank in (0, 1):
+        loader, sampler = make_loader(cfg, paths, True, world_size=2, rank=rank)
+        sampler.set_epoch(1)
+        ids.append({c for b in _batches(loader, sampler) for c in b})
+    assert ids[0] and ids[1] and not (ids[0] & ids[1])
+
+
 def test_on_the_fly_with_speed_perturb_and_noise(synth_cuts):
     cfg = DataConfig(max_duration=8, num_buckets=2, num_workers=0, on_the_fly_feats=True,
                      speed_perturb=[0.9, 1.1], noise_cuts=str(synth_cuts["dev-clean"]), noise_prob=1.0)

@@ -37,6 +37,12 @@ class DataConfig:
     train_cuts: list[str] = dataclasses.field(default_factory=list)
     valid_cuts: list[str] = dataclasses.field(default_factory=list)
     max_duration: float = 200.0  # seconds of audio per batch
+    # Batch-size warm-up: the first `warmup_batches` batches of the first epoch hold at most
+    # `warmup_max_duration` seconds; the rest of that epoch's cuts follow at `max_duration`.
+    # Early training (the blank-only phase of a transducer) takes a number of *updates* rather
+    # than of seconds of audio, so small batches get through it for less compute.
+    warmup_max_duration: float = 0.0
+    warmup_batches: int = 0
     num_buckets: int = 30
     shuffle: bool = True
     drop_last: bool = True
@@ -60,6 +66,10 @@ class DataConfig:
     def validate(self):
         if self.max_duration <= 0:
             raise UserError(f"config key 'data.max_duration' must be positive, got {self.max_duration}")
+        if self.warmup_batches < 0 or (self.warmup_batches > 0 and not 0 < self.warmup_max_duration):
+            raise UserError("config keys 'data.warmup_batches' / 'data.warmup_max_duration': give a positive "
+                            f"duration with warm-up batches (got {self.warmup_batches} batches of "
+                            f"{self.warmup_max_duration} s)")
         if self.speed_perturb and not self.on_the_fly_feats:
             raise UserError("config key 'data.speed_perturb' needs data.on_the_fly_feats=true "
                             "(with precomputed features, perturb at the fbank stage instead)")
@@ -135,24 +145,46 @@ class ResumableSampler:
         self.consumed = 0
         self._skip = 0
 
-    def _make(self):
+    def _make(self, cuts=None, max_duration: float = 0.0, shard: bool = True):
         from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
 
+        cuts = self.cuts if cuts is None else cuts
+        max_duration = max_duration or self.cfg.max_duration
+        world_size, rank = (self.world_size, self.rank) if shard else (1, 0)
         if self.cfg.num_buckets <= 1 or not self.train:  # no bucketing: evaluation keeps manifest order
-            s = DynamicCutSampler(self.cuts, max_duration=self.cfg.max_duration,
+            s = DynamicCutSampler(cuts, max_duration=max_duration,
                                   shuffle=self.cfg.shuffle and self.train,
-                                  drop_last=self.cfg.drop_last and self.train, world_size=self.world_size,
-                                  rank=self.rank, seed=self.cfg.seed)
+                                  drop_last=self.cfg.drop_last and self.train, world_size=world_size,
+                                  rank=rank, seed=self.cfg.seed)
             s.set_epoch(self.epoch)
             return s
         s = DynamicBucketingSampler(
-            self.cuts, max_duration=self.cfg.max_duration, num_buckets=self.cfg.num_buckets,
+            cuts, max_duration=max_duration, num_buckets=self.cfg.num_buckets,
             shuffle=self.cfg.shuffle and self.train, drop_last=self.cfg.drop_last and self.train,
-            world_size=self.world_size, rank=self.rank, seed=self.cfg.seed,
+            world_size=world_size, rank=rank, seed=self.cfg.seed,
             buffer_size=20000,
         )
         s.set_epoch(self.epoch)
         return s
+
+    def _epoch_batches(self):
+        """All batches of the current epoch, in order (deterministic for a given epoch)."""
+        cfg = self.cfg
+        if not (self.train and self.epoch <= 1 and cfg.warmup_batches > 0):
+            yield from self._make()
+            return
+        # Every rank walks the whole warm-up sequence (same seed) and keeps its share, so all
+        # ranks agree on which cuts are left for the rest of the epoch.
+        seen = set()
+        warm = iter(self._make(max_duration=cfg.warmup_max_duration, shard=False))
+        for i in range(cfg.warmup_batches * self.world_size):
+            batch = next(warm, None)
+            if batch is None:
+                break
+            seen.update(c.id for c in batch)
+            if i % self.world_size == self.rank:
+                yield batch
+        yield from self._make(cuts=self.cuts.filter(lambda c: c.id not in seen))
 
     def set_epoch(self, epoch: int):
         if epoch != self.epoch:
@@ -161,18 +193,12 @@ class ResumableSampler:
             self._skip = 0
 
     def __iter__(self):
-        it = iter(self._make())
+        it = self._epoch_batches()
         for _ in range(self._skip):
             next(it, None)
         self.consumed = self._skip
         self._skip = 0
-        # Lhotse samplers restart when iter() is called again: keep pulling from `it`.
-        while True:
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            yield batch
+        yield from it
 
     def mark_consumed(self):
         self.consumed += 1
