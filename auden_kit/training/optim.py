@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections import deque
 from typing import Iterable
 
@@ -56,22 +57,25 @@ class ScaledAdam(torch.optim.Optimizer):
 
     def _clip_scale(self) -> float:
         """Scale <= 1 for the gradients: norm measured relative to each tensor's RMS."""
-        sumsq = 0.0
+        grads, weights = [], []
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad
+                grads.append(p.grad)
                 if p.numel() == 1:
-                    sumsq += float((g ** 2).sum())
+                    weights.append(p.new_ones(()))
                 else:
                     rms = self.state[p].get("param_rms")
-                    r = float(rms) if rms is not None else float((p.detach() ** 2).mean().sqrt().clamp(min=1e-5))
-                    sumsq += float((g ** 2).sum()) * r * r
-        norm = sumsq ** 0.5
+                    weights.append(rms if rms is not None else (p.detach() ** 2).mean().sqrt().clamp(min=1e-5))
+        if not grads:
+            return 1.0
+        # one host sync for the whole model instead of one per tensor
+        norms = torch.stack(torch._foreach_norm(grads)).float() * torch.stack(weights).float()
+        norm = float(norms.pow(2).sum().sqrt())
         self.last_grad_norm = norm
         scale_cfg = self.param_groups[0]["clipping_scale"]
-        if scale_cfg is None or not torch.isfinite(torch.tensor(norm)):
+        if scale_cfg is None or not math.isfinite(norm):
             return 1.0 if scale_cfg is None else 0.0
         self._norm_history.append(norm)
         period = self.defaults["clipping_update_period"]
@@ -95,13 +99,13 @@ class ScaledAdam(torch.optim.Optimizer):
             return loss
         for group in self.param_groups:
             lr = group["lr"]
-            beta1, beta2 = group["betas"]
-            eps = group["eps"]
+            # tensors that have taken the same number of steps are updated together (foreach ops:
+            # one kernel launch per operation for the whole group instead of one per tensor)
+            buckets: dict[int, list] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad * clip if clip != 1.0 else p.grad
-                if grad.is_sparse:
+                if p.grad.is_sparse:
                     raise RuntimeError("ScaledAdam does not support sparse gradients")
                 state = self.state[p]
                 if len(state) == 0:
@@ -114,27 +118,45 @@ class ScaledAdam(torch.optim.Optimizer):
                                                            device=p.device)
                         state["scale_exp_avg_sq"] = torch.zeros((), dtype=p.dtype, device=p.device)
                 state["step"] += 1
-                step = state["step"]
                 if p.numel() == 1:
+                    grad = p.grad * clip if clip != 1.0 else p.grad
                     self._scalar_step(group, p, grad, state, lr * group["scalar_lr_scale"])
                     continue
-                # --- learn the tensor's scale: d loss / d log(scale) = sum(p * grad)
-                period = group["size_update_period"]
-                state["scale_grads"][(step - 1) % period] = (p * grad).sum()
-                if step % period == 0:
-                    self._size_step(group, p, state, lr)
-                # --- direction: Adam, scaled by the tensor's RMS
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                bias2 = 1 - beta2 ** step
-                denom = (exp_avg_sq / bias2).sqrt().add_(eps)
-                alpha = -lr * (1 - beta1) * float(state["param_rms"].clamp(min=group["param_min_rms"]))
-                # exp_avg is not bias-corrected for beta1, as in the paper's formulation (momentum warms up)
-                p.add_(exp_avg / denom, alpha=alpha / (1 - beta1))
-                if step % period == 0:
-                    state["param_rms"] = (p ** 2).mean().sqrt().clamp(min=group["param_min_rms"])
+                buckets.setdefault(state["step"], []).append(p)
+            for step, params in buckets.items():
+                self._tensor_steps(group, params, step, clip, lr)
         return loss
+
+    def _tensor_steps(self, group, params: list, step: int, clip: float, lr: float):
+        beta1, beta2 = group["betas"]
+        period = group["size_update_period"]
+        states = [self.state[p] for p in params]
+        grads = [p.grad for p in params]
+        if clip != 1.0:
+            grads = torch._foreach_mul(grads, clip)
+        # --- learn each tensor's scale: d loss / d log(scale) = sum(p * grad)
+        for st, prod in zip(states, torch._foreach_mul(params, grads)):
+            st["scale_grads"][(step - 1) % period] = prod.sum()
+        if step % period == 0:
+            for p, st in zip(params, states):
+                self._size_step(group, p, st, lr)
+        # --- direction: Adam, scaled by each tensor's RMS
+        exp_avg = [st["exp_avg"] for st in states]
+        exp_avg_sq = [st["exp_avg_sq"] for st in states]
+        torch._foreach_mul_(exp_avg, beta1)
+        torch._foreach_add_(exp_avg, grads, alpha=1 - beta1)
+        torch._foreach_mul_(exp_avg_sq, beta2)
+        torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
+        denom = torch._foreach_div(exp_avg_sq, 1 - beta2 ** step)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, group["eps"])
+        update = torch._foreach_div(exp_avg, denom)
+        # exp_avg is not bias-corrected for beta1, as in the paper's formulation (momentum warms up)
+        torch._foreach_mul_(update, [st["param_rms"] for st in states])
+        torch._foreach_add_(params, update, alpha=-lr)
+        if step % period == 0:
+            for p, st, n in zip(params, states, torch._foreach_norm(params)):
+                st["param_rms"] = (n / math.sqrt(p.numel())).clamp(min=group["param_min_rms"])
 
     def _scalar_step(self, group, p: Tensor, grad: Tensor, state: dict, lr: float):
         beta1, beta2 = group["betas"]
