@@ -21,7 +21,6 @@ import json
 import resource
 import sys
 import time
-import types
 
 import torch
 
@@ -87,71 +86,11 @@ def icefall(preset: str, folder: str):
     """icefall's Conv2dSubsampling + Zipformer2 with the preset's sizes."""
     from auden_kit.encoders.zipformer import ZipformerConfig
 
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    try:
-        import k2  # noqa: F401
-    except ImportError:
-        _stub_k2()
-    try:
-        import icefall.utils  # noqa: F401
-    except ImportError:
-        pkg = types.ModuleType("icefall")
-        utils = types.ModuleType("icefall.utils")
-        utils.torch_autocast = lambda device_type="cuda", **kw: torch.autocast(
-            device_type="cuda" if torch.cuda.is_available() else "cpu", **kw)
-        pkg.utils = utils
-        sys.modules.update({"icefall": pkg, "icefall.utils": utils})
-    from subsampling import Conv2dSubsampling
-    from zipformer import Zipformer2
+    from icefall_ref import build_icefall_encoder
 
-    c = ZipformerConfig(preset=preset)
     torch.manual_seed(0)
-    embed = Conv2dSubsampling(c.feature_dim, c.encoder_dim[0], dropout=0.1)
-    enc = Zipformer2(output_downsampling_factor=c.output_downsampling_factor,
-                     downsampling_factor=tuple(c.downsampling_factor), num_encoder_layers=tuple(c.num_encoder_layers),
-                     encoder_dim=tuple(c.encoder_dim), encoder_unmasked_dim=tuple(c.encoder_unmasked_dim),
-                     query_head_dim=tuple(c.query_head_dim), pos_head_dim=tuple(c.pos_head_dim),
-                     value_head_dim=tuple(c.value_head_dim), pos_dim=c.pos_dim, num_heads=tuple(c.num_heads),
-                     feedforward_dim=tuple(c.feedforward_dim), cnn_module_kernel=tuple(c.cnn_module_kernel),
-                     causal=False, chunk_size=(-1,), left_context_frames=(-1,))
-    for m in list(embed.modules()) + list(enc.modules()):
-        if hasattr(m, "batch_count"):
-            m.batch_count = 1e6
-
-    def run(x, lens):
-        e, el = embed(x, lens)
-        e = e.permute(1, 0, 2)
-        mask = torch.arange(e.shape[0]).unsqueeze(0) >= el.unsqueeze(1)
-        return enc(e, el, mask)[0]
-
-    return torch.nn.ModuleList([embed, enc]), [embed, enc], run
-
-
-def _stub_k2():
-    """k2's fused Swoosh kernels -> icefall's pure-PyTorch SwooshL/RFunction (training) and the
-    formula (inference), so icefall's Zipformer runs without k2."""
-    k2 = types.ModuleType("k2")
-
-    def fwd(offset, const):
-        return lambda x: torch.nn.functional.softplus(x - offset) - 0.08 * x - const
-
-    k2.swoosh_l_forward, k2.swoosh_r_forward = fwd(4.0, 0.035), fwd(1.0, 0.313261687)
-    k2.swoosh_l_forward_and_deriv = lambda x: (k2.swoosh_l_forward(x), torch.sigmoid(x - 4.0) - 0.08)
-    k2.swoosh_r_forward_and_deriv = lambda x: (k2.swoosh_r_forward(x), torch.sigmoid(x - 1.0) - 0.08)
-
-    def swoosh_l(x):
-        from scaling import SwooshLFunction
-
-        return SwooshLFunction.apply(x)
-
-    def swoosh_r(x):
-        from scaling import SwooshRFunction
-
-        return SwooshRFunction.apply(x)
-
-    k2.swoosh_l, k2.swoosh_r = swoosh_l, swoosh_r
-    sys.modules["k2"] = k2
+    model, run = build_icefall_encoder(ZipformerConfig(preset=preset), folder)
+    return model, list(model), run
 
 
 def bench(name: str, build, repeats: int, out: dict, gemm: float):

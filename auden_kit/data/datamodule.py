@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -144,6 +145,20 @@ class ResumableSampler:
         self.epoch = 0
         self.consumed = 0
         self._skip = 0
+        self._total_duration: Optional[float] = None
+
+    def estimated_batches(self) -> int:
+        """This rank's batches in the current epoch, estimated from the total duration (one pass over
+        the manifest, cached): what the progress bar's ETA is based on. Batches are filled close to
+        ``max_duration``, so the estimate is a few percent low at worst."""
+        if self._total_duration is None:
+            self._total_duration = float(sum(c.duration for c in self.cuts))
+        cfg, total, n = self.cfg, self._total_duration, 0.0
+        if self.train and self.epoch <= 1 and cfg.warmup_batches > 0:
+            warm = min(cfg.warmup_batches * self.world_size, total / cfg.warmup_max_duration)
+            n, total = warm, total - warm * cfg.warmup_max_duration
+        n += max(0.0, total) / cfg.max_duration
+        return max(1, math.ceil(n / self.world_size))
 
     def _make(self, cuts=None, max_duration: float = 0.0, shard: bool = True):
         from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler

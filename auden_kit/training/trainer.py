@@ -218,12 +218,11 @@ class Trainer:
         from tqdm import tqdm
 
         done = False
-        batches_per_epoch: Optional[int] = None
         while self.epoch <= tc.num_epochs and not done:
             self.train_sampler.set_epoch(self.epoch)
             self.scheduler.step_epoch(self.epoch - 1)
             self.model.train()
-            bar = tqdm(total=batches_per_epoch, initial=self.train_sampler.consumed, desc=f"epoch {self.epoch}",
+            bar = tqdm(total=self.train_sampler.estimated_batches(), initial=self.train_sampler.consumed, desc=f"epoch {self.epoch}",
                        unit="batch", disable=not (tc.progress and self.rank == 0), dynamic_ncols=True)
             acc: dict = {}
             acc_frames = acc_input = 0
@@ -274,11 +273,13 @@ class Trainer:
                 if tc.max_steps and self.step >= tc.max_steps:
                     done = True
                     break
+            if not done:  # the total was an estimate: end the bar at what the epoch really held
+                bar.total = bar.n
+                bar.refresh()
             bar.close()
             if done and tc.max_steps:
                 self.save(f"checkpoint-{self.step}.pt")
                 break
-            batches_per_epoch = self.train_sampler.consumed
             self.validate()
             self.epoch += 1
             self.save(f"epoch-{self.epoch - 1}.pt")

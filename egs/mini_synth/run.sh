@@ -11,7 +11,7 @@ num_speakers=20
 train_utts=60
 vocab_size=150
 bpe_size=200
-num_epochs=5
+num_epochs=4
 avg=1
 extra=""   # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"
 help_message="Offline ASR quick start on a synthesized corpus. Example: ./run.sh --stage 4"
