@@ -37,7 +37,7 @@ def main():
     for preset in a.presets.split(","):
         cfg = ZipformerConfig(preset=preset, causal=a.causal)
         torch.manual_seed(0)
-        ref, run_ref = build_icefall_encoder(cfg, a.icefall)
+        ref, run_ref = build_icefall_encoder(cfg, a.icefall, decoding=True)
         ref.eval()
         # icefall's weights are mostly freshly initialised; perturb them so every parameter (biases
         # and scales that start at 0 or 1 included) matters in the comparison

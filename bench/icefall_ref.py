@@ -67,8 +67,12 @@ def import_icefall(folder: str):
     return Conv2dSubsampling, Zipformer2
 
 
-def build_icefall_encoder(c, folder: str):
+def build_icefall_encoder(c, folder: str, decoding: bool = False):
     """icefall's front end + Zipformer2 with the sizes of our ZipformerConfig ``c``.
+
+    Causal models: icefall draws a chunk size and left context from its lists on every call, in
+    eval mode too; its decoding scripts build the model with one of each. ``decoding=True`` does
+    that with the first entries, which is what our encoder uses in eval mode.
 
     Returns (ModuleList[encoder_embed, encoder], run) where ``run(x (N,T,F), lens) -> (N,T'',C)``
     does what icefall's ``AsrModel.forward_encoder`` does. Regularizer schedules are set to their
@@ -82,8 +86,8 @@ def build_icefall_encoder(c, folder: str):
                      query_head_dim=tuple(c.query_head_dim), pos_head_dim=tuple(c.pos_head_dim),
                      value_head_dim=tuple(c.value_head_dim), pos_dim=c.pos_dim, num_heads=tuple(c.num_heads),
                      feedforward_dim=tuple(c.feedforward_dim), cnn_module_kernel=tuple(c.cnn_module_kernel),
-                     causal=c.causal, chunk_size=tuple(c.chunk_size) if c.causal else (-1,),
-                     left_context_frames=tuple(c.left_context_frames) if c.causal else (-1,))
+                     causal=c.causal, chunk_size=_chunks(c.chunk_size, c.causal, decoding),
+                     left_context_frames=_chunks(c.left_context_frames, c.causal, decoding))
     for m in list(embed.modules()) + list(enc.modules()):
         if hasattr(m, "batch_count"):
             m.batch_count = 1e6
@@ -95,6 +99,12 @@ def build_icefall_encoder(c, folder: str):
         return enc(e, el, mask)[0].permute(1, 0, 2)
 
     return torch.nn.ModuleList([embed, enc]), run
+
+
+def _chunks(values, causal: bool, decoding: bool) -> tuple:
+    if not causal:
+        return (-1,)
+    return (values[0],) if decoding else tuple(values)
 
 
 def icefall_state_dict(model: torch.nn.ModuleList, prefix: str = "") -> dict:
