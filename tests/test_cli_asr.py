@@ -168,3 +168,25 @@ def test_export_onnx_matches_eager(trained_model, tmp_path):
         assert np.abs(d - lm.model.decoder(y, need_pad=False).squeeze(1).numpy()).max() < 1e-5
         (logits,) = joiner.run(None, {"encoder_out": out[:, 0], "decoder_out": d})
         assert np.abs(logits - lm.model.joiner(torch.from_numpy(out[:, 0]), torch.from_numpy(d)).numpy()).max() < 1e-4
+
+
+def test_attention_decoder_trains_and_rescores(fbank_cuts, bpe_dir, tmp_path):
+    """A transducer + CTC + attention-decoder model trains (its loss is logged) and its model
+    folder decodes a manifest with --method attention_rescoring."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from auden_kit.training.trainer import Trainer, export_model_folder
+    from conftest import tiny_train_config
+
+    cfg = tiny_train_config(tmp_path / "exp", fbank_cuts, bpe_dir, max_steps=3)
+    cfg.model.update(use_attention_decoder=True, attention_decoder_dim=32, attention_decoder_layers=1,
+                     attention_decoder_heads=2, attention_decoder_ff_dim=64)
+    Trainer(cfg).train()
+    ea = EventAccumulator(str(tmp_path / "exp" / "tensorboard"))
+    ea.Reload()
+    assert "train/attention_decoder_loss" in ea.Tags()["scalars"]
+    folder = export_model_folder(tmp_path / "exp", tmp_path / "model", avg=1, step_checkpoints=True)
+    r = run("decode", "--model", folder, "--cuts", fbank_cuts["test-clean"], "--method", "attention_rescoring",
+            "--beam", "3", "--out-dir", tmp_path / "dec")
+    assert r.returncode == 0, r.stderr
+    assert "%WER" in r.stdout and list((tmp_path / "dec").glob("recogs-*attention_rescoring*.txt"))

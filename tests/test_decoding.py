@@ -6,15 +6,16 @@ from auden_kit.encoders.zipformer import ZipformerConfig
 from auden_kit.tasks.asr import AsrModel, AsrModelConfig
 
 
-def _model(seed=0):
+def _model(seed=0, **kw):
     torch.manual_seed(seed)
     enc = ZipformerConfig(downsampling_factor=(1,), num_encoder_layers=(1,), encoder_dim=(32,),
                           encoder_unmasked_dim=(32,), feedforward_dim=(64,), num_heads=(2,), cnn_module_kernel=(7,),
                           query_head_dim=(8,), value_head_dim=(4,), pos_dim=16, embed_channels=(4, 8, 16))
-    m = AsrModel(AsrModelConfig(encoder=enc, vocab_size=20, decoder_dim=16, joiner_dim=16)).eval()
+    m = AsrModel(AsrModelConfig(encoder=enc, vocab_size=20, decoder_dim=16, joiner_dim=16, **kw)).eval()
     # make the joiner emit non-blank tokens often so the searches have something to do
-    with torch.no_grad():
-        m.joiner.output_linear.bias[0] -= 1.0
+    if m.cfg.use_transducer:
+        with torch.no_grad():
+            m.joiner.output_linear.bias[0] -= 1.0
     return m
 
 
@@ -101,3 +102,60 @@ def test_ctc_greedy_collapses_repeats_and_blanks():
     h = ctc_greedy(lp, torch.tensor([len(path)]))[0]
     assert h.tokens == [1, 1, 2, 3] and h.frames == [1, 4, 5, 10]
     assert ctc_prefix_beam(lp, torch.tensor([len(path)]), beam=3)[0].tokens == [1, 1, 2, 3]
+
+
+def _attention_model(seed=0):
+    return _model(seed, use_ctc=True, use_attention_decoder=True, attention_decoder_dim=32,
+                  attention_decoder_layers=2, attention_decoder_heads=2, attention_decoder_ff_dim=64).eval()
+
+
+def test_attention_decoder_loss_is_the_negative_score_without_smoothing():
+    """Training loss (label smoothing 0) and the rescoring score are the same log-probability;
+    with smoothing the loss is (1-a) * NLL + a * mean over the vocabulary of -log p."""
+    m = _attention_model()
+    enc, lens = torch.randn(3, 20, 32), torch.tensor([20, 14, 9])
+    toks = [[3, 4, 5, 6], [7], []]
+    ad = m.attention_decoder
+    with torch.no_grad():
+        nll = ad.loss(enc, lens, toks, label_smoothing=0.0)
+        score = ad.score(enc, lens, toks)
+        assert torch.allclose(nll, -score.sum(), rtol=1e-5)
+        ys_in, ys_out, pad = ad._inputs(toks, enc.device)
+        lp = ad.logits(enc, lens, ys_in, pad).log_softmax(-1)[~pad]  # (tokens incl. eos, V)
+        a = 0.1
+        expected = (1 - a) * nll + a * (-lp.mean(-1)).sum()
+        assert torch.allclose(ad.loss(enc, lens, toks, label_smoothing=a), expected, rtol=1e-5)
+
+
+def test_attention_rescoring_picks_the_best_combined_score():
+    """Rescoring returns, per utterance, the n-best entry maximizing first-pass score + scale *
+    attention log-prob (scored one hypothesis at a time here, in a batch there); with scale 0
+    it returns the first pass's best."""
+    from auden_kit.tasks.asr import AsrTask
+
+    for seed in range(2):
+        m = _attention_model(seed)
+        enc, lens = torch.randn(2, 25, 32), torch.tensor([25, 18])
+        nbest = modified_beam_search(m, enc, lens, beam=4, return_nbest=True)
+        assert all(len(hs) > 1 for hs in nbest)
+        for scale in (0.0, 1.0, 5.0):
+            got = AsrTask.attention_rescoring(m, enc, lens, beam=4, scale=scale)
+            for i, hs in enumerate(nbest):
+                alone = [float(m.attention_decoder.score(enc[i:i + 1], lens[i:i + 1], [h.tokens])) for h in hs]
+                combined = [h.score + scale * a for h, a in zip(hs, alone)]
+                best = hs[max(range(len(hs)), key=combined.__getitem__)]
+                assert got[i].tokens == best.tokens
+                if scale == 0.0:
+                    assert got[i].tokens == max(hs, key=lambda h: h.score).tokens
+        # CTC-only first pass
+        m.cfg.use_transducer = False
+        got = AsrTask.attention_rescoring(m, enc, lens, beam=3)
+        assert len(got) == 2
+
+
+def test_ctc_only_model_validates_with_ctc_greedy():
+    from auden_kit.tasks.asr import AsrTask
+
+    m = _model(0, use_transducer=False, use_ctc=True)
+    assert AsrTask().default_method(m) == "ctc_greedy"
+    assert AsrTask().default_method(_model(0)) == "greedy"

@@ -43,7 +43,7 @@ def decode(
     if output not in ("text", "json"):
         raise UserError(f"--output must be text or json, got '{output}'")
     lm = load_pretrained(model, device=device)
-    method = method or lm.task.default_decode_method
+    method = method or lm.task.default_method(lm.model)
     if method not in lm.task.decode_methods:
         raise UserError(f"unknown --method '{method}' (choose from {', '.join(lm.task.decode_methods)})")
     if streaming and (cuts is not None or not hasattr(lm.task, "decode_streaming")):

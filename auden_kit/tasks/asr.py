@@ -50,9 +50,9 @@ class AsrModelConfig:
     warm_step: int = 2000
 
     def validate(self):
-        if not (self.use_transducer or self.use_ctc or self.use_attention_decoder):
-            raise UserError("config: at least one of model.use_transducer / use_ctc / use_attention_decoder "
-                            "must be true")
+        if not (self.use_transducer or self.use_ctc):
+            raise UserError("config keys 'model.use_transducer' / 'model.use_ctc': at least one must be true "
+                            "(the attention decoder only rescores their n-best lists)")
 
 
 class AsrModel(nn.Module):
@@ -117,6 +117,9 @@ class AsrTask(Task):
     decode_methods = ("greedy", "modified_beam_search", "ctc_greedy", "ctc_prefix_beam", "attention_rescoring")
     default_decode_method = "greedy"
 
+    def default_method(self, model: AsrModel) -> str:
+        return "greedy" if model.cfg.use_transducer else "ctc_greedy"
+
     def build_model(self, cfg: AsrModelConfig, tokenizer) -> AsrModel:
         if cfg.vocab_size <= 0:
             if tokenizer is None:
@@ -169,7 +172,7 @@ class AsrTask(Task):
     @torch.no_grad()
     def decode(self, model: AsrModel, batch: dict, tokenizer, method: str = "", beam: int = 4,
                **encode_kw) -> list[DecodeResult]:
-        method = method or self.default_decode_method
+        method = method or self.default_method(model)
         if method not in self.decode_methods:
             raise UserError(f"unknown decoding method '{method}' (choose from {', '.join(self.decode_methods)})")
         if method.startswith("ctc") and not model.cfg.use_ctc:

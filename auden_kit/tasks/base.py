@@ -40,6 +40,10 @@ class Task:
         """Return (loss summed over the batch, {name: summed value} for logging, number of frames)."""
         raise NotImplementedError
 
+    def default_method(self, model: nn.Module) -> str:
+        """The decoding method used when none is asked for (validation, ``auden-kit decode``)."""
+        return self.default_decode_method
+
     @torch.no_grad()
     def decode(self, model: nn.Module, batch: dict, tokenizer, method: str = "", beam: int = 4) -> list[DecodeResult]:
         raise NotImplementedError
