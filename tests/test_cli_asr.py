@@ -20,7 +20,7 @@ def test_decode_files_any_rate_channels_and_a_corrupt_one(trained_model, synth_c
     src = sorted(synth_corpus.glob("test-clean/*/*/*.flac"))[0]
     wav = load_audio(src)
     files = []
-    for sr, ch, ext in [(8000, 1, "wav"), (16000, 2, "flac"), (44100, 2, "wav")]:
+    for sr, ch, ext in [(8000, 1, "wav"), (16000, 2, "flac"), (44100, 2, "wav"), (22050, 1, "mp3")]:
         x = AF.resample(wav, 16000, sr).numpy()
         data = np.stack([x, 0.7 * x], axis=1) if ch == 2 else x
         p = tmp_path / f"a_{sr}_{ch}.{ext}"
@@ -28,7 +28,7 @@ def test_decode_files_any_rate_channels_and_a_corrupt_one(trained_model, synth_c
         files.append(p)
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
-    r = run("decode", "--model", trained_model, files[0], bad, files[1], files[2])
+    r = run("decode", "--model", trained_model, files[0], bad, *files[1:])
     assert r.returncode == 1
     assert "broken.wav" in r.stderr and "Traceback" not in r.stderr
     lines = r.stdout.strip().splitlines()
