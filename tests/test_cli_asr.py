@@ -110,6 +110,8 @@ def test_streaming_decode_of_files(trained_model, bpe_dir, synth_corpus, tmp_pat
     assert outs[0] == outs[1] and outs[0]["tokens"]
     r = run("decode", "--model", trained_model, "--streaming", wav)
     assert r.returncode == 1 and "causal" in r.stderr and "Traceback" not in r.stderr
+    r = run("decode", "--model", folder, "--streaming", "--method", "modified_beam_search", wav)
+    assert r.returncode == 1 and "greedy" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_export_torchscript_matches_eager(trained_model, tmp_path):

@@ -122,3 +122,19 @@ def test_load_audio_any_rate_and_channels(tmp_path):
     # 440 Hz survives resampling: peak of the spectrum stays at 440 Hz
     spec = np.abs(np.fft.rfft(a.numpy()))
     assert abs(np.argmax(spec) * 16000 / len(a) - 440) < 5
+
+
+def test_parallel_fbank_matches_serial_and_keeps_threads(synth_cuts, tmp_path):
+    """Forked single-threaded fbank workers give the serial features and leave the caller's torch
+    thread count as it was."""
+    from lhotse import CutSet
+
+    from auden_kit.data.features import compute_fbank
+
+    cuts = CutSet.from_file(synth_cuts["dev-clean"])
+    before = torch.get_num_threads()
+    par = compute_fbank(cuts, tmp_path / "par", "dev", num_jobs=2)
+    assert torch.get_num_threads() == before
+    ser = {c.id: c for c in compute_fbank(cuts, tmp_path / "ser", "dev", num_jobs=1)}
+    for c in par:
+        assert np.allclose(c.load_features(), ser[c.id].load_features(), atol=1e-3)

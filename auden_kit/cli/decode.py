@@ -21,8 +21,8 @@ def decode(
     model: Path = typer.Option(..., "--model", "-m", help="Model folder (from `auden-kit average`)."),
     cuts: Optional[Path] = typer.Option(None, help="Decode this cut manifest in batches instead of files."),
     out_dir: Optional[Path] = typer.Option(None, help="With --cuts: where recogs-/errs-/wer-summary- files go."),
-    method: str = typer.Option("", help="greedy, modified_beam_search, ctc_greedy, ctc_prefix_beam, attention_rescoring "
-                                        "(default: the task's)."),
+    method: str = typer.Option("", help="greedy, modified_beam_search, ctc_greedy, ctc_prefix_beam, "
+                                        "attention_rescoring (default: greedy, or ctc_greedy for CTC-only models)."),
     beam: int = typer.Option(4, help="Beam size for beam searches."),
     output: str = typer.Option("text", help="text (one line per file) or json (text, tokens, token times)."),
     max_duration: float = typer.Option(300.0, help="With --cuts: seconds of audio per batch."),
@@ -42,6 +42,8 @@ def decode(
         raise UserError("give audio files to decode, or --cuts MANIFEST")
     if output not in ("text", "json"):
         raise UserError(f"--output must be text or json, got '{output}'")
+    if streaming and method not in ("", "greedy"):
+        raise UserError(f"--streaming uses greedy search; --method {method} is not available with it")
     lm = load_pretrained(model, device=device)
     method = method or lm.task.default_method(lm.model)
     if method not in lm.task.decode_methods:

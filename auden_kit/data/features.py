@@ -55,7 +55,7 @@ def compute_fbank(cuts, out_dir: str | Path, name: str, settings: FbankSettings 
         cuts = cuts.resample(resample_to)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    executor = None
+    executor, threads = None, None
     if num_jobs > 1:
         # Lhotse's default pool spawns fresh interpreters that each start torch with one thread
         # per core: N jobs x N threads spin against each other (the quick start's fbank stage
@@ -67,7 +67,8 @@ def compute_fbank(cuts, out_dir: str | Path, name: str, settings: FbankSettings 
 
         import torch
 
-        torch.set_num_threads(1)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # inherited by the forked workers; restored below
         ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         executor = ProcessPoolExecutor(num_jobs, mp_context=ctx)
     try:
@@ -81,3 +82,4 @@ def compute_fbank(cuts, out_dir: str | Path, name: str, settings: FbankSettings 
     finally:
         if executor is not None:
             executor.shutdown()
+            torch.set_num_threads(threads)

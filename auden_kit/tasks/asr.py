@@ -111,11 +111,17 @@ class AsrModel(nn.Module):
                                       reduction="sum", zero_infinity=True)
 
 
+def _result(h, tokenizer, cut_id: str, ref: str | None = None) -> DecodeResult:
+    """A hypothesis as text, token pieces and token times in seconds."""
+    return DecodeResult(cut_id=cut_id, text=tokenizer.decode(h.tokens),
+                        tokens=[tokenizer.id_to_piece(t) for t in h.tokens],
+                        times=[round(f * FRAME_SHIFT_OUT, 3) for f in h.frames], ref=ref)
+
+
 class AsrTask(Task):
     name = "asr"
     model_config_cls = AsrModelConfig
     decode_methods = ("greedy", "modified_beam_search", "ctc_greedy", "ctc_prefix_beam", "attention_rescoring")
-    default_decode_method = "greedy"
 
     def default_method(self, model: AsrModel) -> str:
         return "greedy" if model.cfg.use_transducer else "ctc_greedy"
@@ -195,10 +201,7 @@ class AsrTask(Task):
         sup = batch.get("supervisions", {})
         ids = sup.get("cut_id") or [str(i) for i in range(len(hyps))]
         refs = sup.get("text") or [None] * len(hyps)
-        return [DecodeResult(cut_id=cid, text=tokenizer.decode(h.tokens),
-                             tokens=[tokenizer.id_to_piece(t) for t in h.tokens],
-                             times=[round(f * FRAME_SHIFT_OUT, 3) for f in h.frames], ref=ref)
-                for cid, h, ref in zip(ids, hyps, refs)]
+        return [_result(h, tokenizer, cid, ref) for cid, h, ref in zip(ids, hyps, refs)]
 
     @torch.no_grad()
     def decode_streaming(self, model: AsrModel, feats: Tensor, tokenizer, piece_frames: int = 32,
@@ -214,10 +217,7 @@ class AsrTask(Task):
         dec = StreamingGreedyDecoder(model)
         for start in range(0, feats.shape[1], piece_frames):
             dec.accept(feats[:, start:start + piece_frames])
-        h = dec.finish()[0]
-        return DecodeResult(cut_id=cut_id, text=tokenizer.decode(h.tokens),
-                            tokens=[tokenizer.id_to_piece(t) for t in h.tokens],
-                            times=[round(f * FRAME_SHIFT_OUT, 3) for f in h.frames], ref=None)
+        return _result(dec.finish()[0], tokenizer, cut_id)
 
     @staticmethod
     def attention_rescoring(model: AsrModel, enc: Tensor, enc_lens: Tensor, beam: int, scale: float = 1.0):

@@ -16,7 +16,6 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -222,8 +221,9 @@ class Trainer:
             self.train_sampler.set_epoch(self.epoch)
             self.scheduler.step_epoch(self.epoch - 1)
             self.model.train()
-            bar = tqdm(total=self.train_sampler.estimated_batches(), initial=self.train_sampler.consumed, desc=f"epoch {self.epoch}",
-                       unit="batch", disable=not (tc.progress and self.rank == 0), dynamic_ncols=True)
+            bar = tqdm(total=self.train_sampler.estimated_batches(), initial=self.train_sampler.consumed,
+                       desc=f"epoch {self.epoch}", unit="batch", dynamic_ncols=True,
+                       disable=not (tc.progress and self.rank == 0))
             acc: dict = {}
             acc_frames = acc_input = 0
             t0 = time.time()
