@@ -6,7 +6,8 @@ Files, in icefall's split so that existing runtimes' conventions carry over:
 * ``decoder.{pt,onnx}``: (y (N, context_size) last tokens, -1 = none yet) -> decoder_out (N, D)
 * ``joiner.{pt,onnx}``: (encoder_out (N, C), decoder_out (N, D)) -> logits (N, V)
 * ``ctc.{pt,onnx}`` when the model has a CTC head: encoder_out (N, T', C) -> log-probs (N, T', V)
-* ``tokenizer/``, ``config.yaml``: copied from the model folder.
+* ``config.yaml``, ``tokenizers/`` (``tokenizer/`` for version-1 folders), ``labels/``: copied from the
+  model folder.
 
 The encoder is exported in eval mode, where Zipformer's regularizers are identities.
 """
@@ -61,6 +62,8 @@ class _Encoder(nn.Module):
 def _parts(lm) -> dict:
     model = lm.model.eval()
     cfg = lm.model_cfg
+    if lm.task.name != "asr":
+        raise UserError(f"export supports ASR models; '{lm.directory}' is a '{lm.task.name}' model")
     if not getattr(cfg, "use_transducer", False) and not getattr(cfg, "use_ctc", False):
         raise UserError(f"export supports ASR models with a transducer or CTC head; '{lm.directory}' has neither")
     C = model.encoder.output_dim
@@ -78,8 +81,9 @@ def _parts(lm) -> dict:
 
 def _copy_meta(lm, out: Path):
     shutil.copy2(lm.directory / "config.yaml", out / "config.yaml")
-    if (lm.directory / "tokenizer").is_dir():
-        shutil.copytree(lm.directory / "tokenizer", out / "tokenizer", dirs_exist_ok=True)
+    for sub in ("tokenizer", "tokenizers", "labels"):
+        if (lm.directory / sub).is_dir():
+            shutil.copytree(lm.directory / sub, out / sub, dirs_exist_ok=True)
 
 
 def export_torchscript(lm, out_dir: str | Path) -> list[Path]:

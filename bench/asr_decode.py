@@ -28,18 +28,18 @@ def main():
     lm = load_pretrained(a.model)
     cfg = DataConfig(max_duration=a.max_duration, num_workers=0, spec_augment=False, min_cut_duration=0,
                      max_cut_duration=1e9)
-    batches = list(make_loader(cfg, [a.cuts], train=False)[0])
+    batches = list(make_loader(cfg, [a.cuts], train=False, task=lm.task)[0])
     audio = sum(c.duration for b in batches for c in b["cuts"])
     out = {"threads": a.threads, "audio_s": round(audio, 1)}
     for m in a.methods.split(","):
         t0 = time.time()
         for b in batches:
-            lm.task.decode(lm.model, b, lm.tokenizer, method=m, beam=4)
+            lm.task.infer(lm.model, b, method=m, beam=4)
         out[f"decode.{m}.rtf"] = round((time.time() - t0) / audio, 5)
     lm.model.train()
     frames, t0 = 0, time.time()
     for b in batches[:5]:
-        loss, _, _ = lm.task.compute_loss(lm.model, b, lm.tokenizer, step=10 ** 6)
+        loss, _, _ = lm.task.compute_loss(lm.model, b, step=10 ** 6)
         loss.backward()
         frames += int(b["input_lens"].sum())
     out["train.input_frames_per_s"] = round(frames / (time.time() - t0), 1)

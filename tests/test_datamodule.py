@@ -10,20 +10,29 @@ def _batches(loader, sampler, n=None):
     out = []
     for i, b in enumerate(loader):
         sampler.mark_consumed()
-        out.append(tuple(b["supervisions"]["cut_id"]))
+        out.append(tuple(b["cut_ids"]))
         if n is not None and i + 1 == n:
             break
     return out
 
 
-def test_batches_have_documented_shapes(fbank_cuts):
+def test_batches_have_documented_shapes(fbank_cuts, bpe_dir):
+    from auden_kit.hub import get_task
+    from auden_kit.tasks.asr import AsrModelConfig
+    from auden_kit.tasks.base import ModelAssets
+    from auden_kit.tokenizers import load_tokenizer
+
+    task = get_task("asr").setup(AsrModelConfig(), ModelAssets(tokenizers={"text": load_tokenizer(bpe_dir)}))
     cfg = DataConfig(max_duration=10, num_buckets=2, num_workers=0)
-    loader, sampler = make_loader(cfg, [str(fbank_cuts["train-clean-100"])], train=True)
+    loader, sampler = make_loader(cfg, [str(fbank_cuts["train-clean-100"])], train=True, task=task)
     b = next(iter(loader))
     B = len(b["cuts"])
     assert b["inputs"].shape[0] == B and b["inputs"].shape[2] == 80
     assert b["input_lens"].dtype == torch.long and int(b["input_lens"].max()) == b["inputs"].shape[1]
-    assert len(b["supervisions"]["text"]) == B and all(b["supervisions"]["text"])
+    assert b["cut_ids"] == [c.id for c in b["cuts"]] and "clean_inputs" not in b
+    texts = b["targets"]["texts"]
+    assert len(texts) == B and all(texts)
+    assert [task.tokenizer.decode(t) for t in b["targets"]["tokens"]] == texts
 
 
 def test_sampler_resume_gives_remaining_batches(fbank_cuts):
@@ -71,7 +80,7 @@ def test_batch_size_warmup_covers_the_epoch_and_resumes(fbank_cuts):
     for b in loader:
         sampler.mark_consumed()
         durs.append(sum(c.duration for c in b["cuts"]))
-        full.append(tuple(b["supervisions"]["cut_id"]))
+        full.append(tuple(b["cut_ids"]))
     assert max(durs[:3]) <= 4 and max(durs[3:]) > 4
     # the progress bar's epoch size (ETA) is estimated from durations, warm-up included
     sampler.set_epoch(1)

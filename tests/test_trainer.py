@@ -39,7 +39,7 @@ def test_tensorboard_and_model_folder(trained_model):
     for t in ("train/loss", "train/pruned_loss", "train/simple_loss", "train/ctc_loss", "train/lr",
               "train/grad_norm", "train/frames_per_s", "valid/loss", "valid/wer"):
         assert t in tags, t
-    for f in ("config.yaml", "model.safetensors", "tokenizer/tokenizer.yaml", "tokenizer/bpe.model"):
+    for f in ("config.yaml", "model.safetensors", "tokenizers/text/tokenizer.yaml", "tokenizers/text/bpe.model"):
         assert (trained_model / f).is_file()
     lm = load_pretrained(trained_model)
     assert lm.model_cfg.encoder.encoder_dim == (32, 48) and lm.features.num_mel_bins == 80

@@ -1,4 +1,8 @@
-"""``auden-kit decode``: audio files or a cut manifest, with a model folder."""
+"""``auden-kit decode``: audio files or a cut manifest, with a model folder (any task).
+
+Files go through the Python API (:mod:`auden_kit.api`), so they may be of any length (long ones
+are split at pauses and stitched) and give what ``auden_kit.load(DIR)`` gives in Python.
+"""
 
 from __future__ import annotations
 
@@ -16,102 +20,133 @@ EPILOG = ("Example: auden-kit decode --model exp/model-avg a.wav b.flac   |   "
           "auden-kit decode --model exp/model-avg --cuts data/fbank/cuts_test.jsonl.gz --out-dir exp/decode")
 
 
+def _line(res, output: str) -> str:
+    if output == "json":
+        d = res.to_dict()
+        d.pop("id", None)
+        return json.dumps({"file": res.cut_id, **d}, ensure_ascii=False)
+    if hasattr(res, "text"):
+        return f"{res.cut_id}\t{res.text}"
+    if hasattr(res, "labels"):
+        return f"{res.cut_id}\t" + "\t".join(f"{h}={v[0][0]} ({v[0][1]:.3f})" for h, v in res.labels.items())
+    return f"{res.cut_id}\t{json.dumps(res.to_dict(), ensure_ascii=False)}"
+
+
 def decode(
-    files: List[Path] = typer.Argument(None, help="Audio files (any rate, channels; wav/flac/ogg/mp3)."),
+    files: List[Path] = typer.Argument(None, help="Audio files (any rate, channels, length; wav/flac/ogg/mp3)."),
     model: Path = typer.Option(..., "--model", "-m", help="Model folder (from `auden-kit average`)."),
     cuts: Optional[Path] = typer.Option(None, help="Decode this cut manifest in batches instead of files."),
-    out_dir: Optional[Path] = typer.Option(None, help="With --cuts: where recogs-/errs-/wer-summary- files go."),
-    method: str = typer.Option("", help="greedy, modified_beam_search, ctc_greedy, ctc_prefix_beam, "
+    out_dir: Optional[Path] = typer.Option(None, help="With --cuts: where the result files go."),
+    method: str = typer.Option("", help="ASR: greedy, modified_beam_search, ctc_greedy, ctc_prefix_beam, "
                                         "attention_rescoring (default: greedy, or ctc_greedy for CTC-only models)."),
     beam: int = typer.Option(4, help="Beam size for beam searches."),
-    output: str = typer.Option("text", help="text (one line per file) or json (text, tokens, token times)."),
-    max_duration: float = typer.Option(300.0, help="With --cuts: seconds of audio per batch."),
+    output: str = typer.Option("text", help="text (one line per file) or json (all fields of the result)."),
+    max_duration: float = typer.Option(300.0, help="Seconds of audio per batch."),
+    max_segment: float = typer.Option(30.0, help="Files longer than this (seconds) are split at pauses into "
+                                                 "pieces of at most this length and stitched."),
     name: str = typer.Option("", help="With --cuts: suffix of the result files (default: manifest name + method)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    streaming: bool = typer.Option(False, help="Files only, causal models: feed the audio in pieces of "
+    streaming: bool = typer.Option(False, help="Files only, causal ASR models: feed the audio in pieces of "
                                                "--piece-ms through the streaming encoder (greedy search)."),
     piece_ms: int = typer.Option(320, help="With --streaming: audio per piece in milliseconds."),
 ):
-    """Decode audio files (one line per file) or a manifest (recogs/errs/WER files)."""
-    import torch
-
-    from auden_kit.hub import load_pretrained
+    """Decode audio files (one line per file) or a manifest (result files and a summary)."""
+    from auden_kit.api import load
 
     setup_logging()
     if not files and cuts is None:
         raise UserError("give audio files to decode, or --cuts MANIFEST")
     if output not in ("text", "json"):
         raise UserError(f"--output must be text or json, got '{output}'")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise UserError(f"--device must be cpu or cuda, got '{device}'")
     if streaming and method not in ("", "greedy"):
         raise UserError(f"--streaming uses greedy search; --method {method} is not available with it")
-    lm = load_pretrained(model, device=device)
-    method = method or lm.task.default_method(lm.model)
-    if method not in lm.task.decode_methods:
-        raise UserError(f"unknown --method '{method}' (choose from {', '.join(lm.task.decode_methods)})")
-    if streaming and (cuts is not None or not hasattr(lm.task, "decode_streaming")):
+    if beam < 1 or max_duration <= 0 or max_segment <= 0 or piece_ms <= 0:
+        raise UserError("--beam, --max-duration, --max-segment and --piece-ms must be positive")
+    m = load(model, device=device)
+    opts = {}
+    if m.task.decode_methods:
+        method = m.task.check_method(m.model, method)
+        opts = {"method": method, "beam": beam}
+    elif method:
+        raise UserError(f"--method: a '{m.task.name}' model has no decoding methods")
+    if streaming and (cuts is not None or not hasattr(m.task, "streaming_decoder")):
         raise UserError("--streaming decodes audio files with an ASR model; use it without --cuts")
     if cuts is not None:
-        _decode_cuts(lm, cuts, out_dir or Path("."), method, beam, max_duration, name, device)
+        _decode_cuts(m, cuts, out_dir or Path("."), opts, max_duration, name)
         return
-    from auden_kit.data.audio import load_audio
-    from auden_kit.data.features import fbank_from_waveform
-
     failed = 0
-    for f in files:
-        try:
-            wav = load_audio(f, lm.features.sample_rate)
-        except UserError as e:
-            typer.echo(f"error: {e}", err=True)
+    if streaming:
+        results = _stream_files(m, files, piece_ms)
+    else:
+        results = m.iter_results([str(f) for f in files], max_segment=max_segment, batch_duration=max_duration,
+                                 **opts)
+    for fid, res in results:
+        if isinstance(res, UserError):
+            typer.echo(f"error: {res}", err=True)
             failed += 1
             continue
-        feats = fbank_from_waveform(wav, lm.features).unsqueeze(0).to(device)
-        batch = {"inputs": feats, "input_lens": torch.tensor([feats.shape[1]], device=device),
-                 "supervisions": {"cut_id": [str(f)]}}
-        if feats.shape[1] < 9:
-            typer.echo(f"error: audio file '{f}' is too short to decode ({wav.numel()} samples)", err=True)
-            failed += 1
-            continue
-        if streaming:
-            res = lm.task.decode_streaming(lm.model, feats, lm.tokenizer, piece_frames=max(1, piece_ms // 10),
-                                           cut_id=str(f))
-        else:
-            res = lm.task.decode(lm.model, batch, lm.tokenizer, method=method, beam=beam)[0]
-        if output == "json":
-            typer.echo(json.dumps({"file": str(f), "text": res.text, "tokens": res.tokens, "times": res.times}))
-        else:
-            typer.echo(f"{f}\t{res.text}")
+        typer.echo(_line(res, output))
     if failed:
+        typer.echo(f"{failed} of {len(files)} file(s) failed", err=True)
         raise typer.Exit(1)
 
 
-def _decode_cuts(lm, cuts_path: Path, out_dir: Path, method: str, beam: int, max_duration: float, name: str,
-                 device: str):
+def _stream_files(m, files, piece_ms: int):
+    from auden_kit.data.audio import load_audio
+
+    rate = m.features.sample_rate
+    n = max(1, rate * piece_ms // 1000)
+    for f in files:
+        try:
+            wav = load_audio(f, rate)
+            s = m.stream()
+            s.cut_id = str(f)
+            for start in range(0, wav.numel(), n):
+                s.accept(wav[start:start + n], rate)
+            yield str(f), s.finish()
+        except UserError as e:
+            yield str(f), e
+
+
+def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: float, name: str):
     import time
 
+    from lhotse import CutSet
     from tqdm import tqdm
 
     from auden_kit.data.datamodule import DataConfig, make_loader
-    from auden_kit.metrics.wer import write_results
 
-    cfg = DataConfig(max_duration=max_duration, num_workers=0, spec_augment=False, fbank=lm.features,
+    if not cuts_path.is_file():
+        raise UserError(f"cut manifest '{cuts_path}' does not exist")
+    cfg = DataConfig(max_duration=max_duration, num_workers=0, spec_augment=False, fbank=m.features,
                      min_cut_duration=0.0, max_cut_duration=1e9)
-    from lhotse import CutSet
-
-    first = next(iter(CutSet.from_file(cuts_path)), None) if cuts_path.is_file() else None
-    cfg.on_the_fly_feats = first is not None and not first.has_features
-    loader, _ = make_loader(cfg, [str(cuts_path)], train=False)
+    first = next(iter(CutSet.from_file(cuts_path)), None)
+    if first is None:
+        raise UserError(f"cut manifest '{cuts_path}' holds no cuts")
+    cfg.on_the_fly_feats = not first.has_features
+    if first.has_features and first.num_features != m.features.num_mel_bins:
+        raise UserError(f"'{cuts_path}' has {first.num_features}-dim features but the model was trained on "
+                        f"{m.features.num_mel_bins}-dim ones; recompute features (`auden-kit data fbank "
+                        f"--num-mel-bins {m.features.num_mel_bins}`) or decode the audio files")
+    loader, _ = make_loader(cfg, [str(cuts_path)], train=False, task=m.task)
     results = []
     audio_s = 0.0
     t0 = time.time()
-    for batch in tqdm(loader, desc="decoding", unit="batch"):
-        batch["inputs"] = batch["inputs"].to(device)
-        batch["input_lens"] = batch["input_lens"].to(device)
+    for batch in tqdm(loader, desc="decoding", unit="batch", dynamic_ncols=True):
+        if "error" in batch:
+            raise UserError(batch["error"])
+        batch["inputs"] = batch["inputs"].to(m.device)
+        batch["input_lens"] = batch["input_lens"].to(m.device)
         audio_s += sum(c.duration for c in batch["cuts"])
-        results += lm.task.decode(lm.model, batch, lm.tokenizer, method=method, beam=beam)
+        results += m.task.infer(m.model, batch, **opts)
     elapsed = time.time() - t0
-    name = name or f"{cuts_path.name.split('.')[0]}-{method}" + (f"-beam{beam}" if "beam" in method else "")
-    triples = [(r.cut_id, r.ref or "", r.text) for r in results]
-    stats = write_results(out_dir, name, triples)
-    typer.echo(f"{name}: {stats.summary()}")
+    method = opts.get("method", "")
+    name = name or (f"{cuts_path.name.split('.')[0]}" + (f"-{method}" if method else "")
+                    + (f"-beam{opts['beam']}" if "beam" in method else ""))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = m.task.write_results(results, out_dir, name)
+    typer.echo(f"{name}: {summary}")
     typer.echo(f"RTF {elapsed / max(audio_s, 1e-9):.4f} ({audio_s:.1f} s of audio in {elapsed:.1f} s); "
                f"results in {out_dir}")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from auden_kit.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def resample(wav: torch.Tensor, sr_in: int, sr_out: int) -> torch.Tensor:
@@ -19,11 +22,42 @@ def resample(wav: torch.Tensor, sr_in: int, sr_out: int) -> torch.Tensor:
     return AF.resample(wav, sr_in, sr_out)
 
 
+def _promised_frames(path: Path) -> int:
+    """Frames the header of a WAV/FLAC file announces (0 when unknown). libsndfile quietly
+    shortens a truncated WAV, so the header is read here."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head[:4] == b"fLaC" and len(head) >= 42:  # STREAMINFO: 36-bit total samples at bytes 21..26
+        v = int.from_bytes(head[21:26], "big")
+        return v & ((1 << 36) - 1)
+    if head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        return 0
+    pos, block = 12, 0
+    while pos + 8 <= len(head):
+        cid, size = head[pos:pos + 4], struct.unpack("<I", head[pos + 4:pos + 8])[0]
+        if cid == b"fmt " and pos + 22 <= len(head):
+            block = struct.unpack("<H", head[pos + 20:pos + 22])[0]
+        if cid == b"data":
+            return size // block if block and size != 0xFFFFFFFF else 0
+        pos += 8 + size + (size & 1)
+    return 0
+
+
+def check_waveform(x: torch.Tensor, name: str) -> None:
+    """Refuse samples that are not finite numbers (NaN/inf decode to garbage silently)."""
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise UserError(f"audio '{name}' holds {bad} non-finite sample(s) (NaN or inf); the file is damaged")
+
+
 def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
     """Return a 1-D float32 tensor: channels averaged, resampled to ``sample_rate``.
 
     Formats: whatever libsndfile reads (wav, flac, ogg, mp3 with libsndfile >= 1.1).
-    Raises UserError naming the file if it is missing, empty or unreadable.
+    Raises UserError naming the file if it is missing, empty, unreadable or holds non-finite
+    samples; warns when the header promises more samples than the file holds (truncated file).
     """
     import soundfile as sf
 
@@ -31,10 +65,15 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
     if not path.is_file():
         raise UserError(f"audio file '{path}' does not exist")
     try:
+        promised = _promised_frames(path)
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types for corrupt data
         raise UserError(f"cannot read audio file '{path}': {e}") from None
     if data.size == 0:
         raise UserError(f"audio file '{path}' holds no samples")
+    if 0 < promised < 2 ** 62 and data.shape[0] < promised:
+        log.warning("audio file '%s' is truncated: its header promises %d samples, it holds %d; decoding "
+                    "what is there", path, promised, data.shape[0])
     mono = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+    check_waveform(mono, str(path))
     return resample(mono, int(sr), sample_rate)

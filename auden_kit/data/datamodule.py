@@ -1,17 +1,24 @@
 """The data module: cut manifests -> batches of features, for every task.
 
-Task-agnostic by design: a batch carries features and the cuts; the task turns
-supervisions into targets (tokens, speaker labels, ...). Augmentation is a list
-of small callables in Lhotse's style (``cut_transforms`` act on cuts before
-features are read, ``input_transforms`` on the feature tensor).
+Task-agnostic by design: a batch carries features and the cuts; the task plugin turns the cuts
+into its targets (``Task.batch_targets``, run in the data workers) and may add cut transforms
+(e.g. random crops). Augmentation is a list of small callables in Lhotse's style
+(``cut_transforms`` act on cuts before features are read, ``input_transforms`` on the feature
+tensor). The full batch contract is in :mod:`auden_kit.tasks.base`.
+
+Randomness is a function of (seed, epoch, batch index, rank): every batch re-seeds the random
+generators its transforms use, so augmentation does not depend on how many workers prefetch
+and a resumed run sees exactly the batches, and augmented features, of an uninterrupted one.
 
 Batch (shape legend: B batch, T frames, F feature bins)::
 
     {
-      "inputs":      float (B, T, F) log-mel features, zero-padded on the right,
-      "input_lens":  long  (B,) valid frames of each row,
-      "cuts":        the CutSet of the batch, in row order,
-      "supervisions": {"text": [str]*B, "speaker": [str|None]*B, "cut_id": [str]*B},
+      "inputs":       float (B, T, F) log-mel features, zero-padded on the right (augmented in training),
+      "input_lens":   long  (B,) valid frames of each row,
+      "clean_inputs": float (B, T, F) before input augmentation (only if the task needs them),
+      "cut_ids":      [str] * B,
+      "cuts":         the CutSet of the batch, in row order,
+      "targets":      dict from the task (empty without a task),
     }
 """
 
@@ -20,8 +27,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import random
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 
@@ -74,6 +82,19 @@ class DataConfig:
         if self.speed_perturb and not self.on_the_fly_feats:
             raise UserError("config key 'data.speed_perturb' needs data.on_the_fly_feats=true "
                             "(with precomputed features, perturb at the fbank stage instead)")
+        if self.num_workers < 0 or self.num_buckets < 0:
+            raise UserError(f"config keys 'data.num_workers' / 'data.num_buckets' must be >= 0, got "
+                            f"{self.num_workers} / {self.num_buckets}")
+        if not 0 <= self.min_cut_duration < self.max_cut_duration:
+            raise UserError(f"config keys 'data.min_cut_duration' ({self.min_cut_duration}) / "
+                            f"'data.max_cut_duration' ({self.max_cut_duration}): need 0 <= min < max")
+        if not 0 <= self.noise_prob <= 1 or len(self.noise_snr) != 2:
+            raise UserError("config keys 'data.noise_prob' (in [0, 1]) / 'data.noise_snr' ([low, high] dB): got "
+                            f"{self.noise_prob} / {self.noise_snr}")
+        for key in ("num_frame_masks", "frames_mask_size", "num_feature_masks", "features_mask_size",
+                    "time_warp_factor"):
+            if getattr(self, key) < 0:
+                raise UserError(f"config key 'data.{key}' must be >= 0, got {getattr(self, key)}")
 
 
 def load_cuts(paths: Sequence[str] | str):
@@ -97,33 +118,71 @@ def load_cuts(paths: Sequence[str] | str):
     return combine(*sets)
 
 
+class SampledBatch(NamedTuple):
+    """What the sampler hands the dataset: the cuts and where they sit (for seeding)."""
+
+    cuts: object
+    epoch: int
+    index: int
+    rank: int
+
+
+def batch_seed(seed: int, epoch: int, index: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 10_007 + index * 101 + rank) % (2 ** 31)
+
+
 class SpeechDataset(torch.utils.data.Dataset):
-    """Map-style dataset whose "index" is a CutSet (one batch from a Lhotse sampler)."""
+    """Map-style dataset whose "index" is a :class:`SampledBatch` (or a plain CutSet).
+
+    A :class:`~auden_kit.errors.UserError` raised while building a batch (a cut the task cannot
+    use) is returned as ``{"error": message}`` so that the trainer can report it in one line
+    instead of a worker traceback.
+    """
 
     def __init__(self, input_strategy: Callable, cut_transforms: Sequence[Callable] = (),
-                 input_transforms: Sequence[Callable] = ()):
+                 input_transforms: Sequence[Callable] = (), task=None, train: bool = False,
+                 rng: Optional[random.Random] = None, seed: int = 0):
         self.input_strategy = input_strategy
         self.cut_transforms = list(cut_transforms)
         self.input_transforms = list(input_transforms)
+        self.task = task
+        self.train = train
+        self.rng = rng or random.Random(seed)  # shared by transforms that take a generator
+        self.seed = seed
 
-    def __getitem__(self, cuts) -> dict:
+    def _reseed(self, item) -> None:
+        if isinstance(item, SampledBatch):
+            s = batch_seed(self.seed, item.epoch, item.index, item.rank)
+            random.seed(s)
+            self.rng.seed(s)
+            torch.manual_seed(s)
+            import numpy as np
+
+            np.random.seed(s)
+
+    def __getitem__(self, item) -> dict:
+        from auden_kit.errors import UserError
+
+        self._reseed(item)
+        cuts = item.cuts if isinstance(item, SampledBatch) else item
+        try:
+            return self._batch(cuts)
+        except UserError as e:
+            return {"error": str(e)}
+
+    def _batch(self, cuts) -> dict:
         cuts = cuts.sort_by_duration(ascending=False)
         for t in self.cut_transforms:
             cuts = t(cuts)
         inputs, input_lens = self.input_strategy(cuts)
+        batch = {"input_lens": input_lens.to(torch.long), "cut_ids": [c.id for c in cuts], "cuts": cuts}
+        if self.task is not None and self.task.needs_clean_inputs:
+            batch["clean_inputs"] = inputs.clone() if self.input_transforms else inputs
         for t in self.input_transforms:
             inputs = t(inputs)
-        sups = [c.supervisions[0] if c.supervisions else None for c in cuts]
-        return {
-            "inputs": inputs,
-            "input_lens": input_lens.to(torch.long),
-            "cuts": cuts,
-            "supervisions": {
-                "text": [s.text if s is not None else "" for s in sups],
-                "speaker": [s.speaker if s is not None else None for s in sups],
-                "cut_id": [c.id for c in cuts],
-            },
-        }
+        batch["inputs"] = inputs
+        batch["targets"] = self.task.batch_targets(cuts, self.train) if self.task is not None else {}
+        return batch
 
 
 class ResumableSampler:
@@ -212,8 +271,10 @@ class ResumableSampler:
         for _ in range(self._skip):
             next(it, None)
         self.consumed = self._skip
-        self._skip = 0
-        yield from it
+        index, self._skip = self._skip, 0
+        for cuts in it:
+            yield SampledBatch(cuts, self.epoch, index, self.rank)
+            index += 1
 
     def mark_consumed(self):
         self.consumed += 1
@@ -237,17 +298,20 @@ def _filter(cuts, cfg: DataConfig):
     return cuts.filter(functools.partial(_duration_ok, lo=cfg.min_cut_duration, hi=cfg.max_cut_duration))
 
 
-def build_dataset(cfg: DataConfig, train: bool) -> SpeechDataset:
+def build_dataset(cfg: DataConfig, train: bool, task=None) -> SpeechDataset:
     from lhotse.dataset import CutMix, PerturbSpeed, SpecAugment
     from lhotse.dataset.input_strategies import OnTheFlyFeatures, PrecomputedFeatures
 
+    rng = random.Random(cfg.seed)  # re-seeded per batch by the dataset
     cut_transforms: list[Callable] = []
     input_transforms: list[Callable] = []
     if train and cfg.speed_perturb:
-        cut_transforms.append(PerturbSpeed(factors=cfg.speed_perturb, p=2 / 3))
+        cut_transforms.append(PerturbSpeed(factors=cfg.speed_perturb, p=2 / 3, randgen=rng))
     if train and cfg.noise_cuts:
         noise = load_cuts(cfg.noise_cuts)
-        cut_transforms.append(CutMix(cuts=noise, p=cfg.noise_prob, snr=tuple(cfg.noise_snr), seed=cfg.seed))
+        cut_transforms.append(CutMix(cuts=noise, p=cfg.noise_prob, snr=tuple(cfg.noise_snr), seed=rng))
+    if task is not None:
+        cut_transforms += task.cut_transforms(cfg, train)
     if train and cfg.spec_augment:
         input_transforms.append(SpecAugment(
             time_warp_factor=cfg.time_warp_factor, num_frame_masks=cfg.num_frame_masks,
@@ -256,18 +320,26 @@ def build_dataset(cfg: DataConfig, train: bool) -> SpeechDataset:
         ))
     if cfg.on_the_fly_feats or (train and (cfg.speed_perturb or cfg.noise_cuts)):
         if cfg.on_the_fly_feats:
-            cut_transforms.insert(0, lambda cs: cs.resample(cfg.fbank.sample_rate))
+            cut_transforms.insert(0, _Resample(cfg.fbank.sample_rate))
         strategy = OnTheFlyFeatures(cfg.fbank.extractor())
     else:
         strategy = PrecomputedFeatures()
-    return SpeechDataset(strategy, cut_transforms, input_transforms)
+    return SpeechDataset(strategy, cut_transforms, input_transforms, task=task, train=train, rng=rng, seed=cfg.seed)
 
 
-def make_loader(cfg: DataConfig, paths: Sequence[str], train: bool, world_size: int = 1, rank: int = 0):
-    """Return (DataLoader, ResumableSampler) for the manifests in ``paths``."""
+class _Resample:
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
+
+    def __call__(self, cuts):
+        return cuts.resample(self.sample_rate)
+
+
+def make_loader(cfg: DataConfig, paths: Sequence[str], train: bool, world_size: int = 1, rank: int = 0, task=None):
+    """Return (DataLoader, ResumableSampler) for the manifests in ``paths``; ``task`` builds targets."""
     cuts = _filter(load_cuts(paths), cfg)
     sampler = ResumableSampler(cuts, cfg, train=train, world_size=world_size, rank=rank)
-    dataset = build_dataset(cfg, train)
+    dataset = build_dataset(cfg, train, task=task)
     loader = torch.utils.data.DataLoader(
         dataset, sampler=sampler, batch_size=None, num_workers=cfg.num_workers,
         persistent_workers=False,

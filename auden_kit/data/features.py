@@ -34,11 +34,87 @@ class FbankSettings:
         ))
 
 
-def fbank_from_waveform(wav: torch.Tensor, settings: FbankSettings) -> torch.Tensor:
+def fbank_from_waveform(wav: torch.Tensor, settings: FbankSettings, extractor=None) -> torch.Tensor:
     """(N,) float waveform at ``settings.sample_rate`` -> (T, F) features."""
-    ext = settings.extractor()
+    ext = extractor or settings.extractor()
     feats = ext.extract(wav.numpy(), sampling_rate=settings.sample_rate)
     return torch.as_tensor(feats)
+
+
+class OnlineFbank:
+    """The features :func:`fbank_from_waveform` gives, computed while the audio arrives.
+
+    Lhotse's fbank (``snip_edges=False``) reflects ``(window - shift) // 2`` samples at the start and
+    pads the end so that a signal of n samples has ``(n + shift // 2) // shift`` frames; every frame
+    depends only on its own window. So frames are computed as soon as their window is complete,
+    and :meth:`finish` adds the end padding and the last frames. Memory: one window of samples.
+    """
+
+    def __init__(self, settings: FbankSettings):
+        import copy
+
+        self.settings = settings
+        self.fn = copy.deepcopy(settings.extractor().extractor)
+        for m in self.fn.modules():  # we do the edge handling ourselves, as Lhotse's does it
+            if hasattr(m, "snip_edges"):
+                m.snip_edges = True
+        self.shift = int(round(settings.frame_shift * settings.sample_rate))
+        self.window = int(round(settings.frame_length * settings.sample_rate))
+        self.pad_left = (self.window - self.shift) // 2
+        self.head = torch.zeros(0)  # the first samples, until the left padding can be built
+        self.buf = torch.zeros(0)  # padded signal from frame ``self.frames`` on
+        self.frames = 0
+        self.received = 0
+        self.started = False
+        self.tail = torch.zeros(0)  # the last samples received (for the right padding)
+
+    def _frames(self, signal: torch.Tensor) -> torch.Tensor:
+        if signal.numel() < self.window:
+            return torch.zeros(0, self.settings.num_mel_bins)
+        with torch.no_grad():
+            out = self.fn(signal.unsqueeze(0).float())
+        return (out[0] if isinstance(out, tuple) else out)[0]
+
+    def _take(self, final: bool = False) -> torch.Tensor:
+        n = 0 if self.buf.numel() < self.window else 1 + (self.buf.numel() - self.window) // self.shift
+        if final:
+            n = max(0, min(n, (self.received + self.shift // 2) // self.shift - self.frames))
+        if n == 0:
+            return torch.zeros(0, self.settings.num_mel_bins)
+        out = self._frames(self.buf[: (n - 1) * self.shift + self.window])
+        self.buf = self.buf[n * self.shift:]
+        self.frames += n
+        return out
+
+    def accept(self, samples: torch.Tensor) -> torch.Tensor:
+        """New samples (1-D float, at ``settings.sample_rate``) -> newly complete frames (T, F)."""
+        samples = torch.as_tensor(samples, dtype=torch.float32).flatten()
+        self.received += samples.numel()
+        self.tail = torch.cat([self.tail, samples])[-self.window:]
+        if not self.started:
+            self.head = torch.cat([self.head, samples])
+            if self.head.numel() < self.pad_left:
+                return torch.zeros(0, self.settings.num_mel_bins)
+            self.buf = torch.cat([torch.flip(self.head[: self.pad_left], (0,)), self.head])
+            self.started = True
+            self.head = torch.zeros(0)
+        else:
+            self.buf = torch.cat([self.buf, samples])
+        return self._take()
+
+    def finish(self) -> torch.Tensor:
+        """The last frames (end padding as Lhotse does it)."""
+        if not self.started:  # shorter than the left padding
+            sig = self.head
+            self.head = torch.zeros(0)
+            if sig.numel() == 0:
+                return torch.zeros(0, self.settings.num_mel_bins)
+            return torch.as_tensor(self.settings.extractor().extract(sig.numpy(), self.settings.sample_rate))
+        total = (self.received + self.shift // 2) // self.shift
+        need = (total - 1) * self.shift + self.window - self.pad_left - self.received
+        if need > 0:
+            self.buf = torch.cat([self.buf, torch.flip(self.tail[-need:], (0,))])
+        return self._take(final=True)
 
 
 def compute_fbank(cuts, out_dir: str | Path, name: str, settings: FbankSettings | None = None,

@@ -192,6 +192,12 @@ class Whiten(nn.Module):
         self.min_prob, self.max_prob = (prob, prob) if isinstance(prob, float) else prob
         self.prob = self.max_prob
 
+    def training_state(self) -> float:  # saved in checkpoints for exact resume
+        return self.prob
+
+    def load_training_state(self, prob: float) -> None:
+        self.prob = prob
+
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_tracing() or not x.requires_grad or random.random() > self.prob:
             return x

@@ -1,34 +1,39 @@
-"""ASR: Zipformer encoder + stateless transducer (pruned RNN-T) and/or CTC.
+"""ASR: an encoder (Zipformer by default) + stateless transducer (pruned RNN-T) and/or CTC,
+optionally an attention decoder for rescoring.
 
-Batch in (see :mod:`auden_kit.data.datamodule`): ``inputs`` (N, T, F), ``input_lens`` (N,),
-``supervisions.text``. Targets are the tokenizer's ids of the texts.
+Targets (``batch["targets"]``, built in data workers by :meth:`AsrTask.batch_targets`):
+``tokens`` ([[int]] * B, the ``text`` tokenizer's ids) and ``texts`` ([str] * B). A cut with
+several supervisions is one utterance: its texts are joined in time order; supervisions that
+overlap in time (several speakers at once) are an error naming the cut (use a diarized-ASR task).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from auden_kit.decoding.ctc import ctc_greedy, ctc_prefix_beam
 from auden_kit.decoding.transducer import greedy_search, modified_beam_search
-from auden_kit.encoders.zipformer import ZipformerConfig, ZipformerEncoder
 from auden_kit.errors import UserError
 from auden_kit.heads.attention_decoder import AttentionDecoder
 from auden_kit.heads.transducer import Joiner, StatelessDecoder
+from auden_kit.hub import build_encoder, encoder_config
 from auden_kit.losses.rnnt import band_indices, pruned_loss, simple_loss_and_ranges
 from auden_kit.metrics.wer import compute_wer
-from auden_kit.tasks.base import DecodeResult, Task
-
-FRAME_SHIFT_OUT = 0.04  # seconds per encoder output frame (10 ms x 4)
+from auden_kit.results import TextResult
+from auden_kit.tasks.base import Task
 
 
 @dataclasses.dataclass
 class AsrModelConfig:
-    """Model section of an ASR config. ``vocab_size`` 0 means: take it from the tokenizer."""
+    """Model section of an ASR config. ``vocab_size`` 0 means: take it from the tokenizer.
+    ``encoder`` holds the settings of the encoder named by ``encoder_type``."""
 
-    encoder: ZipformerConfig = dataclasses.field(default_factory=ZipformerConfig)
+    encoder_type: str = "zipformer"
+    encoder: Any = dataclasses.field(default_factory=dict)
     vocab_size: int = 0
     decoder_dim: int = 512
     joiner_dim: int = 512
@@ -49,10 +54,28 @@ class AsrModelConfig:
     label_smoothing: float = 0.1
     warm_step: int = 2000
 
+    def __post_init__(self):
+        self.encoder = encoder_config(self.encoder_type, self.encoder)
+
     def validate(self):
         if not (self.use_transducer or self.use_ctc):
             raise UserError("config keys 'model.use_transducer' / 'model.use_ctc': at least one must be true "
                             "(the attention decoder only rescores their n-best lists)")
+        if self.use_transducer:
+            if self.context_size < 1:
+                raise UserError(f"config key 'model.context_size' must be >= 1, got {self.context_size}")
+            if self.decoder_dim < 4 or (self.context_size > 1 and self.decoder_dim % 4):
+                raise UserError(f"config key 'model.decoder_dim' must be a multiple of 4 (its context convolution "
+                                f"has decoder_dim/4 groups), got {self.decoder_dim}")
+            if self.joiner_dim < 1:
+                raise UserError(f"config key 'model.joiner_dim' must be positive, got {self.joiner_dim}")
+            if self.prune_range < 2:
+                raise UserError(f"config key 'model.prune_range' must be >= 2, got {self.prune_range}")
+        if self.use_attention_decoder and self.attention_decoder_dim % max(1, self.attention_decoder_heads):
+            raise UserError(f"config key 'model.attention_decoder_dim' ({self.attention_decoder_dim}) must be "
+                            f"divisible by model.attention_decoder_heads ({self.attention_decoder_heads})")
+        if self.warm_step < 0:
+            raise UserError(f"config key 'model.warm_step' must be >= 0, got {self.warm_step}")
 
 
 class AsrModel(nn.Module):
@@ -62,7 +85,7 @@ class AsrModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         V = cfg.vocab_size
-        self.encoder = ZipformerEncoder(cfg.encoder)
+        self.encoder = build_encoder(cfg.encoder_type, cfg.encoder)
         enc_dim = self.encoder.output_dim
         if cfg.use_transducer:
             self.decoder = StatelessDecoder(V, cfg.decoder_dim, blank_id=0, context_size=cfg.context_size)
@@ -111,44 +134,70 @@ class AsrModel(nn.Module):
                                       reduction="sum", zero_infinity=True)
 
 
-def _result(h, tokenizer, cut_id: str, ref: str | None = None) -> DecodeResult:
+def _result(h, tokenizer, cut_id: str, frame_shift: float, ref: str | None = None) -> TextResult:
     """A hypothesis as text, token pieces and token times in seconds."""
-    return DecodeResult(cut_id=cut_id, text=tokenizer.decode(h.tokens),
-                        tokens=[tokenizer.id_to_piece(t) for t in h.tokens],
-                        times=[round(f * FRAME_SHIFT_OUT, 3) for f in h.frames], ref=ref)
+    return TextResult(cut_id=cut_id, text=tokenizer.decode(h.tokens),
+                      tokens=[tokenizer.id_to_piece(t) for t in h.tokens],
+                      times=[round(f * frame_shift, 3) for f in h.frames], ref=ref)
+
+
+def utterance_text(cut) -> str:
+    """The transcript of a single-speaker cut: its supervisions' texts in time order."""
+    sups = sorted(cut.supervisions, key=lambda s: s.start)
+    for a, b in zip(sups, sups[1:]):
+        if b.start < a.end - 0.01:
+            raise UserError(f"cut '{cut.id}': supervisions '{a.id}' and '{b.id}' overlap in time; an ASR "
+                            "task trains on one speaker at a time (split the cut with "
+                            "trim_to_supervisions, or use a diarized-ASR task)")
+    return " ".join(s.text.strip() for s in sups if s.text and s.text.strip())
 
 
 class AsrTask(Task):
     name = "asr"
     model_config_cls = AsrModelConfig
     decode_methods = ("greedy", "modified_beam_search", "ctc_greedy", "ctc_prefix_beam", "attention_rescoring")
+    metric = "wer"
+
+    @property
+    def tokenizer(self):
+        return self.assets.tokenizer("text")
 
     def default_method(self, model: AsrModel) -> str:
         return "greedy" if model.cfg.use_transducer else "ctc_greedy"
 
-    def build_model(self, cfg: AsrModelConfig, tokenizer) -> AsrModel:
+    def build_model(self) -> AsrModel:
+        cfg = self.model_cfg
+        tok = self.assets.tokenizers.get("text")
         if cfg.vocab_size <= 0:
-            if tokenizer is None:
-                raise UserError("config key 'model.vocab_size' is 0 and no tokenizer was given")
-            cfg.vocab_size = tokenizer.vocab_size
-        elif tokenizer is not None and cfg.vocab_size != tokenizer.vocab_size:
+            if tok is None:
+                raise UserError("config key 'model.vocab_size' is 0 and no tokenizer was given "
+                                "(config key 'tokenizer')")
+            cfg.vocab_size = tok.vocab_size
+        elif tok is not None and cfg.vocab_size != tok.vocab_size:
             raise UserError(f"config key 'model.vocab_size' is {cfg.vocab_size} but the tokenizer has "
-                            f"{tokenizer.vocab_size} symbols (set model.vocab_size=0 to follow the tokenizer)")
+                            f"{tok.vocab_size} symbols (set model.vocab_size=0 to follow the tokenizer)")
         return AsrModel(cfg)
 
-    def targets(self, batch: dict, tokenizer) -> list[list[int]]:
-        out = []
-        for cid, text in zip(batch["supervisions"]["cut_id"], batch["supervisions"]["text"]):
-            ids = tokenizer.encode(text)
-            if not ids:
-                raise UserError(f"cut '{cid}': its transcript encodes to no tokens (empty text?)")
-            out.append(ids)
-        return out
+    def batch_targets(self, cuts, train: bool) -> dict:
+        texts, tokens = [], []
+        for c in cuts:
+            text = utterance_text(c)
+            ids = self.tokenizer.encode(text) if text else []
+            if train and not ids:
+                raise UserError(f"cut '{c.id}': its transcript is empty or encodes to no tokens; remove it "
+                                "(`auden-kit data validate` lists such cuts)")
+            texts.append(text)
+            tokens.append(ids)
+        return {"texts": texts, "tokens": tokens}
 
-    def compute_loss(self, model: AsrModel, batch: dict, tokenizer, step: int):
+    def compute_loss(self, model: AsrModel, batch: dict, step: int):
         cfg = model.cfg
         x, x_lens = batch["inputs"], batch["input_lens"]
-        targets = self.targets(batch, tokenizer)
+        targets = batch["targets"]["tokens"]
+        empty = [cid for cid, t in zip(batch["cut_ids"], targets) if not t]
+        if empty:
+            raise UserError(f"cut '{empty[0]}' has no transcript; a manifest with empty texts cannot be used "
+                            "to train or validate ASR (`auden-kit data validate` lists them)")
         enc, enc_lens = model.encode(x, x_lens)
         stats = {}
         loss = enc.new_zeros(())
@@ -171,16 +220,11 @@ class AsrTask(Task):
             att = model.attention_decoder.loss(enc, enc_lens, targets, cfg.label_smoothing)
             loss = loss + cfg.attention_decoder_loss_scale * att
             stats["attention_decoder_loss"] = float(att.detach())
-        frames = int(enc_lens.sum())
         stats["loss"] = float(loss.detach())
-        return loss, stats, frames
+        return loss, stats, float(enc_lens.sum())
 
-    @torch.no_grad()
-    def decode(self, model: AsrModel, batch: dict, tokenizer, method: str = "", beam: int = 4,
-               **encode_kw) -> list[DecodeResult]:
-        method = method or self.default_method(model)
-        if method not in self.decode_methods:
-            raise UserError(f"unknown decoding method '{method}' (choose from {', '.join(self.decode_methods)})")
+    def check_method(self, model: AsrModel, method: str) -> str:
+        method = super().check_method(model, method)
         if method.startswith("ctc") and not model.cfg.use_ctc:
             raise UserError(f"--method {method} needs a model trained with a CTC head (model.use_ctc=true)")
         if method == "attention_rescoring" and not model.cfg.use_attention_decoder:
@@ -188,6 +232,11 @@ class AsrTask(Task):
                             "(model.use_attention_decoder=true)")
         if method in ("greedy", "modified_beam_search") and not model.cfg.use_transducer:
             raise UserError(f"--method {method} needs a transducer model; use ctc_greedy or ctc_prefix_beam")
+        return method
+
+    @torch.no_grad()
+    def infer(self, model: AsrModel, batch: dict, method: str = "", beam: int = 4, **encode_kw) -> list[TextResult]:
+        method = self.check_method(model, method)
         enc, enc_lens = model.encode(batch["inputs"], batch["input_lens"], **encode_kw)
         if method == "greedy":
             hyps = greedy_search(model, enc, enc_lens)
@@ -198,26 +247,22 @@ class AsrTask(Task):
         else:
             lp = model.ctc_output(enc).log_softmax(-1)
             hyps = ctc_greedy(lp, enc_lens) if method == "ctc_greedy" else ctc_prefix_beam(lp, enc_lens, beam=beam)
-        sup = batch.get("supervisions", {})
-        ids = sup.get("cut_id") or [str(i) for i in range(len(hyps))]
-        refs = sup.get("text") or [None] * len(hyps)
-        return [_result(h, tokenizer, cid, ref) for cid, h, ref in zip(ids, hyps, refs)]
+        ids = batch.get("cut_ids") or [str(i) for i in range(len(hyps))]
+        refs = batch.get("targets", {}).get("texts") or [None] * len(hyps)
+        shift = model.encoder.frame_shift
+        return [_result(h, self.tokenizer, cid, shift, ref) for cid, h, ref in zip(ids, hyps, refs)]
 
-    @torch.no_grad()
-    def decode_streaming(self, model: AsrModel, feats: Tensor, tokenizer, piece_frames: int = 32,
-                         cut_id: str = "") -> DecodeResult:
-        """Greedy-decode one utterance (1, T, F) as a stream: fbank pieces of ``piece_frames``
-        (10 ms each) go through the causal encoder's streaming state, as they would from a
-        microphone. Needs ``model.encoder.causal=true``."""
+    def streaming_decoder(self, model: AsrModel):
+        """A :class:`StreamingGreedyDecoder` for one stream (causal transducer models only)."""
         from auden_kit.decoding.transducer import StreamingGreedyDecoder
 
-        if not model.cfg.encoder.causal or not model.cfg.use_transducer:
+        if not getattr(model.cfg.encoder, "causal", False) or not model.cfg.use_transducer:
             raise UserError("streaming decoding needs a causal transducer model (model.encoder.causal=true, "
                             "model.use_transducer=true)")
-        dec = StreamingGreedyDecoder(model)
-        for start in range(0, feats.shape[1], piece_frames):
-            dec.accept(feats[:, start:start + piece_frames])
-        return _result(dec.finish()[0], tokenizer, cut_id)
+        return StreamingGreedyDecoder(model)
+
+    def streaming_result(self, model: AsrModel, hyp, cut_id: str = "") -> TextResult:
+        return _result(hyp, self.tokenizer, cut_id, model.encoder.frame_shift)
 
     @staticmethod
     def attention_rescoring(model: AsrModel, enc: Tensor, enc_lens: Tensor, beam: int, scale: float = 1.0):
@@ -238,6 +283,18 @@ class AsrTask(Task):
             k += len(hs)
         return best
 
-    def evaluate(self, results: list[DecodeResult]) -> dict:
-        pairs = [(r.cut_id, r.ref, r.text) for r in results if r.ref is not None]
+    def evaluate(self, results: list[TextResult]) -> dict:
+        pairs = [(r.cut_id, r.ref, r.text) for r in results if r.ref]
         return {"wer": compute_wer(pairs).wer} if pairs else {}
+
+    def write_results(self, results: list[TextResult], out_dir, name: str) -> str:
+        """icefall-style ``recogs-``, ``errs-`` and ``wer-summary-`` files."""
+        from auden_kit.metrics.wer import write_results
+
+        no_ref = [r.cut_id for r in results if not r.ref]
+        if no_ref:
+            raise UserError(f"{len(no_ref)} of {len(results)} cuts have no reference text (e.g. '{no_ref[0]}'): "
+                            "a WER over them would be meaningless; decode audio files instead, or fix the "
+                            "manifest")
+        stats = write_results(out_dir, name, [(r.cut_id, r.ref, r.text) for r in results])
+        return stats.summary()

@@ -59,6 +59,12 @@ class SentencePieceTokenizer(_Reserved):
         self.sp = spm.SentencePieceProcessor(model_file=str(self.model_file))
         self.vocab_size = self.sp.get_piece_size()
 
+    def __getstate__(self):  # picklable for data-loader workers: reload from the model file
+        return {"model_file": str(self.model_file), "kind": self.kind}
+
+    def __setstate__(self, state):
+        self.__init__(state["model_file"], state["kind"])
+
     def encode(self, text: str) -> list[int]:
         return self.sp.encode(text)
 

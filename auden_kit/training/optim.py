@@ -206,8 +206,14 @@ class OptimConfig:
 
         if self.optimizer not in ("scaled_adam", "adamw"):
             raise UserError(f"config key 'optim.optimizer' must be scaled_adam or adamw, got '{self.optimizer}'")
-        if self.base_lr <= 0:
-            raise UserError(f"config key 'optim.base_lr' must be positive, got {self.base_lr}")
+        for key in ("base_lr", "lr_batches", "lr_epochs"):
+            if getattr(self, key) <= 0:
+                raise UserError(f"config key 'optim.{key}' must be positive, got {getattr(self, key)}")
+        if self.warmup_batches < 0 or not 0 < self.warmup_start <= 1:
+            raise UserError("config keys 'optim.warmup_batches' (>= 0) / 'optim.warmup_start' (in (0, 1]): got "
+                            f"{self.warmup_batches} / {self.warmup_start}")
+        if self.clipping_scale <= 0:
+            raise UserError(f"config key 'optim.clipping_scale' must be positive, got {self.clipping_scale}")
 
 
 class Eden:
@@ -256,8 +262,14 @@ class Eden:
         self._apply()
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig):
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, include_frozen: bool = False):
+    """Optimizer + Eden schedule. Parameters with ``requires_grad=False`` are left out unless
+    ``include_frozen`` (they are unfrozen later; until then they have no gradient and no update)."""
+    params = [p for p in model.parameters() if p.requires_grad or include_frozen]
+    if not params:
+        from auden_kit.errors import UserError
+
+        raise UserError("every parameter is frozen (config key 'trainer.freeze'): nothing to train")
     if cfg.optimizer == "scaled_adam":
         opt = ScaledAdam(params, lr=cfg.base_lr, clipping_scale=cfg.clipping_scale)
     else:

@@ -39,6 +39,7 @@ class TrainerConfig:
     seed: int = 42
     device: str = "auto"  # auto, cpu, cuda
     dtype: str = "float32"  # float32, bfloat16 (autocast), float16 (autocast + grad scaler, GPU)
+    accum_grad: int = 1  # batches per optimizer step (gradient accumulation)
     log_interval: int = 20
     valid_interval: int = 0  # steps between validations (0: at each epoch end only)
     valid_max_batches: int = 0  # 0: the whole validation set
@@ -48,12 +49,30 @@ class TrainerConfig:
     schedule_speedup: float = 1.0  # advance regularizer schedules this much faster (short runs)
     num_threads: int = 0  # torch CPU threads per process (0: leave as is)
     progress: bool = True
+    # start from pretrained weights: a model folder or a checkpoint (.pt), loaded once at the start
+    init_from: str = ""
+    # which weights to take: {prefix in the source: prefix in this model}; empty: all that fit
+    init_prefix_map: dict = dataclasses.field(default_factory=dict)
+    # parameter-name globs kept fixed (not optimized), e.g. ["encoder.*"]
+    freeze: list[str] = dataclasses.field(default_factory=list)
+    freeze_steps: int = 0  # unfreeze after this many steps (0: frozen for the whole run)
 
     def validate(self):
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise UserError(f"config key 'trainer.dtype' must be float32, bfloat16 or float16, got '{self.dtype}'")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserError(f"config key 'trainer.device' must be auto, cpu or cuda, got '{self.device}'")
+        for key in ("num_epochs", "accum_grad", "log_interval", "average_period"):
+            if getattr(self, key) < 1:
+                raise UserError(f"config key 'trainer.{key}' must be at least 1, got {getattr(self, key)}")
+        for key in ("max_steps", "valid_interval", "valid_max_batches", "save_every_n", "keep_last_k",
+                    "num_threads", "freeze_steps"):
+            if getattr(self, key) < 0:
+                raise UserError(f"config key 'trainer.{key}' must be >= 0, got {getattr(self, key)}")
+        if self.schedule_speedup <= 0:
+            raise UserError(f"config key 'trainer.schedule_speedup' must be positive, got {self.schedule_speedup}")
+        if self.init_prefix_map and not self.init_from:
+            raise UserError("config key 'trainer.init_prefix_map' is set but 'trainer.init_from' is empty")
 
 
 @dataclasses.dataclass
@@ -62,11 +81,21 @@ class TrainConfig:
 
     task: str = "asr"
     exp_dir: str = "exp"
-    tokenizer: str = ""  # folder with tokenizer.yaml
+    tokenizer: str = ""  # folder with tokenizer.yaml: the model's "text" tokenizer
+    tokenizers: dict = dataclasses.field(default_factory=dict)  # more named tokenizers {name: folder}
     model: dict = dataclasses.field(default_factory=dict)  # validated by the task's model config
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+
+    def all_tokenizers(self) -> dict[str, str]:
+        out = {"text": self.tokenizer} if self.tokenizer else {}
+        out.update(self.tokenizers)
+        return out
+
+    def validate(self):
+        if self.tokenizer and "text" in self.tokenizers:
+            raise UserError("config keys 'tokenizer' and 'tokenizers.text' both name the text tokenizer; keep one")
 
 
 def resolve(cfg: TrainConfig):
@@ -76,18 +105,17 @@ def resolve(cfg: TrainConfig):
     return task, model_cfg
 
 
-def _module_state(model: torch.nn.Module) -> dict:
-    """Python-side state that modules change while training (Whiten's adaptive probability)."""
-    from auden_kit.nn.scaling import Whiten
+def training_state(model: torch.nn.Module) -> dict:
+    """Python-side state that modules change while training and that is not in their state_dict
+    (e.g. Whiten's adaptive probability): any module with ``training_state()`` contributes."""
+    return {n: m.training_state() for n, m in model.named_modules() if hasattr(m, "training_state")}
 
-    return {n: m.prob for n, m in model.named_modules() if isinstance(m, Whiten)}
 
-
-def _set_module_state(model: torch.nn.Module, state: dict) -> None:
+def load_training_state(model: torch.nn.Module, state: dict) -> None:
     mods = dict(model.named_modules())
-    for n, prob in state.items():
-        if n in mods:
-            mods[n].prob = prob
+    for n, st in state.items():
+        if n in mods and hasattr(mods[n], "load_training_state"):
+            mods[n].load_training_state(st)
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -108,6 +136,8 @@ class Trainer:
         use_cuda = tc.device == "cuda" or (tc.device == "auto" and torch.cuda.is_available())
         if tc.device == "cuda" and not torch.cuda.is_available():
             raise UserError("config key 'trainer.device' is cuda but no GPU is visible (use trainer.device=cpu)")
+        if tc.dtype == "float16" and not use_cuda:
+            raise UserError("config key 'trainer.dtype' is float16, which needs a GPU; use bfloat16 on CPU")
         self.device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
@@ -117,27 +147,30 @@ class Trainer:
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         self._seed(tc.seed + self.rank)
 
-        from auden_kit.tokenizers import load_tokenizer
-
-        self.tokenizer = load_tokenizer(cfg.tokenizer) if self.task.needs_tokenizer else None
-        self.model = self.task.build_model(self.model_cfg, self.tokenizer).to(self.device)
+        last = ckpt.latest_checkpoint(self.exp_dir) if resume else None
+        self.task.setup(self.model_cfg, self._assets(cfg, resuming=last is not None))
+        self.model = self.task.build_model().to(self.device)
+        if tc.init_from and last is None:
+            report = init_from(self.model, tc.init_from, tc.init_prefix_map)
+            if self.rank == 0:
+                log.info("initialised from %s: %s", tc.init_from, report)
         if self.world > 1:  # same initial weights on every rank
             for p in self.model.state_dict().values():
                 torch.distributed.broadcast(p, src=0)
-        self.optimizer, self.scheduler = build_optimizer(self.model, cfg.optim)
+        self.frozen = self._apply_freeze(frozen=True)
+        self.optimizer, self.scheduler = build_optimizer(self.model, cfg.optim, include_frozen=bool(tc.freeze_steps))
         self.scaler = torch.amp.GradScaler("cuda", enabled=(tc.dtype == "float16" and use_cuda))
-        if tc.dtype == "float16" and not use_cuda:
-            raise UserError("trainer.dtype=float16 needs a GPU; use bfloat16 on CPU")
         self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(tc.dtype)
         self.model_avg = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         self.step = 0
         self.epoch = 1
+        self.history: list[dict] = []  # validation metrics per epoch
         self._pending_rng = None
         self.train_loader, self.train_sampler = make_loader(cfg.data, cfg.data.train_cuts, train=True,
-                                                            world_size=self.world, rank=self.rank)
+                                                            world_size=self.world, rank=self.rank, task=self.task)
         self.valid_loader = None
         if cfg.data.valid_cuts:
-            self.valid_loader, _ = make_loader(cfg.data, cfg.data.valid_cuts, train=False)
+            self.valid_loader, _ = make_loader(cfg.data, cfg.data.valid_cuts, train=False, task=self.task)
         self.writer = None
         if self.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
@@ -145,14 +178,54 @@ class Trainer:
             self.writer = SummaryWriter(str(self.exp_dir / "tensorboard"))
             atomic_write_text(self.exp_dir / "config.yaml", dump_yaml(cfg))
             n = sum(p.numel() for p in self.model.parameters())
-            log.info("task %s, %s parameters, device %s, world size %d", cfg.task, f"{n:,}", self.device, self.world)
+            n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            log.info("task %s, %s parameters (%s trained), device %s, world size %d", cfg.task, f"{n:,}",
+                     f"{n_train:,}", self.device, self.world)
             log.info("TensorBoard: tensorboard --logdir %s", self.exp_dir / "tensorboard")
-        if resume:
-            last = ckpt.latest_checkpoint(self.exp_dir)
-            if last is not None:
-                self._restore(ckpt.load_checkpoint(last))
-                if self.rank == 0:
-                    log.info("resumed from %s (epoch %d, step %d)", last, self.epoch, self.step)
+        if last is not None:
+            self._restore(ckpt.load_checkpoint(last))
+            if self.rank == 0:
+                log.info("resumed from %s (epoch %d, step %d)", last, self.epoch, self.step)
+
+    # ------------------------------------------------------------------ set-up
+    def _assets(self, cfg: TrainConfig, resuming: bool):
+        """Tokenizers and label maps of this run, kept in exp_dir/assets so that a resumed run and
+        `auden-kit average` use exactly what training started with."""
+        from auden_kit.hub import load_assets, save_assets
+
+        adir = self.exp_dir / "assets"
+        if resuming and (adir / "assets.yaml").is_file():
+            import yaml
+
+            return load_assets(adir, yaml.safe_load((adir / "assets.yaml").read_text()))
+        from auden_kit.data.datamodule import load_cuts
+
+        assets = self.task.build_assets(cfg, self.model_cfg, load_cuts(cfg.data.train_cuts))
+        if self.rank == 0:
+            import yaml
+
+            names = save_assets(adir, assets)
+            atomic_write_text(adir / "assets.yaml", yaml.safe_dump({"format_version": 2, **names}))
+        return assets
+
+    def _apply_freeze(self, frozen: bool) -> list[str]:
+        """Set requires_grad for parameters matching ``trainer.freeze``; return their names."""
+        import fnmatch
+
+        pats = self.cfg.trainer.freeze
+        if not pats:
+            return []
+        names = []
+        for n, p in self.model.named_parameters():
+            if any(fnmatch.fnmatchcase(n, pat) for pat in pats):
+                p.requires_grad_(not frozen)
+                names.append(n)
+        if not names:
+            raise UserError(f"config key 'trainer.freeze': {pats} matches no parameter (names look like "
+                            f"'{next(iter(dict(self.model.named_parameters())))}')")
+        if self.rank == 0:
+            log.info("%s %d parameter tensors matching %s", "froze" if frozen else "unfroze", len(names), pats)
+        return names
 
     # ------------------------------------------------------------------ state
     @staticmethod
@@ -161,6 +234,17 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
+    def _rng_states(self) -> list:
+        """Every rank's RNG state (gathered on rank 0): each rank resumes with its own."""
+        mine = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            mine["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.world == 1:
+            return [mine]
+        out = [None] * self.world
+        torch.distributed.all_gather_object(out, mine)
+        return out
+
     def _state(self) -> dict:
         return {
             "step": self.step, "epoch": self.epoch, "model": self.model.state_dict(),
@@ -168,8 +252,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "sampler": self.train_sampler.state_dict(), "config": to_dict(self.cfg),
             "model_config": to_dict(self.model_cfg), "task": self.cfg.task,
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
-            "module_state": _module_state(self.model),
+            "rng": self._rng_states(), "module_state": training_state(self.model),
+            "history": self.history,
         }
 
     def _restore(self, st: dict):
@@ -180,13 +264,23 @@ class Trainer:
         self.scaler.load_state_dict(st["scaler"])
         self.train_sampler.load_state_dict(st["sampler"])
         self.step, self.epoch = st["step"], st["epoch"]
-        _set_module_state(self.model, st.get("module_state", {}))
+        self.history = st.get("history", [])
+        load_training_state(self.model, st.get("module_state", {}))
+        rng = st["rng"]
+        if isinstance(rng, list):
+            if len(rng) != self.world:
+                log.warning("checkpoint has random states of %d ranks, this run has %d: ranks reuse them",
+                            len(rng), self.world)
+            rng = rng[self.rank % len(rng)]
         # applied once the data iterator exists: creating it draws from torch's RNG
-        self._pending_rng = st["rng"]
+        self._pending_rng = rng
+        if self.cfg.trainer.freeze and self.cfg.trainer.freeze_steps and self.step >= self.cfg.trainer.freeze_steps:
+            self._apply_freeze(frozen=False)
 
     def save(self, name: str):
+        state = self._state()  # every rank takes part in gathering the RNG states
         if self.rank == 0:
-            ckpt.save_checkpoint(self.exp_dir / name, self._state())
+            ckpt.save_checkpoint(self.exp_dir / name, state)
 
     # ------------------------------------------------------------------ loop
     def _autocast(self):
@@ -195,22 +289,44 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def _to_device(self, batch: dict) -> dict:
-        batch["inputs"] = batch["inputs"].to(self.device, non_blocking=True)
-        batch["input_lens"] = batch["input_lens"].to(self.device)
-        return batch
+        if "error" in batch:  # a worker could not build the batch: name the cut, no traceback
+            raise UserError(batch["error"])
+        return _move(batch, self.device)
 
-    def _log(self, stats: dict, frames: int, grad_norm: float, elapsed: float, input_frames: int = 0,
-             prefix: str = "train"):
+    def _log(self, stats: dict, count: float, grad_norm: float, elapsed: float, input_frames: int = 0):
         if self.writer is None:
             return
         for k, v in stats.items():
-            self.writer.add_scalar(f"{prefix}/{k}", v / max(1, frames), self.step)
+            self.writer.add_scalar(f"train/{k}", v / max(count, 1e-9), self.step)
         self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
         self.writer.add_scalar("train/grad_norm", grad_norm, self.step)
         self.writer.add_scalar("train/grad_scale", self.scaler.get_scale() if self.scaler.is_enabled() else 1.0,
                                self.step)
         if elapsed > 0:  # input (fbank) frames per second, as in icefall's logs
             self.writer.add_scalar("train/frames_per_s", input_frames / elapsed, self.step)
+
+    def _forward_backward(self, batches: list[dict]) -> tuple[dict, float]:
+        """Loss of ``batches`` (one optimizer step), normalised by their total count; backward."""
+        outs = []
+        for batch in batches:
+            with self._autocast():
+                loss, stats, count = self.task.compute_loss(self.model, batch, self.step)
+            if not torch.isfinite(loss):
+                cuts = ", ".join(batch["cut_ids"][:5])
+                raise UserError(f"non-finite loss at step {self.step} (cuts {cuts}); lower optim.base_lr "
+                                "or check these cuts with `auden-kit data validate`")
+            outs.append((loss, stats, float(count)))
+        total = sum(c for _, _, c in outs)
+        if self.world > 1:  # normalise by the count over all ranks, as one big batch would be
+            t = torch.tensor([total], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(t)
+            total = float(t) / self.world
+        acc: dict = {}
+        for loss, stats, _ in outs:
+            self.scaler.scale(loss / max(total, 1e-9)).backward()
+            for k, v in stats.items():
+                acc[k] = acc.get(k, 0.0) + v
+        return acc, sum(c for _, _, c in outs)
 
     def train(self) -> None:
         tc = self.cfg.trainer
@@ -225,7 +341,8 @@ class Trainer:
                        desc=f"epoch {self.epoch}", unit="batch", dynamic_ncols=True,
                        disable=not (tc.progress and self.rank == 0))
             acc: dict = {}
-            acc_frames = acc_input = 0
+            acc_count = 0.0
+            acc_input = 0
             t0 = time.time()
             batches = iter(self.train_loader)
             if self._pending_rng is not None:
@@ -233,19 +350,23 @@ class Trainer:
                 random.setstate(rng["python"])
                 np.random.set_state(rng["numpy"])
                 torch.set_rng_state(rng["torch"])
+                if "cuda" in rng and self.device.type == "cuda":
+                    torch.cuda.set_rng_state(rng["cuda"], self.device)
+            seen = self.train_sampler.consumed
+            group: list[dict] = []
             for batch in batches:
                 self.train_sampler.mark_consumed()
+                seen += 1
+                group.append(self._to_device(batch))
+                bar.update(1)
+                if len(group) < tc.accum_grad:
+                    continue
                 self.step += 1
                 set_batch_count(self.model, self.step * tc.schedule_speedup)
-                batch = self._to_device(batch)
-                with self._autocast():
-                    loss, stats, frames = self.task.compute_loss(self.model, batch, self.tokenizer, self.step)
-                if not torch.isfinite(loss):
-                    cuts = ", ".join(batch["supervisions"]["cut_id"][:5])
-                    raise UserError(f"non-finite loss at step {self.step} (cuts {cuts}); lower optim.base_lr "
-                                    "or check these cuts with `auden-kit data validate`")
+                if self.frozen and tc.freeze_steps and self.step == tc.freeze_steps + 1:
+                    self._apply_freeze(frozen=False)
                 self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss / max(1, frames)).backward()
+                stats, count = self._forward_backward(group)
                 self.scaler.unscale_(self.optimizer)
                 if self.world > 1:
                     self._all_reduce_grads()
@@ -256,14 +377,15 @@ class Trainer:
                     ckpt.update_running_average(self.model_avg, self.model, self.step, tc.average_period)
                 for k, v in stats.items():
                     acc[k] = acc.get(k, 0.0) + v
-                acc_frames += frames
-                acc_input += int(batch["input_lens"].sum())
-                bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss'] / max(1, frames):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                acc_count += count
+                acc_input += sum(int(b["input_lens"].sum()) for b in group)
+                group = []
+                bar.set_postfix(loss=f"{stats['loss'] / max(count, 1e-9):.3f}",
+                                lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
                 if self.step % tc.log_interval == 0:
-                    self._log(acc, acc_frames, getattr(self.optimizer, "last_grad_norm", 0.0), time.time() - t0,
+                    self._log(acc, acc_count, getattr(self.optimizer, "last_grad_norm", 0.0), time.time() - t0,
                               acc_input)
-                    acc, acc_frames, acc_input, t0 = {}, 0, 0, time.time()
+                    acc, acc_count, acc_input, t0 = {}, 0.0, 0, time.time()
                 if tc.valid_interval and self.step % tc.valid_interval == 0:
                     self.validate()
                 if tc.save_every_n and self.step % tc.save_every_n == 0:
@@ -273,14 +395,18 @@ class Trainer:
                 if tc.max_steps and self.step >= tc.max_steps:
                     done = True
                     break
-            if not done:  # the total was an estimate: end the bar at what the epoch really held
-                bar.total = bar.n
-                bar.refresh()
             bar.close()
+            if seen == 0:
+                raise UserError(
+                    f"epoch {self.epoch} had no training batch: the training cuts ({', '.join(self.cfg.data.train_cuts)}) "
+                    f"hold less than one batch (data.max_duration={self.cfg.data.max_duration} s, "
+                    f"data.drop_last={self.cfg.data.drop_last}, cuts kept between data.min_cut_duration and "
+                    "data.max_cut_duration); lower data.max_duration or set data.drop_last=false")
             if done and tc.max_steps:
                 self.save(f"checkpoint-{self.step}.pt")
                 break
-            self.validate()
+            metrics = self.validate()
+            self.history.append({"epoch": self.epoch, "step": self.step, **metrics})
             self.epoch += 1
             self.save(f"epoch-{self.epoch - 1}.pt")
         if self.writer is not None:
@@ -290,7 +416,8 @@ class Trainer:
 
     def _all_reduce_grads(self):
         """Average gradients over ranks (tasks call model methods, not one forward, so we
-        synchronize explicitly instead of through DistributedDataParallel's hooks)."""
+        synchronize explicitly instead of through DistributedDataParallel's hooks). Each rank
+        normalised its loss by the mean count over ranks, so the average is the global mean."""
         for p in self.model.parameters():
             if not p.requires_grad:
                 continue
@@ -304,41 +431,120 @@ class Trainer:
         if self.valid_loader is None or self.rank != 0:
             return {}
         self.model.eval()
-        tot: dict = {}
-        frames = 0
-        results = []
-        for i, batch in enumerate(self.valid_loader):
-            if self.cfg.trainer.valid_max_batches and i >= self.cfg.trainer.valid_max_batches:
-                break
-            batch = self._to_device(batch)
-            with self._autocast():
-                _, stats, f = self.task.compute_loss(self.model, batch, self.tokenizer, self.step)
-                results += self.task.decode(self.model, batch, self.tokenizer)
-            for k, v in stats.items():
-                tot[k] = tot.get(k, 0.0) + v
-            frames += f
-        metrics = {f"valid/{k}": v / max(1, frames) for k, v in tot.items()}
-        metrics.update({f"valid/{k}": v for k, v in self.task.evaluate(results).items()})
+        limit = self.cfg.trainer.valid_max_batches
+
+        def batches():
+            for i, batch in enumerate(self.valid_loader):
+                if limit and i >= limit:
+                    break
+                yield self._to_device(batch)
+
+        with self._autocast():
+            metrics = self.task.validate(self.model, batches(), self.step)
         for k, v in metrics.items():
-            self.writer.add_scalar(k, v, self.step)
-        log.info("step %d validation: %s", self.step, ", ".join(f"{k[6:]} {v:.4f}" for k, v in metrics.items()))
+            self.writer.add_scalar(f"valid/{k}", v, self.step)
+        log.info("step %d validation: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         self.model.train()
         return metrics
 
 
+def _move(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: _move(v, device) for k, v in obj.items()}
+    if isinstance(obj, list) and obj and isinstance(obj[0], torch.Tensor):
+        return [_move(v, device) for v in obj]
+    return obj
+
+
+def init_from(model: torch.nn.Module, source: str | Path, prefix_map: dict | None = None) -> str:
+    """Load weights from a model folder or a training checkpoint into ``model``.
+
+    ``prefix_map`` {source prefix: destination prefix} selects and renames weights, e.g.
+    ``{"encoder.": "encoder."}`` takes only an ASR model's encoder. Without it every weight whose
+    name and shape match is taken. Shape mismatches among the selected weights are errors.
+    Returns a one-line report.
+    """
+    from auden_kit.hub import load_state
+
+    src = Path(source)
+    if src.is_dir():
+        if not (src / "model.safetensors").is_file():
+            raise UserError(f"config key 'trainer.init_from': '{src}' is not a model folder (no model.safetensors)")
+        state = load_state(src / "model.safetensors")
+    elif src.is_file():
+        st = ckpt.load_checkpoint(src)
+        state = st.get("model", st) if isinstance(st, dict) else None
+        if not isinstance(state, dict):
+            raise UserError(f"config key 'trainer.init_from': '{src}' holds no model weights")
+    else:
+        raise UserError(f"config key 'trainer.init_from': '{src}' does not exist")
+    if prefix_map:
+        mapped = {}
+        for k, v in state.items():
+            for a, b in prefix_map.items():
+                if k.startswith(a):
+                    mapped[b + k[len(a):]] = v
+                    break
+        if not mapped:
+            raise UserError(f"config key 'trainer.init_prefix_map': no weight of '{src}' starts with "
+                            f"{list(prefix_map)} (its names look like '{next(iter(state), '')}')")
+    else:
+        mapped = state
+    own = model.state_dict()
+    unknown = [k for k in mapped if k not in own]
+    if prefix_map and unknown:
+        raise UserError(f"config key 'trainer.init_prefix_map' maps weights to names this model lacks, "
+                        f"e.g. '{unknown[0]}'")
+    take = {k: v for k, v in mapped.items() if k in own}
+    bad = [k for k, v in take.items() if v.shape != own[k].shape]
+    if bad and prefix_map:
+        k = bad[0]
+        raise UserError(f"config key 'trainer.init_from': weight '{k}' has shape {tuple(take[k].shape)} in "
+                        f"'{src}' but {tuple(own[k].shape)} here (the models' sizes differ)")
+    take = {k: v for k, v in take.items() if k not in bad}
+    if not take:
+        raise UserError(f"config key 'trainer.init_from': no weight of '{src}' fits this model")
+    model.load_state_dict(take, strict=False)
+    return (f"{len(take)} of {len(own)} tensors loaded" + (f", {len(bad)} skipped (shape)" if bad else "")
+            + (f", {len(unknown)} not in this model" if unknown else ""))
+
+
+def select_checkpoints(exp_dir: Path, avg: int, metric: str, lower_is_better: bool) -> list[Path]:
+    """The ``avg`` epoch checkpoints with the best validation ``metric`` (from the last one's history)."""
+    paths = ckpt.epoch_checkpoints(exp_dir)
+    if not paths:
+        raise UserError(f"no epoch-*.pt files in '{exp_dir}' (did training run?)")
+    history = ckpt.load_checkpoint(paths[-1]).get("history", [])
+    scored = [(h[metric], h["epoch"]) for h in history if metric in h]
+    if not scored:
+        raise UserError(f"the checkpoints in '{exp_dir}' record no validation '{metric}' (was there a "
+                        "validation set?); average by epoch instead")
+    scored.sort(key=lambda x: x[0] if lower_is_better else -x[0])
+    by_epoch = {int(p.stem.split("-")[1]): p for p in paths}
+    chosen = [by_epoch[e] for _, e in scored if e in by_epoch][:avg]
+    log.info("best %d epochs by %s: %s", len(chosen), metric, ", ".join(p.name for p in chosen))
+    return chosen
+
+
 def export_model_folder(exp_dir: str | Path, out_dir: str | Path, epoch: int = 0, avg: int = 1,
-                        use_averaged_model: bool = True, step_checkpoints: bool = False) -> Path:
+                        use_averaged_model: bool = True, step_checkpoints: bool = False,
+                        by_metric: bool = False) -> Path:
     """Average checkpoints into a model folder.
 
     With ``use_averaged_model`` (icefall's default): the running average between the
     checkpoint ``avg`` before the end and the end (epoch ``epoch``, or the latest).
-    Otherwise: the plain mean of the last ``avg`` checkpoints' weights.
+    Otherwise: the plain mean of the last ``avg`` checkpoints' weights. With ``by_metric``: the
+    plain mean of the ``avg`` epochs with the best validation metric of the task.
     """
     exp_dir = Path(exp_dir)
     paths = ckpt.step_checkpoints(exp_dir) if step_checkpoints else ckpt.epoch_checkpoints(exp_dir)
     if not paths:
         kind = "checkpoint-*.pt" if step_checkpoints else "epoch-*.pt"
         raise UserError(f"no {kind} files in '{exp_dir}' (did training run?)")
+    if avg < 1:
+        raise UserError(f"--avg must be at least 1, got {avg}")
     if epoch > 0:
         names = [p.name for p in paths]
         want = f"epoch-{epoch}.pt"
@@ -348,7 +554,12 @@ def export_model_folder(exp_dir: str | Path, out_dir: str | Path, epoch: int = 0
     else:
         end_i = len(paths) - 1
     end = ckpt.load_checkpoint(paths[end_i])
-    if use_averaged_model:
+    cfg = from_dict(TrainConfig, end["config"])
+    task, model_cfg = resolve(cfg)
+    if by_metric:
+        chosen = select_checkpoints(exp_dir, avg, task.metric, task.metric_lower_is_better)
+        state = ckpt.average_state_dicts([ckpt.load_checkpoint(p)["model"] for p in chosen])
+    elif use_averaged_model:
         start_i = end_i - avg
         if start_i >= 0:
             state = ckpt.average_between(ckpt.load_checkpoint(paths[start_i]), end)
@@ -357,11 +568,19 @@ def export_model_folder(exp_dir: str | Path, out_dir: str | Path, epoch: int = 0
     else:
         chosen = paths[max(0, end_i - avg + 1): end_i + 1]
         state = ckpt.average_state_dicts([ckpt.load_checkpoint(p)["model"] for p in chosen])
-    cfg = from_dict(TrainConfig, end["config"])
-    task, model_cfg = resolve(cfg)
-    from auden_kit.tokenizers import load_tokenizer
+    from auden_kit.hub import load_assets
 
-    tok = load_tokenizer(cfg.tokenizer) if task.needs_tokenizer else None
-    model = task.build_model(model_cfg, tok)
+    adir = exp_dir / "assets"
+    if (adir / "assets.yaml").is_file():
+        import yaml
+
+        assets = load_assets(adir, yaml.safe_load((adir / "assets.yaml").read_text()))
+    else:  # a run from before assets were kept in exp_dir
+        from auden_kit.tasks.base import ModelAssets
+        from auden_kit.tokenizers import load_tokenizer
+
+        assets = ModelAssets(tokenizers={k: load_tokenizer(v) for k, v in cfg.all_tokenizers().items()})
+    task.setup(model_cfg, assets)
+    model = task.build_model()
     model.load_state_dict(state)
-    return save_pretrained(out_dir, cfg.task, model_cfg, model, tok, cfg.data.fbank)
+    return save_pretrained(out_dir, cfg.task, model_cfg, model, assets, cfg.data.fbank)

@@ -93,6 +93,21 @@ class ZipformerConfig:
             raise UserError("config key 'encoder.embed_channels' needs 3 values (front-end conv channels)")
         if self.output_downsampling_factor != 2:
             raise UserError("config key 'encoder.output_downsampling_factor' must be 2")
+        for k in self.per_stack("cnn_module_kernel"):
+            if k < 1 or k % 2 == 0:
+                raise UserError(f"config key 'encoder.cnn_module_kernel': kernels must be odd and positive, got {k}")
+        for name in ("num_encoder_layers", "encoder_dim", "feedforward_dim", "num_heads", "query_head_dim",
+                     "value_head_dim", "pos_head_dim", "downsampling_factor"):
+            if any(v < 1 for v in getattr(self, name)):
+                raise UserError(f"config key 'encoder.{name}': values must be positive, got {list(getattr(self, name))}")
+        if self.pos_dim < 2 or self.pos_dim % 2:
+            raise UserError(f"config key 'encoder.pos_dim' must be even and positive, got {self.pos_dim}")
+        if self.feature_dim < 7:
+            raise UserError(f"config key 'encoder.feature_dim' must be at least 7 (feature bins), got {self.feature_dim}")
+        if min(self.embed_channels) < 1:
+            raise UserError(f"config key 'encoder.embed_channels' must be positive, got {list(self.embed_channels)}")
+        if self.causal and (not self.chunk_size or not self.left_context_frames):
+            raise UserError("config keys 'encoder.chunk_size' / 'encoder.left_context_frames' need at least one value")
 
     def per_stack(self, name: str) -> tuple[int, ...]:
         v = tuple(getattr(self, name))
@@ -244,6 +259,14 @@ class DownsampledZipformerStack(nn.Module):
 
 class ZipformerEncoder(nn.Module):
     """Front end + Zipformer stacks. ``forward(x (N, T, F), x_lens (N,)) -> (N, T'', C), lens``."""
+
+    config_cls = ZipformerConfig
+    frame_shift = 0.04  # seconds per output frame: 10 ms fbank, x2 front end, x2 output downsampling
+
+    @staticmethod
+    def output_lengths(x_lens):
+        """Output frames for ``x_lens`` fbank frames (tensor or int): front end (T - 7) // 2, then (T + 1) // 2."""
+        return ((x_lens - 7) // 2 + 1) // 2
 
     def __init__(self, cfg: ZipformerConfig):
         super().__init__()

@@ -1,0 +1,316 @@
+"""The Python API: load a model folder, call it on audio. ``auden-kit decode`` is a thin layer
+over it, so the CLI and Python give the same results.
+
+    import auden_kit
+    m = auden_kit.load("egs/mini_synth/exp/model-avg")
+    print(m.transcribe("a.wav").text)                      # a path
+    for r in m.transcribe(["a.wav", "b.flac"]): ...        # several paths (batched by duration)
+    r = m.transcribe(waveform, sample_rate=8000)           # a numpy/torch waveform
+    s = m.stream(); s.accept(chunk, 16000); s.partial; s.finish()   # causal models
+
+Audio of any length: inputs longer than ``max_segment`` seconds are split at pauses (the
+quietest 10 ms frame in the last part of each window), decoded in batches, and the pieces'
+results stitched with global times, so memory stays bounded. Errors are
+:class:`auden_kit.AudenKitError` (a :class:`~auden_kit.errors.UserError`) naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from auden_kit.errors import UserError
+from auden_kit.results import Result
+
+log = logging.getLogger(__name__)
+
+PAD_VALUE = -23.025850929940457  # log(1e-10): Lhotse's padding value for log-mel features
+AudioLike = Union[str, Path, np.ndarray, torch.Tensor]
+
+
+@dataclasses.dataclass
+class AudioItem:
+    """One input: an id and a loader of its mono waveform at the model's rate."""
+
+    item_id: str
+    load: object  # () -> 1-D float tensor
+
+
+def split_at_pauses(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30.0,
+                    search_seconds: float = 8.0) -> list[tuple[int, int]]:
+    """(start, end) sample ranges covering ``wav``, each at most ``max_seconds`` long, cut at the
+    quietest 10 ms frame (energy smoothed over 100 ms) among the last ``search_seconds`` of each
+    window: in speech that is a pause between words."""
+    n = wav.numel()
+    max_len = int(max_seconds * sample_rate)
+    if n <= max_len:
+        return [(0, n)]
+    hop = sample_rate // 100
+    frames = wav[: n - n % hop].reshape(-1, hop) if n >= hop else wav.reshape(1, -1)
+    energy = frames.pow(2).mean(-1).add(1e-10).log()
+    k = 10  # frames of smoothing
+    smooth = torch.nn.functional.avg_pool1d(energy.view(1, 1, -1), k, stride=1, padding=k // 2,
+                                            count_include_pad=False).view(-1)[: energy.numel()]
+    out, start = [], 0
+    search = int(min(search_seconds, max_seconds / 2) * sample_rate)
+    while n - start > max_len:
+        lo, hi = (start + max_len - search) // hop, (start + max_len) // hop
+        cut = (lo + int(smooth[lo:hi].argmin())) * hop if hi > lo else start + max_len
+        cut = max(cut, start + hop)
+        out.append((start, cut))
+        start = cut
+    out.append((start, n))
+    return out
+
+
+def _items(audio, sample_rate: Optional[int], model_rate: int) -> tuple[list[AudioItem], bool]:
+    """Normalise the accepted input kinds; returns (items, whether the input was a single one)."""
+    from auden_kit.data.audio import check_waveform, load_audio, resample
+
+    if isinstance(audio, (str, Path)):
+        return [AudioItem(str(audio), lambda p=audio: load_audio(p, model_rate))], True
+    if isinstance(audio, (np.ndarray, torch.Tensor)):
+        if sample_rate is None:
+            raise UserError("a waveform needs its sample_rate (e.g. transcribe(wav, sample_rate=16000))")
+        x = torch.as_tensor(audio, dtype=torch.float32)
+        if x.ndim == 2:  # (channels, samples) or (samples, channels): average the shorter axis
+            x = x.mean(0) if x.shape[0] < x.shape[1] else x.mean(1)
+        if x.ndim != 1:
+            raise UserError(f"a waveform must be 1-D (samples) or 2-D (channels x samples), got shape {tuple(x.shape)}")
+        check_waveform(x, "waveform")
+        return [AudioItem("waveform", lambda: resample(x, int(sample_rate), model_rate))], True
+    try:
+        from lhotse import CutSet
+
+        if isinstance(audio, CutSet):
+            return [AudioItem(c.id, lambda c=c: _cut_audio(c, model_rate)) for c in audio], False
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(audio, Iterable):
+        items = []
+        for a in audio:
+            sub, _ = _items(a, sample_rate, model_rate)
+            items += sub
+        return items, False
+    raise UserError(f"cannot decode an object of type {type(audio).__name__}: give a path, a list of paths, "
+                    "a waveform with its sample_rate, or a Lhotse CutSet")
+
+
+def _cut_audio(cut, rate: int) -> torch.Tensor:
+    from auden_kit.data.audio import check_waveform
+
+    try:
+        x = torch.as_tensor(cut.resample(rate).load_audio(), dtype=torch.float32)
+    except Exception as e:  # noqa: BLE001 - name the cut
+        raise UserError(f"cut '{cut.id}': cannot load its audio ({e})") from None
+    x = x.mean(0) if x.ndim == 2 else x
+    check_waveform(x, f"cut '{cut.id}'")
+    return x
+
+
+class Model:
+    """A loaded model folder; see the module docstring. ``task``, ``model`` (the nn.Module),
+    ``assets`` and ``features`` are the parts, for code that needs them."""
+
+    MIN_FRAMES = 9  # shorter inputs give no encoder output
+
+    def __init__(self, loaded, device: str = "cpu"):
+        self.loaded = loaded
+        self.task = loaded.task
+        self.model = loaded.model
+        self.assets = loaded.assets
+        self.features = loaded.features
+        self.device = torch.device(device)
+        self._extractor = loaded.features.extractor()
+
+    @property
+    def task_name(self) -> str:
+        return self.task.name
+
+    # ------------------------------------------------------------------ generic inference
+    def iter_results(self, audio, sample_rate: Optional[int] = None, max_segment: float = 30.0,
+                     batch_duration: float = 200.0, progress: bool = False,
+                     **options) -> Iterator[tuple[str, Union[Result, UserError]]]:
+        """Yield (input id, result or the UserError that input raised), in input order. Inputs are
+        decoded in batches of at most ``batch_duration`` seconds; long ones are split into pieces of
+        at most ``max_segment`` seconds and stitched."""
+        if max_segment <= 0 or batch_duration <= 0:
+            raise UserError("max_segment and batch_duration must be positive")
+        items, _ = _items(audio, sample_rate, self.features.sample_rate)
+        self.task.check_method(self.model, options.get("method", ""))
+        rate = self.features.sample_rate
+        pending: list = []  # (item index, piece index, offset s, features)
+        pending_s = 0.0
+        done: dict[int, dict] = {}  # item index -> {"n": pieces, "results": {piece: (offset, result)}}
+        errors: dict[int, UserError] = {}
+        next_out = 0
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(items), desc="decoding", unit="file", dynamic_ncols=True)
+
+        def flush():
+            nonlocal pending, pending_s
+            if not pending:
+                return
+            feats = [f for _, _, _, f in pending]
+            lens = torch.tensor([f.shape[0] for f in feats])
+            x = torch.full((len(feats), int(lens.max()), feats[0].shape[1]), PAD_VALUE)
+            for i, f in enumerate(feats):
+                x[i, : f.shape[0]] = f
+            batch = {"inputs": x.to(self.device), "input_lens": lens.to(self.device),
+                     "cut_ids": [f"{i}:{j}" for i, j, _, _ in pending]}
+            results = self.task.infer(self.model, batch, **options)
+            for (i, j, off, _), r in zip(pending, results):
+                done[i]["results"][j] = (off, r)
+            pending, pending_s = [], 0.0
+
+        def ready():
+            nonlocal next_out
+            while next_out < len(items):
+                i = next_out
+                if i in errors:
+                    yield items[i].item_id, errors.pop(i)
+                elif i in done and len(done[i]["results"]) == done[i]["n"]:
+                    d = done.pop(i)
+                    pieces = [d["results"][j] for j in range(d["n"])]
+                    yield items[i].item_id, self.task.merge(pieces, items[i].item_id)
+                else:
+                    return
+                next_out += 1
+                if bar is not None:
+                    bar.update(1)
+
+        for i, item in enumerate(items):
+            try:
+                wav = item.load()
+                ranges = split_at_pauses(wav, rate, max_segment)
+                pieces = []
+                for a, b in ranges:
+                    f = fbank_of(wav[a:b], self.features, self._extractor)
+                    if f.shape[0] < self.MIN_FRAMES:
+                        if len(ranges) == 1:
+                            raise UserError(f"audio '{item.item_id}' is too short to decode "
+                                            f"({(b - a) / rate:.3f} s)")
+                        continue  # a sliver at the end of a long file
+                    pieces.append((a / rate, f))
+            except UserError as e:
+                errors[i] = e
+                yield from ready()
+                continue
+            done[i] = {"n": len(pieces), "results": {}}
+            for j, (off, f) in enumerate(pieces):
+                pending.append((i, j, off, f))
+                pending_s += f.shape[0] * self.features.frame_shift
+                if pending_s >= batch_duration:
+                    flush()
+            del wav
+            yield from ready()
+        flush()
+        yield from ready()
+        if bar is not None:
+            bar.close()
+
+    def infer(self, audio, sample_rate: Optional[int] = None, **options):
+        """Results for ``audio`` (one result for one input, else a list). The first failing
+        input raises its UserError."""
+        single = isinstance(audio, (str, Path, np.ndarray, torch.Tensor))
+        out = []
+        for _, r in self.iter_results(audio, sample_rate, **options):
+            if isinstance(r, UserError):
+                raise r
+            out.append(r)
+        return out[0] if single else out
+
+    # ------------------------------------------------------------------ task verbs
+    def _need(self, *tasks: str, verb: str):
+        if self.task.name not in tasks:
+            raise UserError(f"{verb}() needs a {' or '.join(tasks)} model; '{self.loaded.directory}' is a "
+                            f"'{self.task.name}' model")
+
+    def transcribe(self, audio, sample_rate: Optional[int] = None, method: str = "", beam: int = 4, **kw):
+        """Text results (:class:`~auden_kit.results.TextResult`: text, tokens, times) for ``audio``."""
+        self._need("asr", verb="transcribe")
+        return self.infer(audio, sample_rate, method=method, beam=beam, **kw)
+
+    def classify(self, audio, sample_rate: Optional[int] = None, top_k: int = 5, **kw):
+        """Labels with probabilities (:class:`~auden_kit.results.ClassificationResult`)."""
+        self._need("classify", verb="classify")
+        return self.infer(audio, sample_rate, top_k=top_k, **kw)
+
+    def stream(self) -> "Stream":
+        """A streaming decoder for one audio stream (causal ASR models)."""
+        self._need("asr", verb="stream")
+        return Stream(self)
+
+
+def fbank_of(wav: torch.Tensor, settings, extractor=None) -> torch.Tensor:
+    from auden_kit.data.features import fbank_from_waveform
+
+    if wav.numel() < int(settings.frame_length * settings.sample_rate):
+        return torch.zeros(0, settings.num_mel_bins)
+    return fbank_from_waveform(wav, settings, extractor)
+
+
+class Stream:
+    """Feed audio as it arrives; read the partial result; finish for the final one.
+
+    ``accept(samples, sample_rate)`` takes any number of samples (resampled to the model's rate);
+    features are computed online (:class:`~auden_kit.data.features.OnlineFbank`, equal to the
+    whole-file features) and encoded chunk by chunk by the causal encoder.
+    """
+
+    def __init__(self, m: Model, cut_id: str = "stream"):
+        from auden_kit.data.features import OnlineFbank
+
+        self.m = m
+        self.cut_id = cut_id
+        self.decoder = m.task.streaming_decoder(m.model)
+        self.fbank = OnlineFbank(m.features)
+        self._hyps = None
+        self.finished = False
+
+    def accept(self, samples, sample_rate: int) -> None:
+        from auden_kit.data.audio import check_waveform, resample
+
+        if self.finished:
+            raise UserError("this stream is finished; start a new one with stream()")
+        x = torch.as_tensor(samples, dtype=torch.float32).flatten()
+        check_waveform(x, self.cut_id)
+        x = resample(x, int(sample_rate), self.m.features.sample_rate) if sample_rate else x
+        feats = self.fbank.accept(x)
+        if feats.shape[0]:
+            self._hyps = self.decoder.accept(feats.unsqueeze(0))
+
+    @property
+    def partial(self):
+        """The result so far (text, tokens, times)."""
+        hyp = self.decoder.search.hyps[0]
+        return self.m.task.streaming_result(self.m.model, hyp, self.cut_id)
+
+    def finish(self):
+        if not self.finished:
+            feats = self.fbank.finish()
+            if feats.shape[0]:
+                self.decoder.accept(feats.unsqueeze(0))
+            self.decoder.finish()
+            self.finished = True
+        return self.partial
+
+
+def load(model_dir: Union[str, Path], device: str = "cpu") -> Model:
+    """Load a model folder (from ``auden-kit average``) for inference on ``device``."""
+    from auden_kit.hub import load_pretrained
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' was asked for but no GPU is visible (use device='cpu')")
+    return Model(load_pretrained(model_dir, device=device), device=device)
+
+
+__all__ = ["Model", "Stream", "load", "split_at_pauses"]

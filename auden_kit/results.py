@@ -1,0 +1,119 @@
+"""Typed inference results, one kind per family of outputs.
+
+Every result has ``cut_id`` (the file name, or the cut id of a manifest), a ``to_dict()`` for
+JSON output, and a ``merge`` that stitches the results of consecutive pieces of one long
+recording (pieces are (offset in seconds, result)).
+
+* :class:`TextResult`            text, token pieces and their times (ASR, transcripts)
+* :class:`ClassificationResult`  per head: labels with probabilities (speaker, gender, emotion...)
+* :class:`EmbeddingResult`       a fixed-size vector (speaker embeddings)
+* :class:`SegmentsResult`        time-stamped speaker segments with text (diarized ASR)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+
+@dataclasses.dataclass
+class Result:
+    cut_id: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def merge(cls, pieces: Sequence[tuple[float, "Result"]], cut_id: str) -> "Result":
+        if len(pieces) == 1:
+            return dataclasses.replace(pieces[0][1], cut_id=cut_id)
+        raise NotImplementedError(f"{cls.__name__} results of a long recording cannot be stitched")
+
+
+@dataclasses.dataclass
+class TextResult(Result):
+    """Hypothesis ``text``, its token pieces and their start times in seconds; ``ref`` when known."""
+
+    text: str = ""
+    tokens: list = dataclasses.field(default_factory=list)
+    times: list = dataclasses.field(default_factory=list)
+    ref: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        d = {"id": self.cut_id, "text": self.text, "tokens": self.tokens, "times": self.times}
+        if self.ref is not None:
+            d["ref"] = self.ref
+        return d
+
+    @classmethod
+    def merge(cls, pieces, cut_id):
+        texts, tokens, times = [], [], []
+        for offset, r in pieces:
+            if r.text:
+                texts.append(r.text)
+            tokens += r.tokens
+            times += [round(offset + t, 3) for t in r.times]
+        refs = [r.ref for _, r in pieces if r.ref]
+        return cls(cut_id=cut_id, text=" ".join(texts), tokens=tokens, times=times,
+                   ref=" ".join(refs) if refs else None)
+
+
+@dataclasses.dataclass
+class ClassificationResult(Result):
+    """``labels``: {head: [(label, probability), ...] best first}; ``refs``: {head: label}."""
+
+    labels: dict = dataclasses.field(default_factory=dict)
+    refs: dict = dataclasses.field(default_factory=dict)
+
+    def best(self, head: str) -> str:
+        return self.labels[head][0][0]
+
+    def to_dict(self) -> dict:
+        d = {"id": self.cut_id, **{h: [{"label": lab, "prob": round(p, 4)} for lab, p in v]
+                                  for h, v in self.labels.items()}}
+        if self.refs:
+            d["refs"] = self.refs
+        return d
+
+    @classmethod
+    def merge(cls, pieces, cut_id):
+        """Duration-unaware average of the pieces' probabilities, per head."""
+        heads: dict[str, dict[str, float]] = {}
+        for _, r in pieces:
+            for h, v in r.labels.items():
+                acc = heads.setdefault(h, {})
+                for lab, p in v:
+                    acc[lab] = acc.get(lab, 0.0) + p / len(pieces)
+        return cls(cut_id=cut_id, labels={h: sorted(acc.items(), key=lambda kv: -kv[1]) for h, acc in heads.items()},
+                   refs=pieces[0][1].refs)
+
+
+@dataclasses.dataclass
+class EmbeddingResult(Result):
+    embedding: list = dataclasses.field(default_factory=list)
+    weight: float = 1.0  # seconds of audio behind it (for averaging pieces)
+
+    @classmethod
+    def merge(cls, pieces, cut_id):
+        total = sum(r.weight for _, r in pieces)
+        dim = len(pieces[0][1].embedding)
+        emb = [sum(r.embedding[i] * r.weight for _, r in pieces) / total for i in range(dim)]
+        return cls(cut_id=cut_id, embedding=emb, weight=total)
+
+
+@dataclasses.dataclass
+class Segment:
+    start: float
+    end: float
+    speaker: str
+    text: str = ""
+
+
+@dataclasses.dataclass
+class SegmentsResult(Result):
+    segments: list = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def merge(cls, pieces, cut_id):
+        segs = [Segment(s.start + off, s.end + off, s.speaker, s.text) for off, r in pieces for s in r.segments]
+        return cls(cut_id=cut_id, segments=segs)
