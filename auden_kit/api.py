@@ -8,9 +8,10 @@ over it, so the CLI and Python give the same results.
     r = m.transcribe(waveform, sample_rate=8000)           # a numpy/torch waveform
     s = m.stream(); s.accept(chunk, 16000); s.partial; s.finish()   # causal models
 
-Audio of any length: inputs longer than ``max_segment`` seconds are split at pauses (the
-quietest 10 ms frame in the last part of each window), decoded in batches, and the pieces'
-results stitched with global times, so memory stays bounded. Errors are
+Audio of any length: inputs longer than ``max_segment`` seconds are cut into speech stretches at
+pauses (:func:`speech_segments`: an energy detector; stretches merged up to the median length of
+the model's training cuts, recorded in its folder; none longer than ``max_segment``), decoded in
+batches, and the pieces' results stitched with global times, so memory stays bounded. Errors are
 :class:`auden_kit.AudenKitError` (a :class:`~auden_kit.errors.UserError`) naming the file.
 """
 
@@ -39,6 +40,58 @@ class AudioItem:
 
     item_id: str
     load: object  # () -> 1-D float tensor
+
+
+def speech_segments(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30.0, merge_up_to: float = 0.0,
+                    min_pause: float = 0.2, margin: float = 0.1) -> list[tuple[int, int]]:
+    """Sample ranges of the speech in ``wav``: an energy detector finds pauses of at least
+    ``min_pause`` seconds (10 ms frames below a threshold set between the quiet and loud ends of
+    the file's own energy distribution, so it adapts to level and noise floor); the stretches
+    between them (with ``margin`` seconds of context) are the segments, silence-only stretches
+    are dropped, neighbours are merged while the result stays under ``merge_up_to`` seconds, and
+    a segment longer than ``max_seconds`` is cut at its quietest frames (:func:`split_at_pauses`).
+    Without a clear quiet/loud contrast the whole signal is one stretch."""
+    n = wav.numel()
+    hop = sample_rate // 100
+    if n < 2 * hop:
+        return [(0, n)]
+    e = wav[: n - n % hop].reshape(-1, hop).pow(2).mean(-1).add(1e-10).log()
+    k = 2  # 50 ms of smoothing: enough against single-frame dips, short enough to keep pauses
+    e = torch.nn.functional.avg_pool1d(e.view(1, 1, -1), 2 * k + 1, stride=1, padding=k,
+                                       count_include_pad=False).view(-1)
+    lo, hi = float(torch.quantile(e, 0.05)), float(torch.quantile(e, 0.95))
+    spans: list[tuple[int, int]] = []
+    if hi - lo < 3.0:  # < ~13 dB between quiet and loud: no pauses to trust
+        spans = [(0, n)]
+    else:
+        speech = (e > lo + 0.3 * (hi - lo)).tolist()
+        min_run = int(min_pause * 100)
+        start, quiet, T = None, 0, len(speech)
+        for t, v in enumerate(speech + [False] * (min_run + 1)):
+            if v:
+                if start is None:
+                    start = t
+                quiet = 0
+            elif start is not None:
+                quiet += 1
+                if quiet >= min_run or t >= T:
+                    spans.append((start, t - quiet + 1))
+                    start, quiet = None, 0
+        pad = int(margin * 100)
+        spans = [(max(0, a - pad) * hop, min(n, (b + pad) * hop)) for a, b in spans]
+        if not spans:
+            return []
+    merged: list[tuple[int, int]] = []
+    limit = merge_up_to * sample_rate
+    for a, b in spans:
+        if merged and b - merged[-1][0] <= limit:
+            merged[-1] = (merged[-1][0], b)
+        else:
+            merged.append((a, b))
+    out = []
+    for a, b in merged:
+        out += [(a + x, a + y) for x, y in split_at_pauses(wav[a:b], sample_rate, max_seconds)]
+    return out
 
 
 def split_at_pauses(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30.0,
@@ -127,6 +180,9 @@ class Model:
         self.features = loaded.features
         self.device = torch.device(device)
         self._extractor = loaded.features.extractor()
+        # pieces of long recordings are merged up to the median training-cut length (model folder)
+        stats = getattr(loaded.assets, "data_stats", {}) or {}
+        self.merge_up_to = float(stats.get("duration_p50", 10.0))
 
     @property
     def task_name(self) -> str:
@@ -190,7 +246,11 @@ class Model:
         for i, item in enumerate(items):
             try:
                 wav = item.load()
-                ranges = split_at_pauses(wav, rate, max_segment)
+                if wav.numel() <= max_segment * rate:
+                    ranges = [(0, wav.numel())]
+                else:  # long: speech stretches between pauses, merged up to what the model trained on
+                    ranges = speech_segments(wav, rate, max_segment, merge_up_to=self.merge_up_to) or \
+                        split_at_pauses(wav, rate, max_segment)
                 pieces = []
                 for a, b in ranges:
                     f = fbank_of(wav[a:b], self.features, self._extractor)
@@ -313,4 +373,4 @@ def load(model_dir: Union[str, Path], device: str = "cpu") -> Model:
     return Model(load_pretrained(model_dir, device=device), device=device)
 
 
-__all__ = ["Model", "Stream", "load", "split_at_pauses"]
+__all__ = ["Model", "Stream", "load", "speech_segments", "split_at_pauses"]

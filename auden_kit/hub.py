@@ -3,7 +3,7 @@
 A trained model is a self-describing folder (format version 2)::
 
     config.yaml           {format_version: 2, task, model: {...}, features: {...},
-                           tokenizers: [names], label_maps: [names]}
+                           tokenizers: [names], label_maps: [names], data_stats: {...}}
     model.safetensors     the weights (frozen teachers are never in it)
     tokenizers/<name>/    tokenizer.yaml + its model file, one folder per named tokenizer
     labels/<name>.txt     one label per line; line i is class i
@@ -140,7 +140,10 @@ def save_assets(out: Path, assets) -> dict:
         if bad:
             raise UserError(f"label map '{name}': label {bad[0]!r} contains a line break")
         atomic_write_text(out / "labels" / f"{name}.txt", "".join(f"{lab}\n" for lab in labels))
-    return {"tokenizers": sorted(assets.tokenizers), "label_maps": sorted(assets.label_maps)}
+    out = {"tokenizers": sorted(assets.tokenizers), "label_maps": sorted(assets.label_maps)}
+    if assets.data_stats:
+        out["data_stats"] = dict(assets.data_stats)
+    return out
 
 
 def load_assets(d: Path, cfg: dict):
@@ -152,6 +155,7 @@ def load_assets(d: Path, cfg: dict):
         if (d / "tokenizer").is_dir():
             assets.tokenizers["text"] = load_tokenizer(d / "tokenizer")
         return assets
+    assets.data_stats = dict(cfg.get("data_stats") or {})
     for name in cfg.get("tokenizers", []):
         assets.tokenizers[name] = load_tokenizer(d / "tokenizers" / name)
     for name in cfg.get("label_maps", []):

@@ -84,3 +84,24 @@ def trained_model(fbank_cuts, bpe_dir, tmp_path_factory) -> Path:
     exp = tmp_path_factory.mktemp("exp")
     Trainer(tiny_train_config(exp, fbank_cuts, bpe_dir, num_epochs=2)).train()
     return export_model_folder(exp, exp / "model-avg", avg=1)
+
+
+@pytest.fixture(scope="session")
+def learned_ctc(fbank_cuts, bpe_dir, tmp_path_factory):
+    """A tiny CTC model trained until it knows its 32 training utterances (valid = train), and its
+    model folder: what tests that need a model that really transcribes use (learning curve, long
+    audio, API). ~30 s on 2 cores."""
+    from auden_kit.training.trainer import Trainer, export_model_folder
+
+    exp = tmp_path_factory.mktemp("learned") / "exp"
+    cfg = tiny_train_config(exp, fbank_cuts, bpe_dir, num_epochs=30, max_steps=600, log_interval=50,
+                            schedule_speedup=50)
+    cfg.model["use_transducer"] = False
+    cfg.data.valid_cuts = cfg.data.train_cuts
+    cfg.data.spec_augment = False
+    cfg.data.max_duration = 4
+    cfg.optim.base_lr = 0.05
+    cfg.optim.lr_batches = 5000
+    Trainer(cfg).train()
+    steps = bool(list(exp.glob("checkpoint-*.pt")))
+    return exp, export_model_folder(exp, exp / "model", avg=1, use_averaged_model=False, step_checkpoints=steps)

@@ -257,3 +257,33 @@ def test_v1_model_folder_still_loads(trained_model, tmp_path):
     (v1 / "config.yaml").write_text(yaml.safe_dump(cfg))
     r = run("decode", "--model", v1, "x.wav")
     assert r.returncode == 1 and "version-9 model folder" in r.stderr
+
+
+@pytest.mark.parametrize("causal,ctc", [(False, True), (True, False)])
+def test_import_icefall_reads_sizes_from_the_weights(bpe_dir, tmp_path, causal, ctc):
+    """`auden-kit import-icefall` takes icefall's bpe.model directly and infers the sizes, causality and
+    CTC head from the checkpoint; the imported model gives the source model's outputs."""
+    from auden_kit.encoders.zipformer import ZipformerConfig
+    from auden_kit.hub import load_pretrained
+    from auden_kit.tasks.asr import AsrModel, AsrModelConfig
+    from auden_kit.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(bpe_dir)
+    torch.manual_seed(0)
+    enc = ZipformerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_ENCODER.items()},
+                          causal=causal, chunk_size=(16,), left_context_frames=(64,))
+    src = AsrModel(AsrModelConfig(encoder=enc, vocab_size=tok.vocab_size, decoder_dim=16, joiner_dim=24,
+                                  use_ctc=ctc)).eval()
+    state = {(k[len("encoder."):] if k.startswith("encoder.encoder_embed.") else k): v
+             for k, v in src.state_dict().items()}
+    torch.save({"model": state, "epoch": 30}, tmp_path / "pretrained.pt")
+    r = run("import-icefall", "--checkpoint", tmp_path / "pretrained.pt", "--tokenizer", bpe_dir / "bpe.model",
+            "--out", tmp_path / "m")
+    assert r.returncode == 0, r.stderr
+    lm = load_pretrained(tmp_path / "m")
+    c = lm.model_cfg
+    assert c.encoder.causal == causal and c.use_ctc == ctc and c.decoder_dim == 16 and c.joiner_dim == 24
+    assert c.encoder.encoder_dim == (32, 48) and c.encoder.num_heads == (2, 2) and c.encoder.embed_channels == (4, 8, 16)
+    x = torch.randn(2, 150, 80)
+    lens = torch.tensor([150, 120])
+    assert torch.allclose(src.encode(x, lens)[0], lm.model.encode(x, lens)[0], atol=1e-6)

@@ -7,24 +7,13 @@ decoding fit together so the model learns what it is shown. Generalization to un
 is what the quick start measures (egs/mini_synth/RESULTS.md: 1.55 % WER on held-out sentences).
 """
 
-from conftest import tiny_train_config
 
 
-def test_tiny_model_learns_its_training_data(fbank_cuts, bpe_dir, tmp_path):
+def test_tiny_model_learns_its_training_data(learned_ctc):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from auden_kit.training.trainer import Trainer
-
-    cfg = tiny_train_config(tmp_path / "exp", fbank_cuts, bpe_dir, num_epochs=30, max_steps=600,
-                            log_interval=50, schedule_speedup=50)
-    cfg.model["use_transducer"] = False
-    cfg.data.valid_cuts = cfg.data.train_cuts
-    cfg.data.spec_augment = False
-    cfg.data.max_duration = 4
-    cfg.optim.base_lr = 0.05
-    cfg.optim.lr_batches = 5000
-    Trainer(cfg).train()
-    ea = EventAccumulator(str(tmp_path / "exp" / "tensorboard"))
+    exp, _ = learned_ctc
+    ea = EventAccumulator(str(exp / "tensorboard"))
     ea.Reload()
     wer = [e.value for e in ea.Scalars("valid/wer")]
     loss = [e.value for e in ea.Scalars("valid/loss")]

@@ -1,11 +1,9 @@
-"""Helpers shared by CLI commands: logging set-up and user-facing errors."""
+"""Helpers shared by CLI commands: logging set-up."""
 
 from __future__ import annotations
 
 import logging
 import sys
-
-import typer
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -16,8 +14,3 @@ def setup_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
         force=True,
     )
-
-
-def fail(message: str, code: int = 1) -> "typer.Exit":
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)

@@ -55,11 +55,14 @@ def validate(
     no_audio: bool = typer.Option(False, "--no-audio", help="Skip opening audio and feature files."),
     no_text: bool = typer.Option(False, "--no-text", help="Do not require transcripts (e.g. for noise or SSL data)."),
     limit: int = typer.Option(100, help="Stop after this many problems."),
+    decode: bool = typer.Option(False, "--decode", help="Decode every audio file in full and load every cut's "
+                                                        "features (slow; finds damage that headers hide)."),
 ):
     """Check manifests and print every problem (naming the cut id); exit 1 if any."""
     from auden_kit.data.validate import validate_manifests
 
-    n, problems = validate_manifests(manifests, check_audio=not no_audio, require_text=not no_text, limit=limit)
+    n, problems = validate_manifests(manifests, check_audio=not no_audio, require_text=not no_text, limit=limit,
+                                     decode=decode)
     for p in problems:
         typer.echo(str(p), err=True)
     if problems:
@@ -163,12 +166,14 @@ def _texts(paths: List[Path]) -> list[str]:
 def tokenizer(
     manifests: List[Path] = typer.Argument(..., help="Manifests whose supervision texts to train on."),
     out_dir: Path = typer.Option(..., help="Folder for tokenizer.yaml and the model."),
-    vocab_size: int = typer.Option(500, help="Vocabulary size (SentencePiece)."),
+    vocab_size: int = typer.Option(500, help="Vocabulary size (SentencePiece); 0: from the data (distinct words, "
+                                            "30..500). Too large for the data: the largest valid size."),
     type: str = typer.Option("bpe", help="bpe, unigram or char."),
 ):
     """Train a SentencePiece (BPE/unigram) or character tokenizer on transcripts."""
     from auden_kit.tokenizers import CharTokenizer, train_sentencepiece
 
+    setup_logging()
     texts = _texts(manifests)
     if type == "char":
         tok = CharTokenizer.train(texts)
@@ -178,3 +183,32 @@ def tokenizer(
     else:
         raise UserError(f"--type must be bpe, unigram or char, got '{type}'")
     typer.echo(f"tokenizer ({type}, {tok.vocab_size} symbols) in {out_dir}")
+
+
+DOWNLOADS = {"librispeech": ("lhotse.recipes", "download_librispeech")}
+
+
+@app.command(epilog="Example: auden-kit data download librispeech download/ --parts mini_librispeech")
+def download(
+    corpus: str = typer.Argument(..., help=f"Corpus to download: {', '.join(DOWNLOADS)}."),
+    target_dir: Path = typer.Argument(..., help="Folder to download and unpack into."),
+    parts: str = typer.Option("librispeech", help="librispeech: 'librispeech' (all), 'mini_librispeech', or "
+                                                  "comma-separated parts such as train-clean-100,dev-clean."),
+    recipe_hint: str = typer.Option("", help="How to continue without downloading (printed on failure)."),
+):
+    """Download a public corpus (network needed); a failure says how to use a local copy instead."""
+    import importlib
+
+    setup_logging()
+    if corpus not in DOWNLOADS:
+        raise UserError(f"unknown corpus '{corpus}' (choose from {', '.join(DOWNLOADS)})")
+    module, fn = DOWNLOADS[corpus]
+    p = parts.split(",") if "," in parts else parts
+    try:
+        getattr(importlib.import_module(module), fn)(str(target_dir), dataset_parts=p)
+    except Exception as e:  # noqa: BLE001 - network errors come in many types
+        reason = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        hint = recipe_hint or "prepare the corpus from a local copy instead"
+        raise UserError(f"downloading {corpus} ({parts}) into '{target_dir}' failed: {reason}. Without network, "
+                        f"copy the corpus onto this machine and run: {hint}") from None
+    typer.echo(f"downloaded {corpus} ({parts}) into {target_dir}")

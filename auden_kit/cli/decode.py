@@ -113,7 +113,6 @@ def _stream_files(m, files, piece_ms: int):
 def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: float, name: str):
     import time
 
-    from lhotse import CutSet
     from tqdm import tqdm
 
     from auden_kit.data.datamodule import DataConfig, make_loader
@@ -122,7 +121,12 @@ def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: fl
         raise UserError(f"cut manifest '{cuts_path}' does not exist")
     cfg = DataConfig(max_duration=max_duration, num_workers=0, spec_augment=False, fbank=m.features,
                      min_cut_duration=0.0, max_cut_duration=1e9)
-    first = next(iter(CutSet.from_file(cuts_path)), None)
+    from auden_kit.data.datamodule import load_cuts
+
+    try:
+        first = next(iter(load_cuts([str(cuts_path)])), None)
+    except Exception as e:  # noqa: BLE001 - not a manifest, or a broken one
+        raise UserError(f"cannot read cut manifest '{cuts_path}' ({e.__class__.__name__}: {e})") from None
     if first is None:
         raise UserError(f"cut manifest '{cuts_path}' holds no cuts")
     cfg.on_the_fly_feats = not first.has_features

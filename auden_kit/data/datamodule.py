@@ -232,12 +232,15 @@ class ResumableSampler:
                                   rank=rank, seed=self.cfg.seed)
             s.set_epoch(self.epoch)
             return s
-        s = DynamicBucketingSampler(
-            cuts, max_duration=max_duration, num_buckets=self.cfg.num_buckets,
-            shuffle=self.cfg.shuffle and self.train, drop_last=self.cfg.drop_last and self.train,
-            world_size=world_size, rank=rank, seed=self.cfg.seed,
-            buffer_size=20000,
-        )
+        try:
+            s = DynamicBucketingSampler(
+                cuts, max_duration=max_duration, num_buckets=self.cfg.num_buckets,
+                shuffle=self.cfg.shuffle and self.train, drop_last=self.cfg.drop_last and self.train,
+                world_size=world_size, rank=rank, seed=self.cfg.seed,
+                buffer_size=20000,
+            )
+        except AssertionError as e:  # Lhotse checks its arguments with asserts
+            raise UserError(f"cannot batch the cuts: {e} (config keys data.num_buckets / data.max_duration)") from None
         s.set_epoch(self.epoch)
         return s
 

@@ -30,7 +30,26 @@ def _open(path: Path):
     return gzip.open(path, "rt") if path.suffix == ".gz" else open(path)
 
 
-def _check_audio(rec: dict, cid: str, check_audio: bool, cache: dict) -> list[Problem]:
+def _read_fully(f: Path, promised: int) -> str | None:
+    """Decode every sample of ``f``; None when all is well, else what is wrong."""
+    import numpy as np
+    import soundfile as sf
+
+    try:
+        data, _ = sf.read(str(f), dtype="float32", always_2d=True)
+    except Exception as e:  # noqa: BLE001 - corrupt data past a good header
+        return f"audio file '{f}' cannot be decoded ({e})"
+    from auden_kit.data.audio import _promised_frames
+
+    header = _promised_frames(f) or promised
+    if data.shape[0] < header:
+        return f"audio file '{f}' is truncated: its header promises {header} samples, it holds {data.shape[0]}"
+    if not np.isfinite(data).all():
+        return f"audio file '{f}' holds non-finite samples (NaN or inf)"
+    return None
+
+
+def _check_audio(rec: dict, cid: str, check_audio: bool, cache: dict, decode: bool = False) -> list[Problem]:
     out = []
     rid = rec.get("id", "?")
     if rec.get("duration", 0) <= 0:
@@ -51,6 +70,8 @@ def _check_audio(rec: dict, cid: str, check_audio: bool, cache: dict) -> list[Pr
 
                     info = sf.info(str(f))
                     cache[key] = (info.samplerate, info.frames)
+                    if decode:
+                        cache[key] = _read_fully(f, info.frames) or cache[key]
                 except Exception as e:
                     cache[key] = f"audio file '{f}' cannot be read ({e})"
         got = cache[key]
@@ -65,6 +86,19 @@ def _check_audio(rec: dict, cid: str, check_audio: bool, cache: dict) -> list[Pr
             out.append(Problem(cid, f"length mismatch: manifest says {rec['num_samples']} samples, "
                                     f"'{f}' has {frames}"))
     return out
+
+
+def _check_features(obj: dict, cid: str) -> list[Problem]:
+    import numpy as np
+    from lhotse.cut import Cut
+
+    try:
+        feats = Cut.from_dict(obj).load_features()
+    except Exception as e:  # noqa: BLE001
+        return [Problem(cid, f"features cannot be loaded ({e})")]
+    if not np.isfinite(feats).all():
+        return [Problem(cid, "features hold non-finite values")]
+    return []
 
 
 def _kind(obj: dict) -> str:
@@ -107,12 +141,14 @@ def _check_supervision(s: dict, cid: str, dur: float | None, require_text: bool,
 
 
 def validate_manifests(paths, check_audio: bool = True, require_text: bool = True,
-                       limit: int = 100) -> tuple[int, list[Problem]]:
+                       limit: int = 100, decode: bool = False) -> tuple[int, list[Problem]]:
     """Validate Lhotse manifests: cuts, recordings or supervisions (jsonl[.gz]).
 
     Recordings given alongside supervisions are cross-checked (unknown recording
     ids, supervisions past the end of their recording). Problems name the cut id
-    (or the recording/supervision id). Returns (items read, problems).
+    (or the recording/supervision id). With ``decode`` every audio file is decoded in full
+    and every cut's features are loaded (slow; finds damage past a good header).
+    Returns (items read, problems).
     """
     problems: list[Problem] = []
     recordings: dict[str, dict] = {}
@@ -137,7 +173,7 @@ def validate_manifests(paths, check_audio: bool = True, require_text: bool = Tru
                     problems.append(Problem(rid, "duplicate recording id"))
                 seen_recs.add(rid)
                 recordings[rid] = obj
-                problems += _check_audio(obj, rid, check_audio, audio_cache)
+                problems += _check_audio(obj, rid, check_audio, audio_cache, decode)
                 continue
             if kind == "supervision":
                 supervisions.append(obj)
@@ -152,7 +188,7 @@ def validate_manifests(paths, check_audio: bool = True, require_text: bool = Tru
                 dur = None
             rec = obj.get("recording")
             if rec is not None:
-                problems += _check_audio(rec, cid, check_audio, audio_cache)
+                problems += _check_audio(rec, cid, check_audio, audio_cache, decode)
                 start = obj.get("start", 0)
                 if dur and rec.get("duration") and start + dur > rec["duration"] + 1e-3:
                     problems.append(Problem(cid, f"cut [{start:.2f}, {start + dur:.2f}] s runs past its "
@@ -164,6 +200,8 @@ def validate_manifests(paths, check_audio: bool = True, require_text: bool = Tru
                 sp = Path(feats["storage_path"])
                 if not sp.exists():
                     problems.append(Problem(cid, f"feature archive '{sp}' is missing"))
+                elif decode:
+                    problems += _check_features(obj, cid)
             sups = obj.get("supervisions", [])
             if require_text and not sups:
                 problems.append(Problem(cid, "cut has no supervision"))
@@ -176,4 +214,6 @@ def validate_manifests(paths, check_audio: bool = True, require_text: bool = Tru
         if recordings and rec is None:
             problems.append(Problem(where, f"supervision refers to unknown recording '{rid}'"))
         problems += _check_supervision(s, where, rec.get("duration") if rec else None, require_text, seen_sups)
+    if n == 0 and not problems:
+        problems.append(Problem(", ".join(str(p) for p in paths), "the manifest(s) hold no items"))
     return n, problems[:limit]

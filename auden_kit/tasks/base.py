@@ -61,6 +61,9 @@ class ModelAssets:
 
     tokenizers: dict = dataclasses.field(default_factory=dict)
     label_maps: dict = dataclasses.field(default_factory=dict)
+    #: facts about the training data that inference uses (e.g. ``duration_p50``: the median
+    #: training-cut length, to which pieces of long recordings are merged)
+    data_stats: dict = dataclasses.field(default_factory=dict)
 
     def tokenizer(self, name: str = "text"):
         if name not in self.tokenizers:

@@ -11,6 +11,8 @@ Files under ``DIR`` (usually ``<model>/tokenizer``)::
 
 from __future__ import annotations
 
+import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Iterable, Protocol
@@ -19,6 +21,8 @@ import yaml
 
 from auden_kit.errors import UserError
 from auden_kit.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 BLANK, SOS_EOS, UNK = "<blk>", "<sos/eos>", "<unk>"
 BLANK_ID, SOS_EOS_ID, UNK_ID = 0, 1, 2
@@ -116,8 +120,12 @@ class CharTokenizer(_Reserved):
 
 
 def train_sentencepiece(texts: Iterable[str], out_dir: str | Path, vocab_size: int = 500,
-                        model_type: str = "bpe") -> SentencePieceTokenizer:
-    """Train a SentencePiece model on ``texts``; writes ``out_dir/{bpe,unigram}.model``."""
+                        model_type: str = "bpe", extra_symbols: Iterable[str] = ()) -> SentencePieceTokenizer:
+    """Train a SentencePiece model on ``texts``; writes ``out_dir/{bpe,unigram}.model``.
+
+    ``vocab_size`` 0 derives the size from the data (distinct words, 30..500); a size larger than
+    the data allows becomes the largest valid one, with a warning. ``extra_symbols`` are kept as
+    single pieces (e.g. language tags)."""
     import io
 
     import sentencepiece as spm
@@ -129,16 +137,32 @@ def train_sentencepiece(texts: Iterable[str], out_dir: str | Path, vocab_size: i
         raise UserError("no transcripts to train the tokenizer on (are the supervisions' texts empty?)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = io.BytesIO()
-    try:
+    if vocab_size <= 0:  # from the data: about one piece per distinct word, 30..500
+        words = len({w for t in texts for w in t.split()})
+        vocab_size = max(30, min(500, words))
+        log.info("tokenizer: %d distinct words in %d transcripts -> vocabulary size %d", words, len(texts),
+                 vocab_size)
+
+    def train(size: int):
+        model = io.BytesIO()
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
+            sentence_iterator=iter(texts), model_writer=model, vocab_size=size,
             model_type=model_type, character_coverage=1.0, input_sentence_size=100_000_000,
-            user_defined_symbols=[BLANK, SOS_EOS], unk_id=UNK_ID, bos_id=-1, eos_id=-1,
+            user_defined_symbols=[BLANK, SOS_EOS, *extra_symbols], unk_id=UNK_ID, bos_id=-1, eos_id=-1,
             minloglevel=2,
         )
+        return model
+
+    try:
+        model = train(vocab_size)
     except RuntimeError as e:
-        raise UserError(f"SentencePiece training failed: {e} (for a small corpus, lower --vocab-size)") from None
+        m = re.search(r"value <= (\d+)", str(e))
+        if not m:
+            raise UserError(f"SentencePiece training failed: {e} (for a small corpus, lower --vocab-size)") from None
+        largest = int(m.group(1))
+        log.warning("vocabulary size %d is more than these transcripts allow; using the largest valid size, %d",
+                    vocab_size, largest)
+        model = train(largest)
     path = out_dir / f"{model_type}.model"
     from auden_kit.io import atomic_path
 

@@ -200,8 +200,18 @@ class Trainer:
             return load_assets(adir, yaml.safe_load((adir / "assets.yaml").read_text()))
         from auden_kit.data.datamodule import load_cuts
 
-        assets = self.task.build_assets(cfg, self.model_cfg, load_cuts(cfg.data.train_cuts))
+        train_cuts = load_cuts(cfg.data.train_cuts)
+        assets = self.task.build_assets(cfg, self.model_cfg, train_cuts)
+        assets.data_stats = duration_stats(train_cuts)
         if self.rank == 0:
+            log.info("training cuts: %s", ", ".join(f"{k} {v}" for k, v in assets.data_stats.items()))
+        d = cfg.data
+        if d.drop_last and assets.data_stats["hours"] * 3600 < d.max_duration * self.world:
+            raise UserError(
+                f"the training cuts ({', '.join(d.train_cuts)}) hold {assets.data_stats['hours'] * 3600:.1f} s of audio, "
+                f"less than one batch (data.max_duration={d.max_duration} s x {self.world} rank(s)) with "
+                "data.drop_last=true: no training batch would be made; lower data.max_duration or set "
+                "data.drop_last=false")
             import yaml
 
             names = save_assets(adir, assets)
@@ -446,6 +456,16 @@ class Trainer:
         log.info("step %d validation: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         self.model.train()
         return metrics
+
+
+def duration_stats(cuts) -> dict:
+    """Count and length percentiles of the training cuts (one pass over the manifest)."""
+    d = np.array([c.duration for c in cuts], dtype=np.float64)
+    if d.size == 0:
+        raise UserError("the training manifests (config key 'data.train_cuts') hold no cuts")
+    return {"num_cuts": int(d.size), "hours": round(float(d.sum()) / 3600, 3),
+            "duration_p50": round(float(np.percentile(d, 50)), 2),
+            "duration_p95": round(float(np.percentile(d, 95)), 2), "duration_max": round(float(d.max()), 2)}
 
 
 def _move(obj, device):

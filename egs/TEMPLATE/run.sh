@@ -17,18 +17,19 @@ extra=""
 help_message="ASR recipe for your own data (see README.md). Example: ./run.sh --corpus-dir /data/mycorpus"
 __options="stage stop_stage corpus_dir nj bpe_size num_epochs avg prefix config extra"
 . ../../tools/parse_options.sh
-
-export PATH="$(cd ../.. && pwd)/.venv/bin:$PATH"
-log() { echo "$(date '+%H:%M:%S') $*"; }
+. ../../tools/recipe_lib.sh
 parts="train dev test"
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: prepare manifests from your corpus (edit local/prepare.py)"
-  [ -n "$corpus_dir" ] || { echo "run.sh: stage 0 needs --corpus-dir" >&2; exit 2; }
-  python local/prepare.py --corpus-dir "$corpus_dir" --out-dir data/manifests --prefix $prefix --parts $parts
-  for p in $parts; do
-    auden-kit data validate data/manifests/${prefix}_{recordings,supervisions}_$p.jsonl.gz
-  done
+  if [ -f data/manifests/.done ]; then skip data/manifests; else
+    [ -n "$corpus_dir" ] || { echo "run.sh: stage 0 needs --corpus-dir" >&2; exit 2; }
+    python local/prepare.py --corpus-dir "$corpus_dir" --out-dir data/manifests --prefix $prefix --parts $parts
+    for p in $parts; do
+      auden-kit data validate data/manifests/${prefix}_{recordings,supervisions}_$p.jsonl.gz
+    done
+    touch data/manifests/.done
+  fi
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
@@ -54,17 +55,25 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: average checkpoints into a model folder"
-  auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
+  if up_to_date exp/model-avg/config.yaml exp/epoch-$num_epochs.pt; then skip exp/model-avg; else
+    auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
+  fi
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: decode the test set"
   for m in greedy modified_beam_search; do
+    sfx=$m; [ $m = modified_beam_search ] && sfx=$m-beam4
+    if up_to_date exp/decode/wer-summary-${prefix}_cuts_test-$sfx.txt exp/model-avg/config.yaml; then
+      skip "decode $m"; continue
+    fi
     auden-kit decode --model exp/model-avg --cuts data/fbank/${prefix}_cuts_test.jsonl.gz --method $m --out-dir exp/decode
   done
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: export TorchScript to exp/jit"
-  auden-kit export --model exp/model-avg --out exp/jit
+  if up_to_date exp/jit/encoder.pt exp/model-avg/config.yaml; then skip exp/jit; else
+    auden-kit export --model exp/model-avg --out exp/jit
+  fi
 fi

@@ -24,9 +24,7 @@ extra=""             # extra key=value training overrides
 help_message="LibriSpeech ASR recipe. Example: ./run.sh --stage 1 --corpus-dir /data/LibriSpeech"
 __options="stage stop_stage dl_dir corpus_dir mini full musan_dir nj bpe_size world_size num_epochs avg config extra"
 . ../../tools/parse_options.sh
-
-export PATH="$(cd ../.. && pwd)/.venv/bin:$PATH"
-log() { echo "$(date '+%H:%M:%S') $*"; }
+. ../../tools/recipe_lib.sh
 corpus_dir=${corpus_dir:-$dl_dir/LibriSpeech}
 if [ "$mini" = true ]; then
   train_parts="train-clean-5"; test_parts="dev-clean-2"; valid_part=dev-clean-2
@@ -39,7 +37,7 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: download LibriSpeech"
   if [ ! -f $dl_dir/.download.done ]; then
     if [ "$mini" = true ]; then parts=mini_librispeech; else parts=librispeech; fi
-    python -c "from lhotse.recipes import download_librispeech as d; d('$dl_dir', dataset_parts='$parts')"
+    auden-kit data download librispeech $dl_dir --parts $parts --recipe-hint "./run.sh --stage 1 --corpus-dir DIR"
     touch $dl_dir/.download.done
   fi
 fi
@@ -101,10 +99,16 @@ fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: average and decode ${test_parts}"
-  auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
+  if up_to_date exp/model-avg/config.yaml exp/epoch-$num_epochs.pt; then skip exp/model-avg; else
+    auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
+  fi
   for p in $test_parts; do
     [ -f data/fbank/librispeech_cuts_$p.jsonl.gz ] || continue
     for m in greedy modified_beam_search; do
+      sfx=$m; [ $m = modified_beam_search ] && sfx=$m-beam4
+      if up_to_date exp/decode/wer-summary-librispeech_cuts_$p-$sfx.txt exp/model-avg/config.yaml; then
+        skip "decode $p $m"; continue
+      fi
       auden-kit decode --model exp/model-avg --cuts data/fbank/librispeech_cuts_$p.jsonl.gz --method $m \
         --out-dir exp/decode
     done
@@ -114,5 +118,7 @@ fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   log "Stage 7: export TorchScript to exp/jit (--format onnx needs: pip install 'auden-kit[onnx]')"
-  auden-kit export --model exp/model-avg --out exp/jit
+  if up_to_date exp/jit/encoder.pt exp/model-avg/config.yaml; then skip exp/jit; else
+    auden-kit export --model exp/model-avg --out exp/jit
+  fi
 fi

@@ -17,9 +17,7 @@ extra=""   # extra key=value overrides for training, e.g. --extra "trainer.max_s
 help_message="Offline ASR quick start on a synthesized corpus. Example: ./run.sh --stage 4"
 __options="stage stop_stage nj num_speakers train_utts vocab_size bpe_size num_epochs avg extra"
 . ../../tools/parse_options.sh
-
-export PATH="$(cd ../.. && pwd)/.venv/bin:$PATH"
-log() { echo "$(date '+%H:%M:%S') $*"; }
+. ../../tools/recipe_lib.sh
 dl_dir=download
 parts="train-clean-100 dev-clean test-clean"
 
@@ -70,12 +68,18 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: average checkpoints into a model folder"
-  auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
+  if up_to_date exp/model-avg/config.yaml exp/epoch-$num_epochs.pt; then skip exp/model-avg; else
+    auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
+  fi
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: decode the held-out test set"
   for m in greedy modified_beam_search ctc_greedy; do
+    sfx=$m; [ $m = modified_beam_search ] && sfx=$m-beam4
+    if up_to_date exp/decode/wer-summary-librispeech_cuts_test-clean-$sfx.txt exp/model-avg/config.yaml; then
+      skip "decode $m"; grep -h "" exp/decode/wer-summary-librispeech_cuts_test-clean-$sfx.txt | tail -1; continue
+    fi
     auden-kit decode --model exp/model-avg --cuts data/fbank/librispeech_cuts_test-clean.jsonl.gz \
       --method $m --out-dir exp/decode
   done
@@ -84,5 +88,7 @@ fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   log "Stage 7: export TorchScript (encoder, decoder, joiner, CTC) to exp/jit"
-  auden-kit export --model exp/model-avg --out exp/jit
+  if up_to_date exp/jit/encoder.pt exp/model-avg/config.yaml; then skip exp/jit; else
+    auden-kit export --model exp/model-avg --out exp/jit
+  fi
 fi

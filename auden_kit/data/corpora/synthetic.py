@@ -45,6 +45,10 @@ class SynthOptions:
     base_rate: int = 165  # words per minute
     rate_jitter: int = 20  # speaker-level +-, utterance-level half of it
     pitch_jitter: int = 15  # around espeak's 50
+    # real recordings start and end with some room tone, never with digital silence: each
+    # utterance gets this much (seconds, uniform) before and after, and a noise floor throughout
+    edge_silence: tuple[float, float] = (0.1, 0.4)
+    noise_floor_db: float = -66.0  # dBFS of the room tone (Gaussian); -inf: none
     seed: int = 0
     jobs: int = 2
 
@@ -73,18 +77,30 @@ def resample_int16(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.clip(np.round(y), -32768, 32767).astype(np.int16)
 
 
+def add_room_tone(wav: np.ndarray, edges: tuple[float, float], floor_db: float, seed: int) -> np.ndarray:
+    """Pad int16 speech with ``edges`` (min, max) seconds of silence on each side and add a
+    Gaussian noise floor at ``floor_db`` dBFS (deterministic for ``seed``)."""
+    rng = np.random.RandomState(seed % (2 ** 32))
+    lo, hi = edges
+    a, b = (int(rng.uniform(lo, hi) * SAMPLE_RATE) for _ in range(2)) if hi > 0 else (0, 0)
+    x = np.concatenate([np.zeros(a), wav.astype(np.float64), np.zeros(b)])
+    if np.isfinite(floor_db):
+        x += rng.randn(x.size) * 32768 * 10 ** (floor_db / 20)
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+
+
 def _render_chapter(task: tuple[str, list[Utterance]]) -> list[tuple[str, float]]:
     """Worker: synthesize one chapter's utterances into flac files; return (id, seconds)."""
     import soundfile as sf
 
     from auden_kit.data.corpora.espeak import get_synth
 
-    chapter_dir, utts = task
+    chapter_dir, utts, edges, floor_db = task
     synth = get_synth()
     out = []
     for u in utts:
         wav = synth.synthesize(u.text, voice=u.voice, rate=u.rate, pitch=u.pitch, seed=u.seed)
-        wav = resample_int16(wav, synth.sample_rate, SAMPLE_RATE)
+        wav = add_room_tone(resample_int16(wav, synth.sample_rate, SAMPLE_RATE), edges, floor_db, u.seed)
         sf.write(str(Path(chapter_dir) / f"{u.utt_id}.flac"), wav, SAMPLE_RATE, subtype="PCM_16")
         out.append((u.utt_id, len(wav) / SAMPLE_RATE))
     return out
@@ -149,7 +165,7 @@ def synthesize_corpus(out_dir: str | Path, opts: SynthOptions, progress: bool = 
             d.mkdir(parents=True, exist_ok=True)
             lines = "".join(f"{u.utt_id} {u.text.upper()}\n" for u in utts)
             (d / f"{spk}-{chapter}.trans.txt").write_text(lines)
-            tasks.append((str(d), utts))
+            tasks.append((str(d), utts, tuple(opts.edge_silence), opts.noise_floor_db))
     ctx = mp.get_context("forkserver")
     durations: dict[str, float] = {}
     # maxtasksperchild=1: each chapter starts from a fresh espeak engine (determinism).

@@ -85,29 +85,29 @@ class ZipformerConfig:
                      "cnn_module_kernel", "query_head_dim", "value_head_dim", "pos_head_dim"):
             v = getattr(self, name)
             if len(v) not in (1, n):
-                raise UserError(f"config key 'encoder.{name}' needs 1 or {n} values (one per stack), got {len(v)}")
+                raise UserError(f"config key 'model.encoder.{name}' needs 1 or {n} values (one per stack), got {len(v)}")
         for u, d in zip(self.per_stack("encoder_unmasked_dim"), self.per_stack("encoder_dim")):
             if u > d:
-                raise UserError(f"config key 'encoder.encoder_unmasked_dim': {u} is larger than encoder_dim {d}")
+                raise UserError(f"config key 'model.encoder.encoder_unmasked_dim': {u} is larger than encoder_dim {d}")
         if len(self.embed_channels) != 3:
-            raise UserError("config key 'encoder.embed_channels' needs 3 values (front-end conv channels)")
+            raise UserError("config key 'model.encoder.embed_channels' needs 3 values (front-end conv channels)")
         if self.output_downsampling_factor != 2:
-            raise UserError("config key 'encoder.output_downsampling_factor' must be 2")
+            raise UserError("config key 'model.encoder.output_downsampling_factor' must be 2")
         for k in self.per_stack("cnn_module_kernel"):
             if k < 1 or k % 2 == 0:
-                raise UserError(f"config key 'encoder.cnn_module_kernel': kernels must be odd and positive, got {k}")
+                raise UserError(f"config key 'model.encoder.cnn_module_kernel': kernels must be odd and positive, got {k}")
         for name in ("num_encoder_layers", "encoder_dim", "feedforward_dim", "num_heads", "query_head_dim",
                      "value_head_dim", "pos_head_dim", "downsampling_factor"):
             if any(v < 1 for v in getattr(self, name)):
-                raise UserError(f"config key 'encoder.{name}': values must be positive, got {list(getattr(self, name))}")
+                raise UserError(f"config key 'model.encoder.{name}': values must be positive, got {list(getattr(self, name))}")
         if self.pos_dim < 2 or self.pos_dim % 2:
-            raise UserError(f"config key 'encoder.pos_dim' must be even and positive, got {self.pos_dim}")
+            raise UserError(f"config key 'model.encoder.pos_dim' must be even and positive, got {self.pos_dim}")
         if self.feature_dim < 7:
-            raise UserError(f"config key 'encoder.feature_dim' must be at least 7 (feature bins), got {self.feature_dim}")
+            raise UserError(f"config key 'model.encoder.feature_dim' must be at least 7 (feature bins), got {self.feature_dim}")
         if min(self.embed_channels) < 1:
-            raise UserError(f"config key 'encoder.embed_channels' must be positive, got {list(self.embed_channels)}")
+            raise UserError(f"config key 'model.encoder.embed_channels' must be positive, got {list(self.embed_channels)}")
         if self.causal and (not self.chunk_size or not self.left_context_frames):
-            raise UserError("config keys 'encoder.chunk_size' / 'encoder.left_context_frames' need at least one value")
+            raise UserError("config keys 'model.encoder.chunk_size' / 'encoder.left_context_frames' need at least one value")
 
     def per_stack(self, name: str) -> tuple[int, ...]:
         v = tuple(getattr(self, name))

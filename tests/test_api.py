@@ -1,0 +1,190 @@
+"""The Python API (auden_kit.load) and audio of any length."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import auden_kit
+from auden_kit.data.audio import load_audio
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "auden_kit.cli.main"]
+
+
+def _train_files(synth_corpus, n=None):
+    files = sorted(synth_corpus.glob("train-clean-100/*/*/*.flac"))
+    return files[:n] if n else files
+
+
+def _refs(synth_corpus) -> dict:
+    out = {}
+    for t in synth_corpus.rglob("*.trans.txt"):
+        for line in t.read_text().splitlines():
+            k, v = line.split(" ", 1)
+            out[k] = v
+    return out
+
+
+def test_api_matches_cli_and_takes_any_input(learned_ctc, synth_corpus, tmp_path):
+    _, folder = learned_ctc
+    m = auden_kit.load(folder)
+    files = _train_files(synth_corpus, 6)
+    one = m.transcribe(files[0])
+    assert one.text and len(one.tokens) == len(one.times) and one.to_dict()["text"] == one.text
+    many = m.transcribe([str(f) for f in files])
+    assert [r.cut_id for r in many] == [str(f) for f in files] and all(r.text for r in many)
+    r = subprocess.run(CLI + ["decode", "--model", str(folder)] + [str(f) for f in files],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert [line.split("\t", 1)[1] for line in r.stdout.strip().splitlines()] == [x.text for x in many]
+    # a waveform at another rate, 2-D (channels, samples); a CutSet
+    wav = load_audio(files[0], 8000)
+    w = m.transcribe(np.stack([wav.numpy(), wav.numpy()]), sample_rate=8000)
+    assert w.text == m.transcribe(wav, sample_rate=8000).text and w.tokens
+    from lhotse import CutSet, Recording, RecordingSet
+
+    cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings([Recording.from_file(f) for f in files[:2]]))
+    assert [x.text for x in m.transcribe(cuts)] == [x.text for x in m.transcribe([str(f) for f in files[:2]])]
+    with pytest.raises(auden_kit.AudenKitError, match="nope.wav' does not exist"):
+        m.transcribe(tmp_path / "nope.wav")
+    with pytest.raises(auden_kit.AudenKitError, match="sample_rate"):
+        m.transcribe(wav.numpy())
+    bad = wav.clone()
+    bad[100] = float("nan")
+    with pytest.raises(auden_kit.AudenKitError, match="non-finite"):
+        m.transcribe(bad, sample_rate=8000)
+    with pytest.raises(auden_kit.AudenKitError, match="classify"):
+        m.classify(files[0])
+
+
+def test_long_audio_is_split_at_pauses_and_stitched(learned_ctc, synth_corpus, tmp_path):
+    """A few minutes of speech in one file: cut at the pauses between utterances (never inside
+    one), pieces of at most 20 s decoded in batches and stitched with global times; the result is
+    exactly the pieces decoded on their own with their offsets added. (How close the WER of a long
+    file comes to that of its utterances is a property of the model: bench/long_audio.py measures
+    it with the quick-start model.)"""
+    from auden_kit.api import speech_segments
+    from auden_kit.metrics.wer import compute_wer
+
+    _, folder = learned_ctc
+    m = auden_kit.load(folder)
+    files = _train_files(synth_corpus) * 2
+    refs = _refs(synth_corpus)
+    rng = np.random.RandomState(0)
+    parts, spans, pos = [], [], 0
+    for f in files:
+        x = load_audio(f).numpy()
+        gap = (rng.randn(int(0.3 * 16000)) * 10 ** (-66 / 20)).astype(np.float32)  # room tone
+        parts += [x, gap]
+        spans.append((pos, pos + len(x)))
+        pos += len(x) + len(gap)
+    long = np.concatenate(parts)
+    path = tmp_path / "long.flac"
+    sf.write(path, long, 16000)
+    seconds = len(long) / 16000
+    assert seconds > 120
+    ranges = speech_segments(torch.from_numpy(long), 16000, max_seconds=20, merge_up_to=m.merge_up_to)
+    assert len(ranges) >= 10 and all(b - a <= 20 * 16000 for a, b in ranges)
+    for a, b in spans:  # no cut in the middle 60 % of an utterance
+        inner = (a + 0.2 * (b - a), b - 0.2 * (b - a))
+        assert not any(inner[0] < x < inner[1] for r in ranges for x in r), (a, b)
+    whole = m.transcribe(path, max_segment=20)
+    alone = m.transcribe([torch.from_numpy(long[a:b]) for a, b in ranges], sample_rate=16000)
+    assert whole.text == " ".join(r.text for r in alone if r.text)
+    assert whole.times == [round(a / 16000 + t, 3) for (a, _), r in zip(ranges, alone) for t in r.times]
+    assert whole.times == sorted(whole.times) and whole.times[-1] > seconds - 25
+    ref = " ".join(refs[f.stem] for f in files)
+    utt = m.transcribe([str(f) for f in files])
+    print(f"{seconds:.0f} s in {len(ranges)} pieces: WER long {compute_wer([('x', ref, whole.text)]).wer:.2f}, "
+          f"utterance by utterance {compute_wer([('x', ref, ' '.join(r.text for r in utt))]).wer:.2f}")
+
+
+def test_streaming_state_stays_bounded_on_long_audio(bpe_dir, tmp_path):
+    """The streaming encoder's state does not grow with the stream (a long file streams in
+    bounded memory)."""
+    from auden_kit.decoding.transducer import StreamingGreedyDecoder
+    from auden_kit.encoders.zipformer import ZipformerConfig
+    from auden_kit.tasks.asr import AsrModel, AsrModelConfig
+
+    torch.manual_seed(0)
+    enc = ZipformerConfig(downsampling_factor=(1, 2), num_encoder_layers=(1,), encoder_dim=(32, 48),
+                          encoder_unmasked_dim=(32,), feedforward_dim=(64,), num_heads=(2,), cnn_module_kernel=(7,),
+                          query_head_dim=(8,), value_head_dim=(4,), pos_dim=16, embed_channels=(4, 8, 16),
+                          causal=True, chunk_size=(8,), left_context_frames=(16,))
+    model = AsrModel(AsrModelConfig(encoder=enc, vocab_size=30, decoder_dim=16, joiner_dim=16)).eval()
+    dec = StreamingGreedyDecoder(model)
+
+    def state_size(st):
+        if isinstance(st, torch.Tensor):
+            return st.numel()
+        if isinstance(st, dict):
+            return sum(state_size(v) for v in st.values())
+        if isinstance(st, list):
+            return sum(state_size(v) for v in st)
+        return 0
+
+    sizes = []
+    for i in range(40):  # 40 x 3 s of features = 2 minutes
+        dec.accept(torch.randn(1, 300, 80))
+        sizes.append(state_size(dec.states))
+    assert max(sizes[20:]) <= max(sizes[2:20]) and dec.search.frames_done > 2900
+
+
+def test_stream_equals_offline_features_stream(bpe_dir, synth_corpus, tmp_path):
+    """m.stream() fed waveform chunks (online fbank) gives the tokens of the streaming decoder fed
+    with the whole file's fbank, i.e. what `decode --streaming` gave before the API."""
+    from auden_kit.data.features import FbankSettings, fbank_from_waveform
+    from auden_kit.decoding.transducer import StreamingGreedyDecoder
+    from auden_kit.encoders.zipformer import ZipformerConfig
+    from auden_kit.hub import save_pretrained
+    from auden_kit.tasks.asr import AsrModel, AsrModelConfig
+    from auden_kit.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(bpe_dir)
+    torch.manual_seed(0)
+    enc = ZipformerConfig(downsampling_factor=(1, 2), num_encoder_layers=(1,), encoder_dim=(32, 48),
+                          encoder_unmasked_dim=(32,), feedforward_dim=(64,), num_heads=(2,), cnn_module_kernel=(7,),
+                          query_head_dim=(8,), value_head_dim=(4,), pos_dim=16, embed_channels=(4, 8, 16),
+                          causal=True, chunk_size=(8,), left_context_frames=(16,))
+    model = AsrModel(AsrModelConfig(encoder=enc, vocab_size=tok.vocab_size, decoder_dim=16, joiner_dim=16)).eval()
+    with torch.no_grad():
+        model.joiner.output_linear.bias[0] -= 2.0
+    folder = save_pretrained(tmp_path / "causal", "asr", model.cfg, model, tok, FbankSettings())
+    m = auden_kit.load(folder)
+    wav = load_audio(_train_files(synth_corpus, 1)[0], 22050)
+    s = m.stream()
+    partials = []
+    for i in range(0, wav.numel(), 3001):
+        s.accept(wav[i:i + 3001], 22050)
+        partials.append(len(s.partial.tokens))
+    final = s.finish()
+    ref_dec = StreamingGreedyDecoder(m.model)
+    ref_dec.accept(fbank_from_waveform(load_audio(_train_files(synth_corpus, 1)[0]), m.features).unsqueeze(0))
+    ref = ref_dec.finish()[0]
+    assert final.tokens
+    assert final.tokens == [tok.id_to_piece(t) for t in ref.tokens]
+    assert partials == sorted(partials) and partials[-1] <= len(final.tokens)
+    r = subprocess.run(CLI + ["decode", "--model", str(folder), "--streaming", "--output", "json",
+                              str(_train_files(synth_corpus, 1)[0])], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["tokens"] == final.tokens
+
+
+def test_readme_python_snippet_runs(learned_ctc, synth_corpus, tmp_path):
+    """The README's "Use from Python" example runs against a model folder (paths swapped in)."""
+    _, folder = learned_ctc
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Use from Python", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    audio = _train_files(synth_corpus, 2)
+    code = (code.replace("egs/mini_synth/exp/model-avg", str(folder))
+            .replace("a.wav", str(audio[0])).replace("b.flac", str(audio[1])))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip()
