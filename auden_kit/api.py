@@ -43,12 +43,13 @@ class AudioItem:
 
 
 def speech_segments(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30.0, merge_up_to: float = 0.0,
-                    min_pause: float = 0.2, margin: float = 0.1) -> list[tuple[int, int]]:
+                    min_pause: float = 0.2, margin: float = 0.0) -> list[tuple[int, int]]:
     """Sample ranges of the speech in ``wav``: an energy detector finds pauses of at least
     ``min_pause`` seconds (10 ms frames below a threshold set between the quiet and loud ends of
     the file's own energy distribution, so it adapts to level and noise floor); the stretches
-    between them (with ``margin`` seconds of context) are the segments, silence-only stretches
-    are dropped, neighbours are merged while the result stays under ``merge_up_to`` seconds, and
+    between them are the segments (with ``margin`` seconds of context: 0 by default, since extra
+    silence at the edges cost the quick-start model 3 to 10 WER points in bench/long_audio.py
+    while no margin matched per-utterance decoding), silence-only stretches are dropped, neighbours are merged while the result stays under ``merge_up_to`` seconds, and
     a segment longer than ``max_seconds`` is cut at its quietest frames (:func:`split_at_pauses`).
     Without a clear quiet/loud contrast the whole signal is one stretch."""
     n = wav.numel()
@@ -217,9 +218,12 @@ class Model:
                 return
             feats = [f for _, _, _, f in pending]
             lens = torch.tensor([f.shape[0] for f in feats])
-            x = torch.full((len(feats), int(lens.max()), feats[0].shape[1]), PAD_VALUE)
-            for i, f in enumerate(feats):
-                x[i, : f.shape[0]] = f
+            if len(feats) == 1:
+                x = feats[0].unsqueeze(0)
+            else:
+                x = torch.full((len(feats), int(lens.max()), feats[0].shape[1]), PAD_VALUE)
+                for i, f in enumerate(feats):
+                    x[i, : f.shape[0]] = f
             batch = {"inputs": x.to(self.device), "input_lens": lens.to(self.device),
                      "cut_ids": [f"{i}:{j}" for i, j, _, _ in pending]}
             results = self.task.infer(self.model, batch, **options)
@@ -321,8 +325,9 @@ def fbank_of(wav: torch.Tensor, settings, extractor=None) -> torch.Tensor:
 class Stream:
     """Feed audio as it arrives; read the partial result; finish for the final one.
 
-    ``accept(samples, sample_rate)`` takes any number of samples (resampled to the model's rate);
-    features are computed online (:class:`~auden_kit.data.features.OnlineFbank`, equal to the
+    ``accept(samples, sample_rate)`` takes any number of samples (resampled to the model's rate by a
+    :class:`~auden_kit.data.audio.StreamResampler`, equal to resampling the whole stream); features
+    are computed online (:class:`~auden_kit.data.features.OnlineFbank`, equal to the
     whole-file features) and encoded chunk by chunk by the causal encoder.
     """
 
@@ -333,20 +338,27 @@ class Stream:
         self.cut_id = cut_id
         self.decoder = m.task.streaming_decoder(m.model)
         self.fbank = OnlineFbank(m.features)
-        self._hyps = None
+        self.resampler = None
         self.finished = False
 
     def accept(self, samples, sample_rate: int) -> None:
-        from auden_kit.data.audio import check_waveform, resample
+        from auden_kit.data.audio import StreamResampler, check_waveform
 
         if self.finished:
             raise UserError("this stream is finished; start a new one with stream()")
         x = torch.as_tensor(samples, dtype=torch.float32).flatten()
         check_waveform(x, self.cut_id)
-        x = resample(x, int(sample_rate), self.m.features.sample_rate) if sample_rate else x
+        if self.resampler is None:
+            self.resampler = StreamResampler(int(sample_rate), self.m.features.sample_rate)
+        elif self.resampler.sr_in != int(sample_rate):
+            raise UserError(f"stream '{self.cut_id}': the sample rate changed from {self.resampler.sr_in} to "
+                            f"{sample_rate} Hz; start a new stream")
+        self._feed(self.resampler.accept(x))
+
+    def _feed(self, x: torch.Tensor) -> None:
         feats = self.fbank.accept(x)
         if feats.shape[0]:
-            self._hyps = self.decoder.accept(feats.unsqueeze(0))
+            self.decoder.accept(feats.unsqueeze(0))
 
     @property
     def partial(self):
@@ -356,6 +368,8 @@ class Stream:
 
     def finish(self):
         if not self.finished:
+            if self.resampler is not None:
+                self._feed(self.resampler.finish())
             feats = self.fbank.finish()
             if feats.shape[0]:
                 self.decoder.accept(feats.unsqueeze(0))

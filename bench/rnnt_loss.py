@@ -25,7 +25,7 @@ def _run(method: str, a, q):
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    from auden_kit.heads.transducer import Joiner
+    from auden_kit.heads.transducer import Joiner, joiner_on_band
     from auden_kit.losses.rnnt import band_indices, pruned_loss, simple_loss_and_ranges
 
     B, T, U, V, J = a.B, a.T, a.U, a.V, a.J
@@ -43,11 +43,8 @@ def _run(method: str, a, q):
         t0 = time.time()
         if method == "pruned":
             simple, starts = simple_loss_and_ranges(am_proj(enc), lm_proj(dec), y, frames, labels, a.prune_range)
-            idx = band_indices(starts, a.prune_range, U)
-            ep, dp = joiner.encoder_proj(enc), joiner.decoder_proj(dec)
-            band = torch.gather(dp.unsqueeze(1).expand(B, T, U + 1, J), 2,
-                                idx.unsqueeze(-1).expand(B, T, a.prune_range, J))
-            loss = pruned_loss(joiner(ep.unsqueeze(2), band, project_input=False), y, starts, frames, labels)
+            logits = joiner_on_band(joiner, enc, dec, band_indices(starts, a.prune_range, U))
+            loss = pruned_loss(logits, y, starts, frames, labels)
             loss = 0.5 * simple + loss
         else:
             import torchaudio.functional as AF

@@ -105,3 +105,20 @@ def learned_ctc(fbank_cuts, bpe_dir, tmp_path_factory):
     Trainer(cfg).train()
     steps = bool(list(exp.glob("checkpoint-*.pt")))
     return exp, export_model_folder(exp, exp / "model", avg=1, use_averaged_model=False, step_checkpoints=steps)
+
+
+def tiny_causal_asr(vocab_size: int, blank_shift: float = 2.0, seed: int = 0):
+    """A random causal (streaming) transducer with chunks of 8 and 16 frames of left context; the
+    blank logit is lowered by ``blank_shift`` so that random weights emit tokens."""
+    import torch
+
+    from auden_kit.encoders.zipformer import ZipformerConfig
+    from auden_kit.tasks.asr import AsrModel, AsrModelConfig
+
+    torch.manual_seed(seed)
+    enc = ZipformerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_ENCODER.items()},
+                          causal=True, chunk_size=(8,), left_context_frames=(16,))
+    model = AsrModel(AsrModelConfig(encoder=enc, vocab_size=vocab_size, decoder_dim=16, joiner_dim=16)).eval()
+    with torch.no_grad():
+        model.joiner.output_linear.bias[0] -= blank_shift
+    return model

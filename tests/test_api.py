@@ -109,16 +109,9 @@ def test_streaming_state_stays_bounded_on_long_audio(bpe_dir, tmp_path):
     """The streaming encoder's state does not grow with the stream (a long file streams in
     bounded memory)."""
     from auden_kit.decoding.transducer import StreamingGreedyDecoder
-    from auden_kit.encoders.zipformer import ZipformerConfig
-    from auden_kit.tasks.asr import AsrModel, AsrModelConfig
+    from conftest import tiny_causal_asr
 
-    torch.manual_seed(0)
-    enc = ZipformerConfig(downsampling_factor=(1, 2), num_encoder_layers=(1,), encoder_dim=(32, 48),
-                          encoder_unmasked_dim=(32,), feedforward_dim=(64,), num_heads=(2,), cnn_module_kernel=(7,),
-                          query_head_dim=(8,), value_head_dim=(4,), pos_dim=16, embed_channels=(4, 8, 16),
-                          causal=True, chunk_size=(8,), left_context_frames=(16,))
-    model = AsrModel(AsrModelConfig(encoder=enc, vocab_size=30, decoder_dim=16, joiner_dim=16)).eval()
-    dec = StreamingGreedyDecoder(model)
+    dec = StreamingGreedyDecoder(tiny_causal_asr(30, blank_shift=0.0))
 
     def state_size(st):
         if isinstance(st, torch.Tensor):
@@ -138,42 +131,44 @@ def test_streaming_state_stays_bounded_on_long_audio(bpe_dir, tmp_path):
 
 def test_stream_equals_offline_features_stream(bpe_dir, synth_corpus, tmp_path):
     """m.stream() fed waveform chunks (online fbank) gives the tokens of the streaming decoder fed
-    with the whole file's fbank, i.e. what `decode --streaming` gave before the API."""
-    from auden_kit.data.features import FbankSettings, fbank_from_waveform
+    with the whole file's features, i.e. what `decode --streaming` gives; chunks at another rate go
+    through a streaming resampler whose features match resampling the whole file."""
+    from auden_kit.data.audio import StreamResampler, resample
+    from auden_kit.data.features import FbankSettings, OnlineFbank, fbank_from_waveform
     from auden_kit.decoding.transducer import StreamingGreedyDecoder
-    from auden_kit.encoders.zipformer import ZipformerConfig
     from auden_kit.hub import save_pretrained
-    from auden_kit.tasks.asr import AsrModel, AsrModelConfig
     from auden_kit.tokenizers import load_tokenizer
+    from conftest import tiny_causal_asr
 
     tok = load_tokenizer(bpe_dir)
-    torch.manual_seed(0)
-    enc = ZipformerConfig(downsampling_factor=(1, 2), num_encoder_layers=(1,), encoder_dim=(32, 48),
-                          encoder_unmasked_dim=(32,), feedforward_dim=(64,), num_heads=(2,), cnn_module_kernel=(7,),
-                          query_head_dim=(8,), value_head_dim=(4,), pos_dim=16, embed_channels=(4, 8, 16),
-                          causal=True, chunk_size=(8,), left_context_frames=(16,))
-    model = AsrModel(AsrModelConfig(encoder=enc, vocab_size=tok.vocab_size, decoder_dim=16, joiner_dim=16)).eval()
-    with torch.no_grad():
-        model.joiner.output_linear.bias[0] -= 2.0
+    model = tiny_causal_asr(tok.vocab_size)
     folder = save_pretrained(tmp_path / "causal", "asr", model.cfg, model, tok, FbankSettings())
     m = auden_kit.load(folder)
-    wav = load_audio(_train_files(synth_corpus, 1)[0], 22050)
+    path = _train_files(synth_corpus, 1)[0]
+    wav = load_audio(path, 16000)
     s = m.stream()
     partials = []
     for i in range(0, wav.numel(), 3001):
-        s.accept(wav[i:i + 3001], 22050)
+        s.accept(wav[i:i + 3001], 16000)
         partials.append(len(s.partial.tokens))
     final = s.finish()
     ref_dec = StreamingGreedyDecoder(m.model)
-    ref_dec.accept(fbank_from_waveform(load_audio(_train_files(synth_corpus, 1)[0]), m.features).unsqueeze(0))
+    ref_dec.accept(fbank_from_waveform(wav, m.features).unsqueeze(0))
     ref = ref_dec.finish()[0]
-    assert final.tokens
-    assert final.tokens == [tok.id_to_piece(t) for t in ref.tokens]
+    assert final.tokens and final.tokens == [tok.id_to_piece(t) for t in ref.tokens]
     assert partials == sorted(partials) and partials[-1] <= len(final.tokens)
-    r = subprocess.run(CLI + ["decode", "--model", str(folder), "--streaming", "--output", "json",
-                              str(_train_files(synth_corpus, 1)[0])], capture_output=True, text=True)
+    r = subprocess.run(CLI + ["decode", "--model", str(folder), "--streaming", "--output", "json", str(path)],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["tokens"] == final.tokens
+    # 22.05 kHz chunks: the streamed features are the whole file's, resampled at once
+    w22 = load_audio(path, 22050)
+    rs, fb, feats = StreamResampler(22050, 16000), OnlineFbank(m.features), []
+    for i in range(0, w22.numel(), 3001):
+        feats.append(fb.accept(rs.accept(w22[i:i + 3001])))
+    feats += [fb.accept(rs.finish()), fb.finish()]
+    streamed, whole = torch.cat(feats), fbank_from_waveform(resample(w22, 22050, 16000), m.features)
+    assert streamed.shape == whole.shape and (streamed - whole).abs().max() < 0.01
 
 
 def test_readme_python_snippet_runs(learned_ctc, synth_corpus, tmp_path):

@@ -112,11 +112,34 @@ def test_batch_size_warmup_covers_the_epoch_and_resumes(fbank_cuts):
 
 
 def test_on_the_fly_with_speed_perturb_and_noise(synth_cuts):
-    cfg = DataConfig(max_duration=8, num_buckets=2, num_workers=0, on_the_fly_feats=True,
-                     speed_perturb=[0.9, 1.1], noise_cuts=str(synth_cuts["dev-clean"]), noise_prob=1.0)
-    loader, _ = make_loader(cfg, [str(synth_cuts["train-clean-100"])], train=True)
-    b = next(iter(loader))
-    assert b["inputs"].shape[-1] == 80 and torch.isfinite(b["inputs"]).all()
+    """Each augmentation changes what the model sees: speed perturbation the lengths, noise the
+    features, SpecAugment masks whole bands; evaluation batches are left alone."""
+    from auden_kit.data.features import FbankSettings, fbank_from_waveform
+
+    paths = [str(synth_cuts["train-clean-100"])]
+    base = dict(max_duration=8, num_buckets=1, num_workers=0, on_the_fly_feats=True, shuffle=False)
+    clean_loader, _ = make_loader(DataConfig(**base, spec_augment=False), paths, train=True)
+    clean = next(iter(clean_loader))
+    cut = clean["cuts"][0]
+    ref = fbank_from_waveform(torch.as_tensor(cut.load_audio()[0]), FbankSettings())
+    assert torch.allclose(clean["inputs"][0, : ref.shape[0]], ref, atol=1e-3)  # no augmentation: the file's fbank
+    sp_loader, _ = make_loader(DataConfig(**base, spec_augment=False, speed_perturb=[0.9, 1.1]), paths, train=True)
+    lens_sp = [int(n) for b in list(sp_loader)[:3] for n in b["input_lens"]]
+    lens_clean = [int(n) for b in list(clean_loader)[:3] for n in b["input_lens"]]
+    assert lens_sp != lens_clean
+    noise_loader, _ = make_loader(DataConfig(**base, spec_augment=False, noise_cuts=str(synth_cuts["dev-clean"]),
+                                             noise_prob=1.0, noise_snr=[0.0, 5.0]), paths, train=True)
+    noisy = next(iter(noise_loader))
+    assert noisy["cut_ids"] != clean["cut_ids"] or not torch.allclose(noisy["inputs"], clean["inputs"], atol=0.1)
+    assert torch.isfinite(noisy["inputs"]).all()
+    sa_loader, _ = make_loader(DataConfig(**base, spec_augment=True, num_feature_masks=2, features_mask_size=20,
+                                          time_warp_factor=0), paths, train=True)
+    masked = next(iter(sa_loader))["inputs"]
+    row = masked[0, : ref.shape[0]]
+    flat_bands = int((row.std(dim=0) == 0).sum())  # a masked band holds one value over all frames
+    assert flat_bands >= 1 and int((ref.std(dim=0) == 0).sum()) == 0 and not torch.equal(masked, clean["inputs"])
+    eval_loader, _ = make_loader(DataConfig(**base, spec_augment=True, speed_perturb=[0.9, 1.1]), paths, train=False)
+    assert torch.equal(next(iter(eval_loader))["inputs"], clean["inputs"])
 
 
 def test_load_audio_any_rate_and_channels(tmp_path):

@@ -34,14 +34,9 @@ def test_beam_one_equals_greedy():
 def test_streaming_greedy_equals_full_chunk_masked_decode():
     """A causal model decoded chunk by chunk (pieces unrelated to the chunk size) gives the same
     tokens and frames as greedy search on the chunk-masked full-utterance forward."""
-    torch.manual_seed(0)
-    enc = ZipformerConfig(downsampling_factor=(1, 2), num_encoder_layers=(1,), encoder_dim=(32, 48),
-                          encoder_unmasked_dim=(32,), feedforward_dim=(64,), num_heads=(2,), cnn_module_kernel=(7,),
-                          query_head_dim=(8,), value_head_dim=(4,), pos_dim=16, embed_channels=(4, 8, 16),
-                          causal=True, chunk_size=(8,), left_context_frames=(16,))
-    m = AsrModel(AsrModelConfig(encoder=enc, vocab_size=20, decoder_dim=16, joiner_dim=16)).eval()
-    with torch.no_grad():
-        m.joiner.output_linear.bias[0] -= 1.0
+    from conftest import tiny_causal_asr
+
+    m = tiny_causal_asr(20, blank_shift=1.0)
     for T, piece in ((237, 37), (100, 13)):
         x = torch.randn(2, T, 80)
         dec = StreamingGreedyDecoder(m, batch_size=2)

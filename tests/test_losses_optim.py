@@ -79,9 +79,19 @@ def test_scaled_adam_reduces_a_loss():
         opt.step()
         sched.step_batch(i + 1)
     assert loss.item() < 0.05 * first
-    sd = opt.state_dict()
-    opt2, _ = build_optimizer(m, OptimConfig())
+    # a restored optimizer takes the same next step as the original (moments, scales, clipping history)
+    import copy
+
+    sd = copy.deepcopy(opt.state_dict())
+    m2 = copy.deepcopy(m)
+    opt2, _ = build_optimizer(m2, OptimConfig(base_lr=0.05, warmup_batches=10, lr_batches=100))
     opt2.load_state_dict(sd)
+    for model, o in ((m, opt), (m2, opt2)):
+        o.zero_grad()
+        ((model(X) - y) ** 2).mean().backward()
+        o.step()
+    assert all(torch.equal(a, b) for a, b in zip(m.parameters(), m2.parameters()))
+    assert opt2.state_dict()["clipping"] == opt.state_dict()["clipping"]
 
 
 def test_eden_formula_at_known_steps():
@@ -115,3 +125,48 @@ def test_prune_ranges_start_at_zero_even_when_the_simple_model_rushes():
     logits = torch.randn(B, T, U + 1, V)
     band = torch.gather(logits, 2, band_indices(starts, 5, U).unsqueeze(-1).expand(B, T, 5, V))
     assert pruned_loss(band, targets, starts, frames, labels) >= rnnt_loss_full(logits, targets, frames, labels) - 1e-3
+
+
+def test_checkpoint_averaging_maths():
+    """average_between recovers the mean of the weights over the steps between two running averages,
+    and average_state_dicts is the plain mean (integers taken from the last)."""
+    from auden_kit.training.checkpoint import average_between, average_state_dicts, update_running_average
+
+    torch.manual_seed(0)
+    m = torch.nn.Linear(3, 2)
+    avg = {k: v.clone() for k, v in m.state_dict().items()}
+    snaps = {}
+    history = []
+    for step in range(1, 13):
+        with torch.no_grad():
+            m.weight.add_(torch.randn_like(m.weight))
+        history.append(m.weight.detach().clone())
+        update_running_average(avg, m, step, 1)
+        snaps[step] = {"step": step, "model_avg": {k: v.clone() for k, v in avg.items()}}
+    assert torch.allclose(snaps[12]["model_avg"]["weight"], torch.stack(history).mean(0), atol=1e-6)
+    between = average_between(snaps[4], snaps[12])
+    assert torch.allclose(between["weight"], torch.stack(history[4:]).mean(0), atol=1e-5)
+    a = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(1)}
+    b = {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(7)}
+    out = average_state_dicts([a, b])
+    assert torch.equal(out["w"], torch.tensor([2.0, 4.0])) and int(out["n"]) == 7
+
+
+def test_wer_arithmetic_against_kaldialign_and_by_hand():
+    import kaldialign
+
+    from auden_kit.metrics.wer import compute_wer
+
+    st = compute_wer([("a", "the cat sat on the mat", "the cat sit on mat"), ("b", "hello", "hello there")])
+    assert (st.subs, st.dels, st.ins, st.ref_words) == (1, 1, 1, 7)
+    assert abs(st.wer - 100 * 3 / 7) < 1e-9 and st.sentence_errors == 2
+    import random
+
+    rng = random.Random(0)
+    words = "a b c d e f".split()
+    for _ in range(50):
+        ref = [rng.choice(words) for _ in range(rng.randint(1, 12))]
+        hyp = [rng.choice(words) for _ in range(rng.randint(0, 12))]
+        ours = compute_wer([("x", " ".join(ref), " ".join(hyp))])
+        ref_st = kaldialign.edit_distance(ref, hyp)
+        assert ours.errors == ref_st["total"] and ours.ins == ref_st["ins"] and ours.dels == ref_st["del"]

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import tiny_train_config
@@ -73,3 +74,77 @@ def test_ddp_two_cpu_processes(fbank_cuts, bpe_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "world size 2" in r.stderr
     assert (tmp_path / "exp" / "checkpoint-2.pt").is_file()
+    import re
+
+    sums = dict(re.findall(r"rank (\d): step 2, weights checksum (\S+)", r.stderr))
+    assert set(sums) == {"0", "1"} and sums["0"] == sums["1"], sums  # the ranks stay identical
+    st = torch.load(tmp_path / "exp" / "checkpoint-2.pt", map_location="cpu", weights_only=False)
+    assert len(st["rng"]) == 2  # each rank's random state is saved for resuming
+
+
+def test_step_checkpoints_keep_last_k_and_valid_interval(fbank_cuts, bpe_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from auden_kit.training.trainer import Trainer
+
+    Trainer(tiny_train_config(tmp_path / "e", fbank_cuts, bpe_dir, max_steps=6, save_every_n=2, keep_last_k=2,
+                              valid_interval=3)).train()
+    assert sorted(p.name for p in (tmp_path / "e").glob("checkpoint-*.pt")) == ["checkpoint-4.pt", "checkpoint-6.pt"]
+    ea = EventAccumulator(str(tmp_path / "e" / "tensorboard"))
+    ea.Reload()
+    assert [e.step for e in ea.Scalars("valid/loss")] == [3, 6]
+
+
+def test_bf16_training_step_and_non_finite_loss(fbank_cuts, bpe_dir, tmp_path):
+    import math
+
+    from auden_kit.errors import UserError
+    from auden_kit.training.trainer import Trainer
+
+    t = Trainer(tiny_train_config(tmp_path / "b", fbank_cuts, bpe_dir, max_steps=2, dtype="bfloat16"))
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    t.train()
+    assert t.step == 2 and any(not torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+    assert all(torch.isfinite(v).all() for v in t.model.state_dict().values() if v.dtype.is_floating_point)
+    t = Trainer(tiny_train_config(tmp_path / "n", fbank_cuts, bpe_dir, max_steps=2))
+    orig = t.task.compute_loss
+
+    def nan_loss(model, batch, step):
+        loss, stats, n = orig(model, batch, step)
+        return loss * math.nan, stats, n
+
+    t.task.compute_loss = nan_loss
+    with pytest.raises(UserError, match="non-finite loss at step 1 .cuts "):
+        t.train()
+    assert not list((tmp_path / "n").glob("*.pt"))
+
+
+def test_averaging_cli_is_the_mean_of_checkpoints(trained_model, tmp_path):
+    from safetensors.torch import load_file
+
+    exp = trained_model.parent
+    r = subprocess.run([sys.executable, "-m", "auden_kit.cli.main", "average", "--exp-dir", str(exp), "--avg", "2",
+                        "--no-use-averaged-model", "--out", str(tmp_path / "m")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = load_file(str(tmp_path / "m" / "model.safetensors"))
+    e1, e2 = _weights(exp, "epoch-1.pt"), _weights(exp, "epoch-2.pt")
+    for k, v in got.items():
+        if v.dtype.is_floating_point:
+            assert torch.allclose(v, ((e1[k].double() + e2[k].double()) / 2).float(), atol=1e-6), k
+
+
+def test_load_pretrained_refuses_weights_of_another_model(trained_model, tmp_path):
+    import shutil
+
+    import yaml
+
+    from auden_kit.errors import UserError
+    from auden_kit.hub import load_pretrained
+
+    m = tmp_path / "m"
+    shutil.copytree(trained_model, m)
+    cfg = yaml.safe_load((m / "config.yaml").read_text())
+    cfg["model"]["decoder_dim"] = 64
+    (m / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(UserError, match="does not fit its config.yaml.*wrong shape"):
+        load_pretrained(m)

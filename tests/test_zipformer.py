@@ -18,7 +18,7 @@ def tiny(causal=False):
 def test_preset_parameter_counts_match_icefall(preset):
     n = sum(p.numel() for p in ZipformerEncoder(ZipformerConfig(preset=preset)).parameters())
     print(f"{preset}: encoder parameters {n:,} (icefall {ICEFALL_ENCODER_PARAMS[preset]:,})")
-    assert abs(n - ICEFALL_ENCODER_PARAMS[preset]) / ICEFALL_ENCODER_PARAMS[preset] < 0.005
+    assert n == ICEFALL_ENCODER_PARAMS[preset]
 
 
 def test_shapes_lengths_and_padding_invariance():
@@ -34,13 +34,22 @@ def test_shapes_lengths_and_padding_invariance():
 
 
 def test_training_step_with_regularizers():
+    """Every parameter gets a finite gradient, except the layer-level ``bypass_scale`` that exists
+    only so that icefall checkpoints load (icefall's layers have it and do not use it either)."""
+    import random
+
     torch.manual_seed(0)
+    random.seed(0)
     enc = ZipformerEncoder(tiny()).train()
-    set_batch_count(enc, 100)
+    set_batch_count(enc, 5000)  # past the positional-embedding skip warm-up, which drops its gradient
     y, _ = enc(torch.randn(3, 80, 80), torch.tensor([80, 70, 60]))
     y.pow(2).mean().backward()
-    grads = [p.grad for p in enc.parameters() if p.requires_grad]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads if g is not None)
+    unused = {n for n, _ in enc.named_parameters() if n.endswith("layers.0.bypass_scale")}
+    missing = [n for n, p in enc.named_parameters() if p.grad is None and n not in unused]
+    assert not missing, missing
+    grads = {n: p.grad for n, p in enc.named_parameters() if n not in unused}
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    assert sum(bool(g.abs().sum() > 0) for g in grads.values()) >= 0.95 * len(grads)
 
 
 @pytest.mark.parametrize("cls,offset,const", [(SwooshL, 4.0, 0.035), (SwooshR, 1.0, 0.313261687)])

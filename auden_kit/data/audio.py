@@ -77,3 +77,49 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
     mono = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
     check_waveform(mono, str(path))
     return resample(mono, int(sr), sample_rate)
+
+
+class StreamResampler:
+    """:func:`resample` for audio that arrives in pieces: the output equals resampling the whole
+    signal at once (up to float rounding). Output samples are held back until the input that
+    their filter window needs has arrived; :meth:`finish` releases the rest."""
+
+    def __init__(self, sr_in: int, sr_out: int, context: int = 64):
+        import math
+
+        g = math.gcd(int(sr_in), int(sr_out))
+        self.sr_in, self.sr_out = int(sr_in), int(sr_out)
+        self.step_in, self.step_out = self.sr_in // g, self.sr_out // g
+        # torchaudio's sinc filter spans lowpass_filter_width (6) periods of the lower rate on each side
+        half = int(6 * self.sr_in / min(self.sr_in, self.sr_out)) + 1
+        self.blocks = -(-(half + context) // self.step_in)  # whole periods of input kept as context
+        self.buf = torch.zeros(0)
+        self.start = 0  # input index of buf[0], a multiple of step_in
+        self.done = 0  # output samples released so far
+        self.hold = int(half * self.sr_out / self.sr_in) + 2  # outputs that still need future input
+
+    def _outputs(self, final: bool) -> torch.Tensor:
+        if self.buf.numel() == 0:
+            return torch.zeros(0)
+        y = resample(self.buf, self.sr_in, self.sr_out)
+        first = self.start // self.step_in * self.step_out  # output index of y[0]
+        end = first + y.numel() - (0 if final else self.hold)
+        out = y[self.done - first: max(self.done - first, end - first)]
+        self.done += out.numel()
+        keep = self.blocks * self.step_in
+        if not final and self.buf.numel() > keep + self.step_in:
+            cut = (self.buf.numel() - keep) // self.step_in * self.step_in
+            self.buf = self.buf[cut:]
+            self.start += cut
+        return out
+
+    def accept(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sr_in == self.sr_out:
+            return x
+        self.buf = torch.cat([self.buf, x.float()])
+        return self._outputs(final=False)
+
+    def finish(self) -> torch.Tensor:
+        if self.sr_in == self.sr_out:
+            return torch.zeros(0)
+        return self._outputs(final=True)

@@ -51,7 +51,7 @@ class DataConfig:
     # Early training (the blank-only phase of a transducer) takes a number of *updates* rather
     # than of seconds of audio, so small batches get through it for less compute.
     warmup_max_duration: float = 0.0
-    warmup_batches: int = 0
+    warmup_batches: int = 0  # -1: derived from the training set's size (logged)
     num_buckets: int = 30
     shuffle: bool = True
     drop_last: bool = True
@@ -75,7 +75,7 @@ class DataConfig:
     def validate(self):
         if self.max_duration <= 0:
             raise UserError(f"config key 'data.max_duration' must be positive, got {self.max_duration}")
-        if self.warmup_batches < 0 or (self.warmup_batches > 0 and not 0 < self.warmup_max_duration):
+        if self.warmup_batches < -1 or (self.warmup_batches > 0 and not 0 < self.warmup_max_duration):
             raise UserError("config keys 'data.warmup_batches' / 'data.warmup_max_duration': give a positive "
                             f"duration with warm-up batches (got {self.warmup_batches} batches of "
                             f"{self.warmup_max_duration} s)")

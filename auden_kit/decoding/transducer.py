@@ -104,10 +104,13 @@ class StreamingGreedyDecoder:
     def tail_frames(self) -> int:
         """Padding frames ``finish`` appends: enough to complete the chunk holding the last real
         frame, plus the front end's look-ahead."""
+        from auden_kit.encoders.zipformer.subsampling import CONV_CONTEXT, CONVNEXT_PAD, frames_after_front_end
+
         chunk = self.states["chunk"]  # in 50 Hz frames
-        n50 = max(0, (self.fed - 7) // 2)  # 50 Hz frames the real input yields
+        n50 = max(0, frames_after_front_end(self.fed))  # 50 Hz frames the real input yields
         target = -(-max(n50, 1) // chunk) * chunk  # next chunk boundary
-        need = 2 * target + 7 + 6  # fbank frames for `target` frames past the ConvNeXt look-ahead
+        # fbank frames for `target` 50 Hz frames plus the ConvNeXt look-ahead (2 fbank frames each)
+        need = 2 * target + CONV_CONTEXT + 2 * CONVNEXT_PAD
         return max(0, need - self.fed)
 
     @torch.no_grad()

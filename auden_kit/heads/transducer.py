@@ -47,3 +47,17 @@ class Joiner(nn.Module):
         if project_input:
             enc, dec = self.encoder_proj(enc), self.decoder_proj(dec)
         return self.output_linear(torch.tanh(enc + dec))
+
+
+def joiner_on_band(joiner: "Joiner", enc: Tensor, dec: Tensor, idx: Tensor) -> Tensor:
+    """Joiner logits on the pruned band only: enc (N, T, C), dec (N, U+1, D) decoder outputs,
+    idx (N, T, S) label positions -> (N, T, S, V).
+
+    The band's decoder rows are picked by advanced indexing of (N, U+1, J), whose backward
+    accumulates into a tensor of that size; gathering from a (N, T, U+1, J) expanded view would
+    make autograd allocate a gradient of the full lattice size (the memory pruning saves).
+    """
+    enc_p = joiner.encoder_proj(enc)  # (N, T, J)
+    dec_p = joiner.decoder_proj(dec)  # (N, U+1, J)
+    rows = torch.arange(dec_p.shape[0], device=dec_p.device).view(-1, 1, 1)
+    return joiner(enc_p.unsqueeze(2), dec_p[rows, idx], project_input=False)

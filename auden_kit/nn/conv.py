@@ -71,5 +71,9 @@ def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: S
     gradients are needed (see the module docstring).
     """
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad) and not torch.jit.is_tracing():
+        if torch.is_autocast_enabled(x.device.type):  # a custom Function is not autocast: cast as conv would
+            dt = torch.get_autocast_dtype(x.device.type)
+            x, weight = x.to(dt), weight.to(dt)
+            bias = bias.to(dt) if bias is not None else None
         return _DepthwiseConvFn.apply(x, weight, bias, padding)
     return _conv(x, weight, bias, padding, x.shape[1])

@@ -19,7 +19,7 @@ from auden_kit.decoding.ctc import ctc_greedy, ctc_prefix_beam
 from auden_kit.decoding.transducer import greedy_search, modified_beam_search
 from auden_kit.errors import UserError
 from auden_kit.heads.attention_decoder import AttentionDecoder
-from auden_kit.heads.transducer import Joiner, StatelessDecoder
+from auden_kit.heads.transducer import Joiner, StatelessDecoder, joiner_on_band
 from auden_kit.hub import build_encoder, encoder_config
 from auden_kit.losses.rnnt import band_indices, pruned_loss, simple_loss_and_ranges
 from auden_kit.metrics.wer import compute_wer
@@ -117,12 +117,7 @@ class AsrModel(nn.Module):
         simple, starts = simple_loss_and_ranges(am, lm, y, enc_lens, labels, prune_range=cfg.prune_range,
                                                 lm_only_scale=cfg.lm_scale, am_only_scale=cfg.am_scale)
         S = min(cfg.prune_range, U + 1)
-        idx = band_indices(starts, S, U)  # (N, T, S)
-        enc_p = self.joiner.encoder_proj(enc)  # (N, T, J)
-        dec_p = self.joiner.decoder_proj(dec_out)  # (N, U+1, J)
-        dec_band = torch.gather(dec_p.unsqueeze(1).expand(N, enc.shape[1], U + 1, dec_p.shape[-1]), 2,
-                                idx.unsqueeze(-1).expand(N, enc.shape[1], S, dec_p.shape[-1]))
-        logits = self.joiner(enc_p.unsqueeze(2), dec_band, project_input=False)  # (N, T, S, V)
+        logits = joiner_on_band(self.joiner, enc, dec_out, band_indices(starts, S, U))  # (N, T, S, V)
         pruned = pruned_loss(logits, y, starts, enc_lens, labels)
         return simple, pruned
 

@@ -46,7 +46,9 @@ class TrainerConfig:
     save_every_n: int = 0  # steps between checkpoints (0: epoch checkpoints only)
     keep_last_k: int = 5  # step checkpoints to keep
     average_period: int = 10  # steps between running-average updates
-    schedule_speedup: float = 1.0  # advance regularizer schedules this much faster (short runs)
+    # advance regularizer schedules this much faster (short runs); 0: from the run's length (the
+    # schedules are tuned for ~30k steps: speed-up = 30000 / expected steps, at least 1)
+    schedule_speedup: float = 1.0
     num_threads: int = 0  # torch CPU threads per process (0: leave as is)
     progress: bool = True
     # start from pretrained weights: a model folder or a checkpoint (.pt), loaded once at the start
@@ -69,8 +71,9 @@ class TrainerConfig:
                     "num_threads", "freeze_steps"):
             if getattr(self, key) < 0:
                 raise UserError(f"config key 'trainer.{key}' must be >= 0, got {getattr(self, key)}")
-        if self.schedule_speedup <= 0:
-            raise UserError(f"config key 'trainer.schedule_speedup' must be positive, got {self.schedule_speedup}")
+        if self.schedule_speedup < 0:
+            raise UserError(f"config key 'trainer.schedule_speedup' must be positive (0: automatic), got "
+                            f"{self.schedule_speedup}")
         if self.init_prefix_map and not self.init_from:
             raise UserError("config key 'trainer.init_prefix_map' is set but 'trainer.init_from' is empty")
 
@@ -166,6 +169,7 @@ class Trainer:
         self.epoch = 1
         self.history: list[dict] = []  # validation metrics per epoch
         self._pending_rng = None
+        self._derive_settings(cfg)
         self.train_loader, self.train_sampler = make_loader(cfg.data, cfg.data.train_cuts, train=True,
                                                             world_size=self.world, rank=self.rank, task=self.task)
         self.valid_loader = None
@@ -188,6 +192,36 @@ class Trainer:
                 log.info("resumed from %s (epoch %d, step %d)", last, self.epoch, self.step)
 
     # ------------------------------------------------------------------ set-up
+    def _derive_settings(self, cfg: TrainConfig) -> None:
+        """Settings left to the data (``trainer.schedule_speedup: 0``, ``data.warmup_batches: -1``),
+        from the training set's size: deterministic, so a resumed run derives the same values."""
+        tc, d = cfg.trainer, cfg.data
+        if tc.schedule_speedup > 0 and d.warmup_batches >= 0:
+            return
+        stats = self.task.assets.data_stats
+        if not stats:
+            from auden_kit.data.datamodule import load_cuts
+
+            stats = duration_stats(load_cuts(d.train_cuts))
+        seconds = stats["hours"] * 3600
+        per_epoch = max(1.0, seconds / (d.max_duration * self.world * tc.accum_grad))
+        steps = per_epoch * tc.num_epochs
+        if tc.max_steps:
+            steps = min(steps, tc.max_steps)
+        chosen = []
+        if d.warmup_batches < 0:
+            # small batches until the model leaves its blank-only phase (a number of updates, not of
+            # seconds of audio): a sixth of max_duration, for up to half of the first epoch's audio
+            d.warmup_max_duration = d.warmup_max_duration or max(d.max_duration / 6, stats["duration_p95"])
+            d.warmup_batches = int(min(500, 0.5 * seconds / (d.warmup_max_duration * self.world)))
+            steps += d.warmup_batches * (1 - d.warmup_max_duration / d.max_duration)
+            chosen.append(f"data.warmup_batches={d.warmup_batches} of <= {d.warmup_max_duration:.1f} s")
+        if tc.schedule_speedup == 0:
+            tc.schedule_speedup = round(max(1.0, 30000.0 / steps), 1)
+            chosen.append(f"trainer.schedule_speedup={tc.schedule_speedup}")
+        if self.rank == 0:
+            log.info("derived from the data (%.2f h, ~%d steps): %s", seconds / 3600, steps, ", ".join(chosen))
+
     def _assets(self, cfg: TrainConfig, resuming: bool):
         """Tokenizers and label maps of this run, kept in exp_dir/assets so that a resumed run and
         `auden-kit average` use exactly what training started with."""
@@ -212,6 +246,7 @@ class Trainer:
                 f"less than one batch (data.max_duration={d.max_duration} s x {self.world} rank(s)) with "
                 "data.drop_last=true: no training batch would be made; lower data.max_duration or set "
                 "data.drop_last=false")
+        if self.rank == 0:
             import yaml
 
             names = save_assets(adir, assets)
@@ -423,6 +458,9 @@ class Trainer:
             self.writer.flush()
         if self.world > 1:
             torch.distributed.barrier()
+            # ranks must hold the same weights after every step: say so in the log (DDP check)
+            total = sum(float(p.detach().double().sum()) for p in self.model.parameters())
+            log.info("rank %d: step %d, weights checksum %.12g", self.rank, self.step, total)
 
     def _all_reduce_grads(self):
         """Average gradients over ranks (tasks call model methods, not one forward, so we
@@ -600,6 +638,10 @@ def export_model_folder(exp_dir: str | Path, out_dir: str | Path, epoch: int = 0
         from auden_kit.tokenizers import load_tokenizer
 
         assets = ModelAssets(tokenizers={k: load_tokenizer(v) for k, v in cfg.all_tokenizers().items()})
+        if all(Path(p).is_file() for p in cfg.data.train_cuts):
+            from auden_kit.data.datamodule import load_cuts
+
+            assets.data_stats = duration_stats(load_cuts(cfg.data.train_cuts))
     task.setup(model_cfg, assets)
     model = task.build_model()
     model.load_state_dict(state)

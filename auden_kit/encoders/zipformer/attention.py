@@ -82,22 +82,28 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         self.linear_pos = ScaledLinear(pos_dim, num_heads * pos_head_dim, bias=False, initial_scale=0.05)
 
     def forward(self, x: Tensor, pos_emb: Tensor, key_padding_mask: Optional[Tensor] = None,
-                attn_mask: Optional[Tensor] = None) -> Tensor:
-        """x: (T, B, C); pos_emb: (1, 2T-1, P); key_padding_mask: (B, T) True=pad;
-        attn_mask: (T, T) True=masked. Returns (H, B, T, T)."""
+                attn_mask: Optional[Tensor] = None, cache: Optional[dict] = None) -> Tensor:
+        """x: (T, B, C). Without ``cache``: pos_emb (1, 2T-1, P), key_padding_mask (B, T) True=pad,
+        attn_mask (T, T) True=masked; returns (H, B, T, T). With ``cache`` (streaming: the keys of the
+        last L frames in ``cache["key"]``, (L, B, H*dq), updated in place): keys are the L cached plus
+        the T new frames, pos_emb is (1, L+2T-1, P), key_padding_mask (B, L+T); returns (H, B, T, L+T)."""
         x = self.in_proj(x)
         T, B, _ = x.shape
         H, dq, dp = self.num_heads, self.query_head_dim, self.pos_head_dim
         q = x[..., : H * dq].reshape(T, B, H, dq).permute(2, 1, 0, 3)  # (H, B, T, dq)
         k = self.whiten_keys(self.balance_keys(x[..., H * dq: 2 * H * dq]))
-        k = k.reshape(T, B, H, dq).permute(2, 1, 3, 0)  # (H, B, dq, T)
+        if cache is not None:
+            k = torch.cat([cache["key"], k], dim=0)
+            cache["key"] = k[k.shape[0] - cache["key"].shape[0]:]
+        K = k.shape[0]
+        k = k.reshape(K, B, H, dq).permute(2, 1, 3, 0)  # (H, B, dq, K)
         p = x[..., 2 * H * dq:].reshape(T, B, H, dp).permute(2, 1, 0, 3)  # (H, B, T, dp)
         scores = torch.matmul(q, k)
         use_pos = torch.jit.is_tracing() or not self.training or random.random() >= float(self.pos_emb_skip_rate)
         if use_pos:
-            pe = self.linear_pos(pos_emb).reshape(-1, 2 * T - 1, H, dp).permute(2, 0, 3, 1)  # (H, 1, dp, 2T-1)
-            pos_scores = torch.matmul(p, pe)  # (H, B, T, 2T-1): column j <-> offset j-(T-1)
-            scores = scores + self._rel_shift(pos_scores, T)
+            pe = self.linear_pos(pos_emb).reshape(-1, K + T - 1, H, dp).permute(2, 0, 3, 1)  # (H, 1, dp, K+T-1)
+            pos_scores = torch.matmul(p, pe)  # (H, B, T, K+T-1): column c <-> offset c-(K-1)
+            scores = scores + self._rel_shift(pos_scores, T, K)
         if self.training and not torch.jit.is_tracing() and random.random() < 0.1:
             scores = penalize_abs_values_gt(scores, limit=25.0, penalty=1e-4)
         if attn_mask is not None:
@@ -108,19 +114,27 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         return nn.functional.dropout(weights, p=self.dropout, training=self.training)
 
     @staticmethod
-    def _rel_shift(pos_scores: Tensor, T: int) -> Tensor:
-        """(H, B, T, 2T-1) scores by offset -> (H, B, T, T) scores by key position.
-
-        Query i and key j have offset j - i, i.e. column (T - 1) - i + j.
-        """
+    def _rel_shift(pos_scores: Tensor, T: int, K: int) -> Tensor:
+        """(H, B, T, K+T-1) scores by offset -> (H, B, T, K) scores by key position, for queries at
+        the last T of K key positions: query i and key j have offset j - (K - T) - i, which is
+        column (T - 1) - i + j."""
         H, B, _, n = pos_scores.shape
         if torch.jit.is_tracing():
             rows = torch.arange(T - 1, -1, -1, device=pos_scores.device).unsqueeze(1)
-            idx = (rows + torch.arange(T, device=pos_scores.device)).expand(H, B, T, T)
+            idx = (rows + torch.arange(K, device=pos_scores.device)).expand(H, B, T, K)
             return torch.gather(pos_scores, 3, idx)
         s = pos_scores.stride()
-        return pos_scores.as_strided((H, B, T, T), (s[0], s[1], s[2] - s[3], s[3]),
+        return pos_scores.as_strided((H, B, T, K), (s[0], s[1], s[2] - s[3], s[3]),
                                      storage_offset=pos_scores.storage_offset() + s[3] * (T - 1))
+
+
+def _with_cache(x: Tensor, cache: Optional[dict], key: str) -> Tensor:
+    """Prepend the cached frames ``cache[key]`` (L, B, C) to ``x`` (T, B, C); keep the last L in the cache."""
+    if cache is None:
+        return x
+    x = torch.cat([cache[key], x], dim=0)
+    cache[key] = x[x.shape[0] - cache[key].shape[0]:]
+    return x
 
 
 class SelfAttention(nn.Module):
@@ -133,10 +147,13 @@ class SelfAttention(nn.Module):
         self.whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(7.5, ratio=3.0),
                              prob=(0.025, 0.25), grad_scale=0.01)
 
-    def forward(self, x: Tensor, attn_weights: Tensor) -> Tensor:
+    def forward(self, x: Tensor, attn_weights: Tensor, cache: Optional[dict] = None, key: str = "") -> Tensor:
+        """x (T, B, C), attn_weights (H, B, T, K) -> (T, B, C); with ``cache``, ``cache[key]`` holds the
+        values of the K - T frames before x (streaming)."""
         T, B, _ = x.shape
         H = attn_weights.shape[0]
-        v = self.in_proj(x).reshape(T, B, H, -1).permute(2, 1, 0, 3)  # (H, B, T, dv)
+        v = _with_cache(self.in_proj(x), cache, key)
+        v = v.reshape(v.shape[0], B, H, -1).permute(2, 1, 0, 3)  # (H, B, K, dv)
         out = torch.matmul(attn_weights, v).permute(2, 1, 0, 3).reshape(T, B, -1)
         return self.whiten(self.out_proj(out))
 
@@ -159,13 +176,15 @@ class NonlinAttention(nn.Module):
         self.whiten2 = Whiten(num_groups=1, whitening_limit=whitening_schedule(5.0, ratio=3.0),
                               prob=(0.025, 0.25), grad_scale=0.01)
 
-    def forward(self, x: Tensor, attn_weights: Tensor) -> Tensor:
-        """x: (T, B, C); attn_weights: (1, B, T, T) (one head)."""
+    def forward(self, x: Tensor, attn_weights: Tensor, cache: Optional[dict] = None, key: str = "") -> Tensor:
+        """x: (T, B, C); attn_weights: (1, B, T, K) (one head); with ``cache``, ``cache[key]`` holds the
+        gated inputs of the K - T frames before x (streaming)."""
         s, x, y = self.in_proj(x).chunk(3, dim=2)
         s = torch.tanh(self.balancer(s))
         x = self.whiten1(x) * s
         T, B, _ = x.shape
         H = attn_weights.shape[0]
-        x = x.reshape(T, B, H, -1).permute(2, 1, 0, 3)
+        x = _with_cache(x, cache, key)
+        x = x.reshape(x.shape[0], B, H, -1).permute(2, 1, 0, 3)
         x = torch.matmul(attn_weights, x).permute(2, 1, 0, 3).reshape(T, B, -1)
         return self.whiten2(self.out_proj(x * y))

@@ -26,7 +26,7 @@ from auden_kit.encoders.zipformer.attention import (
 from auden_kit.encoders.zipformer.modules import (
     BypassModule, ConvolutionModule, FeedforwardModule, SimpleDownsample, simple_upsample,
 )
-from auden_kit.encoders.zipformer.subsampling import Conv2dSubsampling
+from auden_kit.encoders.zipformer.subsampling import Conv2dSubsampling, frames_after_front_end
 from auden_kit.errors import UserError
 from auden_kit.nn.scaling import (
     Balancer, BiasNorm, FloatLike, ScheduledFloat, Whiten, convert_num_channels, whitening_schedule,
@@ -176,12 +176,17 @@ class ZipformerEncoderLayer(nn.Module):
         return src + (y if mask is None else y * mask)
 
     def forward(self, src: Tensor, pos_emb: Tensor, chunk_size: int = -1, attn_mask: Optional[Tensor] = None,
-                src_key_padding_mask: Optional[Tensor] = None) -> Tensor:
+                src_key_padding_mask: Optional[Tensor] = None, cache: Optional[dict] = None) -> Tensor:
         """src: (T, B, C); pos_emb: (1, 2T-1, P); attn_mask: (T, T) True=masked;
-        src_key_padding_mask: (B, T) True=pad. Returns (T, B, C)."""
+        src_key_padding_mask: (B, T) True=pad. Returns (T, B, C).
+
+        Streaming (eval, causal): ``cache`` holds what the chunk-masked forward lets this chunk see of
+        the past (keys, non-linear-attention inputs, values, convolution inputs; updated in place),
+        pos_emb is (1, L+2T-1, P) and src_key_padding_mask (B, L+T) marks unfilled cache frames."""
         src_orig = src
         attn_weights = self.self_attn_weights(src, pos_emb=pos_emb, attn_mask=attn_mask,
-                                              key_padding_mask=src_key_padding_mask)
+                                              key_padding_mask=src_key_padding_mask, cache=cache)
+        conv_pad = None if cache is not None else src_key_padding_mask
         src = src + self.feed_forward1(src)
         attn_mask_seq = self._seq_mask(src, self._rate(self.attention_skip_rate))
         na_weights = attn_weights[0:1]
@@ -189,17 +194,17 @@ class ZipformerEncoderLayer(nn.Module):
             # uniform weights over the allowed positions: encourages averaging-like behaviour early on
             na_weights = (na_weights > 0.0).to(na_weights.dtype)
             na_weights = na_weights / na_weights.sum(dim=-1, keepdim=True)
-        src = self._add(src, self.balancer_na(self.nonlin_attention(src, na_weights)), attn_mask_seq)
-        src = self._add(src, self.self_attn1(src, attn_weights), attn_mask_seq)
+        src = self._add(src, self.balancer_na(self.nonlin_attention(src, na_weights, cache, "nonlin")), attn_mask_seq)
+        src = self._add(src, self.self_attn1(src, attn_weights, cache, "val1"), attn_mask_seq)
         conv_rate = self._rate(self.conv_skip_rate)
-        src = self._add(src, self.conv_module1(src, src_key_padding_mask=src_key_padding_mask, chunk_size=chunk_size),
-                        self._seq_mask(src, conv_rate))
+        src = self._add(src, self.conv_module1(src, src_key_padding_mask=conv_pad, chunk_size=chunk_size,
+                                               cache=cache, key="conv1"), self._seq_mask(src, conv_rate))
         src = self._add(src, self.balancer_ff2(self.feed_forward2(src)),
                         self._seq_mask(src, self._rate(self.ff2_skip_rate)))
         src = self.bypass_mid(src_orig, src)
-        src = self._add(src, self.self_attn2(src, attn_weights), attn_mask_seq)
-        src = self._add(src, self.conv_module2(src, src_key_padding_mask=src_key_padding_mask, chunk_size=chunk_size),
-                        self._seq_mask(src, conv_rate))
+        src = self._add(src, self.self_attn2(src, attn_weights, cache, "val2"), attn_mask_seq)
+        src = self._add(src, self.conv_module2(src, src_key_padding_mask=conv_pad, chunk_size=chunk_size,
+                                               cache=cache, key="conv2"), self._seq_mask(src, conv_rate))
         src = self._add(src, self.balancer_ff3(self.feed_forward3(src)),
                         self._seq_mask(src, self._rate(self.ff3_skip_rate)))
         src = self.norm(self.balancer1(src))
@@ -224,12 +229,15 @@ class ZipformerStack(nn.Module):
                                                     default=0.0)
 
     def forward(self, src: Tensor, chunk_size: int = -1, feature_mask: Union[Tensor, float] = 1.0,
-                attn_mask: Optional[Tensor] = None, src_key_padding_mask: Optional[Tensor] = None) -> Tensor:
-        pos_emb = self.encoder_pos(src)
+                attn_mask: Optional[Tensor] = None, src_key_padding_mask: Optional[Tensor] = None,
+                cache: Optional[dict] = None) -> Tensor:
+        """With ``cache`` (streaming): {"left": L cached frames, "layers": [per-layer caches]}."""
+        pos_emb = self.encoder_pos(src, left_context_len=cache["left"] if cache is not None else 0)
         out = src * feature_mask
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             out = layer(out, pos_emb, chunk_size=chunk_size, attn_mask=attn_mask,
-                        src_key_padding_mask=src_key_padding_mask)
+                        src_key_padding_mask=src_key_padding_mask,
+                        cache=cache["layers"][i] if cache is not None else None)
             out = out * feature_mask
         return out
 
@@ -245,14 +253,15 @@ class DownsampledZipformerStack(nn.Module):
         self.out_combiner = BypassModule(dim)
 
     def forward(self, src: Tensor, chunk_size: int = -1, feature_mask: Union[Tensor, float] = 1.0,
-                attn_mask: Optional[Tensor] = None, src_key_padding_mask: Optional[Tensor] = None) -> Tensor:
+                attn_mask: Optional[Tensor] = None, src_key_padding_mask: Optional[Tensor] = None,
+                cache: Optional[dict] = None) -> Tensor:
         ds = self.downsample_factor
         src_orig = src
         src = self.downsample(src)
         if attn_mask is not None:
             attn_mask = attn_mask[::ds, ::ds]
         src = self.encoder(src, chunk_size=chunk_size // ds, feature_mask=feature_mask, attn_mask=attn_mask,
-                           src_key_padding_mask=src_key_padding_mask)
+                           src_key_padding_mask=src_key_padding_mask, cache=cache)
         src = simple_upsample(src, ds)[: src_orig.shape[0]]
         return self.out_combiner(src_orig, src)
 
@@ -265,8 +274,8 @@ class ZipformerEncoder(nn.Module):
 
     @staticmethod
     def output_lengths(x_lens):
-        """Output frames for ``x_lens`` fbank frames (tensor or int): front end (T - 7) // 2, then (T + 1) // 2."""
-        return ((x_lens - 7) // 2 + 1) // 2
+        """Output frames for ``x_lens`` fbank frames (tensor or int): the front end, then x2 down."""
+        return (frames_after_front_end(x_lens) + 1) // 2
 
     def __init__(self, cfg: ZipformerConfig):
         super().__init__()

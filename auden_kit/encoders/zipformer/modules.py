@@ -122,19 +122,19 @@ class ConvolutionModule(nn.Module):
         x = self.balancer2(x).permute(2, 0, 1)
         return self.out_proj(self.whiten(x))
 
-    def forward(self, x: Tensor, src_key_padding_mask: Optional[Tensor] = None, chunk_size: int = -1) -> Tensor:
+    def forward(self, x: Tensor, src_key_padding_mask: Optional[Tensor] = None, chunk_size: int = -1,
+                cache: Optional[dict] = None, key: str = "") -> Tensor:
+        """(T, B, C) -> (T, B, C). With ``cache`` (causal models, streaming) the convolution continues
+        from the inputs kept in ``cache[key]`` (B, C, kernel // 2), updated in place."""
         x = self._gate(x, src_key_padding_mask)
-        if self.causal:
+        if cache is not None:
+            x, cache[key] = self.depthwise_conv.streaming_forward(x, cache[key])
+        elif self.causal:
             x = self.depthwise_conv(x, chunk_size=chunk_size)
         else:
             conv = self.depthwise_conv
             x = depthwise_conv(x, conv.weight, conv.bias, conv.padding)
         return self._finish(x)
-
-    def streaming_forward(self, x: Tensor, cache: Tensor, src_key_padding_mask: Optional[Tensor] = None):
-        x = self._gate(x, src_key_padding_mask)
-        x, cache = self.depthwise_conv.streaming_forward(x, cache)
-        return self._finish(x), cache
 
 
 class BypassModule(nn.Module):

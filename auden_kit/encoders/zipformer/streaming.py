@@ -4,7 +4,9 @@ Each call consumes new fbank frames and returns the encoder frames that became
 final. The state holds, per layer, what the chunk-masked full forward would let
 the next chunk see: keys, non-linear-attention inputs and values of the last
 ``left_context`` frames, and the last ``kernel // 2`` inputs of both convolutions;
-plus the front end's pending fbank and its ConvNeXt lookahead (3 frames at 50 Hz).
+plus the front end's pending fbank and its ConvNeXt look-ahead (``CONVNEXT_PAD`` frames at 50 Hz).
+The chunk itself goes through the encoder's own stacks and layers (their ``cache`` argument), so
+there is one implementation of the attention and layer computations.
 Outputs equal those of ``ZipformerEncoder.forward(x, lens, chunk_size, left_context_frames)``
 on the whole input (eval mode).
 
@@ -16,74 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from auden_kit.encoders.zipformer.subsampling import CONV_CONTEXT, CONVNEXT_PAD, frames_after_front_end
 from auden_kit.nn.scaling import convert_num_channels
-
-
-def _rel_shift(pos_scores: Tensor, T: int, K: int) -> Tensor:
-    """(H, N, T, T+K-1) scores by offset -> (H, N, T, K) for queries at the last T of K keys."""
-    H, N, _, n = pos_scores.shape
-    rows = torch.arange(T - 1, -1, -1, device=pos_scores.device).unsqueeze(1)
-    idx = (rows + torch.arange(K, device=pos_scores.device)).expand(H, N, T, K)
-    return torch.gather(pos_scores, 3, idx)
-
-
-def _attn_weights(m, x: Tensor, pos_emb: Tensor, cached_key: Tensor, pad_mask: Tensor):
-    """Attention weights of the chunk's queries over [cached keys; chunk keys]. Returns (weights, new keys)."""
-    x = m.in_proj(x)
-    T, N, _ = x.shape
-    H, dq, dp = m.num_heads, m.query_head_dim, m.pos_head_dim
-    q = x[..., : H * dq].reshape(T, N, H, dq).permute(2, 1, 0, 3)
-    k_new = x[..., H * dq: 2 * H * dq]
-    k_all = torch.cat([cached_key, k_new], dim=0)
-    K = k_all.shape[0]
-    k = k_all.reshape(K, N, H, dq).permute(2, 1, 3, 0)
-    p = x[..., 2 * H * dq:].reshape(T, N, H, dp).permute(2, 1, 0, 3)
-    scores = torch.matmul(q, k)
-    pe = m.linear_pos(pos_emb).reshape(-1, pos_emb.shape[1], H, dp).permute(2, 0, 3, 1)
-    scores = scores + _rel_shift(torch.matmul(p, pe), T, K)
-    scores = scores.masked_fill(pad_mask.unsqueeze(1), -1000.0)
-    return scores.softmax(dim=-1), k_all[-cached_key.shape[0]:] if cached_key.shape[0] else cached_key
-
-
-def _values(m, x: Tensor, weights: Tensor, cached_val: Tensor):
-    """SelfAttention on [cached values; chunk values]."""
-    T, N, _ = x.shape
-    H = weights.shape[0]
-    v_all = torch.cat([cached_val, m.in_proj(x)], dim=0)
-    v = v_all.reshape(v_all.shape[0], N, H, -1).permute(2, 1, 0, 3)
-    out = torch.matmul(weights, v).permute(2, 1, 0, 3).reshape(T, N, -1)
-    return m.out_proj(out), v_all[-cached_val.shape[0]:] if cached_val.shape[0] else cached_val
-
-
-def _nonlin(m, x: Tensor, weights: Tensor, cached_x: Tensor):
-    s, x, y = m.in_proj(x).chunk(3, dim=2)
-    x = x * torch.tanh(s)
-    T, N, _ = x.shape
-    x_all = torch.cat([cached_x, x], dim=0)
-    xa = x_all.reshape(x_all.shape[0], N, 1, -1).permute(2, 1, 0, 3)
-    out = torch.matmul(weights, xa).permute(2, 1, 0, 3).reshape(T, N, -1)
-    return m.out_proj(out * y), x_all[-cached_x.shape[0]:] if cached_x.shape[0] else cached_x
-
-
-def _layer(layer, src: Tensor, pos_emb: Tensor, cache: dict, pad_mask: Tensor) -> Tensor:
-    src_orig = src
-    w, cache["key"] = _attn_weights(layer.self_attn_weights, src, pos_emb, cache["key"], pad_mask)
-    src = src + layer.feed_forward1(src)
-    na, cache["nonlin"] = _nonlin(layer.nonlin_attention, src, w[0:1], cache["nonlin"])
-    src = src + na
-    sa, cache["val1"] = _values(layer.self_attn1, src, w, cache["val1"])
-    src = src + sa
-    c, cache["conv1"] = layer.conv_module1.streaming_forward(src, cache["conv1"])
-    src = src + c
-    src = src + layer.feed_forward2(src)
-    src = layer.bypass_mid(src_orig, src)
-    sa, cache["val2"] = _values(layer.self_attn2, src, w, cache["val2"])
-    src = src + sa
-    c, cache["conv2"] = layer.conv_module2.streaming_forward(src, cache["conv2"])
-    src = src + c
-    src = src + layer.feed_forward3(src)
-    src = layer.norm(src)
-    return layer.bypass(src_orig, src)
 
 
 def init_states(enc, batch_size: int, device=None) -> dict:
@@ -128,26 +64,27 @@ def init_states(enc, batch_size: int, device=None) -> dict:
 def _front_end(enc, x: Tensor, st: dict) -> Tensor:
     """New fbank (N, T, F) -> newly final 50 Hz embeddings (N, T', C0)."""
     fe = enc.encoder_embed
+    P = CONVNEXT_PAD
     buf = torch.cat([st["fbank"], x], dim=1)
-    n = max(0, (buf.shape[1] - 7) // 2)  # conv3 frame c reads fbank [2c, 2c + 8]
+    n = max(0, frames_after_front_end(buf.shape[1]))  # conv frame c reads fbank [2c, 2c + CONV_CONTEXT + 1]
     N = buf.shape[0]
     if n <= 0:
         st["fbank"] = buf
         return buf.new_zeros(N, 0, enc.encoder_dim[0])
-    c3 = fe.conv(buf[:, : 2 * n + 7].unsqueeze(1))  # (N, C, n, F')
+    c3 = fe.conv(buf[:, : 2 * n + CONV_CONTEXT].unsqueeze(1))  # (N, C, n, F')
     st["fbank"] = buf[:, 2 * n:]
-    if st["conv3"] is None:  # the full forward zero-pads 3 frames on the left
-        st["conv3"] = c3.new_zeros(N, c3.shape[1], 3, c3.shape[3])
+    if st["conv3"] is None:  # the full forward zero-pads the ConvNeXt's window on the left
+        st["conv3"] = c3.new_zeros(N, c3.shape[1], P, c3.shape[3])
     c3 = torch.cat([st["conv3"], c3], dim=2)
     m = fe.convnext
-    if c3.shape[2] < 7:
+    if c3.shape[2] < 2 * P + 1:
         st["conv3"] = c3
         return buf.new_zeros(N, 0, enc.encoder_dim[0])
     y = nn.functional.conv2d(c3, m.depthwise_conv.weight, m.depthwise_conv.bias, padding=(0, m.padding[1]),
                              groups=m.depthwise_conv.groups)
     y = m.pointwise_conv2(m.activation(m.pointwise_conv1(y)))
-    y = c3[:, :, 3:-3] + y
-    st["conv3"] = c3[:, :, -6:]
+    y = c3[:, :, P:-P] + y
+    st["conv3"] = c3[:, :, -2 * P:]
     n_, c, t, f = y.shape
     y = fe.out(y.transpose(1, 2).reshape(n_, t, c * f))
     return fe.out_norm(y)
@@ -169,7 +106,8 @@ def streaming_forward(enc, x: Tensor, st: dict) -> tuple[Tensor, dict]:
 
 
 def _encode_chunk(enc, x: Tensor, st: dict) -> Tensor:
-    """One chunk (T=chunk, N, C0) at 50 Hz -> (N, chunk // 2, C)."""
+    """One chunk (T=chunk, N, C0) at 50 Hz -> (N, chunk // 2, C): the encoder's own stacks and layers,
+    each continuing from its cache."""
     N = x.shape[1]
     outputs = []
     for i, stack in enumerate(enc.encoders):
@@ -177,23 +115,11 @@ def _encode_chunk(enc, x: Tensor, st: dict) -> Tensor:
         info = st["stacks"][i]
         L = info["left"]
         x = convert_num_channels(x, enc.encoder_dim[i])
-        src = stack.downsample(x) if ds != 1 else x
-        inner = stack.encoder if ds != 1 else stack
-        T = src.shape[0]
-        seen = st["processed"] // ds  # frames of this stack already processed
-        valid_left = min(L, seen)
+        T = (x.shape[0] + ds - 1) // ds
+        valid_left = min(L, st["processed"] // ds)  # cache frames that hold real past frames
         pad = torch.zeros(N, L + T, dtype=torch.bool, device=x.device)
         pad[:, : L - valid_left] = True
-        pos_emb = inner.encoder_pos(src, left_context_len=L)
-        out = src
-        for layer, cache in zip(inner.layers, info["layers"]):
-            out = _layer(layer, out, pos_emb, cache, pad)
-        if ds != 1:
-            from auden_kit.encoders.zipformer.modules import simple_upsample
-
-            out = stack.out_combiner(x, simple_upsample(out, ds)[: x.shape[0]])
-        x = out
+        x = stack(x, src_key_padding_mask=pad, cache=info)
         outputs.append(x)
     st["processed"] += outputs[0].shape[0]
-    full = enc._full_dim_output(outputs)
-    return enc.downsample_output(full).permute(1, 0, 2)
+    return enc.downsample_output(enc._full_dim_output(outputs)).permute(1, 0, 2)

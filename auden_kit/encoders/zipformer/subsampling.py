@@ -17,6 +17,20 @@ from auden_kit.nn.scaling import (
 )
 
 
+# Frame arithmetic of the front end, named once (streaming and decoding use these):
+# the three 3x3 convolutions consume CONV_CONTEXT fbank frames beyond their 2x time stride, so
+# T fbank frames give (T - CONV_CONTEXT) // 2 frames at 50 Hz; output frame c reads fbank frames
+# [2c, 2c + CONV_CONTEXT + 1]. The ConvNeXt's 7-tap time kernel then needs CONVNEXT_PAD frames of
+# look-ahead (and as many behind) at 50 Hz.
+CONV_CONTEXT = 7
+CONVNEXT_PAD = 3
+
+
+def frames_after_front_end(num_fbank_frames):
+    """50 Hz frames the front end makes of ``num_fbank_frames`` (int or tensor)."""
+    return (num_fbank_frames - CONV_CONTEXT) // 2
+
+
 class ConvNeXt(nn.Module):
     """Depthwise 7x7 conv -> 1x1 expand (x3) -> SwooshL -> 1x1 project, residual; (N, C, T, F) in and out.
 
@@ -57,7 +71,7 @@ class ConvNeXt(nn.Module):
 
 
 class Conv2dSubsampling(nn.Module):
-    """(N, T, F) fbank -> (N, (T - 7) // 2, C) embeddings.
+    """(N, T, F) fbank -> (N, (T - CONV_CONTEXT) // 2, C) embeddings.
 
     Three 3x3 convolutions (time stride 1, 2, 1; frequency stride 1, 2, 2) with
     SwooshR, a ConvNeXt block, a linear projection to ``out_channels``, BiasNorm.
@@ -80,7 +94,7 @@ class Conv2dSubsampling(nn.Module):
             Balancer(layer3_channels, channel_dim=1, max_abs=4.0),
             SwooshR(),
         )
-        self.convnext = ConvNeXt(layer3_channels, kernel_size=(7, 7))
+        self.convnext = ConvNeXt(layer3_channels, kernel_size=(2 * CONVNEXT_PAD + 1,) * 2)
         self.out_width = (((in_channels - 1) // 2) - 1) // 2
         self.out = nn.Linear(self.out_width * layer3_channels, out_channels)
         self.out_whiten = Whiten(num_groups=1, whitening_limit=ScheduledFloat((0.0, 4.0), (20000.0, 8.0), default=4.0),
@@ -95,4 +109,4 @@ class Conv2dSubsampling(nn.Module):
         x = self.out(x.transpose(1, 2).reshape(n, t, c * f))
         x = self.out_norm(self.out_whiten(x))
         x = self.dropout(x)
-        return x, torch.div(x_lens - 7, 2, rounding_mode="floor")
+        return x, frames_after_front_end(x_lens)
