@@ -24,6 +24,10 @@ def train(
     from auden_kit.training.trainer import TrainConfig, Trainer, resolve
 
     setup_logging()
+    if config is None and not overrides:
+        from auden_kit.errors import UserError
+
+        raise UserError("give a config: auden-kit train --config conf/train.yaml (see egs/*/conf/)")
     cfg = load_config(TrainConfig, config, overrides or [])
     _, model_cfg = resolve(cfg)  # validate the task's model section before anything heavy
     if print_config:

@@ -62,6 +62,8 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
     import soundfile as sf
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"'{path}' is a folder; give the audio files in it (e.g. '{path}'/*.wav)")
     if not path.is_file():
         raise UserError(f"audio file '{path}' does not exist")
     try:

@@ -36,12 +36,35 @@ class MeanStdPooling(nn.Module):
         return torch.cat([mean, var.clamp(min=1e-6).sqrt()], dim=-1)
 
 
-POOLINGS = {"mean": MeanPooling, "mean_std": MeanStdPooling}
 
 
-def build_pooling(name: str) -> nn.Module:
+class AttentiveStatsPooling(nn.Module):
+    """Attentive statistics pooling (Okabe et al., 2018): a small attention network weights the
+    frames (per channel), then the weighted mean and standard deviation are concatenated:
+    (N, T, C) -> (N, 2C). Padding frames get zero weight."""
+
+    def __init__(self, channels: int, hidden: int = 128):
+        super().__init__()
+        self.attention = nn.Sequential(nn.Linear(channels, hidden), nn.Tanh(), nn.Linear(hidden, channels))
+
+    def output_dim(self, channels: int) -> int:
+        return 2 * channels
+
+    def forward(self, x: Tensor, lens: Tensor) -> Tensor:
+        mask = frame_mask(lens, x.shape[1]).unsqueeze(-1).bool()
+        w = self.attention(x).masked_fill(~mask, -1e4).softmax(dim=1)  # (N, T, C)
+        mean = (w * x).sum(1)
+        var = (w * (x - mean.unsqueeze(1)) ** 2).sum(1)
+        return torch.cat([mean, var.clamp(min=1e-6).sqrt()], dim=-1)
+
+
+POOLINGS = {"mean": MeanPooling, "mean_std": MeanStdPooling, "attentive_stats": AttentiveStatsPooling}
+
+
+def build_pooling(name: str, channels: int = 0) -> nn.Module:
+    """Pooling ``name`` for encoder outputs of ``channels`` (needed by the attentive one)."""
     from auden_kit.errors import UserError
 
     if name not in POOLINGS:
         raise UserError(f"config key 'model.pooling' must be one of {', '.join(POOLINGS)}, got '{name}'")
-    return POOLINGS[name]()
+    return AttentiveStatsPooling(channels) if name == "attentive_stats" else POOLINGS[name]()

@@ -69,7 +69,7 @@ class UtteranceClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = build_encoder(cfg.encoder_type, cfg.encoder)
-        self.pooling = build_pooling(cfg.pooling)
+        self.pooling = build_pooling(cfg.pooling, self.encoder.output_dim)
         self.classifier = nn.Sequential(nn.Dropout(cfg.dropout),
                                         nn.Linear(self.pooling.output_dim(self.encoder.output_dim), num_classes))
 
