@@ -28,6 +28,8 @@ def main():
     p.add_argument("--presets", default="zipformer-s,zipformer-m")
     p.add_argument("--causal", action="store_true", help="compare the streaming (causal) variant")
     p.add_argument("--frames", type=int, default=600, help="longest input, 100 Hz fbank frames")
+    p.add_argument("--attention-decoder", action="store_true",
+                   help="also compare icefall's attention decoder (512/6 layers/8 heads/2048) with ours")
     a = p.parse_args()
     torch.set_num_threads(2)
     from auden_kit.encoders.zipformer import ZipformerConfig, ZipformerEncoder
@@ -65,7 +67,38 @@ def main():
         out[f"{preset}.max_abs_diff"] = float(diff.max())
         out[f"{preset}.max_rel_diff"] = float(diff.max() / y_ref.abs()[valid].max())
         out[f"{preset}.output_rms"] = float(y_ref[valid].pow(2).mean().sqrt())
+    if a.attention_decoder:
+        out.update(attention_decoder_parity(a.icefall))
     print(json.dumps(out))
+
+
+def attention_decoder_parity(folder: str) -> dict:
+    """icefall's attention decoder with perturbed random weights, loaded into ours by name: logits
+    of a padded batch of token sequences over a padded encoder output."""
+    from icefall_ref import build_icefall_attention_decoder
+
+    from auden_kit.heads.attention_decoder import IcefallAttentionDecoder
+
+    V, D, L, H, F, M = 500, 512, 6, 8, 2048, 384
+    torch.manual_seed(0)
+    ref = build_icefall_attention_decoder(folder, V, D, L, H, F, D, M).eval()
+    with torch.no_grad():
+        for t in ref.parameters():
+            t.mul_(1 + 0.1 * torch.randn_like(t)).add_(0.01 * torch.randn_like(t))
+    ours = IcefallAttentionDecoder(V, M, D, L, H, F, D).eval()
+    ours.load_state_dict({k: v for k, v in ref.state_dict().items() if k.startswith("decoder.")}, strict=True)
+    enc, enc_lens = torch.randn(2, 60, M), torch.tensor([60, 41])
+    toks = [[5, 6, 7, 8, 9], [10, 11]]
+    ys_in, _, pad = ours._inputs(toks, enc.device)
+    with torch.no_grad():
+        ys_lens = torch.tensor([len(t) + 1 for t in toks])
+        y_ref = ref.decoder(x=ys_in, x_lens=ys_lens, memory=enc, memory_lens=enc_lens)
+        y = ours.logits(enc, enc_lens, ys_in, pad)
+    valid = ~pad
+    diff = (y - y_ref).abs()[valid]
+    return {"attention_decoder.params": sum(t.numel() for t in ours.parameters()),
+            "attention_decoder.max_abs_diff": float(diff.max()),
+            "attention_decoder.logit_rms": float(y_ref[valid].pow(2).mean().sqrt())}
 
 
 if __name__ == "__main__":

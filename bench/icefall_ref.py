@@ -38,6 +38,7 @@ def _stub_k2():
         return SwooshRFunction.apply(x)
 
     k2.swoosh_l, k2.swoosh_r = swoosh_l, swoosh_r
+    k2.RaggedTensor = object  # named in attention_decoder.py's signatures only
     sys.modules["k2"] = k2
 
 
@@ -56,6 +57,11 @@ def import_icefall(folder: str):
         utils = types.ModuleType("icefall.utils")
         utils.torch_autocast = lambda device_type="cuda", **kw: torch.autocast(
             device_type="cuda" if torch.cuda.is_available() else "cpu", **kw)
+        # what attention_decoder.py imports from icefall.utils (only make_pad_mask is used by its
+        # TransformerDecoder)
+        utils.make_pad_mask = lambda lens, max_len=0: (
+            torch.arange(max(max_len, int(lens.max())), device=lens.device).unsqueeze(0) >= lens.unsqueeze(1))
+        utils.add_sos = utils.add_eos = None
         pkg.utils = utils
         sys.modules.update({"icefall": pkg, "icefall.utils": utils})
     try:
@@ -114,3 +120,14 @@ def icefall_state_dict(model: torch.nn.ModuleList, prefix: str = "") -> dict:
     state = {f"{prefix}encoder_embed.{k}": v for k, v in embed.state_dict().items()}
     state.update({f"{prefix}encoder.{k}": v for k, v in enc.state_dict().items()})
     return state
+
+
+def build_icefall_attention_decoder(folder: str, vocab_size: int, d_model: int, num_layers: int, num_heads: int,
+                                    ff_dim: int, attention_dim: int, memory_dim: int):
+    """icefall's ``AttentionDecoderModel`` (its TransformerDecoder is ``.decoder``)."""
+    import_icefall(folder)
+    from attention_decoder import AttentionDecoderModel
+
+    return AttentionDecoderModel(vocab_size=vocab_size, decoder_dim=d_model, num_decoder_layers=num_layers,
+                                 attention_dim=attention_dim, num_heads=num_heads, feedforward_dim=ff_dim,
+                                 memory_dim=memory_dim)

@@ -272,8 +272,10 @@ def test_import_icefall_reads_sizes_from_the_weights(bpe_dir, tmp_path, causal, 
     torch.manual_seed(0)
     enc = ZipformerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_ENCODER.items()},
                           causal=causal, chunk_size=(16,), left_context_frames=(64,))
+    att = dict(use_attention_decoder=True, attention_decoder_layout="icefall", attention_decoder_dim=24,
+               attention_decoder_layers=2, attention_decoder_heads=8, attention_decoder_ff_dim=40) if ctc else {}
     src = AsrModel(AsrModelConfig(encoder=enc, vocab_size=tok.vocab_size, decoder_dim=16, joiner_dim=24,
-                                  use_ctc=ctc)).eval()
+                                  use_ctc=ctc, **att)).eval()
     state = {(k[len("encoder."):] if k.startswith("encoder.encoder_embed.") else k): v
              for k, v in src.state_dict().items()}
     torch.save({"model": state, "epoch": 30}, tmp_path / "pretrained.pt")
@@ -286,4 +288,12 @@ def test_import_icefall_reads_sizes_from_the_weights(bpe_dir, tmp_path, causal, 
     assert c.encoder.encoder_dim == (32, 48) and c.encoder.num_heads == (2, 2) and c.encoder.embed_channels == (4, 8, 16)
     x = torch.randn(2, 150, 80)
     lens = torch.tensor([150, 120])
-    assert torch.allclose(src.encode(x, lens)[0], lm.model.encode(x, lens)[0], atol=1e-6)
+    enc_out, enc_lens = src.encode(x, lens)
+    assert torch.allclose(enc_out, lm.model.encode(x, lens)[0], atol=1e-6)
+    assert c.use_attention_decoder == ctc
+    if ctc:  # icefall's attention decoder comes along: same sizes, same rescoring scores
+        assert (c.attention_decoder_dim, c.attention_decoder_layers, c.attention_decoder_ff_dim) == (24, 2, 40)
+        toks = [[5, 6, 7], [8]]
+        with torch.no_grad():
+            assert torch.allclose(src.attention_decoder.score(enc_out, enc_lens, toks),
+                                  lm.model.attention_decoder.score(enc_out, enc_lens, toks), atol=1e-5)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from auden_kit.decoding.ctc import ctc_greedy, ctc_prefix_beam
@@ -99,15 +100,33 @@ def test_ctc_greedy_collapses_repeats_and_blanks():
     assert ctc_prefix_beam(lp, torch.tensor([len(path)]), beam=3)[0].tokens == [1, 1, 2, 3]
 
 
-def _attention_model(seed=0):
+def _attention_model(seed=0, layout="torch"):
     return _model(seed, use_ctc=True, use_attention_decoder=True, attention_decoder_dim=32,
-                  attention_decoder_layers=2, attention_decoder_heads=2, attention_decoder_ff_dim=64).eval()
+                  attention_decoder_layers=2, attention_decoder_heads=2, attention_decoder_ff_dim=64,
+                  attention_decoder_layout=layout).eval()
 
 
-def test_attention_decoder_loss_is_the_negative_score_without_smoothing():
+@pytest.mark.parametrize("layout", ["torch", "icefall"])
+def test_attention_decoder_is_causal_and_ignores_padding(layout):
+    m = _attention_model(layout=layout)
+    ad = m.attention_decoder
+    enc, lens = torch.randn(2, 20, 32), torch.tensor([20, 11])
+    with torch.no_grad():
+        ys_in, _, pad = ad._inputs([[3, 4, 5, 6], [7, 8]], enc.device)
+        out = ad.logits(enc, lens, ys_in, pad)
+        changed = ys_in.clone()
+        changed[0, 3] = 9  # a later token cannot change earlier positions
+        assert torch.allclose(ad.logits(enc, lens, changed, pad)[0, :3], out[0, :3], atol=1e-5)
+        alone_in, _, alone_pad = ad._inputs([[7, 8]], enc.device)
+        alone = ad.logits(enc[1:, :11], lens[1:], alone_in, alone_pad)
+        assert torch.allclose(alone[0], out[1, :3], atol=1e-5)  # padding of tokens and frames ignored
+
+
+@pytest.mark.parametrize("layout", ["torch", "icefall"])
+def test_attention_decoder_loss_is_the_negative_score_without_smoothing(layout):
     """Training loss (label smoothing 0) and the rescoring score are the same log-probability;
     with smoothing the loss is (1-a) * NLL + a * mean over the vocabulary of -log p."""
-    m = _attention_model()
+    m = _attention_model(layout=layout)
     enc, lens = torch.randn(3, 20, 32), torch.tensor([20, 14, 9])
     toks = [[3, 4, 5, 6], [7], []]
     ad = m.attention_decoder

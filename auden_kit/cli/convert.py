@@ -41,6 +41,8 @@ def import_icefall(
     chunk_size: int = typer.Option(16, help="Causal models: decoding chunk (50 Hz frames), as icefall's "
                                             "--chunk-size."),
     left_context_frames: int = typer.Option(64, help="Causal models: left context (50 Hz frames)."),
+    attention_heads: int = typer.Option(8, help="Heads of the checkpoint's attention decoder, if it has one "
+                                                "(not visible in the weights; icefall's default is 8)."),
 ):
     """Convert an icefall Zipformer2 checkpoint into a model folder (sizes read from the weights)."""
     from auden_kit.data.features import FbankSettings
@@ -62,10 +64,16 @@ def import_icefall(
     if asr.get("vocab_size") and asr["vocab_size"] != tok.vocab_size:
         raise UserError(f"the checkpoint's vocabulary has {asr['vocab_size']} symbols but '{tokenizer}' has "
                         f"{tok.vocab_size}: give the bpe.model it was trained with")
+    if asr.get("use_attention_decoder"):
+        asr["attention_decoder_heads"] = attention_heads
+        if asr["attention_decoder_attention_dim"] % attention_heads:
+            raise UserError(f"--attention-heads {attention_heads} does not divide the attention decoder's width "
+                            f"{asr['attention_decoder_attention_dim']}")
     cfg = AsrModelConfig(encoder=ZipformerConfig(**enc), **asr)
-    log.info("read from the weights: %s%s, %s, transducer %s, CTC %s, vocabulary %d", preset or "custom sizes",
-             f" {enc['encoder_dim']}" if not preset else "", "causal" if enc["causal"] else "non-causal",
-             asr["use_transducer"], asr["use_ctc"], asr.get("vocab_size", 0))
+    log.info("read from the weights: %s%s, %s, transducer %s, CTC %s, attention decoder %s, vocabulary %d",
+             preset or "custom sizes", f" {enc['encoder_dim']}" if not preset else "",
+             "causal" if enc["causal"] else "non-causal", asr["use_transducer"], asr["use_ctc"],
+             asr.get("use_attention_decoder", False), asr.get("vocab_size", 0))
     task = get_task("asr").setup(cfg, ModelAssets(tokenizers={"text": tok}))
     model = task.build_model()
     apply_icefall_state(model, state)

@@ -1,5 +1,7 @@
-"""Attention (transformer) decoder head over encoder output: trained with label-smoothed
-cross-entropy, used to rescore n-best lists. Shape legend: N batch, T frames, U tokens, C channels."""
+"""Attention (transformer) decoder heads over encoder output: trained with label-smoothed
+cross-entropy, used to rescore n-best lists. Two layouts: :class:`AttentionDecoder` (PyTorch's
+TransformerDecoder, learned positions) and :class:`IcefallAttentionDecoder` (icefall's, so its
+checkpoints import). Shape legend: N batch, T frames, U tokens, C channels."""
 
 from __future__ import annotations
 
@@ -59,3 +61,98 @@ class AttentionDecoder(nn.Module):
         lp = self.logits(enc, enc_lens, ys_in, pad).log_softmax(-1)
         tok_lp = torch.gather(lp, 2, ys_out.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         return tok_lp.masked_fill(pad, 0.0).sum(-1)
+
+
+class _MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention with separate q/k/v projections (icefall's parameter names).
+    query (N, U, D), key/value (N, S, M) -> (N, U, D); mask (N, U or 1, S) True = not allowed."""
+
+    def __init__(self, embed_dim: int, attention_dim: int, num_heads: int, memory_dim: int | None = None):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, attention_dim // num_heads
+        kv_dim = memory_dim or embed_dim
+        self.linear_q = nn.Linear(embed_dim, attention_dim)
+        self.linear_k = nn.Linear(kv_dim, attention_dim)
+        self.linear_v = nn.Linear(kv_dim, attention_dim)
+        self.out_proj = nn.Linear(attention_dim, embed_dim)
+
+    def forward(self, query: Tensor, kv: Tensor, mask: Tensor) -> Tensor:
+        N, U, _ = query.shape
+        S = kv.shape[1]
+        H, d = self.num_heads, self.head_dim
+        q = self.linear_q(query).view(N, U, H, d).transpose(1, 2)
+        k = self.linear_k(kv).view(N, S, H, d).transpose(1, 2)
+        v = self.linear_v(kv).view(N, S, H, d).transpose(1, 2)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(d)  # (N, H, U, S)
+        w = w.masked_fill(mask.unsqueeze(1), float("-inf")).softmax(-1)
+        return self.out_proj(torch.matmul(w, v).transpose(1, 2).reshape(N, U, H * d))
+
+
+class _DecoderLayer(nn.Module):
+    """Pre-norm self-attention, cross-attention over the encoder output, Swish feed-forward."""
+
+    def __init__(self, d_model: int, attention_dim: int, num_heads: int, ff_dim: int, memory_dim: int,
+                 dropout: float):
+        super().__init__()
+        self.norm_self_attn = nn.LayerNorm(d_model)
+        self.self_attn = _MultiHeadAttention(d_model, attention_dim, num_heads)
+        self.norm_src_attn = nn.LayerNorm(d_model)
+        self.src_attn = _MultiHeadAttention(d_model, attention_dim, num_heads, memory_dim=memory_dim)
+        self.norm_ff = nn.LayerNorm(d_model)
+        self.feed_forward = nn.Sequential(nn.Linear(d_model, ff_dim), nn.SiLU(), nn.Dropout(dropout),
+                                          nn.Linear(ff_dim, d_model))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, self_mask: Tensor, memory: Tensor, memory_mask: Tensor) -> Tensor:
+        h = self.norm_self_attn(x)
+        x = x + self.dropout(self.self_attn(h, h, self_mask))
+        x = x + self.dropout(self.src_attn(self.norm_src_attn(x), memory, memory_mask))
+        return x + self.dropout(self.feed_forward(self.norm_ff(x)))
+
+
+class _TransformerDecoder(nn.Module):
+    def __init__(self, vocab_size: int, d_model: int, num_layers: int, attention_dim: int, num_heads: int,
+                 ff_dim: int, memory_dim: int, dropout: float):
+        super().__init__()
+        self.d_model = d_model
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.layers = nn.ModuleList([_DecoderLayer(d_model, attention_dim, num_heads, ff_dim, memory_dim, dropout)
+                                     for _ in range(num_layers)])
+        self.output_layer = nn.Linear(d_model, vocab_size)
+        self.pos_dropout = nn.Dropout(dropout)
+
+    def positions(self, U: int, device) -> Tensor:
+        """Sinusoidal absolute positions (U, D): sines at even, cosines at odd channels."""
+        pos = torch.arange(U, dtype=torch.float32, device=device).unsqueeze(1)
+        div = torch.exp(torch.arange(0, self.d_model, 2, dtype=torch.float32, device=device)
+                        * -(math.log(10000.0) / self.d_model))
+        pe = torch.zeros(U, self.d_model, device=device)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div)
+        return pe
+
+
+class IcefallAttentionDecoder(AttentionDecoder):
+    """The attention decoder of icefall's Zipformer recipes, same parameter names (under
+    ``decoder.``), so ``auden-kit import-icefall`` loads it unchanged: embeddings scaled by
+    sqrt(D) plus sinusoidal positions, pre-norm layers with self- and cross-attention and a
+    Swish feed-forward, no final norm. Loss and rescoring are :class:`AttentionDecoder`'s."""
+
+    def __init__(self, vocab_size: int, encoder_dim: int, d_model: int = 512, num_layers: int = 6,
+                 num_heads: int = 8, ff_dim: int = 2048, attention_dim: int = 0, dropout: float = 0.1,
+                 sos_id: int = 1, eos_id: int = 1):
+        nn.Module.__init__(self)
+        self.sos_id, self.eos_id, self.vocab_size = sos_id, eos_id, vocab_size
+        self.decoder = _TransformerDecoder(vocab_size, d_model, num_layers, attention_dim or d_model, num_heads,
+                                           ff_dim, encoder_dim, dropout)
+
+    def logits(self, enc: Tensor, enc_lens: Tensor, ys_in: Tensor, pad: Tensor) -> Tensor:
+        dec = self.decoder
+        U = ys_in.shape[1]
+        x = dec.pos_dropout(dec.embed(ys_in) * math.sqrt(dec.d_model) + dec.positions(U, ys_in.device))
+        future = torch.triu(torch.ones(U, U, dtype=torch.bool, device=enc.device), diagonal=1)
+        self_mask = pad.unsqueeze(1) | future.unsqueeze(0)  # (N, U, U)
+        mem_mask = (torch.arange(enc.shape[1], device=enc.device).unsqueeze(0) >= enc_lens.unsqueeze(1)).unsqueeze(1)
+        for layer in dec.layers:
+            x = layer(x, self_mask, enc, mem_mask)
+        return dec.output_layer(x)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from auden_kit.decoding.ctc import ctc_greedy, ctc_prefix_beam
 from auden_kit.decoding.transducer import greedy_search, modified_beam_search
 from auden_kit.errors import UserError
-from auden_kit.heads.attention_decoder import AttentionDecoder
+from auden_kit.heads.attention_decoder import AttentionDecoder, IcefallAttentionDecoder
 from auden_kit.heads.transducer import Joiner, StatelessDecoder, joiner_on_band
 from auden_kit.hub import build_encoder, encoder_config
 from auden_kit.losses.rnnt import band_indices, pruned_loss, simple_loss_and_ranges
@@ -51,6 +51,8 @@ class AsrModelConfig:
     attention_decoder_heads: int = 4
     attention_decoder_ff_dim: int = 1024
     attention_decoder_loss_scale: float = 0.8
+    attention_decoder_layout: str = "torch"  # torch (PyTorch's TransformerDecoder) or icefall (imports icefall's)
+    attention_decoder_attention_dim: int = 0  # icefall layout: attention width (0: attention_decoder_dim)
     label_smoothing: float = 0.1
     warm_step: int = 2000
 
@@ -71,6 +73,9 @@ class AsrModelConfig:
                 raise UserError(f"config key 'model.joiner_dim' must be positive, got {self.joiner_dim}")
             if self.prune_range < 2:
                 raise UserError(f"config key 'model.prune_range' must be >= 2, got {self.prune_range}")
+        if self.attention_decoder_layout not in ("torch", "icefall"):
+            raise UserError(f"config key 'model.attention_decoder_layout' must be torch or icefall, got "
+                            f"'{self.attention_decoder_layout}'")
         if self.use_attention_decoder and self.attention_decoder_dim % max(1, self.attention_decoder_heads):
             raise UserError(f"config key 'model.attention_decoder_dim' ({self.attention_decoder_dim}) must be "
                             f"divisible by model.attention_decoder_heads ({self.attention_decoder_heads})")
@@ -94,7 +99,11 @@ class AsrModel(nn.Module):
             self.simple_lm_proj = nn.Linear(cfg.decoder_dim, V)
         if cfg.use_ctc:
             self.ctc_output = nn.Sequential(nn.Dropout(p=0.1), nn.Linear(enc_dim, V))
-        if cfg.use_attention_decoder:
+        if cfg.use_attention_decoder and cfg.attention_decoder_layout == "icefall":
+            self.attention_decoder = IcefallAttentionDecoder(
+                V, enc_dim, cfg.attention_decoder_dim, cfg.attention_decoder_layers, cfg.attention_decoder_heads,
+                cfg.attention_decoder_ff_dim, cfg.attention_decoder_attention_dim)
+        elif cfg.use_attention_decoder:
             self.attention_decoder = AttentionDecoder(V, enc_dim, cfg.attention_decoder_dim,
                                                       cfg.attention_decoder_layers, cfg.attention_decoder_heads,
                                                       cfg.attention_decoder_ff_dim)

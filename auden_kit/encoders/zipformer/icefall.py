@@ -16,20 +16,9 @@ from auden_kit.errors import UserError
 
 def icefall_to_auden(state: dict) -> dict:
     out = {}
-    skipped = 0
     for k, v in state.items():
-        if k.startswith("encoder_embed."):
-            out["encoder." + k] = v
-        elif k.startswith("attention_decoder."):
-            skipped += 1  # icefall's attention decoder has a different layout; not converted
-        else:
-            out[k] = v
-    if skipped:
-        import logging
-
-        logging.getLogger(__name__).warning(
-            "the checkpoint has an attention decoder (%d tensors); its layout differs from ours and it is not "
-            "imported (transducer/CTC decoding is unaffected)", skipped)
+        # the attention decoder keeps its names: our icefall-layout decoder uses icefall's
+        out["encoder." + k if k.startswith("encoder_embed.") else k] = v
     return out
 
 
@@ -127,4 +116,12 @@ def infer_config(state: dict) -> tuple[dict, dict]:
                    context_size=int(state["decoder.conv.weight"].shape[-1]) if "decoder.conv.weight" in state else 1)
     elif asr["use_ctc"]:
         asr["vocab_size"] = int(state["ctc_output.1.weight"].shape[0])
+    if "attention_decoder.decoder.embed.weight" in state:
+        p = "attention_decoder.decoder."
+        emb = state[p + "embed.weight"]
+        asr.update(use_attention_decoder=True, attention_decoder_layout="icefall",
+                   attention_decoder_dim=int(emb.shape[1]), attention_decoder_layers=_count(state, p + "layers."),
+                   attention_decoder_ff_dim=int(state[p + "layers.0.feed_forward.0.weight"].shape[0]),
+                   attention_decoder_attention_dim=int(state[p + "layers.0.self_attn.linear_q.weight"].shape[0]))
+        asr.setdefault("vocab_size", int(emb.shape[0]))
     return enc, asr
