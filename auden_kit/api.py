@@ -295,8 +295,8 @@ class Model:
     # ------------------------------------------------------------------ task verbs
     def _need(self, *tasks: str, verb: str):
         if self.task.name not in tasks:
-            raise UserError(f"{verb}() needs a {' or '.join(tasks)} model; '{self.loaded.directory}' is a "
-                            f"'{self.task.name}' model")
+            want = " or ".join(f"'{t}'" for t in tasks)
+            raise UserError(f"{verb}() needs a {want} model; '{self.loaded.directory}' is a '{self.task.name}' model")
 
     def transcribe(self, audio, sample_rate: Optional[int] = None, method: str = "", beam: int = 4, **kw):
         """Text results (:class:`~auden_kit.results.TextResult`: text, tokens, times) for ``audio``."""
@@ -307,6 +307,12 @@ class Model:
         """Labels with probabilities (:class:`~auden_kit.results.ClassificationResult`)."""
         self._need("classify", verb="classify")
         return self.infer(audio, sample_rate, top_k=top_k, **kw)
+
+    def embed(self, audio, sample_rate: Optional[int] = None, **kw):
+        """Voice models: utterance embeddings with the heads' labels (:class:`~auden_kit.tasks.voice.VoiceResult`);
+        long recordings are embedded piece by piece and averaged by duration."""
+        self._need("voice", verb="embed")
+        return self.infer(audio, sample_rate, **kw)
 
     def stream(self) -> "Stream":
         """A streaming decoder for one audio stream (causal ASR models)."""

@@ -41,6 +41,7 @@ FORMAT_VERSION = 2
 TASKS: dict[str, str] = {
     "asr": "auden_kit.tasks.asr:AsrTask",
     "classify": "auden_kit.tasks.classify:ClassificationTask",
+    "voice": "auden_kit.tasks.voice:VoiceTask",
 }
 ENCODERS: dict[str, str] = {
     "zipformer": "auden_kit.encoders.zipformer:ZipformerEncoder",

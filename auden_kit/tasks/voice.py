@@ -1,0 +1,228 @@
+"""Voice encoders: one utterance embedding for speaker verification/identification, plus
+classification heads for paralinguistic labels (gender, emotion, age, ...), trained together.
+
+    encoder (Zipformer by default) -> pooling (mean, mean_std, attentive_stats) -> Linear -> embedding
+    embedding -> AAM-softmax speaker head (scale, margin ramped 0 -> margin, sub-centres)
+    embedding -> one linear head per extra label, each with its loss weight
+
+Labels come from the manifests: ``speaker_key`` (default the supervision's ``speaker``) and
+``heads`` (supervision fields such as ``gender`` or ``custom.<key>``); their label maps are built
+from the training cuts and saved in the model folder. A label missing on a cut ("", None,
+"Null") is left out of that head's loss, never guessed. ``crop_seconds`` trains on a random crop
+of each cut, drawn anew every epoch (seeded per batch, so resuming is exact).
+
+Targets (``batch["targets"]``): ``{head: long (B,)}`` class ids (-100 = missing) and
+``refs: {head: [str|None] * B}``. The loss is normalised by the number of utterances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from typing import Any
+
+import torch
+from torch import nn
+
+from auden_kit.errors import UserError
+from auden_kit.heads.pooling import build_pooling
+from auden_kit.hub import build_encoder, encoder_config
+from auden_kit.losses.margin import AAMSoftmax, margin_schedule
+from auden_kit.results import ClassificationResult
+from auden_kit.tasks.base import ModelAssets, Task
+from auden_kit.tasks.classify import cut_label
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class VoiceResult(ClassificationResult):
+    """Labels with probabilities per head, and the utterance embedding."""
+
+    embedding: list = dataclasses.field(default_factory=list)
+    weight: float = 1.0  # seconds behind it (pieces of a long recording are averaged by it)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "embedding": [round(v, 6) for v in self.embedding]}
+
+    @classmethod
+    def merge(cls, pieces, cut_id):
+        labels = ClassificationResult.merge(pieces, cut_id)
+        total = sum(r.weight for _, r in pieces)
+        dim = len(pieces[0][1].embedding)
+        emb = [sum(r.embedding[i] * r.weight for _, r in pieces) / total for i in range(dim)]
+        return cls(cut_id=cut_id, labels=labels.labels, refs=labels.refs, embedding=emb, weight=total)
+
+
+@dataclasses.dataclass
+class VoiceModelConfig:
+    encoder_type: str = "zipformer"
+    encoder: Any = dataclasses.field(default_factory=dict)
+    pooling: str = "mean_std"
+    embed_dim: int = 192
+    speaker_key: str = "speaker"  # "" trains no speaker head
+    aam_scale: float = 32.0
+    aam_margin: float = 0.2
+    margin_start_step: int = 0  # the margin ramps from 0 to aam_margin between these steps
+    margin_end_step: int = 2000
+    sub_centers: int = 1
+    speaker_weight: float = 1.0
+    heads: list[str] = dataclasses.field(default_factory=list)  # e.g. [gender, custom.emotion]
+    head_weights: dict = dataclasses.field(default_factory=dict)  # {head: loss weight}, default 1
+    crop_seconds: float = 0.0  # training: a random crop of this length per cut (0: whole cuts)
+
+    def __post_init__(self):
+        self.encoder = encoder_config(self.encoder_type, self.encoder)
+
+    def validate(self):
+        build_pooling(self.pooling, 1)
+        if self.embed_dim < 1 or self.aam_scale <= 0 or not 0 <= self.aam_margin < 1.5 or self.sub_centers < 1:
+            raise UserError("config keys 'model.embed_dim' (>= 1), 'model.aam_scale' (> 0), 'model.aam_margin' "
+                            f"(in [0, 1.5)), 'model.sub_centers' (>= 1): got {self.embed_dim}, {self.aam_scale}, "
+                            f"{self.aam_margin}, {self.sub_centers}")
+        if not self.speaker_key and not self.heads:
+            raise UserError("config keys 'model.speaker_key' / 'model.heads': a voice model needs at least one head")
+        unknown = set(self.head_weights) - set(self.heads) - {self.speaker_key}
+        if unknown:
+            raise UserError(f"config key 'model.head_weights' names heads that are not in model.heads: {sorted(unknown)}")
+        if self.crop_seconds < 0:
+            raise UserError(f"config key 'model.crop_seconds' must be >= 0, got {self.crop_seconds}")
+
+    def all_heads(self) -> list[str]:
+        return ([self.speaker_key] if self.speaker_key else []) + list(self.heads)
+
+
+class VoiceEncoder(nn.Module):
+    """forward(x (N, T, F), x_lens) -> embeddings (N, E); ``heads`` map embeddings to logits."""
+
+    def __init__(self, cfg: VoiceModelConfig, num_classes: dict[str, int]):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = build_encoder(cfg.encoder_type, cfg.encoder)
+        self.pooling = build_pooling(cfg.pooling, self.encoder.output_dim)
+        self.embedding = nn.Linear(self.pooling.output_dim(self.encoder.output_dim), cfg.embed_dim)
+        self.heads = nn.ModuleDict()
+        for head, n in num_classes.items():
+            if head == cfg.speaker_key:
+                self.heads[_name(head)] = AAMSoftmax(cfg.embed_dim, n, cfg.aam_scale, cfg.aam_margin, cfg.sub_centers)
+            else:
+                self.heads[_name(head)] = nn.Linear(cfg.embed_dim, n)
+
+    def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> torch.Tensor:
+        enc, lens = self.encoder(x, x_lens)
+        return self.embedding(self.pooling(enc, lens))
+
+    def logits(self, head: str, emb: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Training logits (the speaker head adds its margin to ``labels``); inference: plain."""
+        h = self.heads[_name(head)]
+        if isinstance(h, AAMSoftmax):
+            return h(emb, labels) if labels is not None else h.scale * h.cosine(emb)
+        return h(emb)
+
+
+def _name(head: str) -> str:
+    return head.replace(".", "_")
+
+
+class RandomCrop:
+    """Cut transform: cuts longer than ``seconds`` become a random ``seconds``-long window (the
+    data module re-seeds ``random`` per batch, so crops are reproducible and differ per epoch)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def __call__(self, cuts):
+        from lhotse import CutSet
+
+        out = []
+        for c in cuts:
+            if c.duration > self.seconds + 1e-3:
+                start = random.uniform(0.0, c.duration - self.seconds)
+                c = c.truncate(offset=start, duration=self.seconds, keep_excessive_supervisions=True)
+            out.append(c)
+        return CutSet.from_cuts(out)
+
+
+class VoiceTask(Task):
+    name = "voice"
+    model_config_cls = VoiceModelConfig
+
+    def build_assets(self, train_cfg, model_cfg, train_cuts) -> ModelAssets:
+        assets = super().build_assets(train_cfg, model_cfg, train_cuts)
+        found: dict[str, set] = {h: set() for h in model_cfg.all_heads()}
+        for c in train_cuts:
+            for h in found:
+                lab = cut_label(c, h)
+                if lab is not None:
+                    found[h].add(lab)
+        for h, labs in found.items():
+            if len(labs) < 2:
+                raise UserError(f"voice head '{h}': the training cuts hold {len(labs)} distinct value(s) of it; "
+                                "a head needs at least 2 (check the manifests' supervisions)")
+            assets.label_maps[_name(h)] = sorted(labs)
+            log.info("head '%s': %d classes", h, len(labs))
+        return assets
+
+    def build_model(self) -> VoiceEncoder:
+        return VoiceEncoder(self.model_cfg, {h: len(self.assets.labels(_name(h))) for h in self.model_cfg.all_heads()})
+
+    def cut_transforms(self, data_cfg, train: bool) -> list:
+        return [RandomCrop(self.model_cfg.crop_seconds)] if train and self.model_cfg.crop_seconds > 0 else []
+
+    def batch_targets(self, cuts, train: bool) -> dict:
+        out: dict = {"refs": {}}
+        for h in self.model_cfg.all_heads():
+            index = {lab: i for i, lab in enumerate(self.assets.labels(_name(h)))}
+            refs = [cut_label(c, h) for c in cuts]
+            out[h] = torch.tensor([index.get(r, -100) if r is not None else -100 for r in refs], dtype=torch.long)
+            out["refs"][h] = refs
+        return out
+
+    def compute_loss(self, model: VoiceEncoder, batch: dict, step: int):
+        cfg = model.cfg
+        emb = model(batch["inputs"], batch["input_lens"])
+        if cfg.speaker_key:
+            model.heads[_name(cfg.speaker_key)].margin = margin_schedule(step, cfg.aam_margin, cfg.margin_start_step,
+                                                                        cfg.margin_end_step)
+        loss = emb.new_zeros((), dtype=torch.float32)
+        stats = {}
+        for h in cfg.all_heads():
+            y = batch["targets"][h]
+            known = y != -100
+            if not bool(known.any()):
+                continue
+            logits = model.logits(h, emb, y)
+            ce = nn.functional.cross_entropy(logits.float(), y, ignore_index=-100, reduction="sum")
+            w = cfg.speaker_weight if h == cfg.speaker_key else float(cfg.head_weights.get(h, 1.0))
+            loss = loss + w * ce
+            stats[f"{_name(h)}_loss"] = float(ce.detach())
+            stats[f"{_name(h)}_accuracy"] = float((logits.argmax(-1)[known] == y[known]).sum())
+        stats["loss"] = float(loss.detach())
+        return loss, stats, float(emb.shape[0])
+
+    @torch.no_grad()
+    def infer(self, model: VoiceEncoder, batch: dict, top_k: int = 5, **_) -> list[VoiceResult]:
+        emb = model(batch["inputs"], batch["input_lens"]).float()
+        n = emb.shape[0]
+        ids = batch.get("cut_ids") or [str(i) for i in range(n)]
+        refs = batch.get("targets", {}).get("refs", {})
+        labels: list[dict] = [{} for _ in range(n)]
+        for h in model.cfg.all_heads():
+            names = self.assets.labels(_name(h))
+            probs = model.logits(h, emb).float().softmax(-1)
+            top = probs.topk(min(top_k, probs.shape[1]), dim=-1)
+            for i, (vals, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+                labels[i][h] = [(names[j], p) for j, p in zip(idx, vals)]
+        seconds = (batch["input_lens"].float() * 0.01).tolist()  # 10 ms feature frames
+        return [VoiceResult(cut_id=ids[i], labels=labels[i],
+                            refs={h: r[i] for h, r in refs.items() if r[i] is not None},
+                            embedding=emb[i].tolist(), weight=seconds[i]) for i in range(n)]
+
+    def evaluate(self, results: list[VoiceResult]) -> dict:
+        out = {}
+        for h in self.model_cfg.all_heads():
+            scored = [r for r in results if h in r.refs]
+            if scored:
+                out[f"{_name(h)}_accuracy"] = sum(r.best(h) == r.refs[h] for r in scored) / len(scored)
+        return out

@@ -1,0 +1,87 @@
+"""The voice task: speaker (AAM-softmax) and gender heads on one embedding, trained together."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import TINY_ENCODER
+
+CLI = [sys.executable, "-m", "auden_kit.cli.main"]
+
+
+def voice_config(exp_dir, fbank_cuts, **model):
+    return {
+        "task": "voice", "exp_dir": str(exp_dir),
+        "model": {"encoder": TINY_ENCODER, "embed_dim": 32, "heads": ["gender"], "head_weights": {"gender": 2.0},
+                  "aam_scale": 16.0, "aam_margin": 0.2, "margin_end_step": 40, "crop_seconds": 1.5, **model},
+        "data": {"train_cuts": [str(fbank_cuts["train-clean-100"])], "valid_cuts": [str(fbank_cuts["dev-clean"])],
+                 "max_duration": 12, "num_buckets": 2, "num_workers": 0, "spec_augment": False},
+        "optim": {"base_lr": 0.05, "warmup_batches": 2, "lr_batches": 100},
+        "trainer": {"num_epochs": 6, "log_interval": 5, "average_period": 1, "progress": False,
+                    "schedule_speedup": 20},
+    }
+
+
+@pytest.fixture(scope="session")
+def voice_model(fbank_cuts, tmp_path_factory):
+    d = tmp_path_factory.mktemp("voice")
+    (d / "c.yaml").write_text(yaml.safe_dump(voice_config(d / "exp", fbank_cuts)))
+    r = subprocess.run(CLI + ["train", "--config", str(d / "c.yaml")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run(CLI + ["average", "--exp-dir", str(d / "exp"), "--out", str(d / "model")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return d
+
+
+def test_voice_heads_learn_and_the_folder_carries_their_labels(voice_model):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(voice_model / "exp" / "tensorboard"))
+    ea.Reload()
+    spk = [e.value for e in ea.Scalars("valid/speaker_accuracy")]
+    gen = [e.value for e in ea.Scalars("valid/gender_accuracy")]
+    print("valid speaker accuracy", spk, "gender accuracy", gen)
+    assert max(spk) >= 0.75 and max(gen) >= 0.75  # 4 speakers (chance 0.25), 2 genders
+    cfg = yaml.safe_load((voice_model / "model" / "config.yaml").read_text())
+    assert cfg["task"] == "voice" and sorted(cfg["label_maps"]) == ["gender", "speaker"]
+    assert (voice_model / "model" / "labels" / "gender.txt").read_text().split() == ["F", "M"]
+
+
+def test_voice_decode_and_embed(voice_model, synth_corpus):
+    import auden_kit
+
+    files = sorted(synth_corpus.glob("dev-clean/*/*/*.flac"))[:3]
+    r = subprocess.run(CLI + ["decode", "--model", str(voice_model / "model"), "--output", "json", str(files[0])],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert set(d) >= {"file", "speaker", "gender", "embedding"} and len(d["embedding"]) == 32
+    assert abs(sum(x["prob"] for x in d["gender"]) - 1) < 0.01
+    m = auden_kit.load(voice_model / "model")
+    res = m.embed([str(f) for f in files])
+    e = np.array([x.embedding for x in res])
+    assert e.shape == (3, 32) and np.isfinite(e).all()
+    with pytest.raises(auden_kit.AudenKitError, match="needs a .asr. model"):
+        auden_kit.load(voice_model / "model").transcribe(files[0])
+
+
+def test_random_crops_are_reproducible_and_bounded(fbank_cuts):
+    import random
+
+    from lhotse import CutSet
+
+    from auden_kit.tasks.voice import RandomCrop
+
+    cuts = CutSet.from_file(fbank_cuts["train-clean-100"]).subset(first=6).to_eager()
+    random.seed(3)
+    a = RandomCrop(1.5)(cuts)
+    random.seed(3)
+    b = RandomCrop(1.5)(cuts)
+    assert [(c.start, c.duration) for c in a] == [(c.start, c.duration) for c in b]
+    assert all(c.duration <= 1.5 + 1e-6 for c in a) and len({round(c.start, 3) for c in a}) > 1
+    assert all(c.load_features().shape[0] <= 151 for c in a)
