@@ -85,3 +85,37 @@ def test_random_crops_are_reproducible_and_bounded(fbank_cuts):
     assert [(c.start, c.duration) for c in a] == [(c.start, c.duration) for c in b]
     assert all(c.duration <= 1.5 + 1e-6 for c in a) and len({round(c.start, 3) for c in a}) > 1
     assert all(c.load_features().shape[0] <= 151 for c in a)
+
+
+def test_embed_score_verify_cli(voice_model, synth_corpus, tmp_path):
+    """embed -> score (EER/minDCF, AS-norm, stored threshold) -> verify, through the CLI, with a
+    corrupt file among the inputs (named, the others embedded, exit 1)."""
+    files = sorted(synth_corpus.glob("dev-clean/*/*/*.flac")) + sorted(synth_corpus.glob("test-clean/*/*/*.flac"))
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    model = voice_model / "model"
+    r = subprocess.run(CLI + ["embed", "--model", str(model), "--out", str(tmp_path / "emb"), str(bad)]
+                       + [str(f) for f in files], capture_output=True, text=True)
+    assert r.returncode == 1 and "bad.wav" in r.stderr and "Traceback" not in r.stderr
+    ids = (tmp_path / "emb" / "ids.txt").read_text().split()
+    assert len(ids) == len(files) and (tmp_path / "emb" / "embeddings.txt").read_text().count("[") == len(files)
+    spk = {str(f): f.name.split("-")[0] for f in files}
+    lines = [f"{int(spk[a] == spk[b])} {a} {b}" for i, a in enumerate(ids) for b in ids[i + 1:]]
+    (tmp_path / "trials.txt").write_text("\n".join(lines) + "\n")
+    r = subprocess.run(CLI + ["score", "--model", str(model), "--trials", str(tmp_path / "trials.txt"), "--embeddings",
+                              str(tmp_path / "emb"), "--save-threshold"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    eer = float(r.stdout.split("EER ")[1].split(" %")[0])
+    print(r.stdout)
+    assert eer < 50 and "minDCF(0.01)" in r.stdout and (model / "verification.yaml").is_file()
+    r = subprocess.run(CLI + ["score", "--trials", str(tmp_path / "trials.txt"), "--embeddings", str(tmp_path / "emb"),
+                              "--as-norm", str(tmp_path / "emb"), "--top-n", "5"], capture_output=True, text=True)
+    assert r.returncode == 0 and "AS-norm" in r.stdout, r.stderr
+    same = [f for f in files if spk[str(f)] == spk[str(files[0])]]
+    r = subprocess.run(CLI + ["verify", "--model", str(model), str(same[0]), str(same[1])], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "threshold" in r.stdout, r.stderr
+    (tmp_path / "short.txt").write_text(f"1 {ids[0]} nowhere.wav\n")
+    r = subprocess.run(CLI + ["score", "--trials", str(tmp_path / "short.txt"), "--embeddings", str(tmp_path / "emb")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "nowhere.wav" in r.stderr

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from auden_kit.cli import average, convert, data, decode, export, info, recipe, train
+from auden_kit.cli import average, convert, data, decode, export, info, recipe, train, voice
 from auden_kit.errors import UserError
 
 app = typer.Typer(
@@ -31,6 +31,12 @@ app.command("export", help="Export a model folder as TorchScript or ONNX files (
 app.command("import-icefall", help="Convert an icefall Zipformer transducer checkpoint to a model folder.",
             epilog=convert.EPILOG)(convert.import_icefall)
 app.add_typer(recipe.app, name="recipe", help="List recipes and their stages; start a new recipe.")
+app.command("embed", help="Voice models: utterance embeddings of files or a manifest.",
+            epilog=voice.EMBED_EPILOG)(voice.embed)
+app.command("score", help="Voice models: EER/minDCF of a trial list from embeddings (cosine, AS-norm).",
+            epilog=voice.SCORE_EPILOG)(voice.score)
+app.command("verify", help="Voice models: are two recordings the same speaker?",
+            epilog=voice.VERIFY_EPILOG)(voice.verify)
 
 
 def main(argv: list[str] | None = None) -> int:
