@@ -153,6 +153,44 @@ def test_external_plugin_task_trains_with_the_cli(fbank_cuts, tmp_path):
     assert r.returncode == 1 and "unknown task 'toy_regress'" in r.stderr and "entry-point" in r.stderr
 
 
+def test_ddp_equals_a_single_process_with_accumulation(fbank_cuts, tmp_path):
+    """Two gloo ranks each take every other batch; one process accumulating two batches per step
+    takes the same pairs: with a deterministic model (an encoder from the plugin's entry point)
+    both runs end with the same weights."""
+    site = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--target", str(site), str(ROOT / "tests" / "plugin_pkg")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    env = dict(os.environ, PYTHONPATH=str(site), OMP_NUM_THREADS="1")
+
+    def cfg(exp, accum):
+        c = {"task": "classify", "exp_dir": str(tmp_path / exp),
+             "model": {"encoder_type": "toy_linear", "encoder": {"dim": 16}, "label_key": "speaker", "dropout": 0.0,
+                       "pooling": "mean_std"},
+             "data": {"train_cuts": [str(fbank_cuts["train-clean-100"])], "max_duration": 6, "num_buckets": 1,
+                      "num_workers": 0, "spec_augment": False},
+             "optim": {"base_lr": 0.05, "warmup_batches": 1, "lr_batches": 100},
+             "trainer": {"num_epochs": 1, "max_steps": 3, "accum_grad": accum, "progress": False,
+                         "average_period": 1, "num_threads": 1}}
+        (tmp_path / f"{exp}.yaml").write_text(yaml.safe_dump(c))
+        return tmp_path / f"{exp}.yaml"
+
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                        "29531", "-m", "auden_kit.cli.main", "train", "--config", str(cfg("ddp", 1))],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run("train", "--config", cfg("single", 2), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = torch.load(tmp_path / "ddp" / "checkpoint-3.pt", map_location="cpu", weights_only=False)["model"]
+    b = torch.load(tmp_path / "single" / "checkpoint-3.pt", map_location="cpu", weights_only=False)["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), max((a[k] - b[k]).abs().max() for k in a)
+    # the comparison can tell: one batch per step (half the data per step) ends elsewhere
+    r = run("train", "--config", cfg("single1", 1), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    c = torch.load(tmp_path / "single1" / "checkpoint-3.pt", map_location="cpu", weights_only=False)["model"]
+    assert not all(torch.allclose(a[k], c[k], atol=1e-5) for k in a)
+
+
 def test_init_from_prefix_map_and_freeze(trained_model, fbank_cuts, tmp_path):
     """The classifier's encoder starts from an ASR model folder (prefix map), frozen for 2 steps
     and then unfrozen; the head trains from the start."""

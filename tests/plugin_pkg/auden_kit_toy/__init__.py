@@ -52,3 +52,25 @@ class ToyRegressionTask(Task):
         loss = (((model.head(enc) - target) ** 2) * mask).sum()
         n = float(mask.sum())
         return loss, {"loss": float(loss.detach())}, n
+
+
+@dataclasses.dataclass
+class ToyLinearConfig:
+    feature_dim: int = 80
+    dim: int = 16
+
+
+class ToyLinearEncoder(nn.Module):
+    """A deterministic per-frame encoder (no dropout, no random regularizers): what a test needs
+    to compare training runs bit for bit."""
+
+    config_cls = ToyLinearConfig
+    frame_shift = 0.01
+
+    def __init__(self, cfg: ToyLinearConfig):
+        super().__init__()
+        self.proj = nn.Linear(cfg.feature_dim, cfg.dim)
+        self.output_dim = cfg.dim
+
+    def forward(self, x, x_lens):
+        return torch.tanh(self.proj(x)), x_lens
