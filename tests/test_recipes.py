@@ -58,6 +58,10 @@ def test_librispeech_recipe_offline_from_stage_1(synth_corpus, tmp_path):
                        env=_env(), timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (recipe / "exp" / "epoch-1.pt").stat().st_mtime == mtime
+    # averaging, decoding and export are skipped too when their outputs are newer than their inputs
+    r = subprocess.run(cmd[:2] + ["6"] + cmd[3:], cwd=recipe, capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("up to date") >= 3 and "error" not in r.stderr.lower()
 
 
 @pytest.mark.slow
