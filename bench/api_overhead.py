@@ -33,33 +33,38 @@ def main():
     m = auden_kit.load(a.model)
     ext = m.features.extractor()
 
-    def bare():  # what decoding costs without the API: one file, one batch
-        out = []
-        for f in files:
-            feats = fbank_from_waveform(load_audio(f, m.features.sample_rate), m.features, ext).unsqueeze(0)
-            batch = {"inputs": feats, "input_lens": torch.tensor([feats.shape[1]]), "cut_ids": [f]}
-            out += m.task.infer(m.model, batch)
-        return out
+    def bare(f):  # what decoding costs without the API: read, fbank, one batch through the task
+        feats = fbank_from_waveform(load_audio(f, m.features.sample_rate), m.features, ext).unsqueeze(0)
+        batch = {"inputs": feats, "input_lens": torch.tensor([feats.shape[1]]), "cut_ids": [f]}
+        return m.task.infer(m.model, batch)[0]
 
-    def api_each():
-        return [m.transcribe(f) for f in files]
+    def api(f):
+        return m.transcribe(f)
 
-    def api_list():
-        return m.transcribe(files)
-
-    res = {}
-    texts = {}
-    for name, fn in (("bare", bare), ("api_per_file", api_each), ("api_list", api_list)):
-        times = []
-        for _ in range(a.repeats):
-            t0 = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - t0)
-        texts[name] = [r.text for r in out]
-        res[f"{name}.ms_per_file"] = round(1000 * min(times) / len(files), 2)
-    res["api_per_file_overhead_pct"] = round(100 * (res["api_per_file.ms_per_file"] / res["bare.ms_per_file"] - 1), 2)
-    res["api_list_vs_bare_pct"] = round(100 * (res["api_list.ms_per_file"] / res["bare.ms_per_file"] - 1), 2)
-    res["same_text_per_file"] = texts["bare"] == texts["api_per_file"]
+    # interleaved per file (bare, API, API, bare, ...) so that drifts of the machine's speed hit
+    # both alike; the overhead is the median of the per-call differences
+    res, diffs, base, same = {}, [], [], True
+    for _ in range(a.repeats):
+        for i, f in enumerate(files):
+            order = (bare, api) if i % 2 == 0 else (api, bare)
+            t = {}
+            for fn in order:
+                t0 = time.perf_counter()
+                out = fn(f)
+                t[fn.__name__] = time.perf_counter() - t0
+                t[fn.__name__ + "_text"] = out.text
+            diffs.append(t["api"] - t["bare"])
+            base.append(t["bare"])
+            same = same and t["api_text"] == t["bare_text"]
+    med = sorted(base)[len(base) // 2]
+    d = sorted(diffs)[len(diffs) // 2]
+    res["bare.median_ms_per_file"] = round(1000 * med, 2)
+    res["api_overhead.median_ms_per_call"] = round(1000 * d, 3)
+    res["api_per_file_overhead_pct"] = round(100 * d / med, 2)
+    t0 = time.perf_counter()
+    m.transcribe(files)
+    res["api_list.ms_per_file"] = round(1000 * (time.perf_counter() - t0) / len(files), 2)
+    res["same_text_per_file"] = same
     print(json.dumps({"files": len(files), "threads": a.threads, **res}))
 
 
