@@ -2,7 +2,7 @@
 
     import auden_kit
     m = auden_kit.load("exp/model-avg")        # a model folder
-    print(m.transcribe("a.wav").text)
+    text = m.transcribe("a.wav").text
 
 Errors meant for users are :class:`auden_kit.AudenKitError` (message names the file, cut or key).
 """

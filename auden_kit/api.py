@@ -3,7 +3,7 @@ over it, so the CLI and Python give the same results.
 
     import auden_kit
     m = auden_kit.load("egs/mini_synth/exp/model-avg")
-    print(m.transcribe("a.wav").text)                      # a path
+    text = m.transcribe("a.wav").text                      # a path
     for r in m.transcribe(["a.wav", "b.flac"]): ...        # several paths (batched by duration)
     r = m.transcribe(waveform, sample_rate=8000)           # a numpy/torch waveform
     s = m.stream(); s.accept(chunk, 16000); s.partial; s.finish()   # causal models
@@ -42,6 +42,16 @@ class AudioItem:
     load: object  # () -> 1-D float tensor
 
 
+def frame_log_energy(wav: torch.Tensor, sample_rate: int, smooth: int) -> torch.Tensor:
+    """Log energy of each 10 ms frame of ``wav``, averaged over ``2 * smooth + 1`` frames."""
+    hop = sample_rate // 100
+    n = wav.numel()
+    frames = wav[: n - n % hop].reshape(-1, hop) if n >= hop else wav.reshape(1, -1)
+    e = frames.pow(2).mean(-1).add(1e-10).log()
+    return torch.nn.functional.avg_pool1d(e.view(1, 1, -1), 2 * smooth + 1, stride=1, padding=smooth,
+                                          count_include_pad=False).view(-1)
+
+
 def speech_segments(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30.0, merge_up_to: float = 0.0,
                     min_pause: float = 0.2, margin: float = 0.0) -> list[tuple[int, int]]:
     """Sample ranges of the speech in ``wav``: an energy detector finds pauses of at least
@@ -49,17 +59,15 @@ def speech_segments(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30
     the file's own energy distribution, so it adapts to level and noise floor); the stretches
     between them are the segments (with ``margin`` seconds of context: 0 by default, since extra
     silence at the edges cost the quick-start model 3 to 10 WER points in bench/long_audio.py
-    while no margin matched per-utterance decoding), silence-only stretches are dropped, neighbours are merged while the result stays under ``merge_up_to`` seconds, and
-    a segment longer than ``max_seconds`` is cut at its quietest frames (:func:`split_at_pauses`).
+    while no margin matched per-utterance decoding), silence-only stretches are dropped,
+    neighbours are merged while the result stays under ``merge_up_to`` seconds, and a segment longer than ``max_seconds`` is cut at its quietest frames (:func:`split_at_pauses`).
     Without a clear quiet/loud contrast the whole signal is one stretch."""
     n = wav.numel()
     hop = sample_rate // 100
     if n < 2 * hop:
         return [(0, n)]
-    e = wav[: n - n % hop].reshape(-1, hop).pow(2).mean(-1).add(1e-10).log()
-    k = 2  # 50 ms of smoothing: enough against single-frame dips, short enough to keep pauses
-    e = torch.nn.functional.avg_pool1d(e.view(1, 1, -1), 2 * k + 1, stride=1, padding=k,
-                                       count_include_pad=False).view(-1)
+    # 50 ms of smoothing: enough against single-frame dips, short enough to keep pauses
+    e = frame_log_energy(wav, sample_rate, smooth=2)
     lo, hi = float(torch.quantile(e, 0.05)), float(torch.quantile(e, 0.95))
     spans: list[tuple[int, int]] = []
     if hi - lo < 3.0:  # < ~13 dB between quiet and loud: no pauses to trust
@@ -98,18 +106,14 @@ def speech_segments(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30
 def split_at_pauses(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30.0,
                     search_seconds: float = 8.0) -> list[tuple[int, int]]:
     """(start, end) sample ranges covering ``wav``, each at most ``max_seconds`` long, cut at the
-    quietest 10 ms frame (energy smoothed over 100 ms) among the last ``search_seconds`` of each
+    quietest 10 ms frame (energy smoothed over ~100 ms) among the last ``search_seconds`` of each
     window: in speech that is a pause between words."""
     n = wav.numel()
     max_len = int(max_seconds * sample_rate)
     if n <= max_len:
         return [(0, n)]
     hop = sample_rate // 100
-    frames = wav[: n - n % hop].reshape(-1, hop) if n >= hop else wav.reshape(1, -1)
-    energy = frames.pow(2).mean(-1).add(1e-10).log()
-    k = 10  # frames of smoothing
-    smooth = torch.nn.functional.avg_pool1d(energy.view(1, 1, -1), k, stride=1, padding=k // 2,
-                                            count_include_pad=False).view(-1)[: energy.numel()]
+    smooth = frame_log_energy(wav, sample_rate, smooth=5)
     out, start = [], 0
     search = int(min(search_seconds, max_seconds / 2) * sample_rate)
     while n - start > max_len:
@@ -122,12 +126,12 @@ def split_at_pauses(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30
     return out
 
 
-def _items(audio, sample_rate: Optional[int], model_rate: int) -> tuple[list[AudioItem], bool]:
-    """Normalise the accepted input kinds; returns (items, whether the input was a single one)."""
+def _items(audio, sample_rate: Optional[int], model_rate: int) -> list[AudioItem]:
+    """Normalise the accepted input kinds into items."""
     from auden_kit.data.audio import check_waveform, load_audio, resample
 
     if isinstance(audio, (str, Path)):
-        return [AudioItem(str(audio), lambda p=audio: load_audio(p, model_rate))], True
+        return [AudioItem(str(audio), lambda p=audio: load_audio(p, model_rate))]
     if isinstance(audio, (np.ndarray, torch.Tensor)):
         if sample_rate is None:
             raise UserError("a waveform needs its sample_rate (e.g. transcribe(wav, sample_rate=16000))")
@@ -137,20 +141,16 @@ def _items(audio, sample_rate: Optional[int], model_rate: int) -> tuple[list[Aud
         if x.ndim != 1:
             raise UserError(f"a waveform must be 1-D (samples) or 2-D (channels x samples), got shape {tuple(x.shape)}")
         check_waveform(x, "waveform")
-        return [AudioItem("waveform", lambda: resample(x, int(sample_rate), model_rate))], True
+        return [AudioItem("waveform", lambda: resample(x, int(sample_rate), model_rate))]
     try:
         from lhotse import CutSet
 
         if isinstance(audio, CutSet):
-            return [AudioItem(c.id, lambda c=c: _cut_audio(c, model_rate)) for c in audio], False
+            return [AudioItem(c.id, lambda c=c: _cut_audio(c, model_rate)) for c in audio]
     except ImportError:  # pragma: no cover
         pass
     if isinstance(audio, Iterable):
-        items = []
-        for a in audio:
-            sub, _ = _items(a, sample_rate, model_rate)
-            items += sub
-        return items, False
+        return [item for a in audio for item in _items(a, sample_rate, model_rate)]
     raise UserError(f"cannot decode an object of type {type(audio).__name__}: give a path, a list of paths, "
                     "a waveform with its sample_rate, or a Lhotse CutSet")
 
@@ -185,10 +185,6 @@ class Model:
         stats = getattr(loaded.assets, "data_stats", {}) or {}
         self.merge_up_to = float(stats.get("duration_p50", 10.0))
 
-    @property
-    def task_name(self) -> str:
-        return self.task.name
-
     # ------------------------------------------------------------------ generic inference
     def iter_results(self, audio, sample_rate: Optional[int] = None, max_segment: float = 30.0,
                      batch_duration: float = 200.0, progress: bool = False,
@@ -198,7 +194,7 @@ class Model:
         at most ``max_segment`` seconds and stitched."""
         if max_segment <= 0 or batch_duration <= 0:
             raise UserError("max_segment and batch_duration must be positive")
-        items, _ = _items(audio, sample_rate, self.features.sample_rate)
+        items = _items(audio, sample_rate, self.features.sample_rate)
         self.task.check_method(self.model, options.get("method", ""))
         rate = self.features.sample_rate
         pending: list = []  # (item index, piece index, offset s, features)
@@ -293,30 +289,30 @@ class Model:
         return out[0] if single else out
 
     # ------------------------------------------------------------------ task verbs
-    def _need(self, *tasks: str, verb: str):
+    def require(self, *tasks: str, verb: str):
         if self.task.name not in tasks:
             want = " or ".join(f"'{t}'" for t in tasks)
             raise UserError(f"{verb}() needs a {want} model; '{self.loaded.directory}' is a '{self.task.name}' model")
 
     def transcribe(self, audio, sample_rate: Optional[int] = None, method: str = "", beam: int = 4, **kw):
         """Text results (:class:`~auden_kit.results.TextResult`: text, tokens, times) for ``audio``."""
-        self._need("asr", verb="transcribe")
+        self.require("asr", verb="transcribe")
         return self.infer(audio, sample_rate, method=method, beam=beam, **kw)
 
     def classify(self, audio, sample_rate: Optional[int] = None, top_k: int = 5, **kw):
         """Labels with probabilities (:class:`~auden_kit.results.ClassificationResult`)."""
-        self._need("classify", verb="classify")
+        self.require("classify", verb="classify")
         return self.infer(audio, sample_rate, top_k=top_k, **kw)
 
     def embed(self, audio, sample_rate: Optional[int] = None, **kw):
         """Voice models: utterance embeddings with the heads' labels (:class:`~auden_kit.tasks.voice.VoiceResult`);
         long recordings are embedded piece by piece and averaged by duration."""
-        self._need("voice", verb="embed")
+        self.require("voice", verb="embed")
         return self.infer(audio, sample_rate, **kw)
 
     def stream(self) -> "Stream":
         """A streaming decoder for one audio stream (causal ASR models)."""
-        self._need("asr", verb="stream")
+        self.require("asr", verb="stream")
         return Stream(self)
 
 

@@ -93,11 +93,16 @@ class EmbeddingResult(Result):
     embedding: list = dataclasses.field(default_factory=list)
     weight: float = 1.0  # seconds of audio behind it (for averaging pieces)
 
-    @classmethod
-    def merge(cls, pieces, cut_id):
+    @staticmethod
+    def weighted_mean(pieces) -> tuple[list, float]:
+        """Duration-weighted mean of the pieces' embeddings, and their total duration."""
         total = sum(r.weight for _, r in pieces)
         dim = len(pieces[0][1].embedding)
-        emb = [sum(r.embedding[i] * r.weight for _, r in pieces) / total for i in range(dim)]
+        return [sum(r.embedding[i] * r.weight for _, r in pieces) / total for i in range(dim)], total
+
+    @classmethod
+    def merge(cls, pieces, cut_id):
+        emb, total = cls.weighted_mean(pieces)
         return cls(cut_id=cut_id, embedding=emb, weight=total)
 
 

@@ -17,27 +17,26 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("info", help="Versions, device, threads, k2 and espeak-ng availability.",
-            epilog="Example: auden-kit info --json")(info.info)
+# (name, help, epilog, function); groups (data, recipe) are added as sub-apps
+COMMANDS = [
+    ("info", "Versions, device, threads, k2 and espeak-ng availability.", "Example: auden-kit info --json",
+     info.info),
+    ("train", "Train a model from a YAML config with key=value overrides.", train.EPILOG, train.train),
+    ("decode", "Decode audio files or a cut manifest with a model folder.", decode.EPILOG, decode.decode),
+    ("average", "Average checkpoints into a model folder.", average.EPILOG, average.average),
+    ("export", "Export a model folder as TorchScript or ONNX files (encoder, decoder, joiner).", export.EPILOG,
+     export.export),
+    ("import-icefall", "Convert an icefall Zipformer checkpoint to a model folder.", convert.EPILOG,
+     convert.import_icefall),
+    ("embed", "Voice models: utterance embeddings of files or a manifest.", voice.EMBED_EPILOG, voice.embed),
+    ("score", "Voice models: EER/minDCF of a trial list from embeddings (cosine, AS-norm).", voice.SCORE_EPILOG,
+     voice.score),
+    ("verify", "Voice models: are two recordings the same speaker?", voice.VERIFY_EPILOG, voice.verify),
+]
+for _name, _help, _epilog, _fn in COMMANDS:
+    app.command(_name, help=_help, epilog=_epilog)(_fn)
 app.add_typer(data.app, name="data", help="Build, check and featurize data (synth, validate, stats, fbank, tokenizer).")
-app.command("train", help="Train a model from a YAML config with key=value overrides.",
-            epilog=train.EPILOG)(train.train)
-app.command("decode", help="Decode audio files or a cut manifest with a model folder.",
-            epilog=decode.EPILOG)(decode.decode)
-app.command("average", help="Average checkpoints into a model folder.",
-            epilog=average.EPILOG)(average.average)
-app.command("export", help="Export a model folder as TorchScript or ONNX files (encoder, decoder, joiner).",
-            epilog=export.EPILOG)(export.export)
-app.command("import-icefall", help="Convert an icefall Zipformer transducer checkpoint to a model folder.",
-            epilog=convert.EPILOG)(convert.import_icefall)
 app.add_typer(recipe.app, name="recipe", help="List recipes and their stages; start a new recipe.")
-app.command("embed", help="Voice models: utterance embeddings of files or a manifest.",
-            epilog=voice.EMBED_EPILOG)(voice.embed)
-app.command("score", help="Voice models: EER/minDCF of a trial list from embeddings (cosine, AS-norm).",
-            epilog=voice.SCORE_EPILOG)(voice.score)
-app.command("verify", help="Voice models: are two recordings the same speaker?",
-            epilog=voice.VERIFY_EPILOG)(voice.verify)
-
 
 def main(argv: list[str] | None = None) -> int:
     from auden_kit.runtime import tune_allocator

@@ -61,7 +61,7 @@ def embed(
     if not files and cuts is None:
         raise UserError("give audio files to embed, or --cuts MANIFEST")
     m = load(model, device=device)
-    m._need("voice", verb="embed")
+    m.require("voice", verb="embed")
     if cuts is not None:
         from auden_kit.data.datamodule import load_cuts
 
@@ -156,7 +156,7 @@ def verify(
 
     setup_logging()
     m = load(model)
-    m._need("voice", verb="verify")
+    m.require("voice", verb="verify")
     stored = yaml.safe_load((model / THRESHOLD_FILE).read_text()) if (model / THRESHOLD_FILE).is_file() else {}
     if threshold is None:
         if "threshold" not in stored:

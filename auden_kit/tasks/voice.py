@@ -29,7 +29,7 @@ from auden_kit.errors import UserError
 from auden_kit.heads.pooling import build_pooling
 from auden_kit.hub import build_encoder, encoder_config
 from auden_kit.losses.margin import AAMSoftmax, margin_schedule
-from auden_kit.results import ClassificationResult
+from auden_kit.results import ClassificationResult, EmbeddingResult
 from auden_kit.tasks.base import ModelAssets, Task
 from auden_kit.tasks.classify import cut_label
 
@@ -49,9 +49,7 @@ class VoiceResult(ClassificationResult):
     @classmethod
     def merge(cls, pieces, cut_id):
         labels = ClassificationResult.merge(pieces, cut_id)
-        total = sum(r.weight for _, r in pieces)
-        dim = len(pieces[0][1].embedding)
-        emb = [sum(r.embedding[i] * r.weight for _, r in pieces) / total for i in range(dim)]
+        emb, total = EmbeddingResult.weighted_mean(pieces)
         return cls(cut_id=cut_id, labels=labels.labels, refs=labels.refs, embedding=emb, weight=total)
 
 
