@@ -21,6 +21,18 @@ def synth_corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def voice_corpus(tmp_path_factory) -> Path:
+    """Voice-corpus layout (parts train/dev/test with utt2spk, utt2gender, utt2style): 3 training
+    variants x 2 speakers x 4 utterances, 2 unseen test variants x 2 speakers x 3 utterances."""
+    from auden_kit.data.corpora.voices import VoiceSynthOptions, synthesize_voice_corpus
+
+    out = tmp_path_factory.mktemp("voices")
+    return synthesize_voice_corpus(out, VoiceSynthOptions(
+        train_variants=3, test_variants=2, train_speakers_per_variant=2, test_speakers_per_variant=2,
+        train_utts=4, dev_utts=2, test_utts=3, jobs=2), progress=False)
+
+
+@pytest.fixture(scope="session")
 def synth_cuts(synth_corpus, tmp_path_factory) -> dict:
     """{part: cut manifest path} of :func:`synth_corpus` (audio only, no features)."""
     from auden_kit.data.corpora.synthetic import corpus_to_cuts

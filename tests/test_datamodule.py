@@ -112,8 +112,8 @@ def test_batch_size_warmup_covers_the_epoch_and_resumes(fbank_cuts):
 
 
 def test_on_the_fly_with_speed_perturb_and_noise(synth_cuts):
-    """Each augmentation changes what the model sees: speed perturbation the lengths, noise the
-    features, SpecAugment masks whole bands; evaluation batches are left alone."""
+    """Each augmentation changes what the model sees: speed perturbation the lengths, noise and
+    reverberation the features, SpecAugment masks whole bands; evaluation batches are left alone."""
     from auden_kit.data.features import FbankSettings, fbank_from_waveform
 
     paths = [str(synth_cuts["train-clean-100"])]
@@ -132,6 +132,10 @@ def test_on_the_fly_with_speed_perturb_and_noise(synth_cuts):
     noisy = next(iter(noise_loader))
     assert noisy["cut_ids"] != clean["cut_ids"] or not torch.allclose(noisy["inputs"], clean["inputs"], atol=0.1)
     assert torch.isfinite(noisy["inputs"]).all()
+    rev_loader, _ = make_loader(DataConfig(**base, spec_augment=False, reverb_prob=1.0), paths, train=True)
+    rev = next(iter(rev_loader))  # Lhotse's simulated rooms: no RIR corpus needed
+    assert rev["cut_ids"] == clean["cut_ids"] and rev["inputs"].shape == clean["inputs"].shape
+    assert torch.isfinite(rev["inputs"]).all() and not torch.allclose(rev["inputs"], clean["inputs"], atol=0.1)
     sa_loader, _ = make_loader(DataConfig(**base, spec_augment=True, num_feature_masks=2, features_mask_size=20,
                                           time_warp_factor=0), paths, train=True)
     masked = next(iter(sa_loader))["inputs"]

@@ -93,3 +93,182 @@ def test_template_recipe_with_a_folder_of_wavs(synth_corpus, tmp_path):
     assert summary.startswith("settings\tWER")
     recogs = next((recipe / "exp" / "decode").glob("recogs-mydata_cuts_test-greedy*.txt")).read_text()
     assert "ref=" in recogs and "hyp=" in recogs
+
+
+@pytest.mark.slow
+def test_mini_synth_voice_recipe_tiny(tmp_path):
+    """Every stage of the offline voice recipe on a tiny corpus: baselines, training, EER (cosine
+    and AS-norm), gender/style accuracy, identification, stored threshold, verify."""
+    import json
+
+    recipe = _copy_recipe("mini_synth_voice", tmp_path)
+    cfg = yaml.safe_load((recipe / "conf" / "train.yaml").read_text())
+    cfg["model"].update({"encoder": dict(TINY_ENCODER), "embed_dim": 16, "margin_start_step": 0,
+                         "margin_end_step": 4})
+    cfg["data"].update({"max_duration": 12, "num_workers": 0})
+    cfg["trainer"].update({"progress": False, "average_period": 1})
+    (recipe / "conf" / "train.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = ["./run.sh", "--train-variants", "3", "--test-variants", "2", "--train-utts", "4", "--dev-utts", "2",
+           "--test-utts", "3", "--num-epochs", "1", "--nj", "1"]
+    r = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for n in range(0, 8):
+        assert f"Stage {n}:" in r.stdout
+    base = json.loads((recipe / "exp" / "baselines.json").read_text())
+    assert 0 <= base["stats-lda"]["eer"] <= 100 and "style-seconds-per-char" in base
+    summary = json.loads((recipe / "exp" / "eval" / "summary.json").read_text())
+    assert set(summary["goals"]) >= {"gender >= 95 %", "identification >= 98 %"}
+    assert "eer" in summary["cosine"] and "eer" in summary["as_norm"] and "gender_accuracy" in summary["test"]
+    assert "speaker_accuracy" in summary["dev"] and "speaker_accuracy" not in summary["test"]  # unseen speakers
+    assert "EER" in r.stdout and "same speaker" in r.stdout or "different speakers" in r.stdout
+    assert (recipe / "exp" / "model-avg" / "verification.yaml").is_file()
+    # a rerun skips everything that is done
+    r = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0 and r.stdout.count("up to date") >= 4, r.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_voice_template_on_a_folder_with_labels(voice_corpus, tmp_path):
+    """`recipe new NAME --task voice` on audio folders with utt2spk, utt2gender, utt2emotion and
+    utt2age (some ages missing): heads from the labels, age as groups, evaluation files."""
+    import json
+
+    corpus = tmp_path / "corpus"
+    for part in ("train", "dev", "test"):
+        (corpus / part).mkdir(parents=True)
+        for f in (voice_corpus / part).rglob("*.flac"):
+            (corpus / part / f.name).symlink_to(f)
+        for name in ("utt2spk", "utt2gender"):
+            (corpus / part / name).write_text((voice_corpus / part / name).read_text())
+        (corpus / part / "utt2emotion").write_text((voice_corpus / part / "utt2style").read_text())
+        spk = dict(line.split() for line in (voice_corpus / part / "utt2spk").read_text().splitlines())
+        ages = {s: 12 + 11 * i for i, s in enumerate(sorted(set(spk.values())))}
+        (corpus / part / "utt2age").write_text("".join(
+            f"{u} {ages[s] if i % 5 else 'Null'}\n" for i, (u, s) in enumerate(sorted(spk.items()))))
+    egs = tmp_path / "egs"
+    egs.mkdir()
+    shutil.copytree(ROOT / "egs" / "TEMPLATE_voice", egs / "TEMPLATE_voice")
+    shutil.copytree(ROOT / "tools", tmp_path / "tools")
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    r = subprocess.run([str(ROOT / ".venv" / "bin" / "auden-kit"), "recipe", "new", "myvoices", "--task", "voice",
+                        "--egs", str(egs)], capture_output=True, text=True, env=_env())
+    assert r.returncode == 0, r.stderr
+    recipe = egs / "myvoices"
+    cfg = yaml.safe_load((recipe / "conf" / "train.yaml").read_text())
+    cfg["model"].update({"encoder": dict(TINY_ENCODER), "embed_dim": 16})
+    cfg["data"].update({"max_duration": 12, "num_workers": 0})
+    cfg["trainer"].update({"progress": False, "average_period": 1})
+    (recipe / "conf" / "train.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run(["./run.sh", "--corpus-dir", str(corpus), "--num-epochs", "1", "--avg", "1", "--nj", "1",
+                        "--perturbed-speakers", "false"], cwd=recipe, capture_output=True, text=True, env=_env(),
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "model.heads=[custom.age,custom.emotion,gender]" in r.stdout
+    labels = (recipe / "exp" / "model-avg" / "labels" / "custom_age.txt").read_text().split()
+    assert labels == ["18-39", "40-60", "<18", ">=61"]
+    metrics = json.loads((recipe / "exp" / "eval" / "metrics-test.json").read_text())
+    assert {"custom_age_accuracy", "custom_emotion_macro_f1", "gender_f1_F"} <= set(metrics)
+    assert json.loads((recipe / "exp" / "eval" / "score-asnorm.json").read_text())["targets"] > 0
+
+
+def _voxceleb_layout(voice_corpus: Path, root: Path) -> Path:
+    """VoxCeleb1 as distributed (wav/<id>/<session>/<n>.wav, vox1_meta.csv, veri_test2.txt), made
+    from the synthesized voices: training speakers are the 'dev' set, the unseen ones 'test'."""
+    import soundfile as sf
+
+    from auden_kit.data.audio import load_audio
+
+    vox1 = root / "voxceleb1"
+    meta = ["VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet"]
+    test_files = []
+    for part, split in (("train", "dev"), ("test", "test")):
+        spk = dict(line.split() for line in (voice_corpus / part / "utt2spk").read_text().splitlines())
+        gender = dict(line.split() for line in (voice_corpus / part / "utt2gender").read_text().splitlines())
+        for s in sorted(set(spk.values())):
+            vid = f"id1{int(s[3:]):04d}"
+            meta.append(f"{vid}\tName_{s}\t{gender[next(u for u in spk if spk[u] == s)].lower()}\tUK\t{split}")
+            utts = sorted(u for u in spk if spk[u] == s)
+            for i, u in enumerate(utts):
+                f = vox1 / "wav" / vid / f"sess{i % 2}" / f"{i + 1:05d}.wav"
+                f.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(f, load_audio(next((voice_corpus / part).rglob(f"{u}.flac"))).numpy(), 16000)
+                if split == "test":
+                    test_files.append((vid, f.relative_to(vox1 / "wav").as_posix()))
+    (vox1 / "vox1_meta.csv").write_text("\n".join(meta) + "\n")
+    lines = [f"{int(a[0] == b[0])} {a[1]} {b[1]}" for i, a in enumerate(test_files) for b in test_files[i + 1:]]
+    (vox1 / "veri_test2.txt").write_text("\n".join(lines) + "\n")
+    return vox1
+
+
+@pytest.mark.slow
+def test_voxceleb_recipe_on_a_synthesized_layout(voice_corpus, tmp_path):
+    """The VoxCeleb recipe from a local VoxCeleb1-layout folder: no network, the Vox1-O list read
+    from the corpus, speed copies as new speakers, held-out validation, cosine and AS-norm EER."""
+    import json
+
+    vox1 = _voxceleb_layout(voice_corpus, tmp_path / "corpus")
+    recipe = _copy_recipe("voxceleb", tmp_path / "work")
+    cfg = yaml.safe_load((recipe / "conf" / "train.yaml").read_text())
+    cfg["model"].update({"encoder": dict(TINY_ENCODER), "embed_dim": 16, "margin_start_step": 0,
+                         "margin_end_step": 4})
+    cfg["data"].update({"max_duration": 12, "num_workers": 0})
+    cfg["trainer"] = {"progress": False, "average_period": 1, "dtype": "float32"}
+    (recipe / "conf" / "train.yaml").write_text(yaml.safe_dump(cfg))
+    env = dict(_env(), no_proxy="*", http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
+    r = subprocess.run(["./run.sh", "--vox1", str(vox1), "--num-epochs", "1", "--avg", "1", "--nj", "1",
+                        "--top-n", "5"], cwd=recipe, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    trials = (recipe / "data" / "manifests" / "voxceleb1_O_trials.txt").read_text().splitlines()
+    assert trials[0].split()[1].startswith("id1") and "/" not in trials[0]
+    train = (recipe / "data" / "fbank" / "voxceleb_cuts_train.jsonl.gz")
+    from lhotse import load_manifest_lazy
+
+    spk = {c.supervisions[0].speaker for c in load_manifest_lazy(train)}
+    assert any(s.endswith("-sp0.9") for s in spk) and len(spk) == 3 * 6  # speed copies are new speakers
+    for kind in ("cosine", "asnorm"):
+        res = json.loads((recipe / "exp" / "eval" / f"score-voxceleb1_O-{kind}.json").read_text())
+        assert res["targets"] == sum(t.startswith("1") for t in trials)
+    assert (recipe / "exp" / "model-avg" / "verification.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_cremad_recipe_on_a_synthesized_layout(voice_corpus, tmp_path):
+    """CREMA-D's layout (AudioWAV/<actor>_<sentence>_<EMO>_<level>.wav + VideoDemographics.csv)
+    -> speaker-disjoint splits with emotion/gender/age labels -> train -> per-class metrics."""
+    import json
+
+    root = tmp_path / "CREMA-D"
+    (root / "AudioWAV").mkdir(parents=True)
+    demo = ["ActorID,Age,Sex,Race,Ethnicity"]
+    emo = {"calm": "SAD", "neutral": "NEU", "lively": "HAP"}
+    for part in ("train", "test"):
+        spk = dict(line.split() for line in (voice_corpus / part / "utt2spk").read_text().splitlines())
+        gender = dict(line.split() for line in (voice_corpus / part / "utt2gender").read_text().splitlines())
+        style = dict(line.split() for line in (voice_corpus / part / "utt2style").read_text().splitlines())
+        for i, (u, s) in enumerate(sorted(spk.items())):
+            actor = str(1000 + int(s[3:]))
+            (root / "AudioWAV" / f"{actor}_S{i:02d}_{emo[style[u]]}_XX.wav").symlink_to(
+                next((voice_corpus / part).rglob(f"{u}.flac")))  # flac bytes under a .wav name: read by content
+            if i == 0 or spk[sorted(spk)[i - 1]] != s:
+                demo.append(f"{actor},{20 + 9 * int(s[3:])},{'Female' if gender[u] == 'F' else 'Male'},x,y")
+    (root / "AudioWAV" / "README.txt").write_text("not audio\n")
+    (root / "VideoDemographics.csv").write_text("\n".join(demo) + "\n")
+    recipe = _copy_recipe("cremad", tmp_path / "work")
+    cfg = yaml.safe_load((recipe / "conf" / "train.yaml").read_text())
+    cfg["model"].update({"encoder": dict(TINY_ENCODER), "embed_dim": 16})
+    cfg["data"].update({"max_duration": 12, "num_workers": 0})
+    cfg["trainer"].update({"progress": False, "average_period": 1})
+    (recipe / "conf" / "train.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run(["./run.sh", "--corpus-dir", str(root), "--num-epochs", "1", "--avg", "1", "--nj", "1"],
+                       cwd=recipe, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    from lhotse import load_manifest
+
+    sups = {p: load_manifest(recipe / "data" / "manifests" / f"cremad_supervisions_{p}.jsonl.gz")
+            for p in ("train", "dev", "test")}
+    actors = {p: {s.speaker for s in v} for p, v in sups.items()}
+    assert not actors["train"] & actors["test"] and not actors["dev"] & actors["test"] and actors["test"]
+    s = next(iter(sups["train"]))
+    assert s.custom["emotion"] in ("sad", "neutral", "happy") and s.gender in ("M", "F") and s.custom["age"]
+    metrics = json.loads((recipe / "exp" / "eval" / "metrics-test.json").read_text())
+    assert {"custom_emotion_uar", "custom_emotion_macro_f1", "gender_accuracy", "custom_age_accuracy"} <= set(metrics)

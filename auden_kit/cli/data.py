@@ -48,6 +48,36 @@ def synth(
             typer.echo(f"cuts {part}: {p}")
 
 
+@app.command("synth-voices", epilog="Example: auden-kit data synth-voices download/voices --train-variants 23 "
+                                     "--test-variants 12 --jobs 2")
+def synth_voices(
+    out_dir: Path = typer.Argument(..., help="Folder to write the parts (train, dev, test) into."),
+    train_variants: int = typer.Option(23, help="espeak base variants for training speakers."),
+    test_variants: int = typer.Option(12, help="Other base variants for the test speakers (never in training)."),
+    train_speakers_per_variant: int = typer.Option(3, help="Speakers made from each training variant."),
+    test_speakers_per_variant: int = typer.Option(2, help="Speakers made from each test variant."),
+    train_utts: int = typer.Option(20, help="Training utterances per speaker."),
+    dev_utts: int = typer.Option(4, help="Further utterances per training speaker (identification)."),
+    test_utts: int = typer.Option(12, help="Utterances per test speaker."),
+    seed: int = typer.Option(0, help="Same seed, same corpus (byte for byte)."),
+    jobs: int = typer.Option(2, help="Parallel worker processes."),
+):
+    """Synthesize a voice corpus: speakers with their own formants, pitch and rate, gender and a
+    speaking style (calm / neutral / lively) per utterance, as folders + utt2spk/utt2gender/utt2style."""
+    from auden_kit.data.corpora.voices import VoiceSynthOptions, synthesize_voice_corpus
+
+    setup_logging()
+    opts = VoiceSynthOptions(train_variants=train_variants, test_variants=test_variants,
+                             train_speakers_per_variant=train_speakers_per_variant,
+                             test_speakers_per_variant=test_speakers_per_variant, train_utts=train_utts,
+                             dev_utts=dev_utts, test_utts=test_utts, seed=seed, jobs=jobs)
+    try:
+        root = synthesize_voice_corpus(out_dir, opts)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    typer.echo(f"corpus: {root} (parts train, dev, test; speakers in {root / 'speakers.tsv'})")
+
+
 @app.command(epilog="Example: auden-kit data validate data/manifests/librispeech_recordings_dev-clean.jsonl.gz "
                     "data/manifests/librispeech_supervisions_dev-clean.jsonl.gz")
 def validate(
@@ -116,6 +146,8 @@ def fbank(
     out: Path = typer.Option(..., help="Output cut manifest with features (jsonl.gz)."),
     jobs: int = typer.Option(2, help="Feature extraction processes."),
     speed_perturb: bool = typer.Option(False, help="Add 0.9x and 1.1x speed copies (training sets)."),
+    perturbed_speakers: bool = typer.Option(False, help="With --speed-perturb: the copies are new speakers "
+                                                        "('<spk>-sp0.9'), as speaker-embedding recipes train."),
     num_mel_bins: int = typer.Option(80, help="Filterbank bins."),
 ):
     """Compute 80-dim log-mel features (stored with lilcom) for a manifest."""
@@ -129,11 +161,20 @@ def fbank(
     cuts = _read_any(manifests).to_eager()
     cuts = cuts.trim_to_supervisions(keep_overlapping=False) if _has_long_recordings(cuts) else cuts
     if speed_perturb:
-        cuts = cuts + cuts.perturb_speed(0.9) + cuts.perturb_speed(1.1)
+        copies = [cuts.perturb_speed(f) for f in (0.9, 1.1)]
+        if perturbed_speakers:
+            copies = [_rename_speakers(c, f"sp{f}") for c, f in zip(copies, (0.9, 1.1))]
+        cuts = cuts + copies[0] + copies[1]
     name = out.name.split(".")[0]
     cuts = compute_fbank(cuts, out.parent, name, FbankSettings(num_mel_bins=num_mel_bins), num_jobs=jobs)
     save_cuts_atomic(cuts, out)
     typer.echo(f"wrote {out} ({len(cuts)} cuts)")
+
+
+def _rename_speakers(cuts, suffix: str):
+    from lhotse.utils import fastcopy
+
+    return cuts.map_supervisions(lambda s: fastcopy(s, speaker=f"{s.speaker}-{suffix}") if s.speaker else s)
 
 
 def _has_long_recordings(cuts) -> bool:
@@ -183,6 +224,122 @@ def tokenizer(
     else:
         raise UserError(f"--type must be bpe, unigram or char, got '{type}'")
     typer.echo(f"tokenizer ({type}, {tok.vocab_size} symbols) in {out_dir}")
+
+
+@app.command(epilog="Example: auden-kit data folder download/voices --parts train dev test --prefix voices "
+                    "--out-dir data/manifests")
+def folder(
+    corpus_dir: Path = typer.Argument(..., help="Folder with one sub-folder per part."),
+    parts: List[str] = typer.Option(["train", "dev", "test"], "--parts", help="Sub-folders to prepare."),
+    out_dir: Path = typer.Option(Path("data/manifests"), help="Where the manifests go."),
+    prefix: str = typer.Option("mydata", help="Manifest name prefix."),
+):
+    """Manifests from folders of audio files plus Kaldi-style maps: text, utt2spk, utt2gender,
+    utt2lang and any utt2<key> (-> supervision.custom[key]); the file name is the utterance id."""
+    from auden_kit.data.corpora.folder import prepare_folder
+
+    setup_logging()
+    for part in parts:
+        rp, sp = prepare_folder(corpus_dir / part, out_dir, prefix, part)
+        typer.echo(f"{part}: {rp} {sp}")
+
+
+@app.command(epilog="Example: auden-kit data voxceleb --vox1 /data/voxceleb1 --vox2 /data/voxceleb2 "
+                    "--out-dir data/manifests")
+def voxceleb(
+    vox1: Optional[Path] = typer.Option(None, help="VoxCeleb1 folder (vox1_meta.csv, wav/, trial lists)."),
+    vox2: Optional[Path] = typer.Option(None, help="VoxCeleb2 folder (vox2_meta.csv, <spk>/<session>/*.m4a)."),
+    out_dir: Path = typer.Option(Path("data/manifests"), help="Where manifests and trial lists go."),
+    trials_dir: Optional[Path] = typer.Option(None, help="Where veri_test2.txt / list_test_all2.txt / "
+                                                         "list_test_hard2.txt are (default: the VoxCeleb1 folder)."),
+    vox1_all_test: bool = typer.Option(False, help="Every VoxCeleb1 speaker in test (for Vox1-E/H; train on "
+                                                   "VoxCeleb2 then)."),
+    jobs: int = typer.Option(2, help="Parallel readers."),
+):
+    """VoxCeleb manifests and trial lists (Vox1-O/E/H) from local copies; nothing is downloaded."""
+    from auden_kit.data.corpora.voxceleb import prepare_voxceleb
+
+    setup_logging()
+    for name, p in prepare_voxceleb(vox1, vox2, out_dir, jobs=jobs, trials_dir=trials_dir,
+                                    vox1_all_test=vox1_all_test).items():
+        typer.echo(f"{name}: {p}")
+
+
+@app.command(epilog="Example: auden-kit data cremad /data/CREMA-D --out-dir data/manifests")
+def cremad(
+    corpus_dir: Path = typer.Argument(..., help="CREMA-D root (AudioWAV/, VideoDemographics.csv)."),
+    out_dir: Path = typer.Option(Path("data/manifests"), help="Where the manifests go."),
+    test_every: int = typer.Option(10, help="Every N-th actor is test, the next one dev (speaker-disjoint)."),
+):
+    """CREMA-D manifests with emotion, intensity, gender and age labels, split by actor."""
+    from auden_kit.data.corpora.cremad import prepare_cremad
+
+    setup_logging()
+    for name, p in prepare_cremad(corpus_dir, out_dir, test_every=test_every).items():
+        typer.echo(f"{name}: {p}")
+
+
+@app.command(epilog="Example: auden-kit data holdout data/fbank/voxceleb_cuts_train_all.jsonl.gz --train-out "
+                    "data/fbank/voxceleb_cuts_train.jsonl.gz --valid-out data/fbank/voxceleb_cuts_valid.jsonl.gz")
+def holdout(
+    manifest: Path = typer.Argument(..., help="Cut manifest to split."),
+    train_out: Path = typer.Option(..., help="The cuts that stay."),
+    valid_out: Path = typer.Option(..., help="The held-out cuts."),
+    per_speaker: int = typer.Option(1, help="Held-out cuts per speaker (speakers with more than this many)."),
+    max_valid: int = typer.Option(2000, help="At most this many held-out cuts in all."),
+    seed: int = typer.Option(0, help="Seed for the choice."),
+):
+    """Hold out a few cuts of each training speaker: a validation set whose speakers the model knows
+    (speaker accuracy during training), as VoxCeleb-style corpora ship none."""
+    import random
+
+    from lhotse import CutSet
+
+    from auden_kit.io import save_cuts_atomic
+
+    cuts = _read_any([manifest]).to_eager()
+    by_spk: dict[str, list[str]] = {}
+    for c in cuts:
+        by_spk.setdefault(c.supervisions[0].speaker if c.supervisions else "", []).append(c.id)
+    rng = random.Random(seed)
+    speakers = sorted(s for s, ids in by_spk.items() if s and len(ids) > per_speaker)
+    rng.shuffle(speakers)
+    held: set[str] = set()
+    for s in speakers:
+        if len(held) + per_speaker > max_valid:
+            break
+        held.update(rng.sample(sorted(by_spk[s]), per_speaker))
+    if not held:
+        raise UserError(f"'{manifest}': no speaker has more than {per_speaker} cut(s) to hold out")
+    save_cuts_atomic(CutSet.from_cuts(c for c in cuts if c.id not in held), train_out)
+    save_cuts_atomic(CutSet.from_cuts(c for c in cuts if c.id in held), valid_out)
+    typer.echo(f"{train_out}: {len(cuts) - len(held)} cuts; {valid_out}: {len(held)} cuts")
+
+
+@app.command(epilog="Example: auden-kit data trials data/fbank/voices_cuts_test.jsonl.gz --out data/trials_test.txt")
+def trials(
+    manifests: List[Path] = typer.Argument(..., help="Cut manifests (or recordings + supervisions) with speakers."),
+    out: Path = typer.Option(..., help="Trial list to write ('1 enrol test' / '0 enrol test', cut ids)."),
+    max_trials: int = typer.Option(200_000, help="Every pair up to this many; above, half target pairs and as "
+                                                 "many random non-target pairs."),
+    seed: int = typer.Option(0, help="Seed for the sampled pairs."),
+):
+    """A speaker-verification trial list over the cuts of a manifest."""
+    from auden_kit.io import atomic_write_text
+    from auden_kit.metrics.verification import make_trials
+
+    spk = {}
+    for c in _read_any(manifests):
+        s = c.supervisions[0].speaker if c.supervisions else None
+        if not s:
+            raise UserError(f"cut '{c.id}' has no speaker; trials need one speaker per cut")
+        spk[c.id] = s
+    if len(set(spk.values())) < 2:
+        raise UserError(f"{manifests[0]}: trials need at least 2 speakers, found {len(set(spk.values()))}")
+    rows = make_trials(spk, max_trials=max_trials, seed=seed)
+    atomic_write_text(out, "".join(f"{lab} {a} {b}\n" for a, b, lab in rows))
+    n_t = sum(r[2] for r in rows)
+    typer.echo(f"{out}: {len(rows)} trials ({n_t} target, {len(rows) - n_t} non-target) over {len(spk)} cuts")
 
 
 DOWNLOADS = {"librispeech": ("lhotse.recipes", "download_librispeech")}

@@ -1,4 +1,5 @@
-"""``auden-kit recipe``: list recipes and their stages, start a new one from egs/TEMPLATE."""
+"""``auden-kit recipe``: list recipes and their stages, start a new one from a template
+(``egs/TEMPLATE`` for ASR, ``egs/TEMPLATE_<task>`` for other tasks)."""
 
 from __future__ import annotations
 
@@ -52,19 +53,25 @@ def ls(egs: Optional[Path] = typer.Option(None, help="The egs/ folder (default: 
                 typer.echo(f"    stage {n}: {title}")
 
 
-@app.command("new", epilog="Example: auden-kit recipe new mydata   (then follow egs/mydata/README.md)")
+@app.command("new", epilog="Example: auden-kit recipe new mydata   |   auden-kit recipe new myvoices --task voice   "
+                           "(then follow egs/NAME/README.md)")
 def new(name: str = typer.Argument(..., help="Folder name under egs/ (letters, digits, _ and -)."),
+        task: str = typer.Option("asr", help="asr, or a task with a template egs/TEMPLATE_<task> (e.g. voice)."),
         egs: Optional[Path] = typer.Option(None, help="The egs/ folder (default: found from here).")):
-    """Copy egs/TEMPLATE to egs/NAME; its README says which stage to edit for your data."""
+    """Copy the task's template to egs/NAME; its README says what to give it."""
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise UserError(f"recipe name '{name}' may only hold letters, digits, '_' and '-'")
     root = egs or find_egs()
-    src, dst = root / "TEMPLATE", root / name
+    template = "TEMPLATE" if task == "asr" else f"TEMPLATE_{task}"
+    src, dst = root / template, root / name
     if not src.is_dir():
-        raise UserError(f"'{src}' is missing; cannot create a recipe")
+        have = ["asr"] * (root / "TEMPLATE").is_dir() + sorted(p.name[len("TEMPLATE_"):] for p in root.glob("TEMPLATE_*"))
+        raise UserError(f"no recipe template for task '{task}' ('{src}' is missing); templates: {', '.join(have)}")
     if dst.exists():
         raise UserError(f"'{dst}' already exists; choose another name")
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("data", "exp", "download", "*.done"))
     readme = dst / "README.md"
-    readme.write_text(readme.read_text().replace("TEMPLATE", name))
-    typer.echo(f"created {dst}; next: edit {dst / 'local' / 'prepare.py'} (stage 0) and read {readme}")
+    readme.write_text(readme.read_text().replace(template, name))
+    first = dst / "local" / "prepare.py"
+    nxt = f"edit {first} (stage 0) and read {readme}" if first.is_file() else f"read {readme}"
+    typer.echo(f"created {dst}; next: {nxt}")

@@ -53,13 +53,18 @@ def embed(
     cuts: Optional[Path] = typer.Option(None, help="Embed the cuts of this manifest (keys: cut ids)."),
     out: Path = typer.Option(..., help="Folder for embeddings.safetensors, ids.txt and embeddings.txt."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
+    per_speaker: bool = typer.Option(False, help="With --cuts: one embedding per speaker (the mean of its "
+                                                 "length-normalised utterance embeddings), keyed by speaker: an "
+                                                 "AS-norm cohort or enrolment models."),
 ):
-    """Utterance embeddings of a voice model, keyed by file path or cut id."""
+    """Utterance embeddings of a voice model, keyed by file path or cut id (or by speaker)."""
     from auden_kit.api import load
 
     setup_logging()
     if not files and cuts is None:
         raise UserError("give audio files to embed, or --cuts MANIFEST")
+    if per_speaker and cuts is None:
+        raise UserError("--per-speaker needs --cuts (the manifest names each cut's speaker)")
     m = load(model, device=device)
     m.require("voice", verb="embed")
     if cuts is not None:
@@ -75,11 +80,26 @@ def embed(
             failed += 1
             continue
         embs[item_id] = res.embedding
+    if per_speaker:
+        embs = _speaker_means(embs, {c.id: c.supervisions[0].speaker if c.supervisions else None for c in inputs})
     _save_embeddings(out, embs)
     typer.echo(f"{len(embs)} embedding(s) in {out}")
     if failed:
         typer.echo(f"{failed} input(s) failed", err=True)
         raise typer.Exit(1)
+
+
+def _speaker_means(embs: dict, speakers: dict) -> dict:
+    import numpy as np
+
+    from auden_kit.metrics.verification import normalize_embeddings
+
+    groups: dict[str, list] = {}
+    for k, e in embs.items():
+        if not speakers.get(k):
+            raise UserError(f"cut '{k}' has no speaker; --per-speaker needs one on every cut")
+        groups.setdefault(speakers[k], []).append(e)
+    return {s: normalize_embeddings(np.stack(v)).mean(0) for s, v in groups.items()}
 
 
 def _mean(embs: dict):
@@ -97,6 +117,7 @@ def score(
                                                                    "speakers) for adaptive score normalisation."),
     top_n: int = typer.Option(300, help="AS-norm: cohort scores kept per side."),
     save_threshold: bool = typer.Option(False, help="Store the EER threshold in the model folder for `verify`."),
+    out: Optional[Path] = typer.Option(None, help="Also write the figures as JSON to this file."),
 ):
     """EER and minDCF (p_target 0.01 and 0.05) of a trial list, cosine scoring with mean subtraction."""
     import numpy as np
@@ -126,6 +147,14 @@ def score(
     d5, _ = min_dcf(scores, labels, 0.05)
     typer.echo(f"{name}: EER {100 * e:.2f} %  minDCF(0.01) {d1:.4f}  minDCF(0.05) {d5:.4f}  "
                f"({int(labels.sum())} target / {int((1 - labels).sum())} non-target trials)")
+    if out is not None:
+        import json
+
+        from auden_kit.io import atomic_write_text
+
+        atomic_write_text(out, json.dumps({"scoring": name, "eer": 100 * e, "min_dcf_0.01": d1, "min_dcf_0.05": d5,
+                                           "threshold": thr, "targets": int(labels.sum()),
+                                           "nontargets": int((1 - labels).sum())}, indent=1) + "\n")
     if save_threshold:
         if model is None:
             raise UserError("--save-threshold needs --model (the folder to store it in)")

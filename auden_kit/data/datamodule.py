@@ -70,6 +70,11 @@ class DataConfig:
     noise_cuts: Optional[str] = None
     noise_prob: float = 0.5
     noise_snr: list[float] = dataclasses.field(default_factory=lambda: [10.0, 20.0])
+    # reverberation: this share of training cuts convolved with a room impulse response, drawn from
+    # `rir_recordings` (a Lhotse recording manifest, e.g. RIRS_NOISES) or, without one, from
+    # Lhotse's simulated rooms (offline); applied before noise
+    reverb_prob: float = 0.0
+    rir_recordings: Optional[str] = None
     seed: int = 42
 
     def validate(self):
@@ -88,6 +93,10 @@ class DataConfig:
         if not 0 <= self.min_cut_duration < self.max_cut_duration:
             raise UserError(f"config keys 'data.min_cut_duration' ({self.min_cut_duration}) / "
                             f"'data.max_cut_duration' ({self.max_cut_duration}): need 0 <= min < max")
+        if not 0 <= self.reverb_prob <= 1:
+            raise UserError(f"config key 'data.reverb_prob' must be in [0, 1], got {self.reverb_prob}")
+        if self.rir_recordings and not Path(self.rir_recordings).is_file():
+            raise UserError(f"config key 'data.rir_recordings': '{self.rir_recordings}' does not exist")
         if not 0 <= self.noise_prob <= 1 or len(self.noise_snr) != 2:
             raise UserError("config keys 'data.noise_prob' (in [0, 1]) / 'data.noise_snr' ([low, high] dB): got "
                             f"{self.noise_prob} / {self.noise_snr}")
@@ -310,6 +319,13 @@ def build_dataset(cfg: DataConfig, train: bool, task=None) -> SpeechDataset:
     input_transforms: list[Callable] = []
     if train and cfg.speed_perturb:
         cut_transforms.append(PerturbSpeed(factors=cfg.speed_perturb, p=2 / 3, randgen=rng))
+    if train and cfg.reverb_prob > 0:
+        from lhotse import RecordingSet
+        from lhotse.dataset import ReverbWithImpulseResponse
+
+        rirs = RecordingSet.from_file(cfg.rir_recordings) if cfg.rir_recordings else None
+        cut_transforms.append(ReverbWithImpulseResponse(rir_recordings=rirs, p=cfg.reverb_prob, randgen=rng,
+                                                            preserve_id=True))
     if train and cfg.noise_cuts:
         noise = load_cuts(cfg.noise_cuts)
         cut_transforms.append(CutMix(cuts=noise, p=cfg.noise_prob, snr=tuple(cfg.noise_snr), seed=rng))
@@ -321,7 +337,7 @@ def build_dataset(cfg: DataConfig, train: bool, task=None) -> SpeechDataset:
             frames_mask_size=cfg.frames_mask_size, num_feature_masks=cfg.num_feature_masks,
             features_mask_size=cfg.features_mask_size,
         ))
-    if cfg.on_the_fly_feats or (train and (cfg.speed_perturb or cfg.noise_cuts)):
+    if cfg.on_the_fly_feats or (train and (cfg.speed_perturb or cfg.noise_cuts or cfg.reverb_prob > 0)):
         if cfg.on_the_fly_feats:
             cut_transforms.insert(0, _Resample(cfg.fbank.sample_rate))
         strategy = OnTheFlyFeatures(cfg.fbank.extractor())

@@ -1,1 +1,2 @@
-"""Metrics: WER/CER with aligned error listings."""
+"""Metrics: WER/CER with aligned error listings (wer), speaker verification (verification),
+classification reports (classification)."""

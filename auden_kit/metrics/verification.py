@@ -122,3 +122,30 @@ def read_trials(path: str | Path) -> list[tuple[str, str, int]]:
     if not out:
         raise UserError(f"trial list '{path}' holds no trials")
     return out
+
+
+def make_trials(speakers: dict[str, str], max_trials: int = 200_000, seed: int = 0) -> list[tuple[str, str, int]]:
+    """A trial list over utterances ``{utt_id: speaker}``: every pair when there are at most
+    ``max_trials`` of them, else up to ``max_trials // 2`` target pairs and as many random
+    non-target pairs (seeded). Sorted as (enrol, test, label)."""
+    import itertools
+    import random
+
+    ids = sorted(speakers)
+    n_pairs = len(ids) * (len(ids) - 1) // 2
+    if n_pairs <= max_trials:
+        return [(a, b, int(speakers[a] == speakers[b])) for a, b in itertools.combinations(ids, 2)]
+    rng = random.Random(seed)
+    by_spk: dict[str, list[str]] = {}
+    for u in ids:
+        by_spk.setdefault(speakers[u], []).append(u)
+    targets = [(a, b) for us in by_spk.values() for a, b in itertools.combinations(us, 2)]
+    if len(targets) > max_trials // 2:
+        targets = rng.sample(targets, max_trials // 2)
+    nontargets: set[tuple[str, str]] = set()
+    want = min(len(targets) or max_trials // 2, n_pairs - len(targets))
+    while len(nontargets) < want:
+        a, b = rng.sample(ids, 2)
+        if speakers[a] != speakers[b]:
+            nontargets.add((min(a, b), max(a, b)))
+    return sorted([(a, b, 1) for a, b in targets] + [(a, b, 0) for a, b in nontargets])

@@ -174,7 +174,8 @@ class Task:
         return {}
 
     def write_results(self, results: list[Result], out_dir, name: str) -> str:
-        """Write result files for a decoded manifest; return a one-line summary."""
+        """Write ``results-<name>.jsonl`` (one result per line) and ``metrics-<name>.json`` (what
+        :meth:`evaluate` gives) for a decoded manifest; return a one-line summary."""
         import json
 
         from auden_kit.io import atomic_write_text
@@ -182,4 +183,5 @@ class Task:
         lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in results]
         atomic_write_text(f"{out_dir}/results-{name}.jsonl", "\n".join(lines) + "\n")
         metrics = self.evaluate(results)
+        atomic_write_text(f"{out_dir}/metrics-{name}.json", json.dumps(metrics, indent=1) + "\n")
         return ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) or f"{len(results)} results"

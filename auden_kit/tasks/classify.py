@@ -141,4 +141,7 @@ class ClassificationTask(Task):
         scored = [r for r in results if head in r.refs]
         if not scored:
             return {}
-        return {"accuracy": sum(r.best(head) == r.refs[head] for r in scored) / len(scored)}
+        from auden_kit.metrics.classification import classification_report
+
+        rep = classification_report([r.refs[head] for r in scored], [r.best(head) for r in scored])
+        return {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "uar": rep["uar"]}

@@ -48,11 +48,18 @@ def _paths() -> tuple[str, str]:
     return espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
 
 
+def variant_file(variant: str) -> Path | None:
+    """The voice file of an espeak variant name (matched without case, as espeak does), or None."""
+    folder = Path(_paths()[1]) / "voices" / "!v"
+    if (folder / variant).is_file():
+        return folder / variant
+    return next((p for p in folder.iterdir() if p.name.lower() == variant.lower()), None)
+
+
 def voice_gender(variant: str) -> str:
     """'F' or 'M' for an espeak variant name (read from its voice file; default 'M')."""
-    _, data = _paths()
-    f = Path(data) / "voices" / "!v" / variant
-    if f.is_file():
+    f = variant_file(variant)
+    if f is not None:
         m = re.search(r"^\s*gender\s+(\w+)", f.read_text(errors="replace"), re.M)
         if m and m.group(1).lower().startswith("f"):
             return "F"
@@ -75,8 +82,9 @@ def count_voices() -> int:
 class EspeakSynth:
     """Synthesize text to int16 numpy arrays at :attr:`sample_rate`."""
 
-    def __init__(self):
-        lib_path, data_path = _paths()
+    def __init__(self, data_path: str | None = None):
+        lib_path, default_data = _paths()
+        data_path = data_path or default_data
         try:
             self.lib = ctypes.CDLL(lib_path)
         except OSError as e:
@@ -106,12 +114,14 @@ class EspeakSynth:
         lib.espeak_SetSynthCallback(self._callback)
 
     def synthesize(self, text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50,
-                   seed: int | None = None) -> np.ndarray:
-        """Return int16 samples for ``text``; ``rate`` in words/min, ``pitch`` 0-100."""
+                   seed: int | None = None, pitch_range: int = 50) -> np.ndarray:
+        """Return int16 samples for ``text``; ``rate`` in words/min, ``pitch`` and ``pitch_range``
+        (intonation: 0 monotone, 50 normal, 100 wide) 0-100."""
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise UserError(f"espeak-ng has no voice '{voice}' (try e.g. en-us, en-us+f3, en+m3)")
         self.lib.espeak_SetParameter(PARAM_RATE, int(rate), 0)
         self.lib.espeak_SetParameter(PARAM_PITCH, int(pitch), 0)
+        self.lib.espeak_SetParameter(PARAM_RANGE, int(pitch_range), 0)
         if seed is not None:
             self.lib.espeak_ng_SetRandSeed(int(seed))
         self._chunks = []
@@ -123,6 +133,12 @@ class EspeakSynth:
         return np.concatenate(self._chunks).astype(np.int16)
 
 
+def data_path() -> str:
+    """The espeak-ng data folder the wheel ships."""
+    return _paths()[1]
+
+
 @functools.lru_cache(maxsize=1)
-def get_synth() -> EspeakSynth:
-    return EspeakSynth()
+def get_synth(data_path: str | None = None) -> EspeakSynth:
+    """The process's engine (espeak-ng has one per process), on the wheel's data or ``data_path``."""
+    return EspeakSynth(data_path)

@@ -63,6 +63,7 @@ class Utterance:
     rate: int
     pitch: int
     seed: int
+    pitch_range: int = 50
 
 
 def resample_int16(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -91,17 +92,19 @@ def add_room_tone(wav: np.ndarray, edges: tuple[float, float], floor_db: float, 
     return np.clip(np.round(x), -32768, 32767).astype(np.int16)
 
 
-def _render_chapter(task: tuple[str, list[Utterance]]) -> list[tuple[str, float]]:
-    """Worker: synthesize one chapter's utterances into flac files; return (id, seconds)."""
+def render_chapter(task: tuple) -> list[tuple[str, float]]:
+    """Worker: synthesize one chapter's utterances into flac files; return (id, seconds).
+    ``task``: (folder, utterances, silence edges, noise floor dB[, espeak data folder])."""
     import soundfile as sf
 
     from auden_kit.data.corpora.espeak import get_synth
 
-    chapter_dir, utts, edges, floor_db = task
-    synth = get_synth()
+    chapter_dir, utts, edges, floor_db = task[:4]
+    synth = get_synth(task[4] if len(task) > 4 else None)
     out = []
     for u in utts:
-        wav = synth.synthesize(u.text, voice=u.voice, rate=u.rate, pitch=u.pitch, seed=u.seed)
+        wav = synth.synthesize(u.text, voice=u.voice, rate=u.rate, pitch=u.pitch, seed=u.seed,
+                               pitch_range=u.pitch_range)
         wav = add_room_tone(resample_int16(wav, synth.sample_rate, SAMPLE_RATE), edges, floor_db, u.seed)
         sf.write(str(Path(chapter_dir) / f"{u.utt_id}.flac"), wav, SAMPLE_RATE, subtype="PCM_16")
         out.append((u.utt_id, len(wav) / SAMPLE_RATE))
@@ -174,7 +177,7 @@ def synthesize_corpus(out_dir: str | Path, opts: SynthOptions, progress: bool = 
     with ctx.Pool(max(1, opts.jobs), maxtasksperchild=1) as pool:
         n_utts = sum(len(t[1]) for t in tasks)
         with tqdm(total=n_utts, desc="Synthesizing", unit="utt", disable=not progress) as bar:
-            for result in pool.imap_unordered(_render_chapter, tasks):
+            for result in pool.imap_unordered(render_chapter, tasks):
                 durations.update(result)
                 bar.update(len(result))
     minutes: dict[tuple[str, str], float] = {}

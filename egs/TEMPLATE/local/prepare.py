@@ -5,6 +5,7 @@ Expected layout (change it here if yours differs):
     <corpus>/<part>/...audio files...      (wav/flac/ogg/mp3; file name = utterance id)
     <corpus>/<part>/text                    (<utterance-id> <transcript>, one per line)
     <corpus>/<part>/utt2spk                 (optional: <utterance-id> <speaker>)
+    <corpus>/<part>/utt2<key>               (optional: gender, lang, or any custom label)
 for each part in --parts (default: train dev test).
 """
 
@@ -25,9 +26,7 @@ def main():
     a = p.parse_args()
     try:
         for part in a.parts:
-            d = a.corpus_dir / part
-            u2s = d / "utt2spk"
-            prepare_folder(d, d / "text", a.out_dir, a.prefix, part, utt2spk=u2s if u2s.is_file() else None)
+            prepare_folder(a.corpus_dir / part, a.out_dir, a.prefix, part)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -1,0 +1,113 @@
+"""Voice data: the synthesized voice corpus, folder manifests with any utt2<label>, trial lists,
+age groups and classification reports."""
+
+import random
+import subprocess
+import sys
+
+import pytest
+
+CLI = [sys.executable, "-m", "auden_kit.cli.main"]
+
+
+def _map(path):
+    return dict(line.split(maxsplit=1) for line in path.read_text().splitlines())
+
+
+def test_voice_corpus_speakers_are_unseen_and_labels_real(voice_corpus):
+    rows = [r.split("\t") for r in (voice_corpus / "speakers.tsv").read_text().splitlines()]
+    head, rows = rows[0], [dict(zip(rows[0], r)) for r in rows[1:]]
+    assert head[:3] == ["part", "id", "voice"]
+    train = {r["from"] for r in rows if r["part"] == "train"}
+    test = {r["from"] for r in rows if r["part"] == "test"}
+    assert len(train) == 3 and len(test) == 2 and not train & test  # test voices never trained on
+    # each speaker is a variant file of its own, with formants scaled from its base variant
+    scales = [float(r["formant_scale"]) for r in rows]
+    assert len(set(scales)) == len(scales) and all(0.85 <= x <= 1.15 for x in scales)
+    f = voice_corpus / ".espeak-data" / "voices" / "!v" / f"ak-{rows[0]['id']}"
+    assert f.is_file() and "formant 1" in f.read_text()
+    for part, n in (("train", 24), ("dev", 12), ("test", 12)):
+        spk = _map(voice_corpus / part / "utt2spk")
+        style = _map(voice_corpus / part / "utt2style")
+        gender = _map(voice_corpus / part / "utt2gender")
+        assert len(spk) == n == len(list((voice_corpus / part).rglob("*.flac")))
+        assert set(style.values()) <= {"calm", "neutral", "lively"} and len(set(style.values())) >= 2
+        by_id = {r["id"]: r["gender"] for r in rows}
+        assert all(gender[u] == by_id[s] for u, s in spk.items())
+    dev_spk = set(_map(voice_corpus / "dev" / "utt2spk").values())
+    assert dev_spk == set(_map(voice_corpus / "train" / "utt2spk").values())
+
+
+def test_speaking_style_is_acoustic(voice_corpus):
+    """Calm utterances are slower than lively ones of the same speaker (seconds per character)."""
+    import soundfile as sf
+
+    text, style, spk = (_map(voice_corpus / "train" / n) for n in ("text", "utt2style", "utt2spk"))
+    rate: dict = {}
+    for f in (voice_corpus / "train").rglob("*.flac"):
+        u = f.stem
+        rate.setdefault((spk[u], style[u]), []).append(sf.info(str(f)).duration / len(text[u].replace(" ", "")))
+    pairs = [(min(rate[(s, "calm")]), max(rate[(s, "lively")])) for s in set(spk.values())
+             if (s, "calm") in rate and (s, "lively") in rate]
+    assert pairs and sum(c > lv for c, lv in pairs) >= len(pairs) - 1
+
+
+def test_folder_manifests_read_every_map(voice_corpus, tmp_path):
+    from lhotse import load_manifest
+
+    part = tmp_path / "train"
+    part.mkdir()
+    for f in (voice_corpus / "train").rglob("*.flac"):
+        (part / f.name).symlink_to(f)
+    utts = sorted(_map(voice_corpus / "train" / "utt2spk"))
+    (part / "utt2spk").write_text((voice_corpus / "train" / "utt2spk").read_text())
+    (part / "utt2gender").write_text("".join(f"{u} {'female' if i % 2 else 'Male'}\n" for i, u in enumerate(utts)))
+    (part / "utt2age").write_text("".join(f"{u} {20 + i}\n" for i, u in enumerate(utts[:-1])))
+    r = subprocess.run(CLI + ["data", "folder", str(tmp_path), "--parts", "train", "--prefix", "x", "--out-dir",
+                              str(tmp_path / "m")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    sups = {s.id: s for s in load_manifest(tmp_path / "m" / "x_supervisions_train.jsonl.gz")}
+    assert len(sups) == len(utts) and sups[utts[0]].gender == "M" and sups[utts[1]].gender == "F"
+    assert sups[utts[0]].custom == {"age": "20"} and sups[utts[-1]].custom is None and sups[utts[0]].text is None
+    (part / "utt2spk").write_text("ghost spk\n")
+    r = subprocess.run(CLI + ["data", "folder", str(tmp_path), "--parts", "train", "--out-dir", str(tmp_path / "m")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "ghost" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_trials_every_pair_or_balanced_sample():
+    from auden_kit.metrics.verification import make_trials
+
+    spk = {f"u{i}": f"s{i % 3}" for i in range(9)}
+    t = make_trials(spk)
+    assert len(t) == 36 and sum(x[2] for x in t) == 9
+    assert all((spk[a] == spk[b]) == bool(lab) for a, b, lab in t)
+    big = {f"u{i:03d}": f"s{i % 20}" for i in range(400)}
+    t = make_trials(big, max_trials=2000, seed=1)
+    n_t = sum(x[2] for x in t)
+    assert n_t == 1000 and len(t) == 2000 and len({(a, b) for a, b, _ in t}) == 2000
+    assert t == make_trials(big, max_trials=2000, seed=1)
+
+
+def test_age_groups():
+    from auden_kit.tasks.voice import bin_label
+
+    edges = [18, 40, 61]
+    assert [bin_label(str(x), edges) for x in (5, 18, 39, 40, 60, 61, 90)] == \
+        ["<18", "18-39", "18-39", "40-60", "40-60", ">=61", ">=61"]
+
+
+def test_classification_report_matches_sklearn():
+    from sklearn.metrics import f1_score, recall_score
+
+    from auden_kit.metrics.classification import classification_report
+
+    rng = random.Random(0)
+    labels = ["a", "b", "c", "d"]
+    refs = [rng.choice(labels) for _ in range(300)]
+    hyps = [r if rng.random() < 0.6 else rng.choice(labels) for r in refs]
+    rep = classification_report(refs, hyps)
+    assert rep["macro_f1"] == pytest.approx(f1_score(refs, hyps, average="macro"))
+    assert rep["uar"] == pytest.approx(recall_score(refs, hyps, average="macro"))
+    assert rep["per_class"]["b"]["f1"] == pytest.approx(f1_score(refs, hyps, labels=["b"], average="macro"))
+    assert classification_report(["x", "y"], ["x", "x"])["per_class"]["y"]["f1"] == 0.0
