@@ -261,3 +261,11 @@ def test_vocabulary_larger_than_the_data_allows(synth_cuts, tmp_path):
     assert 30 < n < 5000
     r = run("data", "tokenizer", synth_cuts["dev-clean"], "--out-dir", tmp_path / "auto", "--vocab-size", "0")
     assert r.returncode == 0 and "distinct words" in r.stderr
+
+
+@pytest.mark.parametrize("args", [["data", "folder", "x", "y", "z"], ["embed", "--bogus"], ["score"]])
+def test_usage_errors_print_a_line_not_a_traceback(args):
+    """Unknown options, extra arguments and missing ones: click's message and exit 2, whichever
+    copy of click typer uses."""
+    r = subprocess.run(CLI + args, capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "Error" in r.stderr, r.stderr

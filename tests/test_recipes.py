@@ -250,7 +250,7 @@ def test_cremad_recipe_on_a_synthesized_layout(voice_corpus, tmp_path):
             (root / "AudioWAV" / f"{actor}_S{i:02d}_{emo[style[u]]}_XX.wav").symlink_to(
                 next((voice_corpus / part).rglob(f"{u}.flac")))  # flac bytes under a .wav name: read by content
             if i == 0 or spk[sorted(spk)[i - 1]] != s:
-                demo.append(f"{actor},{20 + 9 * int(s[3:])},{'Female' if gender[u] == 'F' else 'Male'},x,y")
+                demo.append(f"{actor},{20 + 9 * (int(s[3:]) % 5)},{'Female' if gender[u] == 'F' else 'Male'},x,y")
     (root / "AudioWAV" / "README.txt").write_text("not audio\n")
     (root / "VideoDemographics.csv").write_text("\n".join(demo) + "\n")
     recipe = _copy_recipe("cremad", tmp_path / "work")

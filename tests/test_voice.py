@@ -90,7 +90,19 @@ def test_random_crops_are_reproducible_and_bounded(fbank_cuts):
 def test_embed_score_verify_cli(voice_model, synth_corpus, tmp_path):
     """embed -> score (EER/minDCF, AS-norm, stored threshold) -> verify, through the CLI, with a
     corrupt file among the inputs (named, the others embedded, exit 1)."""
+    import soundfile as sf
+    import torch
+    import torchaudio
+
+    from auden_kit.data.audio import load_audio
+
     files = sorted(synth_corpus.glob("dev-clean/*/*/*.flac")) + sorted(synth_corpus.glob("test-clean/*/*/*.flac"))
+    # the same recordings at telephone and CD rates, one of them stereo: any rate and channel count
+    for i, (f, sr) in enumerate(zip(files[:2], (8000, 44100))):
+        x = torchaudio.functional.resample(load_audio(f).unsqueeze(0), 16000, sr)[0]
+        out = tmp_path / f"{f.stem}-{sr}.wav"
+        sf.write(out, torch.stack([x, x], 1).numpy() if i else x.numpy(), sr)
+        files.append(out)
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     model = voice_model / "model"
@@ -99,7 +111,7 @@ def test_embed_score_verify_cli(voice_model, synth_corpus, tmp_path):
     assert r.returncode == 1 and "bad.wav" in r.stderr and "Traceback" not in r.stderr
     ids = (tmp_path / "emb" / "ids.txt").read_text().split()
     assert len(ids) == len(files) and (tmp_path / "emb" / "embeddings.txt").read_text().count("[") == len(files)
-    spk = {str(f): f.name.split("-")[0] for f in files}
+    spk = {str(f): f.name.split("-")[0] for f in files}  # the resampled copies keep their speaker
     lines = [f"{int(spk[a] == spk[b])} {a} {b}" for i, a in enumerate(ids) for b in ids[i + 1:]]
     (tmp_path / "trials.txt").write_text("\n".join(lines) + "\n")
     r = subprocess.run(CLI + ["score", "--model", str(model), "--trials", str(tmp_path / "trials.txt"), "--embeddings",

@@ -3,6 +3,7 @@
 #   log "Stage 3: ..."                 timestamped line (`auden-kit recipe ls` reads "Stage N: title")
 #   up_to_date OUT IN...               true when OUT exists and is newer than every existing IN, so a
 #                                      rerun skips finished work and redoes it when an input changed
+#   validate_parts, fbank_part, average_model   the stages every recipe has (below)
 export PATH="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv/bin:$PATH"
 
 log() { echo "$(date '+%H:%M:%S') $*"; }
@@ -19,3 +20,30 @@ up_to_date() {
 }
 
 skip() { log "  up to date: $*"; }
+
+# validate_parts PREFIX "PARTS" [ARGS...]: `auden-kit data validate` the recordings + supervisions
+# manifests data/manifests/PREFIX_{recordings,supervisions}_PART.jsonl.gz of every part that exists
+validate_parts() {
+  local prefix="$1" parts="$2" p; shift 2
+  for p in $parts; do
+    [ -f data/manifests/${prefix}_recordings_$p.jsonl.gz ] || continue
+    auden-kit data validate "$@" data/manifests/${prefix}_{recordings,supervisions}_$p.jsonl.gz
+  done
+}
+
+# fbank_part PREFIX PART OUT NJ [ARGS...]: fbank features of one part's manifests into OUT (skipped
+# when OUT exists); ARGS go to `auden-kit data fbank` (e.g. --speed-perturb --perturbed-speakers)
+fbank_part() {
+  local prefix="$1" part="$2" out="$3" nj="$4"; shift 4
+  if [ -f "$out" ]; then skip "$out"; return; fi
+  auden-kit data fbank data/manifests/${prefix}_{recordings,supervisions}_$part.jsonl.gz --out "$out" --jobs $nj "$@"
+}
+
+# average_model EXP NUM_EPOCHS AVG: average the last AVG epoch checkpoints of EXP into EXP/model-avg
+# (skipped when it is newer than the last epoch)
+average_model() {
+  local exp="$1" epochs="$2" avg="$3"
+  if up_to_date $exp/model-avg/config.yaml $exp/epoch-$epochs.pt; then skip $exp/model-avg; else
+    auden-kit average --exp-dir $exp --avg $avg --out $exp/model-avg
+  fi
+}

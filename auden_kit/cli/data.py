@@ -230,7 +230,7 @@ def tokenizer(
                     "--out-dir data/manifests")
 def folder(
     corpus_dir: Path = typer.Argument(..., help="Folder with one sub-folder per part."),
-    parts: List[str] = typer.Option(["train", "dev", "test"], "--parts", help="Sub-folders to prepare."),
+    parts: str = typer.Option("train dev test", help="Sub-folders to prepare (space- or comma-separated)."),
     out_dir: Path = typer.Option(Path("data/manifests"), help="Where the manifests go."),
     prefix: str = typer.Option("mydata", help="Manifest name prefix."),
 ):
@@ -239,7 +239,7 @@ def folder(
     from auden_kit.data.corpora.folder import prepare_folder
 
     setup_logging()
-    for part in parts:
+    for part in parts.replace(",", " ").split():
         rp, sp = prepare_folder(corpus_dir / part, out_dir, prefix, part)
         typer.echo(f"{part}: {rp} {sp}")
 
@@ -319,21 +319,22 @@ def holdout(
 @app.command(epilog="Example: auden-kit data trials data/fbank/voices_cuts_test.jsonl.gz --out data/trials_test.txt")
 def trials(
     manifests: List[Path] = typer.Argument(..., help="Cut manifests (or recordings + supervisions) with speakers."),
-    out: Path = typer.Option(..., help="Trial list to write ('1 enrol test' / '0 enrol test', cut ids)."),
+    out: Path = typer.Option(..., help="Trial list to write ('1 enrol test' / '0 enrol test', utterance ids "
+                                       "as `auden-kit embed --cuts` keys them)."),
     max_trials: int = typer.Option(200_000, help="Every pair up to this many; above, half target pairs and as "
                                                  "many random non-target pairs."),
     seed: int = typer.Option(0, help="Seed for the sampled pairs."),
 ):
     """A speaker-verification trial list over the cuts of a manifest."""
     from auden_kit.io import atomic_write_text
-    from auden_kit.metrics.verification import make_trials
+    from auden_kit.metrics.verification import make_trials, utterance_id
 
     spk = {}
     for c in _read_any(manifests):
         s = c.supervisions[0].speaker if c.supervisions else None
         if not s:
             raise UserError(f"cut '{c.id}' has no speaker; trials need one speaker per cut")
-        spk[c.id] = s
+        spk[utterance_id(c)] = s
     if len(set(spk.values())) < 2:
         raise UserError(f"{manifests[0]}: trials need at least 2 speakers, found {len(set(spk.values()))}")
     rows = make_trials(spk, max_trials=max_trials, seed=seed)

@@ -57,14 +57,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # usage errors (unknown option, missing argument, ...)
+        if isinstance(e, _click_exceptions()):
             e.show()
             return e.exit_code
         raise
     return 0
+
+
+def _click_exceptions() -> tuple:
+    """Click's exception base classes: recent typer releases bundle their own copy of click
+    (``typer._click``) beside any installed ``click``."""
+    import importlib
+
+    out = []
+    for mod in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            out.append(importlib.import_module(mod).ClickException)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(out)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ def load_embeddings(folder: Path) -> dict:
 def embed(
     files: List[Path] = typer.Argument(None, help="Audio files (any rate, channels, length)."),
     model: Path = typer.Option(..., "--model", "-m", help="Voice model folder."),
-    cuts: Optional[Path] = typer.Option(None, help="Embed the cuts of this manifest (keys: cut ids)."),
+    cuts: Optional[Path] = typer.Option(None, help="Embed the cuts of this manifest (keys: utterance ids, i.e. "
+                                                   "the supervision id of a one-supervision cut, else the cut id)."),
     out: Path = typer.Option(..., help="Folder for embeddings.safetensors, ids.txt and embeddings.txt."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     per_speaker: bool = typer.Option(False, help="With --cuts: one embedding per speaker (the mean of its "
@@ -67,10 +68,13 @@ def embed(
         raise UserError("--per-speaker needs --cuts (the manifest names each cut's speaker)")
     m = load(model, device=device)
     m.require("voice", verb="embed")
+    keys: dict = {}
     if cuts is not None:
         from auden_kit.data.datamodule import load_cuts
+        from auden_kit.metrics.verification import utterance_id
 
         inputs = load_cuts([str(cuts)])
+        keys = {c.id: utterance_id(c) for c in inputs}
     else:
         inputs = [str(f) for f in files]
     embs, failed = {}, 0
@@ -79,9 +83,10 @@ def embed(
             typer.echo(f"error: {res}", err=True)
             failed += 1
             continue
-        embs[item_id] = res.embedding
+        embs[keys.get(item_id, item_id)] = res.embedding
     if per_speaker:
-        embs = _speaker_means(embs, {c.id: c.supervisions[0].speaker if c.supervisions else None for c in inputs})
+        embs = _speaker_means(embs, {keys[c.id]: c.supervisions[0].speaker if c.supervisions else None
+                                     for c in inputs})
     _save_embeddings(out, embs)
     typer.echo(f"{len(embs)} embedding(s) in {out}")
     if failed:

@@ -149,3 +149,10 @@ def make_trials(speakers: dict[str, str], max_trials: int = 200_000, seed: int =
         if speakers[a] != speakers[b]:
             nontargets.add((min(a, b), max(a, b)))
     return sorted([(a, b, 1) for a, b in targets] + [(a, b, 0) for a, b in nontargets])
+
+
+def utterance_id(cut) -> str:
+    """The id a trial list names a cut by: its supervision's id when it has exactly one (the
+    utterance id of Kaldi, VoxCeleb and folder corpora; cut ids may carry a channel suffix),
+    else the cut id."""
+    return cut.supervisions[0].id if len(cut.supervisions) == 1 else cut.id

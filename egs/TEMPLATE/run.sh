@@ -25,9 +25,7 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   if [ -f data/manifests/.done ]; then skip data/manifests; else
     [ -n "$corpus_dir" ] || { echo "run.sh: stage 0 needs --corpus-dir" >&2; exit 2; }
     python local/prepare.py --corpus-dir "$corpus_dir" --out-dir data/manifests --prefix $prefix --parts $parts
-    for p in $parts; do
-      auden-kit data validate data/manifests/${prefix}_{recordings,supervisions}_$p.jsonl.gz
-    done
+    validate_parts $prefix "$parts"
     touch data/manifests/.done
   fi
 fi
@@ -35,10 +33,8 @@ fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: compute fbank features"
   for p in $parts; do
-    out=data/fbank/${prefix}_cuts_$p.jsonl.gz
-    [ -f $out ] && continue
     sp=""; [ $p = train ] && sp="--speed-perturb"
-    auden-kit data fbank data/manifests/${prefix}_{recordings,supervisions}_$p.jsonl.gz --out $out --jobs $nj $sp
+    fbank_part $prefix $p data/fbank/${prefix}_cuts_$p.jsonl.gz $nj $sp
   done
 fi
 
@@ -55,9 +51,7 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: average checkpoints into a model folder"
-  if up_to_date exp/model-avg/config.yaml exp/epoch-$num_epochs.pt; then skip exp/model-avg; else
-    auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
-  fi
+  average_model exp $num_epochs $avg
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then

@@ -26,10 +26,8 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: prepare manifests from your corpus (audio folders + utt2spk, utt2gender, utt2<label>)"
   if [ -f data/manifests/.done ]; then skip data/manifests; else
     [ -n "$corpus_dir" ] || { echo "run.sh: stage 0 needs --corpus-dir" >&2; exit 2; }
-    auden-kit data folder "$corpus_dir" --parts $parts --prefix $prefix --out-dir data/manifests
-    for p in $parts; do
-      auden-kit data validate --no-text data/manifests/${prefix}_{recordings,supervisions}_$p.jsonl.gz
-    done
+    auden-kit data folder "$corpus_dir" --parts "$parts" --prefix $prefix --out-dir data/manifests
+    validate_parts $prefix "$parts" --no-text
     touch data/manifests/.done
   fi
 fi
@@ -37,10 +35,8 @@ fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: compute fbank features"
   for p in $parts; do
-    out=data/fbank/${prefix}_cuts_$p.jsonl.gz
-    if [ -f $out ]; then skip $out; continue; fi
     sp=""; [ $p = train ] && [ $perturbed_speakers = true ] && sp="--speed-perturb --perturbed-speakers"
-    auden-kit data fbank data/manifests/${prefix}_{recordings,supervisions}_$p.jsonl.gz --out $out --jobs $nj $sp
+    fbank_part $prefix $p data/fbank/${prefix}_cuts_$p.jsonl.gz $nj $sp
   done
 fi
 
@@ -63,9 +59,7 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: average checkpoints into a model folder"
-  if up_to_date exp/model-avg/config.yaml exp/epoch-$num_epochs.pt; then skip exp/model-avg; else
-    auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
-  fi
+  average_model exp $num_epochs $avg
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then

@@ -24,20 +24,14 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   if [ -f data/manifests/.done ]; then skip data/manifests; else
     [ -n "$corpus_dir" ] || { echo "run.sh: stage 0 needs --corpus-dir (the CREMA-D root with AudioWAV/)" >&2; exit 2; }
     auden-kit data cremad "$corpus_dir" --out-dir data/manifests
-    for p in $parts; do
-      auden-kit data validate --no-text data/manifests/cremad_{recordings,supervisions}_$p.jsonl.gz
-    done
+    validate_parts cremad "$parts" --no-text
     touch data/manifests/.done
   fi
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: fbank features"
-  for p in $parts; do
-    out=data/fbank/cremad_cuts_$p.jsonl.gz
-    if [ -f $out ]; then skip $out; continue; fi
-    auden-kit data fbank data/manifests/cremad_{recordings,supervisions}_$p.jsonl.gz --out $out --jobs $nj
-  done
+  for p in $parts; do fbank_part cremad $p data/fbank/cremad_cuts_$p.jsonl.gz $nj; done
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
@@ -47,9 +41,7 @@ fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: average checkpoints into a model folder"
-  if up_to_date exp/model-avg/config.yaml exp/epoch-$num_epochs.pt; then skip exp/model-avg; else
-    auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
-  fi
+  average_model exp $num_epochs $avg
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then

@@ -64,13 +64,11 @@ fi
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: compute fbank features"
   for p in $train_parts $valid_part $test_parts; do
-    out=data/fbank/librispeech_cuts_$p.jsonl.gz
-    [ -f $out ] && continue
     if [ ! -f data/manifests/librispeech_recordings_$p.jsonl.gz ]; then
       log "  $p is not in $corpus_dir; skipping it"; continue
     fi
     sp=""; case $p in train-*) sp="--speed-perturb" ;; esac
-    auden-kit data fbank data/manifests/librispeech_{recordings,supervisions}_$p.jsonl.gz --out $out --jobs $nj $sp
+    fbank_part librispeech $p data/fbank/librispeech_cuts_$p.jsonl.gz $nj $sp
   done
 fi
 
@@ -99,9 +97,7 @@ fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: average and decode ${test_parts}"
-  if up_to_date exp/model-avg/config.yaml exp/epoch-$num_epochs.pt; then skip exp/model-avg; else
-    auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
-  fi
+  average_model exp $num_epochs $avg
   for p in $test_parts; do
     [ -f data/fbank/librispeech_cuts_$p.jsonl.gz ] || continue
     for m in greedy modified_beam_search; do

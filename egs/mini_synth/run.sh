@@ -34,9 +34,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: prepare Lhotse manifests"
   if [ ! -f data/manifests/.done ]; then
     lhotse prepare librispeech -j $nj $dl_dir/LibriSpeech data/manifests
-    for p in $parts; do
-      auden-kit data validate data/manifests/librispeech_{recordings,supervisions}_$p.jsonl.gz
-    done
+    validate_parts librispeech "$parts"
     touch data/manifests/.done
   fi
 fi
@@ -44,10 +42,8 @@ fi
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "Stage 2: compute fbank features"
   for p in $parts; do
-    out=data/fbank/librispeech_cuts_$p.jsonl.gz
-    [ -f $out ] && continue
     sp=""; [ $p = train-clean-100 ] && sp="--speed-perturb"
-    auden-kit data fbank data/manifests/librispeech_{recordings,supervisions}_$p.jsonl.gz --out $out --jobs $nj $sp
+    fbank_part librispeech $p data/fbank/librispeech_cuts_$p.jsonl.gz $nj $sp
   done
 fi
 
@@ -68,9 +64,7 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: average checkpoints into a model folder"
-  if up_to_date exp/model-avg/config.yaml exp/epoch-$num_epochs.pt; then skip exp/model-avg; else
-    auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
-  fi
+  average_model exp $num_epochs $avg
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then

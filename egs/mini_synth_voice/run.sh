@@ -16,7 +16,7 @@ dev_utts=4
 test_utts=12
 num_epochs=12
 avg=1
-perturbed_speakers=false  # true: 0.9x/1.1x speed copies of the training set as new speakers
+perturbed_speakers=true   # 0.9x/1.1x speed copies of the training set as new speakers (false: none)
 asr_model=""              # stage 8: an ASR model folder with the same encoder (e.g. ../mini_synth/exp/model-avg)
 extra=""                  # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"
 help_message="Offline voice-encoder recipe on synthesized speakers. Example: ./run.sh --stage 6"
@@ -38,10 +38,8 @@ fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: prepare Lhotse manifests (audio folders + utt2spk/utt2gender/utt2style)"
   if [ -f data/manifests/.done ]; then skip data/manifests; else
-    auden-kit data folder $dl_dir --parts $parts --prefix voices --out-dir data/manifests
-    for p in $parts; do
-      auden-kit data validate data/manifests/voices_{recordings,supervisions}_$p.jsonl.gz
-    done
+    auden-kit data folder $dl_dir --parts "$parts" --prefix voices --out-dir data/manifests
+    validate_parts voices "$parts"
     touch data/manifests/.done
   fi
 fi
@@ -49,10 +47,8 @@ fi
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "Stage 2: compute fbank features"
   for p in $parts; do
-    out=data/fbank/voices_cuts_$p.jsonl.gz
-    if [ -f $out ]; then skip $out; continue; fi
     sp=""; [ $p = train ] && [ $perturbed_speakers = true ] && sp="--speed-perturb --perturbed-speakers"
-    auden-kit data fbank data/manifests/voices_{recordings,supervisions}_$p.jsonl.gz --out $out --jobs $nj $sp
+    fbank_part voices $p data/fbank/voices_cuts_$p.jsonl.gz $nj $sp
   done
 fi
 
@@ -90,9 +86,7 @@ evaluate() {
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: average checkpoints into a model folder"
-  if up_to_date exp/model-avg/config.yaml exp/epoch-$num_epochs.pt; then skip exp/model-avg; else
-    auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
-  fi
+  average_model exp $num_epochs $avg
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
@@ -114,8 +108,6 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ] && [ -n "$asr_model" ]; then
     auden-kit train --config conf/train.yaml trainer.num_epochs=$num_epochs exp_dir=exp_asr_init \
       trainer.init_from=$asr_model "trainer.init_prefix_map={encoder.: encoder.}" $extra
   fi
-  if ! up_to_date exp_asr_init/model-avg/config.yaml exp_asr_init/epoch-$num_epochs.pt; then
-    auden-kit average --exp-dir exp_asr_init --avg $avg --out exp_asr_init/model-avg
-  fi
+  average_model exp_asr_init $num_epochs $avg
   evaluate exp_asr_init/model-avg exp_asr_init/eval
 fi

@@ -34,22 +34,16 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
     [ -n "$trials_dir" ] && args="$args --trials-dir $trials_dir"
     [ $vox1_all_test = true ] && args="$args --vox1-all-test"
     auden-kit data voxceleb $args --out-dir data/manifests --jobs $nj
-    for p in train test; do
-      [ -f data/manifests/voxceleb_recordings_$p.jsonl.gz ] || continue
-      auden-kit data validate --no-text data/manifests/voxceleb_{recordings,supervisions}_$p.jsonl.gz
-    done
+    validate_parts voxceleb "train test" --no-text
     touch data/manifests/.done
   fi
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: fbank features (train: 0.9x/1.1x speed copies as new speakers)"
-  for p in train test; do
-    out=data/fbank/voxceleb_cuts_${p}_all.jsonl.gz; [ $p = test ] && out=data/fbank/voxceleb_cuts_test.jsonl.gz
-    if [ -f $out ]; then skip $out; continue; fi
-    sp=""; [ $p = train ] && [ $perturbed_speakers = true ] && sp="--speed-perturb --perturbed-speakers"
-    auden-kit data fbank data/manifests/voxceleb_{recordings,supervisions}_$p.jsonl.gz --out $out --jobs $nj $sp
-  done
+  sp=""; [ $perturbed_speakers = true ] && sp="--speed-perturb --perturbed-speakers"
+  fbank_part voxceleb train data/fbank/voxceleb_cuts_train_all.jsonl.gz $nj $sp
+  fbank_part voxceleb test data/fbank/voxceleb_cuts_test.jsonl.gz $nj
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
@@ -68,9 +62,7 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: average checkpoints into a model folder"
-  if up_to_date exp/model-avg/config.yaml exp/epoch-$num_epochs.pt; then skip exp/model-avg; else
-    auden-kit average --exp-dir exp --avg $avg --out exp/model-avg
-  fi
+  average_model exp $num_epochs $avg
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then

@@ -141,9 +141,19 @@ def plan_voice_corpus(opts: VoiceSynthOptions) -> dict:
     if opts.train_variants + opts.test_variants > len(variants):
         raise ValueError(f"at most {len(variants)} voice variants are available, asked for "
                          f"{opts.train_variants} + {opts.test_variants}")
-    split_variants = {"train": (variants[:opts.train_variants], opts.train_speakers_per_variant),
-                      "test": (variants[opts.train_variants:opts.train_variants + opts.test_variants],
-                               opts.test_speakers_per_variant)}
+    # both genders in both parts, in the proportion the variants have (at least one each)
+    by_gender = {g: [v for v in variants if voice_gender(v) == g] for g in ("F", "M")}
+    share_f = len(by_gender["F"]) / len(variants)
+    chosen = {}
+    for split, n in (("train", opts.train_variants), ("test", opts.test_variants)):
+        n_f = min(len(by_gender["F"]), max(1 if n >= 2 else 0, round(n * share_f)))
+        chosen[split] = by_gender["F"][:n_f] + by_gender["M"][:n - n_f]
+        by_gender = {"F": by_gender["F"][n_f:], "M": by_gender["M"][n - n_f:]}
+        if len(chosen[split]) < n:
+            raise ValueError(f"not enough voice variants of each gender for {opts.train_variants} + "
+                             f"{opts.test_variants}")
+    split_variants = {"train": (chosen["train"], opts.train_speakers_per_variant),
+                      "test": (chosen["test"], opts.test_speakers_per_variant)}
     speakers: dict[str, list[dict]] = {}
     files: dict[str, str] = {}
     n = 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from lhotse import CutSet
 
-from auden_kit.metrics.verification import cosine_scores, eer, min_dcf, read_trials
+from auden_kit.metrics.verification import cosine_scores, eer, min_dcf, read_trials, utterance_id
 
 
 def stats(cuts):
@@ -30,7 +30,7 @@ def stats(cuts):
         if re.search(r"-sp[0-9.]+$", c.supervisions[0].speaker or ""):
             continue  # speed copies (stage 2's --perturbed-speakers): the baselines use the real speakers
         f = c.load_features()
-        ids.append(c.id)
+        ids.append(utterance_id(c))
         feats.append(np.concatenate([f.mean(0), f.std(0)]))
         s = c.supervisions[0]
         meta.append({"speaker": s.speaker, "gender": s.gender, "style": (s.custom or {}).get("style"),
