@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from auden_kit.cli.common import setup_logging
+from auden_kit.data.corpora.voices import VoiceSynthOptions as _VOICE  # its defaults are the CLI's
 from auden_kit.errors import UserError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -52,13 +53,16 @@ def synth(
                                      "--test-variants 12 --jobs 2")
 def synth_voices(
     out_dir: Path = typer.Argument(..., help="Folder to write the parts (train, dev, test) into."),
-    train_variants: int = typer.Option(23, help="espeak base variants for training speakers."),
-    test_variants: int = typer.Option(12, help="Other base variants for the test speakers (never in training)."),
-    train_speakers_per_variant: int = typer.Option(3, help="Speakers made from each training variant."),
-    test_speakers_per_variant: int = typer.Option(2, help="Speakers made from each test variant."),
-    train_utts: int = typer.Option(20, help="Training utterances per speaker."),
-    dev_utts: int = typer.Option(4, help="Further utterances per training speaker (identification)."),
-    test_utts: int = typer.Option(12, help="Utterances per test speaker."),
+    train_variants: int = typer.Option(_VOICE.train_variants, help="espeak base variants for training speakers."),
+    test_variants: int = typer.Option(_VOICE.test_variants, help="Other base variants for the test speakers "
+                                                                 "(never in training)."),
+    train_speakers_per_variant: int = typer.Option(_VOICE.train_speakers_per_variant,
+                                                   help="Speakers made from each training variant."),
+    test_speakers_per_variant: int = typer.Option(_VOICE.test_speakers_per_variant,
+                                                  help="Speakers made from each test variant."),
+    train_utts: int = typer.Option(_VOICE.train_utts, help="Training utterances per speaker."),
+    dev_utts: int = typer.Option(_VOICE.dev_utts, help="Further utterances per training speaker (identification)."),
+    test_utts: int = typer.Option(_VOICE.test_utts, help="Utterances per test speaker."),
     seed: int = typer.Option(0, help="Same seed, same corpus (byte for byte)."),
     jobs: int = typer.Option(2, help="Parallel worker processes."),
 ):

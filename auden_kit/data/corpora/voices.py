@@ -53,10 +53,10 @@ class VoiceSynthOptions:
 
     train_variants: int = 23
     test_variants: int = 12
-    train_speakers_per_variant: int = 5
+    train_speakers_per_variant: int = 3
     test_speakers_per_variant: int = 2
-    train_utts: int = 12
-    dev_utts: int = 3
+    train_utts: int = 20
+    dev_utts: int = 4
     test_utts: int = 12
     bases: tuple[str, ...] = ("en-us", "en")
     formant_spread: float = 0.08  # vocal-tract scale of a speaker: 1 +- this (formants 1-5)
