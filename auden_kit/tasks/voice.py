@@ -213,10 +213,19 @@ class VoiceTask(Task):
     def cut_transforms(self, data_cfg, train: bool) -> list:
         return [RandomCrop(self.model_cfg.crop_seconds)] if train and self.model_cfg.crop_seconds > 0 else []
 
+    def _label_index(self, head: str) -> dict:
+        """{label: class id} of a head, built once per worker (not per batch: VoxCeleb with speed
+        copies has ~18k speakers)."""
+        labels = self.assets.labels(_name(head))
+        cache = self.__dict__.setdefault("_label_indices", {})
+        if head not in cache or cache[head][0] is not labels:  # rebuilt when setup() brings new assets
+            cache[head] = (labels, {lab: i for i, lab in enumerate(labels)})
+        return cache[head][1]
+
     def batch_targets(self, cuts, train: bool) -> dict:
         out: dict = {"refs": {}}
         for h in self.model_cfg.all_heads():
-            index = {lab: i for i, lab in enumerate(self.assets.labels(_name(h)))}
+            index = self._label_index(h)
             refs = [voice_label(c, h, self.model_cfg) for c in cuts]
             out[h] = torch.tensor([index.get(r, -100) if r is not None else -100 for r in refs], dtype=torch.long)
             out["refs"][h] = refs
