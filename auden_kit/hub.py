@@ -42,6 +42,7 @@ TASKS: dict[str, str] = {
     "asr": "auden_kit.tasks.asr:AsrTask",
     "classify": "auden_kit.tasks.classify:ClassificationTask",
     "voice": "auden_kit.tasks.voice:VoiceTask",
+    "st": "auden_kit.tasks.st:StTask",
 }
 ENCODERS: dict[str, str] = {
     "zipformer": "auden_kit.encoders.zipformer:ZipformerEncoder",

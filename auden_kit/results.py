@@ -5,6 +5,7 @@ JSON output, and a ``merge`` that stitches the results of consecutive pieces of 
 recording (pieces are (offset in seconds, result)).
 
 * :class:`TextResult`            text, token pieces and their times (ASR, transcripts)
+* :class:`TranslationResult`     translation with its transcript and languages (speech translation)
 * :class:`ClassificationResult`  per head: labels with probabilities (speaker, gender, emotion...)
 * :class:`EmbeddingResult`       a fixed-size vector (speaker embeddings)
 * :class:`SegmentsResult`        time-stamped speaker segments with text (diarized ASR)
@@ -56,6 +57,46 @@ class TextResult(Result):
         refs = [r.ref for _, r in pieces if r.ref]
         return cls(cut_id=cut_id, text=" ".join(texts), tokens=tokens, times=times,
                    ref=" ".join(refs) if refs else None)
+
+
+@dataclasses.dataclass
+class TranslationResult(Result):
+    """``text`` in ``tgt_lang``, translated from speech in ``src_lang`` (identified with
+    probability ``src_lang_prob`` unless forced), with the ``transcript`` of the same audio;
+    ``ref`` / ``ref_transcript`` / ``ref_src_lang`` when known."""
+
+    text: str = ""
+    transcript: str = ""
+    src_lang: str = ""
+    tgt_lang: str = ""
+    src_lang_prob: float = 1.0
+    tokens: list = dataclasses.field(default_factory=list)
+    ref: Optional[str] = None
+    ref_transcript: Optional[str] = None
+    ref_src_lang: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        d = {"id": self.cut_id, "text": self.text, "transcript": self.transcript, "src_lang": self.src_lang,
+             "src_lang_prob": round(self.src_lang_prob, 4), "tgt_lang": self.tgt_lang, "tokens": self.tokens}
+        for k in ("ref", "ref_transcript", "ref_src_lang"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        return d
+
+    @classmethod
+    def merge(cls, pieces, cut_id):
+        """Pieces of one recording: texts joined; the source language of the longest text."""
+        rs = [r for _, r in pieces]
+        main = max(rs, key=lambda r: len(r.transcript))
+
+        def join(attr):
+            vals = [getattr(r, attr) for r in rs if getattr(r, attr)]
+            return " ".join(vals) if vals else None
+
+        return cls(cut_id=cut_id, text=join("text") or "", transcript=join("transcript") or "",
+                   src_lang=main.src_lang, tgt_lang=main.tgt_lang, src_lang_prob=main.src_lang_prob,
+                   tokens=[t for r in rs for t in r.tokens], ref=join("ref"), ref_transcript=join("ref_transcript"),
+                   ref_src_lang=main.ref_src_lang)
 
 
 @dataclasses.dataclass

@@ -82,6 +82,36 @@ def synth_voices(
     typer.echo(f"corpus: {root} (parts train, dev, test; speakers in {root / 'speakers.tsv'})")
 
 
+@app.command("synth-st", epilog="Example: auden-kit data synth-st download/st --manifest-dir data/manifests "
+                                  "--speakers-per-language 12 --train-utts 100 --jobs 2")
+def synth_st(
+    out_dir: Path = typer.Argument(..., help="Folder for the audio (parts train, dev, test)."),
+    manifest_dir: Path = typer.Option(Path("data/manifests"), help="Where the Lhotse manifests go."),
+    speakers_per_language: int = typer.Option(12, help="espeak-ng voices per language (English, Spanish)."),
+    train_utts: int = typer.Option(100, help="Training utterances per speaker."),
+    dev_utts: int = typer.Option(4, help="Dev utterances per speaker."),
+    test_utts: int = typer.Option(10, help="Test utterances per speaker (sentences never in dev or train)."),
+    no_translation: float = typer.Option(0.1, help="Fraction of training utterances without a translation."),
+    prefix: str = typer.Option("mini_st", help="Manifest name prefix."),
+    seed: int = typer.Option(0, help="Same seed, same corpus."),
+    jobs: int = typer.Option(2, help="Parallel worker processes."),
+):
+    """Synthesize an English<->Spanish speech-translation corpus (a grammar that needs reordering
+    and agreement), with transcripts, languages and translations in the manifests."""
+    from auden_kit.data.corpora.st_synth import StSynthOptions, synthesize_st_corpus
+
+    setup_logging()
+    if not 0 <= no_translation < 1:
+        raise UserError(f"--no-translation must be in [0, 1), got {no_translation}")
+    opts = StSynthOptions(speakers_per_language=speakers_per_language, train_utts=train_utts, dev_utts=dev_utts,
+                          test_utts=test_utts, no_translation=no_translation, prefix=prefix, seed=seed, jobs=jobs)
+    try:
+        written = synthesize_st_corpus(out_dir, manifest_dir, opts)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    typer.echo(f"corpus: {out_dir}; manifests: {', '.join(str(p) for p in written.values())}")
+
+
 @app.command(epilog="Example: auden-kit data validate data/manifests/librispeech_recordings_dev-clean.jsonl.gz "
                     "data/manifests/librispeech_supervisions_dev-clean.jsonl.gz")
 def validate(
@@ -189,21 +219,38 @@ def _has_long_recordings(cuts) -> bool:
     return False
 
 
-def _texts(paths: List[Path]) -> list[str]:
-    """Transcripts from supervision manifests or cut manifests."""
+def _supervisions(paths: List[Path]):
+    """Supervisions of supervision manifests or cut manifests."""
     from lhotse import SupervisionSet
     from lhotse.serialization import load_manifest_lazy
 
-    texts = []
     for p in paths:
         if not p.is_file():
             raise UserError(f"manifest '{p}' does not exist")
         m = load_manifest_lazy(p)
         if isinstance(m, SupervisionSet):
-            texts += [s.text for s in m if s.text]
+            yield from m
         else:
-            texts += [s.text for c in _read_any([p]) for s in c.supervisions if s.text]
-    return texts
+            for c in _read_any([p]):
+                yield from c.supervisions
+
+
+def _texts(paths: List[Path], translations: bool = False) -> tuple[list[str], set[str]]:
+    """Transcripts (and with ``translations`` their translations) of the manifests, and every
+    language named (spoken or translated into)."""
+    from auden_kit.data.translation import translations as translations_of
+
+    texts, langs = [], set()
+    for s in _supervisions(paths):
+        if s.text:
+            texts.append(s.text)
+        if s.language:
+            langs.add(s.language)
+        for t in translations_of(s):
+            langs.add(t["language"])
+            if translations:
+                texts.append(t["text"])
+    return texts, langs
 
 
 @app.command(epilog="Example: auden-kit data tokenizer data/fbank/librispeech_cuts_train-clean-100.jsonl.gz "
@@ -214,20 +261,30 @@ def tokenizer(
     vocab_size: int = typer.Option(500, help="Vocabulary size (SentencePiece); 0: from the data (distinct words, "
                                             "30..500). Too large for the data: the largest valid size."),
     type: str = typer.Option("bpe", help="bpe, unigram or char."),
+    translations: bool = typer.Option(False, "--translations", help="Also train on the translations in "
+                                      "custom['translation'] (one shared model for speech translation)."),
+    lang_tags: bool = typer.Option(False, "--lang-tags", help="Add a symbol <xx> for every language in the "
+                                   "manifests (spoken or translated into): the ST decoder's language tags."),
 ):
     """Train a SentencePiece (BPE/unigram) or character tokenizer on transcripts."""
+    from auden_kit.data.translation import language_tag
     from auden_kit.tokenizers import CharTokenizer, train_sentencepiece
 
     setup_logging()
-    texts = _texts(manifests)
+    texts, langs = _texts(manifests, translations)
+    tags = [language_tag(x) for x in sorted(langs)] if lang_tags else []
+    if lang_tags and not tags:
+        raise UserError("--lang-tags: no supervision in these manifests names its language (field 'language')")
     if type == "char":
         tok = CharTokenizer.train(texts)
+        if tags:
+            tok = CharTokenizer(tok.symbols + tags)
         tok.save(out_dir)
     elif type in ("bpe", "unigram"):
-        tok = train_sentencepiece(texts, out_dir, vocab_size=vocab_size, model_type=type)
+        tok = train_sentencepiece(texts, out_dir, vocab_size=vocab_size, model_type=type, extra_symbols=tags)
     else:
         raise UserError(f"--type must be bpe, unigram or char, got '{type}'")
-    typer.echo(f"tokenizer ({type}, {tok.vocab_size} symbols) in {out_dir}")
+    typer.echo(f"tokenizer ({type}, {tok.vocab_size} symbols) in {out_dir}" + (f"; tags {' '.join(tags)}" if tags else ""))
 
 
 @app.command(epilog="Example: auden-kit data folder download/voices --parts train dev test --prefix voices "
@@ -266,6 +323,22 @@ def voxceleb(
     setup_logging()
     for name, p in prepare_voxceleb(vox1, vox2, out_dir, jobs=jobs, trials_dir=trials_dir,
                                     vox1_all_test=vox1_all_test).items():
+        typer.echo(f"{name}: {p}")
+
+
+@app.command("must-c", epilog="Example: auden-kit data must-c /data/MUSTC_v1.0 --tgt-lang de --out-dir data/manifests")
+def must_c(
+    corpus_dir: Path = typer.Argument(..., help="MuST-C root holding en-<tgt>/data/<split>/{wav,txt}."),
+    tgt_lang: str = typer.Option("de", help="Target language (de, es, fr, it, nl, pt, ro, ru, zh, ...)."),
+    out_dir: Path = typer.Option(Path("data/manifests"), help="Where the manifests go."),
+    jobs: int = typer.Option(2, help="Parallel readers."),
+):
+    """MuST-C manifests with the English transcript in text and the translation in
+    custom['translation'] (Lhotse's must_c recipe + the transcripts joined back)."""
+    from auden_kit.data.corpora.must_c import prepare_must_c
+
+    setup_logging()
+    for name, p in prepare_must_c(corpus_dir, out_dir, tgt_lang, num_jobs=jobs).items():
         typer.echo(f"{name}: {p}")
 
 

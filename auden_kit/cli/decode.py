@@ -16,6 +16,7 @@ from auden_kit.cli.common import setup_logging
 from auden_kit.errors import UserError
 
 EPILOG = ("Example: auden-kit decode --model exp/model-avg a.wav b.flac   |   "
+          "auden-kit decode --model exp/st-model --tgt-lang es a.wav   |   "
           "auden-kit decode --model exp/streaming-model --streaming a.wav   |   "
           "auden-kit decode --model exp/model-avg --cuts data/fbank/cuts_test.jsonl.gz --out-dir exp/decode")
 
@@ -25,6 +26,8 @@ def _line(res, output: str) -> str:
         d = res.to_dict()
         d.pop("id", None)
         return json.dumps({"file": res.cut_id, **d}, ensure_ascii=False)
+    if hasattr(res, "transcript"):  # speech translation: translation, then the transcript
+        return f"{res.cut_id}\t[{res.src_lang}->{res.tgt_lang}] {res.text}\t({res.transcript})"
     if hasattr(res, "text"):
         return f"{res.cut_id}\t{res.text}"
     if hasattr(res, "labels"):
@@ -49,6 +52,12 @@ def decode(
     streaming: bool = typer.Option(False, help="Files only, causal ASR models: feed the audio in pieces of "
                                                "--piece-ms through the streaming encoder (greedy search)."),
     piece_ms: int = typer.Option(320, help="With --streaming: audio per piece in milliseconds."),
+    tgt_lang: str = typer.Option("", "--tgt-lang", help="Speech translation: the output language (default: the "
+                                                        "model's usual target for the identified source)."),
+    src_lang: str = typer.Option("", "--src-lang", help="Speech translation: the spoken language, when known "
+                                                        "(default: identified by the model)."),
+    asr_method: str = typer.Option("", "--asr-method", help="Speech translation: the transcript's search "
+                                                            "(greedy, modified_beam_search, ctc_greedy, ...)."),
 ):
     """Decode audio files (one line per file) or a manifest (result files and a summary)."""
     from auden_kit.api import load
@@ -71,6 +80,12 @@ def decode(
         opts = {"method": method, "beam": beam}
     elif method:
         raise UserError(f"--method: a '{m.task.name}' model has no decoding methods")
+    for key, value in (("tgt_lang", tgt_lang), ("src_lang", src_lang), ("asr_method", asr_method)):
+        if value:
+            if key not in m.task.infer_options:
+                raise UserError(f"--{key.replace('_', '-')}: a '{m.task.name}' model does not take it "
+                                "(speech-translation models do)")
+            opts[key] = value
     if streaming and (cuts is not None or not hasattr(m.task, "streaming_decoder")):
         raise UserError("--streaming decodes audio files with an ASR model; use it without --cuts")
     if cuts is not None:
@@ -148,7 +163,8 @@ def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: fl
     elapsed = time.time() - t0
     method = opts.get("method", "")
     name = name or (f"{cuts_path.name.split('.')[0]}" + (f"-{method}" if method else "")
-                    + (f"-beam{opts['beam']}" if "beam" in method else ""))
+                    + (f"-beam{opts['beam']}" if "beam" in method else "")
+                    + (f"-to-{opts['tgt_lang']}" if opts.get("tgt_lang") else ""))
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = m.task.write_results(results, out_dir, name)
     typer.echo(f"{name}: {summary}")

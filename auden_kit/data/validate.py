@@ -3,7 +3,8 @@
 Checks: unreadable lines, duplicate cut/recording/supervision ids, missing or
 unreadable audio, sample-rate and length mismatches between the manifest and
 the file, non-positive durations, empty text, supervisions outside their cut
-or recording, missing feature archives.
+or recording, missing feature archives, malformed translations (the speech-translation schema of
+:mod:`auden_kit.data.translation`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+from auden_kit.data.translation import check_fields
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +134,9 @@ def _check_supervision(s: dict, cid: str, dur: float | None, require_text: bool,
     seen.add(sid)
     if require_text and not (s.get("text") or "").strip():
         out.append(Problem(cid, f"supervision '{sid}' has empty text"))
+    bad = check_fields(s.get("custom"), s.get("language"))
+    if bad:
+        out.append(Problem(cid, f"supervision '{sid}' {bad}"))
     s0, sd = s.get("start", 0), s.get("duration", 0)
     if sd <= 0:
         out.append(Problem(cid, f"supervision '{sid}' has non-positive duration {sd}"))

@@ -26,30 +26,51 @@ class AttentionDecoder(nn.Module):
         self.out = nn.Linear(d_model, vocab_size)
         self.scale = math.sqrt(d_model)
 
-    def _inputs(self, tokens: list[list[int]], device) -> tuple[Tensor, Tensor, Tensor]:
-        """(sos + y) inputs, (y + eos) targets padded with -100, and a padding mask."""
-        U = max(len(t) for t in tokens) + 1
-        N = len(tokens)
-        ys_in = torch.full((N, U), self.eos_id, dtype=torch.long, device=device)
-        ys_out = torch.full((N, U), -100, dtype=torch.long, device=device)
-        for i, t in enumerate(tokens):
-            ys_in[i, : len(t) + 1] = torch.tensor([self.sos_id] + t, device=device)
-            ys_out[i, : len(t) + 1] = torch.tensor(t + [self.eos_id], device=device)
-        pad = ys_out == -100
-        return ys_in, ys_out, pad
+    def _inputs(self, tokens: list[list[int]], device, prompts: list[list[int]] | None = None,
+                ignore_prompt: tuple[int, ...] = ()) -> tuple[Tensor, Tensor, Tensor]:
+        """Inputs ``sos + prompt + y``, targets ``prompt + y + eos`` (padding and the prompt
+        positions in ``ignore_prompt`` are -100: not trained; negative positions count from the
+        prompt's end), and the padding mask (True = pad).
 
-    def logits(self, enc: Tensor, enc_lens: Tensor, ys_in: Tensor, pad: Tensor) -> Tensor:
+        A prompt is forced context such as ST's language tags: with prompt ``<src> <tgt>`` and
+        ``ignore_prompt=(1,)`` the decoder learns to predict the source language first (language
+        identification for free) while the target tag is given, never predicted."""
+        prompts = prompts or [[] for _ in tokens]
+        seqs = [list(p) + list(t) for p, t in zip(prompts, tokens)]
+        U = max(len(s) for s in seqs) + 1
+        N = len(tokens)
+        ys_in = torch.full((N, U), self.eos_id, dtype=torch.long)
+        ys_out = torch.full((N, U), -100, dtype=torch.long)
+        pad = torch.ones(N, U, dtype=torch.bool)
+        for i, (p, s) in enumerate(zip(prompts, seqs)):
+            ys_in[i, : len(s) + 1] = torch.tensor([self.sos_id] + s)
+            ys_out[i, : len(s) + 1] = torch.tensor(s + [self.eos_id])
+            pad[i, : len(s) + 1] = False
+            for j in ignore_prompt:
+                if -len(p) <= j < len(p):
+                    ys_out[i, j % len(p)] = -100
+        return ys_in.to(device), ys_out.to(device), pad.to(device)
+
+    def memory(self, enc: Tensor, enc_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """Projected encoder output and its padding mask (computed once per utterance in search)."""
+        mem_pad = torch.arange(enc.shape[1], device=enc.device).unsqueeze(0) >= enc_lens.unsqueeze(1)
+        return self.enc_proj(enc), mem_pad
+
+    def decode(self, mem: Tensor, mem_pad: Tensor, ys_in: Tensor, pad: Tensor) -> Tensor:
+        """Logits (N, U, V) for inputs ``ys_in`` over the projected memory."""
         U = ys_in.shape[1]
         x = self.embed(ys_in) * self.scale + self.pos[:U]
-        mem = self.enc_proj(enc)
-        mem_pad = torch.arange(enc.shape[1], device=enc.device).unsqueeze(0) >= enc_lens.unsqueeze(1)
-        causal = torch.triu(torch.ones(U, U, dtype=torch.bool, device=enc.device), diagonal=1)
+        causal = torch.triu(torch.ones(U, U, dtype=torch.bool, device=ys_in.device), diagonal=1)
         h = self.layers(x, mem, tgt_mask=causal, tgt_key_padding_mask=pad, memory_key_padding_mask=mem_pad)
         return self.out(self.norm(h))
 
-    def loss(self, enc: Tensor, enc_lens: Tensor, tokens: list[list[int]], label_smoothing: float = 0.1) -> Tensor:
-        """Label-smoothed cross-entropy, summed over tokens (eos included)."""
-        ys_in, ys_out, pad = self._inputs(tokens, enc.device)
+    def logits(self, enc: Tensor, enc_lens: Tensor, ys_in: Tensor, pad: Tensor) -> Tensor:
+        return self.decode(*self.memory(enc, enc_lens), ys_in, pad)
+
+    def loss(self, enc: Tensor, enc_lens: Tensor, tokens: list[list[int]], label_smoothing: float = 0.1,
+             prompts: list[list[int]] | None = None, ignore_prompt: tuple[int, ...] = ()) -> Tensor:
+        """Label-smoothed cross-entropy, summed over the trained target positions (eos included)."""
+        ys_in, ys_out, pad = self._inputs(tokens, enc.device, prompts, ignore_prompt)
         logits = self.logits(enc, enc_lens, ys_in, pad)
         return nn.functional.cross_entropy(logits.reshape(-1, self.vocab_size).float(), ys_out.reshape(-1),
                                            ignore_index=-100, label_smoothing=label_smoothing, reduction="sum")
@@ -60,7 +81,7 @@ class AttentionDecoder(nn.Module):
         ys_in, ys_out, pad = self._inputs(tokens, enc.device)
         lp = self.logits(enc, enc_lens, ys_in, pad).log_softmax(-1)
         tok_lp = torch.gather(lp, 2, ys_out.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return tok_lp.masked_fill(pad, 0.0).sum(-1)
+        return tok_lp.masked_fill(ys_out < 0, 0.0).sum(-1)
 
 
 class _MultiHeadAttention(nn.Module):

@@ -53,6 +53,7 @@ class AsrModelConfig:
     attention_decoder_loss_scale: float = 0.8
     attention_decoder_layout: str = "torch"  # torch (PyTorch's TransformerDecoder) or icefall (imports icefall's)
     attention_decoder_attention_dim: int = 0  # icefall layout: attention width (0: attention_decoder_dim)
+    attention_decoder_vocab_size: int = 0  # 0: vocab_size (the decoder writes what the transducer does)
     label_smoothing: float = 0.1
     warm_step: int = 2000
 
@@ -99,12 +100,13 @@ class AsrModel(nn.Module):
             self.simple_lm_proj = nn.Linear(cfg.decoder_dim, V)
         if cfg.use_ctc:
             self.ctc_output = nn.Sequential(nn.Dropout(p=0.1), nn.Linear(enc_dim, V))
+        Va = cfg.attention_decoder_vocab_size or V
         if cfg.use_attention_decoder and cfg.attention_decoder_layout == "icefall":
             self.attention_decoder = IcefallAttentionDecoder(
-                V, enc_dim, cfg.attention_decoder_dim, cfg.attention_decoder_layers, cfg.attention_decoder_heads,
+                Va, enc_dim, cfg.attention_decoder_dim, cfg.attention_decoder_layers, cfg.attention_decoder_heads,
                 cfg.attention_decoder_ff_dim, cfg.attention_decoder_attention_dim)
         elif cfg.use_attention_decoder:
-            self.attention_decoder = AttentionDecoder(V, enc_dim, cfg.attention_decoder_dim,
+            self.attention_decoder = AttentionDecoder(Va, enc_dim, cfg.attention_decoder_dim,
                                                       cfg.attention_decoder_layers, cfg.attention_decoder_heads,
                                                       cfg.attention_decoder_ff_dim)
 
@@ -203,6 +205,20 @@ class AsrTask(Task):
             raise UserError(f"cut '{empty[0]}' has no transcript; a manifest with empty texts cannot be used "
                             "to train or validate ASR (`auden-kit data validate` lists them)")
         enc, enc_lens = model.encode(x, x_lens)
+        loss, stats = self.transcript_losses(model, enc, enc_lens, targets, step)
+        if cfg.use_attention_decoder:
+            att = model.attention_decoder.loss(enc, enc_lens, targets, cfg.label_smoothing)
+            loss = loss + cfg.attention_decoder_loss_scale * att
+            stats["attention_decoder_loss"] = float(att.detach())
+        stats["loss"] = float(loss.detach())
+        return loss, stats, float(enc_lens.sum())
+
+    @staticmethod
+    def transcript_losses(model: AsrModel, enc: Tensor, enc_lens: Tensor, targets: list[list[int]],
+                          step: int) -> tuple[Tensor, dict]:
+        """Transducer (simple + pruned, with the warm-up ramp) and CTC losses on ``targets``,
+        summed over the batch; and their values for logging."""
+        cfg = model.cfg
         stats = {}
         loss = enc.new_zeros(())
         if cfg.use_transducer:
@@ -220,12 +236,7 @@ class AsrTask(Task):
             ctc = model.ctc_loss(enc, enc_lens, targets)
             loss = loss + (cfg.ctc_loss_scale if cfg.use_transducer else 1.0) * ctc
             stats["ctc_loss"] = float(ctc.detach())
-        if cfg.use_attention_decoder:
-            att = model.attention_decoder.loss(enc, enc_lens, targets, cfg.label_smoothing)
-            loss = loss + cfg.attention_decoder_loss_scale * att
-            stats["attention_decoder_loss"] = float(att.detach())
-        stats["loss"] = float(loss.detach())
-        return loss, stats, float(enc_lens.sum())
+        return loss, stats
 
     def check_method(self, model: AsrModel, method: str) -> str:
         method = super().check_method(model, method)
@@ -242,19 +253,22 @@ class AsrTask(Task):
     def infer(self, model: AsrModel, batch: dict, method: str = "", beam: int = 4, **encode_kw) -> list[TextResult]:
         method = self.check_method(model, method)
         enc, enc_lens = model.encode(batch["inputs"], batch["input_lens"], **encode_kw)
-        if method == "greedy":
-            hyps = greedy_search(model, enc, enc_lens)
-        elif method == "modified_beam_search":
-            hyps = modified_beam_search(model, enc, enc_lens, beam=beam)
-        elif method == "attention_rescoring":
-            hyps = self.attention_rescoring(model, enc, enc_lens, beam)
-        else:
-            lp = model.ctc_output(enc).log_softmax(-1)
-            hyps = ctc_greedy(lp, enc_lens) if method == "ctc_greedy" else ctc_prefix_beam(lp, enc_lens, beam=beam)
+        hyps = self.transcribe(model, enc, enc_lens, method, beam)
         ids = batch.get("cut_ids") or [str(i) for i in range(len(hyps))]
         refs = batch.get("targets", {}).get("texts") or [None] * len(hyps)
         shift = model.encoder.frame_shift
         return [_result(h, self.tokenizer, cid, shift, ref) for cid, h, ref in zip(ids, hyps, refs)]
+
+    def transcribe(self, model: AsrModel, enc: Tensor, enc_lens: Tensor, method: str, beam: int):
+        """Transcript hypotheses (tokens, frames) of encoder output with a checked ``method``."""
+        if method == "greedy":
+            return greedy_search(model, enc, enc_lens)
+        if method == "modified_beam_search":
+            return modified_beam_search(model, enc, enc_lens, beam=beam)
+        if method == "attention_rescoring":
+            return self.attention_rescoring(model, enc, enc_lens, beam)
+        lp = model.ctc_output(enc).log_softmax(-1)
+        return ctc_greedy(lp, enc_lens) if method == "ctc_greedy" else ctc_prefix_beam(lp, enc_lens, beam=beam)
 
     def streaming_decoder(self, model: AsrModel):
         """A :class:`StreamingGreedyDecoder` for one stream (causal transducer models only)."""

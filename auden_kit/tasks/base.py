@@ -92,6 +92,10 @@ class Task:
     #: validation metric the best checkpoints are chosen by, and whether lower is better
     metric: str = "loss"
     metric_lower_is_better: bool = True
+    #: options of :meth:`infer` used when validation decodes (e.g. a cheaper search)
+    validate_options: dict = {}
+    #: further keyword options of :meth:`infer` that the CLI may pass (e.g. ``tgt_lang``)
+    infer_options: tuple[str, ...] = ()
 
     def __init__(self):
         self.model_cfg: Any = None
@@ -143,7 +147,7 @@ class Task:
                 tot[k] = tot.get(k, 0.0) + v
             count += n
             if want_results:
-                results += self.infer(model, batch)
+                results += self.infer(model, batch, **self.validate_options)
         out = {k: v / max(count, 1e-9) for k, v in tot.items()}
         if want_results:
             out.update(self.evaluate(results))

@@ -39,6 +39,7 @@ class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: Iterable[int]) -> str: ...
     def id_to_piece(self, i: int) -> str: ...
+    def piece_to_id(self, piece: str) -> int: ...
     def save(self, directory: str | Path) -> None: ...
 
 
@@ -79,6 +80,10 @@ class SentencePieceTokenizer(_Reserved):
     def id_to_piece(self, i: int) -> str:
         return self.sp.id_to_piece(int(i))
 
+    def piece_to_id(self, piece: str) -> int:
+        """The id of a whole piece (e.g. a language tag); ``unk_id`` when there is none."""
+        return int(self.sp.piece_to_id(piece))
+
     def save(self, directory: str | Path) -> None:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -111,6 +116,9 @@ class CharTokenizer(_Reserved):
 
     def id_to_piece(self, i: int) -> str:
         return self.symbols[int(i)]
+
+    def piece_to_id(self, piece: str) -> int:
+        return self.index.get(piece, UNK_ID)
 
     def save(self, directory: str | Path) -> None:
         d = Path(directory)

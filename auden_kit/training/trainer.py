@@ -236,7 +236,7 @@ class Trainer:
 
         train_cuts = load_cuts(cfg.data.train_cuts)
         assets = self.task.build_assets(cfg, self.model_cfg, train_cuts)
-        assets.data_stats = duration_stats(train_cuts)
+        assets.data_stats = {**duration_stats(train_cuts), **assets.data_stats}  # the task's facts kept
         if self.rank == 0:
             log.info("training cuts: %s", ", ".join(f"{k} {v}" for k, v in assets.data_stats.items()))
         d = cfg.data

@@ -1,0 +1,82 @@
+"""Translation scores the field's way, through sacrebleu.
+
+* :func:`bleu` corpus BLEU on detokenised text: case-sensitive ``13a`` by default (ESPnet-ST,
+  fairseq, the WMT convention); ``lc=True`` lowercases and removes punctuation first, the form
+  Auden/TTA and icefall report.
+* :func:`chrf` character n-gram F-score (chrF2), alongside.
+
+Every score comes with sacrebleu's signature (``nrefs:1|case:mixed|eff:no|tok:13a|...``) so a
+number can be compared with another paper's only when the signatures match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import unicodedata
+from typing import Sequence
+
+from auden_kit.errors import UserError
+
+
+@dataclasses.dataclass
+class Score:
+    name: str  # BLEU, BLEU-lc, chrF
+    score: float
+    signature: str
+    detail: str = ""  # sacrebleu's full line (n-gram precisions, brevity penalty)
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.score:.2f}  ({self.signature})"
+
+
+def strip_punctuation(text: str) -> str:
+    """Lowercase ``text`` and drop every Unicode punctuation character (keeping apostrophes
+    inside words, e.g. ``don't``), then squeeze spaces."""
+    out = []
+    for i, ch in enumerate(text):
+        if unicodedata.category(ch).startswith("P"):
+            inner = ch == "'" and 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
+            out.append(ch if inner else " ")
+        else:
+            out.append(ch)
+    return " ".join("".join(out).lower().split())
+
+
+def _check(hyps: Sequence[str], refs: Sequence[str]):
+    try:
+        import sacrebleu  # noqa: F401
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise UserError("sacrebleu is not installed: run ./setup.sh (or pip install sacrebleu)") from None
+    if len(hyps) != len(refs):
+        raise UserError(f"{len(hyps)} hypotheses but {len(refs)} references: they must pair up line by line")
+    if not refs:
+        raise UserError("no hypothesis/reference pairs to score")
+
+
+def bleu(hyps: Sequence[str], refs: Sequence[str], lc: bool = False, tokenize: str = "13a") -> Score:
+    """Corpus BLEU of ``hyps`` against one reference each. ``lc``: lowercase and remove
+    punctuation from both sides before scoring (sacrebleu then also runs lowercased)."""
+    from sacrebleu.metrics import BLEU
+
+    _check(hyps, refs)
+    if lc:
+        hyps, refs = [strip_punctuation(h) for h in hyps], [strip_punctuation(r) for r in refs]
+    metric = BLEU(lowercase=lc, tokenize=tokenize)
+    s = metric.corpus_score(list(hyps), [list(refs)])
+    sig = str(metric.get_signature()) + ("|punct:removed" if lc else "")
+    return Score("BLEU-lc" if lc else "BLEU", float(s.score), sig, str(s))
+
+
+def chrf(hyps: Sequence[str], refs: Sequence[str]) -> Score:
+    """Corpus chrF2 (character 6-grams, beta 2) of ``hyps`` against one reference each."""
+    from sacrebleu.metrics import CHRF
+
+    _check(hyps, refs)
+    metric = CHRF()
+    s = metric.corpus_score(list(hyps), [list(refs)])
+    return Score("chrF", float(s.score), str(metric.get_signature()), str(s))
+
+
+def translation_scores(hyps: Sequence[str], refs: Sequence[str]) -> list[Score]:
+    """BLEU (cased), BLEU-lc (no punctuation) and chrF of the same pairs."""
+    return [bleu(hyps, refs), bleu(hyps, refs, lc=True), chrf(hyps, refs)]

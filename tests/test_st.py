@@ -1,0 +1,413 @@
+"""Speech translation: the schema and its adapters, BLEU/chrF scoring, the parallel grammar, the
+decoder's prompts and beam search, and the `st` task end to end on a tiny corpus."""
+
+import json
+import math
+import subprocess
+from collections import Counter
+
+import pytest
+import torch
+from lhotse import SupervisionSegment
+
+from auden_kit.data import translation as tr
+from auden_kit.data.corpora.parallel import gloss, sample_sentences
+from auden_kit.decoding.attention import beam_search
+from auden_kit.errors import UserError
+from auden_kit.heads.attention_decoder import AttentionDecoder
+from auden_kit.metrics.bleu import bleu, chrf, strip_punctuation
+
+
+# ------------------------------------------------------------------ scoring
+def _bleu_by_hand(hyps, refs):
+    """Corpus BLEU-4 (uniform weights, brevity penalty) for whitespace-tokenised text in which
+    every n-gram order has at least one match (so no smoothing applies)."""
+    match, total = [0] * 4, [0] * 4
+    hyp_len = ref_len = 0
+    for h, r in zip(hyps, refs):
+        h, r = h.split(), r.split()
+        hyp_len, ref_len = hyp_len + len(h), ref_len + len(r)
+        for n in range(1, 5):
+            hc = Counter(tuple(h[i:i + n]) for i in range(len(h) - n + 1))
+            rc = Counter(tuple(r[i:i + n]) for i in range(len(r) - n + 1))
+            match[n - 1] += sum(min(c, rc[g]) for g, c in hc.items())
+            total[n - 1] += max(0, len(h) - n + 1)
+    bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
+    return 100 * bp * math.exp(sum(math.log(m / t) for m, t in zip(match, total)) / 4)
+
+
+def test_bleu_matches_the_definition_and_sacrebleu_conventions():
+    refs = ["the small dog sees a red house", "my old cat has the new book today"]
+    hyps = ["the small dog sees the red house", "my old cat has a new book"]
+    s = bleu(hyps, refs)
+    assert abs(s.score - _bleu_by_hand(hyps, refs)) < 1e-6
+    assert "tok:13a" in s.signature and "case:mixed" in s.signature and "nrefs:1" in s.signature
+    assert bleu(refs, refs).score == pytest.approx(100.0)
+    # case-sensitive by default; --lc lowercases and removes punctuation on both sides
+    cased = ["The Dog sees a house.", "It is here, today!"]
+    plain = ["the dog sees a house", "it is here today"]
+    assert bleu(plain, cased).score < 50
+    lc = bleu(plain, cased, lc=True)
+    assert lc.score == pytest.approx(100.0) and "case:lc" in lc.signature and "punct:removed" in lc.signature
+    assert strip_punctuation("Don't stop, \u00a1Vamos! \"Yes\".") == "don't stop vamos yes"
+    c = chrf(hyps, refs)
+    assert 0 < c.score < 100 and "nc:6" in c.signature
+    with pytest.raises(UserError, match="pair up"):
+        bleu(["a"], ["a", "b"])
+
+
+# ------------------------------------------------------------------ schema and adapters
+def _sup(i, text, lang=None, custom=None, rec=None, start=0.0):
+    return SupervisionSegment(id=f"s{i}", recording_id=rec or f"r{i}", start=start, duration=1.0, text=text,
+                              language=lang, custom=custom)
+
+
+def test_schema_checks_and_helpers():
+    good = tr.with_translations(_sup(0, "hello", "en"), [{"language": "es", "text": "hola"}])
+    assert tr.translations(good) == [{"language": "es", "text": "hola"}]
+    assert tr.check_fields(good.custom, good.language) is None
+    assert tr.check_fields(None, None) is None  # no translations: valid (transcript only)
+    assert "no 'language'" in tr.check_fields(good.custom, None)
+    assert "must be a list" in tr.check_fields({"translation": {"es": "hola"}}, "en")
+    assert "empty text" in tr.check_fields({"translation": [{"language": "es", "text": " "}]}, "en")
+    assert "'language'" in tr.check_fields({"translation": [{"text": "hola"}]}, "en")
+    assert tr.language_pairs([good, _sup(1, "hi", "en")]) == {"en-es": 1, "en-en": 1}
+
+
+def test_data_validate_reports_a_malformed_translation(tmp_path):
+    from lhotse import SupervisionSet
+
+    from auden_kit.data.validate import validate_manifests
+
+    sups = [tr.with_translations(_sup(0, "hello", "en"), [{"language": "es", "text": "hola"}]),
+            _sup(1, "bye", "en", custom={"translation": [{"language": "es"}]})]
+    p = tmp_path / "sups.jsonl.gz"
+    SupervisionSet.from_segments(sups).to_file(p)
+    _, problems = validate_manifests([p], check_audio=False)
+    assert len(problems) == 1 and "s1" in str(problems[0]) and "translation" in str(problems[0])
+
+
+def test_must_c_adapter_joins_the_english_transcript():
+    # Lhotse's must_c: text = the translation, language = the target; ids/order need not match the yaml
+    sups = [_sup(1, "Hallo Welt.", "de", rec="ted_1", start=3.5), _sup(0, "Guten Tag.", "de", rec="ted_1", start=0.0)]
+    yaml_segments = [{"wav": "ted_1.wav", "offset": 0.0, "duration": 1.0},
+                     {"wav": "ted_1.wav", "offset": 3.5, "duration": 1.0}]
+    out = tr.from_must_c(sups, yaml_segments, ["Good day.", "Hello world."], tgt_lang="de")
+    assert [(s.text, s.language, tr.translations(s)) for s in out] == [
+        ("Hello world.", "en", [{"language": "de", "text": "Hallo Welt."}]),
+        ("Good day.", "en", [{"language": "de", "text": "Guten Tag."}])]
+    with pytest.raises(UserError, match="starts at"):
+        tr.from_must_c([_sup(2, "x", "de", rec="ted_9")], yaml_segments, ["a", "b"], tgt_lang="de")
+
+
+def test_iwslt22_ta_and_covost2_adapters(tmp_path):
+    s = _sup(0, "transcript", "ta", custom={"translated_text": {"en": "translation"}, "other": 1})
+    (out,) = tr.from_iwslt22_ta([s])
+    assert tr.translations(out) == [{"language": "en", "text": "translation"}] and out.custom["other"] == 1
+    tsv = tmp_path / "covost_v2.fr_en.dev.tsv"
+    tsv.write_text("path\tsentence\ttranslation\tclient_id\n"
+                   'a.mp3\tIl a dit "oui".\tHe said "yes".\tc1\n'
+                   "b.mp3\tBonjour.\t\tc2\n"
+                   "missing.mp3\tRien.\tNothing.\tc3\n")
+    rows = tr.read_covost2_tsv(tsv, "fr", "en")
+    assert rows[0]["sentence"] == 'Il a dit "oui".'  # quotes are literal
+
+    class Rec:
+        def __init__(self, rid):
+            self.id, self.duration = rid, 2.0
+
+    sups = tr.covost2_supervisions(rows, {"a.mp3": Rec("a"), "b.mp3": Rec("b")}, "fr", "en")
+    assert [s.id for s in sups] == ["a", "b"]
+    assert tr.translations(sups[0]) == [{"language": "en", "text": 'He said "yes".'}]
+    assert tr.translations(sups[1]) == []  # no translation: transcript only
+    with pytest.raises(UserError, match="does not exist"):
+        tr.read_covost2_tsv(tmp_path / "nope.tsv", "fr", "en")
+
+
+# ------------------------------------------------------------------ the parallel grammar
+def test_grammar_needs_reordering_and_agreement():
+    import random
+
+    sents = sample_sentences(300, random.Random(0), set())
+    assert len({s.text("en") for s in sents}) == 300
+    for s in sents:
+        en, es = s.text("en"), s.text("es")
+        assert en.endswith(".") and es.endswith(".") and en[0].isupper() and es[0].isupper()
+        assert len(en.split()) == len(es.split()) == 7
+    hyps = [gloss(s.text("en"), "en") for s in sents]
+    refs = [s.text("es") for s in sents]
+    assert bleu(hyps, refs).score < 5  # monotone word-by-word gloss fails: reordering is needed
+    from auden_kit.data.corpora.parallel import OBJECTS, Phrase
+
+    maps = next(n for n in OBJECTS if n[0] == "map")  # masculine despite -a
+    houses = next(n for n in OBJECTS if n[0] == "house")
+    assert Phrase("def", "red", maps, True).spanish() == ["los", "mapas", "rojos"]
+    assert Phrase("indef", "green", houses, True).spanish() == ["unas", "casas", "verdes"]
+    assert Phrase("def", "red", houses, False).english() == ["the", "red", "house"]
+
+
+# ------------------------------------------------------------------ decoder prompts and search
+def test_decoder_prompt_positions_are_forced_not_trained():
+    torch.manual_seed(0)
+    dec = AttentionDecoder(vocab_size=12, encoder_dim=8, d_model=16, num_layers=1, num_heads=2, ff_dim=32)
+    ys_in, ys_out, pad = dec._inputs([[5, 6]], "cpu", prompts=[[9, 10]], ignore_prompt=(1,))
+    assert ys_in.tolist() == [[1, 9, 10, 5, 6]]
+    assert ys_out.tolist() == [[9, -100, 5, 6, 1]]  # src tag predicted, tgt tag forced, then y + eos
+    assert not pad.any()
+    enc, lens = torch.randn(2, 7, 8), torch.tensor([7, 5])
+    a = dec.loss(enc, lens, [[5, 6], [7]], 0.0, prompts=[[9, 10], [10, 9]], ignore_prompt=(1,))
+    b = dec.loss(enc, lens, [[5, 6], [7]], 0.0, prompts=[[9, 11], [10, 11]], ignore_prompt=(1,))
+    assert not torch.isclose(a, b)  # the forced tag conditions what follows
+
+
+def test_chained_format_trains_the_transcript_and_forces_the_target_tag():
+    from auden_kit.tasks.st import StModelConfig, StTask
+
+    task = StTask()
+    task.model_cfg = StModelConfig(decoder_format="chained")
+    task.tag_ids = {"en": 5, "es": 6}
+    p = task.prompt("en", "es", [9, 10])
+    assert p == [5, 9, 10, 6]
+    dec = AttentionDecoder(vocab_size=12, encoder_dim=8, d_model=16, num_layers=1, num_heads=2, ff_dim=32)
+    ys_in, ys_out, _ = dec._inputs([[7, 8]], "cpu", prompts=[p], ignore_prompt=(-1,))
+    assert ys_in.tolist() == [[1, 5, 9, 10, 6, 7, 8]]
+    assert ys_out.tolist() == [[5, 9, 10, -100, 7, 8, 1]]  # LID + transcript trained, the tag forced
+    task.model_cfg = StModelConfig()
+    assert task.prompt("en", "es", [9, 10]) == [5, 6]  # tta: the transcript is not in the prompt
+    with pytest.raises(UserError, match="decoder_format"):
+        StModelConfig(decoder_format="cascade").validate()
+
+
+class _TableDecoder:
+    """A stand-in decoder with a fixed next-token table, for checking the search itself."""
+
+    sos_id = eos_id = 1
+
+    def __init__(self, table, vocab=6):
+        self.table, self.vocab = table, vocab
+
+    def memory(self, enc, enc_lens):
+        return enc, torch.zeros(enc.shape[:2], dtype=torch.bool)
+
+    def decode(self, mem, mem_pad, ys, pad):
+        out = torch.full((ys.shape[0], ys.shape[1], self.vocab), -1e4)
+        for i in range(ys.shape[0]):
+            for u in range(ys.shape[1]):
+                if pad[i, u]:
+                    continue
+                prefix = tuple(ys[i, : u + 1].tolist())
+                for tok, p in self.table.get(prefix, {1: 1.0}).items():
+                    out[i, u, tok] = math.log(p)
+        return out
+
+
+def test_beam_search_beats_greedy_where_greedy_is_myopic():
+    # greedy takes 2 (0.6) then must pay 0.3 at best; beam finds 3 (0.4) then 4 (0.9) then eos
+    table = {(1,): {2: 0.6, 3: 0.4}, (1, 2): {4: 0.3, 5: 0.3, 1: 0.4}, (1, 2, 4): {1: 1.0},
+             (1, 2, 5): {1: 1.0}, (1, 3): {4: 0.9, 1: 0.1}, (1, 3, 4): {1: 1.0}}
+    dec = _TableDecoder(table)
+    enc, lens = torch.zeros(2, 3, 4), torch.tensor([3, 3])
+    greedy = beam_search(dec, enc, lens, [[1], [1]], [10, 10], beam=1, length_penalty=0.0)
+    beam = beam_search(dec, enc, lens, [[1], [1]], [10, 10], beam=3, length_penalty=0.0)
+    assert greedy[0].tokens == [2] and greedy[0].logprob == pytest.approx(math.log(0.6 * 0.4), abs=1e-4)
+    assert beam[0].tokens == [3, 4] and beam[0].logprob == pytest.approx(math.log(0.4 * 0.9), abs=1e-4)
+    assert beam[1].tokens == beam[0].tokens  # rows are independent
+    # the length cap: a row that never ends stops at its own limit, unfinished
+    loop = _TableDecoder({(1,) + (2,) * k: {2: 1.0} for k in range(20)})
+    out = beam_search(loop, enc, lens, [[1], [1]], [3, 5], beam=2)
+    assert [len(h.tokens) for h in out] == [3, 5] and not out[0].finished
+
+
+# ------------------------------------------------------------------ the task end to end
+@pytest.fixture(scope="module")
+def st_corpus(tmp_path_factory):
+    from auden_kit.data.corpora.st_synth import StSynthOptions, synthesize_st_corpus
+
+    root = tmp_path_factory.mktemp("st")
+    opts = StSynthOptions(speakers_per_language=2, train_utts=12, dev_utts=2, test_utts=2, jobs=2)
+    synthesize_st_corpus(root / "audio", root / "manifests", opts, progress=False)
+    return root
+
+
+CLI_MOD = ["-m", "auden_kit.cli.main"]
+
+
+def _cli(*args, **kw):
+    import sys
+
+    return subprocess.run([sys.executable, *CLI_MOD, *map(str, args)], capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def st_model(st_corpus):
+    import yaml
+
+    from conftest import TINY_ENCODER
+
+    m, f = st_corpus / "manifests", st_corpus / "fbank"
+    for part in ("train", "dev", "test"):
+        r = _cli("data", "fbank", m / f"mini_st_recordings_{part}.jsonl.gz", m / f"mini_st_supervisions_{part}.jsonl.gz",
+                 "--out", f / f"cuts_{part}.jsonl.gz", "--jobs", 1)
+        assert r.returncode == 0, r.stderr[-2000:]
+    r = _cli("data", "tokenizer", m / "mini_st_supervisions_train.jsonl.gz", "--out-dir", st_corpus / "bpe",
+             "--vocab-size", 120, "--translations", "--lang-tags")
+    assert r.returncode == 0 and "tags <en> <es>" in r.stdout, r.stderr[-2000:]
+    cfg = {
+        "task": "st", "exp_dir": str(st_corpus / "exp"), "tokenizer": str(st_corpus / "bpe"),
+        "model": {"encoder": TINY_ENCODER, "decoder_dim": 32, "joiner_dim": 32, "use_ctc": True, "warm_step": 5,
+                  "attention_decoder_dim": 32, "attention_decoder_layers": 1, "attention_decoder_heads": 2,
+                  "attention_decoder_ff_dim": 64, "max_len_ratio": 0.6},
+        "data": {"train_cuts": [str(f / "cuts_train.jsonl.gz")], "valid_cuts": [str(f / "cuts_dev.jsonl.gz")],
+                 "max_duration": 12, "num_buckets": 2, "num_workers": 0},
+        "optim": {"base_lr": 0.05, "warmup_batches": 5, "lr_batches": 100},
+        "trainer": {"num_epochs": 5, "log_interval": 5, "average_period": 1, "progress": False,
+                    "schedule_speedup": 20},
+    }
+    (st_corpus / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = _cli("train", "--config", st_corpus / "c.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _cli("average", "--exp-dir", st_corpus / "exp", "--out", st_corpus / "model")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return st_corpus
+
+
+def test_st_trains_validates_and_keeps_its_languages(st_model):
+    import yaml
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(st_model / "exp" / "tensorboard"))
+    ea.Reload()
+    tags = ea.Tags()["scalars"]
+    assert {"valid/bleu", "valid/chrf", "valid/wer", "valid/lid_acc", "train/st_loss"} <= set(tags)
+    st_loss = [e.value for e in ea.Scalars("train/st_loss")]
+    assert st_loss[-1] < 0.7 * st_loss[0]  # the decoder learns
+    cfg = yaml.safe_load((st_model / "model" / "config.yaml").read_text())
+    assert cfg["task"] == "st" and cfg["label_maps"] == ["languages"]
+    assert (st_model / "model" / "labels" / "languages.txt").read_text().split() == ["en", "es"]
+    assert cfg["data_stats"]["default_targets"] == {"en": "es", "es": "en"}
+
+
+def test_st_decode_files_forced_target_and_a_corrupt_file(st_model, tmp_path):
+    files = sorted((st_model / "audio" / "test").rglob("*.flac"))
+    en = [f for f in files if f.parent.name.startswith("en")]
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+    r = _cli("decode", "--model", st_model / "model", "--output", "json", "--tgt-lang", "es", en[0], bad, en[1])
+    assert r.returncode == 1 and "broken.wav" in r.stderr and "1 of 3 file(s) failed" in r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(rows) == 2 and all(x["tgt_lang"] == "es" and "transcript" in x and x["src_lang"] in ("en", "es")
+                                  for x in rows)
+    outs = {}
+    for lang in ("es", "en"):
+        r = _cli("decode", "--model", st_model / "model", "--output", "json", "--tgt-lang", lang, *files)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs[lang] = [json.loads(x)["text"] for x in r.stdout.splitlines()]
+    assert outs["es"] != outs["en"]  # the forced target tag changes the output
+    r = _cli("decode", "--model", st_model / "model", "--tgt-lang", "fr", files[0])
+    assert r.returncode != 0 and "'fr' is not a language of this model" in r.stderr
+    r = _cli("decode", "--model", st_model / "model", "--method", "modified_beam_search", files[0])
+    assert r.returncode != 0 and "--asr-method" in r.stderr
+
+
+def test_st_decode_cuts_bleu_agrees_with_the_sacrebleu_command(st_model, tmp_path):
+    import shutil
+    import sys
+
+    r = _cli("decode", "--model", st_model / "model", "--cuts", st_model / "fbank" / "cuts_test.jsonl.gz",
+             "--out-dir", tmp_path, "--method", "beam_search", "--beam", 3, "--name", "t")
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics-t.json").read_text())
+    assert {"bleu", "bleu_lc", "chrf", "wer", "lid_acc", "bleu_en-es", "bleu_es-en"} <= set(metrics)
+    summary = (tmp_path / "bleu-summary-t.txt").read_text()
+    assert "tok:13a" in summary and "punct:removed" in summary and "transcript" in summary
+    sacrebleu = shutil.which("sacrebleu", path=str(__import__("pathlib").Path(sys.executable).parent))
+    for d in ("en-es", "es-en"):
+        out = subprocess.run([sacrebleu, str(tmp_path / f"ref-t.{d}.txt"), "-i", str(tmp_path / f"hyp-t.{d}.txt"),
+                              "-b"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert float(out.stdout.strip()) == pytest.approx(metrics[f"bleu_{d}"], abs=0.01)
+
+
+# ------------------------------------------------------------------ MuST-C from a local copy
+def _fake_must_c(st_corpus, root, tgt="de"):
+    """A MuST-C layout built from the synthesized English utterances: per split one 'talk' of
+    a few utterances with pauses, its yaml, .en transcripts and .<tgt> translations."""
+    import numpy as np
+    import soundfile as sf
+    import yaml
+    from lhotse import load_manifest
+
+    sups = {s.id: s for part in ("train", "test")
+            for s in load_manifest(st_corpus / "manifests" / f"mini_st_supervisions_{part}.jsonl.gz")}
+    for split, part, n in (("train", "train", 10), ("dev", "test", 2), ("tst-COMMON", "test", 2), ("tst-HE", "test", 2)):
+        d = root / f"en-{tgt}" / "data" / split
+        (d / "wav").mkdir(parents=True)
+        (d / "txt").mkdir()
+        files = sorted((st_corpus / "audio" / part).glob("en*/*.flac"))[:n]
+        segs, en, de, audio, t = [], [], [], [], 0.3
+        audio.append(np.zeros(int(0.3 * 16000), dtype=np.float32))
+        for i, f in enumerate(files):
+            wav, sr = sf.read(f, dtype="float32")
+            talk = f"ted_{split.replace('-', '')}{i // 5}"
+            segs.append({"duration": round(len(wav) / sr, 3), "offset": round(t, 3), "speaker_id": "spk.1",
+                         "wav": f"{talk}.wav"})
+            s = sups[f.stem]
+            en.append(s.text)
+            de.append(tr.translations(s)[0]["text"] if tr.translations(s) else s.text)
+            audio += [wav, np.zeros(int(0.3 * 16000), dtype=np.float32)]
+            t += len(wav) / sr + 0.3
+            if i % 5 == 4 or i == len(files) - 1:
+                sf.write(d / "wav" / f"{talk}.wav", np.concatenate(audio), 16000)
+                audio, t = [np.zeros(int(0.3 * 16000), dtype=np.float32)], 0.3
+        (d / "txt" / f"{split}.yaml").write_text(yaml.safe_dump(segs))
+        (d / "txt" / f"{split}.en").write_text("\n".join(en) + "\n")
+        (d / "txt" / f"{split}.{tgt}").write_text("\n".join(de) + "\n")
+    return root
+
+
+def test_must_c_prepare_joins_transcripts(st_corpus, tmp_path):
+    from lhotse import load_manifest
+
+    corpus = _fake_must_c(st_corpus, tmp_path / "MUSTC")
+    r = _cli("data", "must-c", corpus, "--tgt-lang", "de", "--out-dir", tmp_path / "m", "--jobs", 1)
+    assert r.returncode == 0, r.stderr[-2000:]
+    sups = list(load_manifest(tmp_path / "m" / "must_c_supervisions_en-de_train.jsonl.gz"))
+    assert len(sups) == 10 and all(s.language == "en" for s in sups)
+    en = (corpus / "en-de" / "data" / "train" / "txt" / "train.en").read_text().splitlines()
+    de = (corpus / "en-de" / "data" / "train" / "txt" / "train.de").read_text().splitlines()
+    got = sorted((s.text, tr.translations(s)[0]["text"]) for s in sups)
+    assert got == sorted(zip(en, de))
+    r = _cli("data", "must-c", corpus, "--tgt-lang", "fr", "--out-dir", tmp_path / "m")
+    assert r.returncode != 0 and "en-fr" in r.stderr
+
+
+@pytest.mark.slow
+def test_must_c_recipe_tiny(st_corpus, tmp_path):
+    """egs/must_c end to end offline on the synthesized layout with a tiny model."""
+    import yaml
+
+    from conftest import TINY_ENCODER
+    from test_recipes import _copy_recipe, _env
+
+    corpus = _fake_must_c(st_corpus, tmp_path / "MUSTC")
+    recipe = _copy_recipe("must_c", tmp_path / "r")
+    cfg = yaml.safe_load((recipe / "conf" / "train.yaml").read_text())
+    cfg["model"].update({"encoder": dict(TINY_ENCODER), "decoder_dim": 32, "joiner_dim": 32, "warm_step": 2,
+                         "attention_decoder_dim": 32, "attention_decoder_layers": 1, "attention_decoder_heads": 2,
+                         "attention_decoder_ff_dim": 64, "max_len_ratio": 0.5})
+    cfg["data"].update({"max_duration": 20, "num_buckets": 2, "num_workers": 0})
+    cfg["trainer"] = {"progress": False, "average_period": 1}
+    (recipe / "conf" / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = ["./run.sh", "--corpus-dir", str(corpus), "--tgt-lang", "de", "--nj", "1", "--bpe-size", "80",
+           "--num-epochs", "1", "--avg", "1", "--beam", "2", "--config", "conf/tiny.yaml"]
+    r = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for n in range(6):
+        assert f"Stage {n}:" in r.stdout
+    for p in ("tst-COMMON", "tst-HE"):
+        m = json.loads((recipe / "exp" / "decode" / f"metrics-{p}-beam2.json").read_text())
+        assert {"bleu", "bleu_lc", "chrf", "wer"} <= set(m)
+    assert "BLEU-lc" in r.stdout and "tok:13a" in r.stdout
+    r = subprocess.run(["./run.sh", "--stage", "0", "--stop-stage", "0"], cwd=recipe, capture_output=True, text=True,
+                       env=_env())
+    assert r.returncode == 0 and "up to date" in r.stdout
