@@ -124,6 +124,30 @@ def test_iwslt22_ta_and_covost2_adapters(tmp_path):
         tr.read_covost2_tsv(tmp_path / "nope.tsv", "fr", "en")
 
 
+def test_covost2_command_on_a_clips_folder(tmp_path):
+    import numpy as np
+    import soundfile as sf
+    from lhotse import load_manifest
+
+    clips, tsvs = tmp_path / "clips", tmp_path / "covost"
+    clips.mkdir()
+    tsvs.mkdir()
+    for name in ("a.wav", "b.wav"):
+        sf.write(clips / name, np.zeros(8000, dtype=np.float32), 16000)
+    for split in ("train", "dev", "test"):
+        (tsvs / f"covost_v2.fr_en.{split}.tsv").write_text(
+            "path\tsentence\ttranslation\tclient_id\na.wav\tBonjour.\tHello.\tc1\nb.wav\tSalut.\tHi.\tc2\n"
+            "gone.wav\tRien.\tNothing.\tc3\n")
+    r = _cli("data", "covost2", clips, "--tsv-dir", tsvs, "--src-lang", "fr", "--out-dir", tmp_path / "m")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "1 of 3 clips of train are not in" in r.stderr
+    sups = list(load_manifest(tmp_path / "m" / "covost2_supervisions_fr-en_dev.jsonl.gz"))
+    assert [(s.text, s.language, tr.translations(s)[0]["text"]) for s in sups] == [
+        ("Bonjour.", "fr", "Hello."), ("Salut.", "fr", "Hi.")]
+    r = _cli("data", "covost2", tmp_path / "nope", "--tsv-dir", tsvs, "--src-lang", "fr")
+    assert r.returncode != 0 and "clips folder" in r.stderr
+
+
 # ------------------------------------------------------------------ the parallel grammar
 def test_grammar_needs_reordering_and_agreement():
     import random
@@ -288,15 +312,28 @@ def test_st_trains_validates_and_keeps_its_languages(st_model):
 
 
 def test_st_decode_files_forced_target_and_a_corrupt_file(st_model, tmp_path):
+    import soundfile as sf
+    import torchaudio
+
+    from auden_kit.data.audio import load_audio
+
     files = sorted((st_model / "audio" / "test").rglob("*.flac"))
     en = [f for f in files if f.parent.name.startswith("en")]
+    # telephone rate, and CD rate in stereo: any rate and channel count
+    odd = []
+    for i, (f, sr) in enumerate(zip(en[:2], (8000, 44100))):
+        x = torchaudio.functional.resample(load_audio(f).unsqueeze(0), 16000, sr)[0]
+        odd.append(tmp_path / f"{f.stem}-{sr}.wav")
+        sf.write(odd[-1], torch.stack([x, x], 1).numpy() if i else x.numpy(), sr)
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
-    r = _cli("decode", "--model", st_model / "model", "--output", "json", "--tgt-lang", "es", en[0], bad, en[1])
+    r = _cli("decode", "--model", st_model / "model", "--output", "json", "--tgt-lang", "es", odd[0], bad, odd[1])
     assert r.returncode == 1 and "broken.wav" in r.stderr and "1 of 3 file(s) failed" in r.stderr
     rows = [json.loads(x) for x in r.stdout.splitlines()]
     assert len(rows) == 2 and all(x["tgt_lang"] == "es" and "transcript" in x and x["src_lang"] in ("en", "es")
                                   for x in rows)
+    r = _cli("decode", "--model", st_model / "model", en[0])  # text form: [src->tgt] translation (transcript)
+    assert r.returncode == 0 and "\t[" in r.stdout and "->" in r.stdout
     outs = {}
     for lang in ("es", "en"):
         r = _cli("decode", "--model", st_model / "model", "--output", "json", "--tgt-lang", lang, *files)
@@ -326,6 +363,8 @@ def test_st_decode_cuts_bleu_agrees_with_the_sacrebleu_command(st_model, tmp_pat
                               "-b"], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert float(out.stdout.strip()) == pytest.approx(metrics[f"bleu_{d}"], abs=0.01)
+        mine = _cli("bleu", tmp_path / f"hyp-t.{d}.txt", tmp_path / f"ref-t.{d}.txt", "--json")
+        assert json.loads(mine.stdout)["BLEU"]["score"] == pytest.approx(metrics[f"bleu_{d}"], abs=1e-4)
 
 
 # ------------------------------------------------------------------ MuST-C from a local copy

@@ -342,6 +342,24 @@ def must_c(
         typer.echo(f"{name}: {p}")
 
 
+@app.command(epilog="Example: auden-kit data covost2 /data/cv-corpus-4/fr/clips --tsv-dir /data/covost2 "
+                    "--src-lang fr --tgt-lang en --out-dir data/manifests")
+def covost2(
+    clips_dir: Path = typer.Argument(..., help="Common Voice clips/ folder of the source language."),
+    tsv_dir: Path = typer.Option(..., help="Folder with covost_v2.<src>_<tgt>.<split>.tsv."),
+    src_lang: str = typer.Option(..., help="Source (spoken) language, e.g. fr."),
+    tgt_lang: str = typer.Option("en", help="Target language."),
+    out_dir: Path = typer.Option(Path("data/manifests"), help="Where the manifests go."),
+    jobs: int = typer.Option(2, help="Parallel readers."),
+):
+    """CoVoST 2 manifests (transcript in text, translation in custom['translation'])."""
+    from auden_kit.data.translation import prepare_covost2
+
+    setup_logging()
+    for name, p in prepare_covost2(clips_dir, tsv_dir, src_lang, tgt_lang, out_dir, jobs=jobs).items():
+        typer.echo(f"{name}: {p}")
+
+
 @app.command(epilog="Example: auden-kit data cremad /data/CREMA-D --out-dir data/manifests")
 def cremad(
     corpus_dir: Path = typer.Argument(..., help="CREMA-D root (AudioWAV/, VideoDemographics.csv)."),

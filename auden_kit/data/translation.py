@@ -13,18 +13,20 @@ manifests and need no corpus:
 * :func:`from_must_c` Lhotse's ``must_c`` recipe puts the *translation* in ``text``; the English
   transcript is the corpus's ``txt/<split>.en`` in the order of ``txt/<split>.yaml``.
 * :func:`from_iwslt22_ta` Lhotse's ``iwslt22_ta`` keeps ``custom["translated_text"] = {lang: text}``.
-* :func:`read_covost2_tsv` CoVoST 2's ``covost_v2.<src>_<tgt>.<split>.tsv`` (path, sentence,
+* :func:`read_covost2_tsv`, :func:`prepare_covost2` CoVoST 2's ``covost_v2.<src>_<tgt>.<split>.tsv`` (path, sentence,
   translation, client_id) over Common Voice clips.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from auden_kit.errors import UserError
 
+log = logging.getLogger(__name__)
 KEY = "translation"
 
 
@@ -154,4 +156,46 @@ def covost2_supervisions(rows: Sequence[dict], recordings: dict, src_lang: str, 
                                  speaker=(row.get("client_id") or "")[:16] or None)
         trans = (row.get("translation") or "").strip()
         out.append(with_translations(sup, [{"language": tgt_lang, "text": trans}] if trans else []))
+    return out
+
+
+def prepare_covost2(clips_dir: str | Path, tsv_dir: str | Path, src_lang: str, tgt_lang: str, out_dir: str | Path,
+                    splits: Sequence[str] = ("train", "dev", "test"), jobs: int = 2) -> dict:
+    """Manifests ``covost2_{recordings,supervisions}_<src>-<tgt>_<split>.jsonl.gz`` from Common
+    Voice clips and the CoVoST 2 tables ``covost_v2.<src>_<tgt>.<split>.tsv``. Clips a table names
+    but the folder lacks are skipped with a count (Common Voice releases differ)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lhotse import Recording, RecordingSet, SupervisionSet
+
+    from auden_kit.io import save_cuts_atomic
+
+    clips_dir, tsv_dir, out_dir = Path(clips_dir), Path(tsv_dir), Path(out_dir)
+    if not clips_dir.is_dir():
+        raise UserError(f"CoVoST 2: clips folder '{clips_dir}' does not exist (Common Voice's clips/ of {src_lang})")
+    out = {}
+    for split in splits:
+        rows = read_covost2_tsv(tsv_dir / f"covost_v2.{src_lang}_{tgt_lang}.{split}.tsv", src_lang, tgt_lang)
+        present = [r for r in rows if (clips_dir / r["path"]).is_file()]
+        if len(present) < len(rows):
+            missing = next(r["path"] for r in rows if not (clips_dir / r["path"]).is_file())
+            log.warning("%d of %d clips of %s are not in '%s' (e.g. '%s'); skipped", len(rows) - len(present),
+                        len(rows), split, clips_dir, missing)
+        if not present:
+            raise UserError(f"CoVoST 2 {split}: none of the {len(rows)} clips is in '{clips_dir}'")
+
+        def read(row):
+            try:
+                return row["path"], Recording.from_file(clips_dir / row["path"], recording_id=Path(row["path"]).stem)
+            except Exception as e:  # noqa: BLE001 - any unreadable clip is named
+                raise UserError(f"CoVoST 2: cannot read clip '{clips_dir / row['path']}' ({e})") from None
+
+        with ThreadPoolExecutor(max(1, jobs)) as ex:
+            recs = dict(ex.map(read, present))
+        sups = covost2_supervisions(present, recs, src_lang, tgt_lang)
+        pair = f"{src_lang}-{tgt_lang}"
+        save_cuts_atomic(RecordingSet.from_recordings(recs.values()), out_dir / f"covost2_recordings_{pair}_{split}.jsonl.gz")
+        sp = out_dir / f"covost2_supervisions_{pair}_{split}.jsonl.gz"
+        save_cuts_atomic(SupervisionSet.from_segments(sups), sp)
+        out[split] = sp
     return out

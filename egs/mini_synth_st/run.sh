@@ -11,12 +11,12 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=100
 nj=2
-speakers_per_language=12
-train_utts=100
+speakers_per_language=10
+train_utts=60
 dev_utts=4
 test_utts=10
 bpe_size=300
-num_epochs=6
+num_epochs=4
 avg=1
 beam=4
 extra=""   # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"
@@ -42,9 +42,10 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  log "Stage 2: compute fbank features"
+  log "Stage 2: compute fbank features (train with 0.9x/1.1x speed copies)"
   for p in $parts; do
-    fbank_part mini_st $p data/fbank/mini_st_cuts_$p.jsonl.gz $nj
+    sp=""; [ $p = train ] && sp="--speed-perturb"
+    fbank_part mini_st $p data/fbank/mini_st_cuts_$p.jsonl.gz $nj $sp
   done
 fi
 
