@@ -242,6 +242,96 @@ def test_beam_search_beats_greedy_where_greedy_is_myopic():
     assert [len(h.tokens) for h in out] == [3, 5] and not out[0].finished
 
 
+# ------------------------------------------------------------------ speech-text alignment (SigLIP)
+def test_siglip_loss_prefers_matching_pairs_and_skips_same_text_pairs():
+    from auden_kit.losses.siglip import SigLipLoss
+
+    torch.manual_seed(0)
+    loss = SigLipLoss()
+    a = torch.randn(4, 8)
+    matched = loss(a, a + 0.01 * torch.randn(4, 8))
+    shuffled = loss(a, a[[1, 2, 3, 0]])
+    assert matched < shuffled
+    # rows 0 and 1 say the same sentence: their cross pairs are neither positives nor negatives
+    same = torch.zeros(4, 4, dtype=torch.bool)
+    same[0, 1] = same[1, 0] = True
+    b = a.clone()
+    b[1] = a[0]
+    assert loss(a, b, same) < loss(a, b)
+
+
+def _tiny_bert(directory):
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    words = "the a dog cat sees has red small house el la perro casa ve rojo".split()
+    (directory / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    BertTokenizer(str(directory / "vocab.txt")).save_pretrained(str(directory))
+    cfg = BertConfig(vocab_size=5 + len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(str(directory))
+    return directory
+
+
+@pytest.mark.parametrize("tower", ["in-repo", "hf"])
+def test_alignment_towers_train_their_projections_and_keep_hf_weights_out(tower, tmp_path):
+    from conftest import TINY_ENCODER
+
+    from auden_kit.tasks.st import StModel, StModelConfig
+
+    extra = {"align_text_model": str(_tiny_bert(tmp_path / "bert"))} if tower == "hf" else {}
+    cfg = StModelConfig(encoder=dict(TINY_ENCODER), vocab_size=20, decoder_dim=16, joiner_dim=16,
+                        attention_decoder_dim=16, attention_decoder_heads=2, attention_decoder_layers=1,
+                        attention_decoder_ff_dim=32, align_loss_scale=0.1, align_dim=8, **extra)
+    cfg.validate()
+    model = StModel(cfg)
+    enc, lens = torch.randn(3, 10, model.encoder.output_dim, requires_grad=True), torch.tensor([10, 8, 6])
+    loss = model.align_loss(enc, lens, [[3, 4, 5], [6, 7], [3, 4, 5]], ["the red dog", "la casa", "the red dog"])
+    loss.backward()
+    assert torch.isfinite(loss) and model.speech_proj.weight.grad is not None and enc.grad is not None
+    assert model.text_tower.proj.weight.grad is not None
+    keys = list(model.state_dict())
+    assert any(k.startswith("text_tower.proj") for k in keys) and "siglip.log_scale" in keys
+    if tower == "hf":  # the frozen Hugging Face encoder is never trained or saved
+        assert not any("encoder.module" in k or "embeddings" in k for k in keys if k.startswith("text_tower"))
+    with pytest.raises(UserError, match="config.json"):
+        StModel(StModelConfig(encoder=dict(TINY_ENCODER), vocab_size=20, decoder_dim=16, joiner_dim=16,
+                              align_loss_scale=0.1, align_text_model=str(tmp_path / "missing")))
+
+
+def test_a_causal_st_model_streams_its_transcript():
+    """Streaming transcription with the same model: a causal ST model's transducer decodes chunk
+    by chunk exactly as on the chunk-masked full utterance."""
+    from conftest import TINY_ENCODER
+
+    from auden_kit.decoding.transducer import StreamingGreedyDecoder, greedy_search
+    from auden_kit.encoders.zipformer import ZipformerConfig
+    from auden_kit.tasks.st import StModel, StModelConfig, StTask
+
+    torch.manual_seed(0)
+    enc = ZipformerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_ENCODER.items()},
+                          causal=True, chunk_size=(8,), left_context_frames=(16,))
+    model = StModel(StModelConfig(encoder=enc, vocab_size=20, decoder_dim=16, joiner_dim=16, attention_decoder_dim=16,
+                                  attention_decoder_heads=2, attention_decoder_layers=1,
+                                  attention_decoder_ff_dim=32)).eval()
+    with torch.no_grad():
+        model.joiner.output_linear.bias[0] -= 1.0
+    task = StTask()
+    task.model_cfg = model.cfg
+    dec = task.streaming_decoder(model)
+    x = torch.randn(1, 150, 80)
+    for s in range(0, 150, 29):
+        dec.accept(x[:, s:s + 29])
+    tail = dec.tail_frames()
+    stream = dec.finish()
+    padded = torch.cat([x, torch.full((1, tail, 80), StreamingGreedyDecoder.PAD_VALUE)], dim=1)
+    full, _ = model.encoder(padded, torch.tensor([padded.shape[1]]), chunk_size=8, left_context_frames=16)
+    n = dec.search.frames_done
+    ref = greedy_search(model, full[:, :n], torch.tensor([n]))
+    assert [h.tokens for h in stream] == [h.tokens for h in ref] and stream[0].tokens
+
+
 # ------------------------------------------------------------------ the task end to end
 @pytest.fixture(scope="module")
 def st_corpus(tmp_path_factory):
@@ -280,7 +370,8 @@ def st_model(st_corpus):
         "task": "st", "exp_dir": str(st_corpus / "exp"), "tokenizer": str(st_corpus / "bpe"),
         "model": {"encoder": TINY_ENCODER, "decoder_dim": 32, "joiner_dim": 32, "use_ctc": True, "warm_step": 5,
                   "attention_decoder_dim": 32, "attention_decoder_layers": 1, "attention_decoder_heads": 2,
-                  "attention_decoder_ff_dim": 64, "max_len_ratio": 0.6},
+                  "attention_decoder_ff_dim": 64, "max_len_ratio": 0.6, "decoder_format": "chained",
+                  "align_loss_scale": 0.1, "align_dim": 16},
         "data": {"train_cuts": [str(f / "cuts_train.jsonl.gz")], "valid_cuts": [str(f / "cuts_dev.jsonl.gz")],
                  "max_duration": 12, "num_buckets": 2, "num_workers": 0},
         "optim": {"base_lr": 0.05, "warmup_batches": 5, "lr_batches": 100},
@@ -302,7 +393,7 @@ def test_st_trains_validates_and_keeps_its_languages(st_model):
     ea = EventAccumulator(str(st_model / "exp" / "tensorboard"))
     ea.Reload()
     tags = ea.Tags()["scalars"]
-    assert {"valid/bleu", "valid/chrf", "valid/wer", "valid/lid_acc", "train/st_loss"} <= set(tags)
+    assert {"valid/bleu", "valid/chrf", "valid/wer", "valid/lid_acc", "train/st_loss", "train/align_loss"} <= set(tags)
     st_loss = [e.value for e in ea.Scalars("train/st_loss")]
     assert st_loss[-1] < 0.7 * st_loss[0]  # the decoder learns
     cfg = yaml.safe_load((st_model / "model" / "config.yaml").read_text())

@@ -161,6 +161,7 @@ def utterance_text(cut) -> str:
 class AsrTask(Task):
     name = "asr"
     model_config_cls = AsrModelConfig
+    model_class = AsrModel
     decode_methods = ("greedy", "modified_beam_search", "ctc_greedy", "ctc_prefix_beam", "attention_rescoring")
     metric = "wer"
 
@@ -182,7 +183,7 @@ class AsrTask(Task):
         elif tok is not None and cfg.vocab_size != tok.vocab_size:
             raise UserError(f"config key 'model.vocab_size' is {cfg.vocab_size} but the tokenizer has "
                             f"{tok.vocab_size} symbols (set model.vocab_size=0 to follow the tokenizer)")
-        return AsrModel(cfg)
+        return self.model_class(cfg)
 
     def batch_targets(self, cuts, train: bool) -> dict:
         texts, tokens = [], []

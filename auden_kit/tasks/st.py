@@ -34,6 +34,7 @@ import random
 from collections import Counter
 
 import torch
+from torch import Tensor, nn
 
 from auden_kit.data.translation import language_tag, translations
 from auden_kit.decoding.attention import beam_search, next_token_logprobs
@@ -59,6 +60,12 @@ class StModelConfig(AsrModelConfig):
     asr_start_step: int = 0
     st_start_step: int = 0
     decoder_format: str = "tta"  # tta: <sos> <src> <tgt> y; chained: <sos> <src> transcript <tgt> y
+    # optional SigLIP speech-text alignment (TTA): pooled encoder output vs a text tower
+    align_loss_scale: float = 0.0  # 0: off
+    align_dim: int = 256
+    align_text: str = "transcript"  # transcript or translation: what the text tower reads
+    align_text_model: str = ""  # "": a small in-repo tower trained jointly; a local Hugging Face folder: frozen
+    align_text_layers: int = 2
     max_len_ratio: float = 1.0  # translation length cap: tokens per encoder output frame
     length_penalty: float = 1.0  # beam search: score / (tokens + 1) ** length_penalty
 
@@ -77,8 +84,43 @@ class StModelConfig(AsrModelConfig):
                             "from step 0")
         if self.decoder_format not in ("tta", "chained"):
             raise UserError(f"config key 'model.decoder_format' must be tta or chained, got '{self.decoder_format}'")
+        if self.align_text not in ("transcript", "translation"):
+            raise UserError(f"config key 'model.align_text' must be transcript or translation, got '{self.align_text}'")
+        if self.align_loss_scale < 0 or self.align_dim < 1:
+            raise UserError("config keys 'model.align_loss_scale' (>= 0) / 'model.align_dim' (>= 1) out of range")
         if self.max_len_ratio <= 0:
             raise UserError(f"config key 'model.max_len_ratio' must be positive, got {self.max_len_ratio}")
+
+
+class StModel(AsrModel):
+    """An ASR model whose attention decoder translates, plus (``align_loss_scale`` > 0) a speech
+    projection, a text tower and a SigLIP loss for speech-text alignment."""
+
+    def __init__(self, cfg: StModelConfig):
+        super().__init__(cfg)
+        if cfg.align_loss_scale > 0:
+            from auden_kit.heads.text_tower import HfTextTower, TextTower
+            from auden_kit.losses.siglip import SigLipLoss
+
+            self.speech_proj = nn.Linear(self.encoder.output_dim, cfg.align_dim)
+            if cfg.align_text_model:
+                self.text_tower = HfTextTower(cfg.align_text_model, cfg.align_dim)
+            else:
+                vocab = cfg.vocab_size if cfg.align_text == "transcript" else (
+                    cfg.attention_decoder_vocab_size or cfg.vocab_size)
+                self.text_tower = TextTower(vocab, cfg.align_dim, d_model=cfg.attention_decoder_dim,
+                                            num_layers=cfg.align_text_layers, num_heads=cfg.attention_decoder_heads)
+            self.siglip = SigLipLoss()
+
+    def align_loss(self, enc: Tensor, enc_lens: Tensor, tokens: list[list[int]], texts: list[str]) -> Tensor:
+        """SigLIP loss between masked-mean-pooled speech and the text tower, summed over rows;
+        rows with the same text are not each other's negatives."""
+        from auden_kit.heads.text_tower import masked_mean
+
+        speech = self.speech_proj(masked_mean(enc, enc_lens))
+        text = self.text_tower(tokens, texts)
+        same = torch.tensor([[a == b for b in texts] for a in texts], device=enc.device)
+        return self.siglip(speech, text, same)
 
 
 def _cut_languages(cut) -> tuple[str | None, list[dict]]:
@@ -96,6 +138,7 @@ def _cut_languages(cut) -> tuple[str | None, list[dict]]:
 class StTask(AsrTask):
     name = "st"
     model_config_cls = StModelConfig
+    model_class = StModel
     decode_methods = ("beam_search", "greedy")
     metric = "bleu"
     metric_lower_is_better = False
@@ -151,7 +194,7 @@ class StTask(AsrTask):
         self.tag_ids = ids
         return self
 
-    def build_model(self) -> AsrModel:
+    def build_model(self) -> StModel:
         if "tgt" in self.assets.tokenizers:
             self.model_cfg.attention_decoder_vocab_size = self.assets.tokenizers["tgt"].vocab_size
         return super().build_model()
@@ -226,6 +269,11 @@ class StTask(AsrTask):
                                                ignore_prompt=(-1,))
             loss = loss + cfg.st_loss_scale * att
             stats["st_loss"] = float(att.detach())
+        if cfg.align_loss_scale > 0:
+            toks, texts = (t["tokens"], t["texts"]) if cfg.align_text == "transcript" else (t["tgt_tokens"], t["tgt_texts"])
+            al = model.align_loss(enc, enc_lens, toks, texts)
+            loss = loss + cfg.align_loss_scale * al
+            stats["align_loss"] = float(al.detach())
         stats["loss"] = float(loss.detach())
         return loss, stats, float(enc_lens.sum())
 
