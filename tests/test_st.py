@@ -200,6 +200,8 @@ def test_chained_format_trains_the_transcript_and_forces_the_target_tag():
     assert task.prompt("en", "es", [9, 10]) == [5, 6]  # tta: the transcript is not in the prompt
     with pytest.raises(UserError, match="decoder_format"):
         StModelConfig(decoder_format="cascade").validate()
+    with pytest.raises(UserError, match="asr_text_norm"):
+        StModelConfig(asr_text_norm="upper").validate()
 
 
 class _TableDecoder:
@@ -371,7 +373,7 @@ def st_model(st_corpus):
         "model": {"encoder": TINY_ENCODER, "decoder_dim": 32, "joiner_dim": 32, "use_ctc": True, "warm_step": 5,
                   "attention_decoder_dim": 32, "attention_decoder_layers": 1, "attention_decoder_heads": 2,
                   "attention_decoder_ff_dim": 64, "max_len_ratio": 0.6, "decoder_format": "chained",
-                  "align_loss_scale": 0.1, "align_dim": 16},
+                  "asr_text_norm": "lc_rm", "align_loss_scale": 0.1, "align_dim": 16},
         "data": {"train_cuts": [str(f / "cuts_train.jsonl.gz")], "valid_cuts": [str(f / "cuts_dev.jsonl.gz")],
                  "max_duration": 12, "num_buckets": 2, "num_workers": 0},
         "optim": {"base_lr": 0.05, "warmup_batches": 5, "lr_batches": 100},

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from auden_kit.data.translation import language_tag, translations
 from auden_kit.decoding.attention import beam_search, next_token_logprobs
 from auden_kit.errors import UserError
+from auden_kit.metrics.bleu import strip_punctuation
 from auden_kit.results import TranslationResult
 from auden_kit.tasks.asr import AsrModel, AsrModelConfig, AsrTask, utterance_text
 
@@ -60,6 +61,9 @@ class StModelConfig(AsrModelConfig):
     asr_start_step: int = 0
     st_start_step: int = 0
     decoder_format: str = "tta"  # tta: <sos> <src> <tgt> y; chained: <sos> <src> transcript <tgt> y
+    # the transcript the transducer/CTC learn: none (as written) or lc_rm (lowercased, punctuation
+    # removed, as ESPnet-ST trains its ASR branch); the translation keeps case and punctuation
+    asr_text_norm: str = "none"
     # optional SigLIP speech-text alignment (TTA): pooled encoder output vs a text tower
     align_loss_scale: float = 0.0  # 0: off
     align_dim: int = 256
@@ -84,6 +88,8 @@ class StModelConfig(AsrModelConfig):
                             "from step 0")
         if self.decoder_format not in ("tta", "chained"):
             raise UserError(f"config key 'model.decoder_format' must be tta or chained, got '{self.decoder_format}'")
+        if self.asr_text_norm not in ("none", "lc_rm"):
+            raise UserError(f"config key 'model.asr_text_norm' must be none or lc_rm, got '{self.asr_text_norm}'")
         if self.align_text not in ("transcript", "translation"):
             raise UserError(f"config key 'model.align_text' must be transcript or translation, got '{self.align_text}'")
         if self.align_loss_scale < 0 or self.align_dim < 1:
@@ -217,7 +223,8 @@ class StTask(AsrTask):
         separate = "tgt" in self.assets.tokenizers
         for c in cuts:
             text = utterance_text(c)
-            ids = self.tokenizer.encode(text) if text else []
+            asr_text = strip_punctuation(text) if self.model_cfg.asr_text_norm == "lc_rm" else text
+            ids = self.tokenizer.encode(asr_text) if asr_text else []
             if train and not ids:
                 raise UserError(f"cut '{c.id}': its transcript is empty or encodes to no tokens; remove it "
                                 "(`auden-kit data validate` lists such cuts)")
@@ -232,7 +239,7 @@ class StTask(AsrTask):
             tgt_ids = self.tgt_tokenizer.encode(tgt_text) if tgt_text else []
             if train and not tgt_ids:
                 raise UserError(f"cut '{c.id}': its {tgt} target text encodes to no tokens")
-            prompt = (self.tgt_tokenizer.encode(text) if separate else ids) if self.chained else []
+            prompt = (self.tgt_tokenizer.encode(asr_text) if separate else ids) if self.chained else []
             for k, v in zip(out, (text, ids, src, tgt, tgt_text, tgt_ids, bool(trans), prompt)):
                 out[k].append(v)
         return out

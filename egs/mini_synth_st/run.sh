@@ -15,8 +15,8 @@ speakers_per_language=10
 train_utts=60
 dev_utts=4
 test_utts=10
-bpe_size=300
-num_epochs=4
+bpe_size=400
+num_epochs=5
 avg=1
 beam=4
 extra=""   # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"

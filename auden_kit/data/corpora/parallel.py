@@ -8,7 +8,10 @@ A monotone word-by-word gloss (:func:`gloss`) therefore gets almost no 4-gram ri
 corpus measures reordering and agreement, not a lookup table.
 
 Sentences are cased and end with a full stop, as real translation corpora are, so BLEU is
-scored case-sensitively on detokenised text.
+scored case-sensitively on detokenised text. The lexicon is small on purpose (about 190 word
+forms over both languages, still over a million distinct sentences): a 20-minute CPU run must
+learn the words of two languages from 1,200 utterances. Measured: with twice the lexicon the
+transducer had not got past the first words of a sentence after the same number of updates.
 """
 
 from __future__ import annotations
@@ -26,9 +29,7 @@ DETERMINERS = {
 # adjective: English, Spanish masculine singular (the other forms follow Spanish rules)
 ADJECTIVES = {
     "red": "rojo", "white": "blanco", "black": "negro", "small": "pequeño", "new": "nuevo", "old": "viejo",
-    "tall": "alto", "pretty": "bonito", "yellow": "amarillo", "cheap": "barato", "heavy": "pesado",
-    "round": "redondo", "clean": "limpio", "dirty": "sucio", "big": "grande", "green": "verde",
-    "sad": "triste", "happy": "contento", "tired": "cansado", "quiet": "tranquilo",
+    "tall": "alto", "pretty": "bonito", "yellow": "amarillo", "big": "grande", "green": "verde", "sad": "triste",
 }
 # nouns: English singular/plural, Spanish singular/plural, gender
 SUBJECTS = [
@@ -36,31 +37,21 @@ SUBJECTS = [
     ("boy", "boys", "niño", "niños", "m"), ("girl", "girls", "niña", "niñas", "f"),
     ("man", "men", "hombre", "hombres", "m"), ("woman", "women", "mujer", "mujeres", "f"),
     ("cow", "cows", "vaca", "vacas", "f"), ("horse", "horses", "caballo", "caballos", "m"),
-    ("bird", "birds", "pájaro", "pájaros", "m"), ("goat", "goats", "cabra", "cabras", "f"),
-    ("farmer", "farmers", "granjero", "granjeros", "m"), ("nurse", "nurses", "enfermera", "enfermeras", "f"),
 ]
 OBJECTS = [
     ("house", "houses", "casa", "casas", "f"), ("table", "tables", "mesa", "mesas", "f"),
     ("book", "books", "libro", "libros", "m"), ("car", "cars", "coche", "coches", "m"),
     ("flower", "flowers", "flor", "flores", "f"), ("window", "windows", "ventana", "ventanas", "f"),
     ("chair", "chairs", "silla", "sillas", "f"), ("door", "doors", "puerta", "puertas", "f"),
-    ("box", "boxes", "caja", "cajas", "f"), ("glass", "glasses", "vaso", "vasos", "m"),
-    ("shirt", "shirts", "camisa", "camisas", "f"), ("hat", "hats", "sombrero", "sombreros", "m"),
-    ("boat", "boats", "barco", "barcos", "m"), ("train", "trains", "tren", "trenes", "m"),
-    ("ball", "balls", "pelota", "pelotas", "f"), ("stone", "stones", "piedra", "piedras", "f"),
-    ("bottle", "bottles", "botella", "botellas", "f"), ("cup", "cups", "taza", "tazas", "f"),
-    ("key", "keys", "llave", "llaves", "f"), ("map", "maps", "mapa", "mapas", "m"),
-    ("bag", "bags", "bolsa", "bolsas", "f"), ("shoe", "shoes", "zapato", "zapatos", "m"),
-    ("bed", "beds", "cama", "camas", "f"), ("plate", "plates", "plato", "platos", "m"),
+    ("box", "boxes", "caja", "cajas", "f"), ("map", "maps", "mapa", "mapas", "m"),
+    ("shoe", "shoes", "zapato", "zapatos", "m"), ("bed", "beds", "cama", "camas", "f"),
 ]
 # verbs: English 3rd singular/plural, Spanish 3rd singular/plural
 VERBS = [
     ("sees", "see", "ve", "ven"), ("has", "have", "tiene", "tienen"), ("wants", "want", "quiere", "quieren"),
     ("finds", "find", "encuentra", "encuentran"), ("buys", "buy", "compra", "compran"),
     ("paints", "paint", "pinta", "pintan"), ("carries", "carry", "lleva", "llevan"),
-    ("opens", "open", "abre", "abren"), ("cleans", "clean", "limpia", "limpian"),
-    ("sells", "sell", "vende", "venden"), ("breaks", "break", "rompe", "rompen"),
-    ("needs", "need", "necesita", "necesitan"), ("moves", "move", "mueve", "mueven"),
+    ("opens", "open", "abre", "abren"),
 ]
 LANGUAGES = ("en", "es")
 
