@@ -204,6 +204,27 @@ def test_chained_format_trains_the_transcript_and_forces_the_target_tag():
         StModelConfig(asr_text_norm="upper").validate()
 
 
+def test_decoder_learns_to_reorder_its_prompt():
+    """The decoder can tell positions apart: reversing a 5-token prompt is learned in 150 Adam
+    steps (with the old initialisation, 0.02-scale positions beside x16 token embeddings, the
+    loss stayed at 2.1 nats per token: the bug that kept ST from learning)."""
+    import random
+
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    dec = AttentionDecoder(40, 8, d_model=64, num_layers=2, num_heads=4, ff_dim=128, dropout=0.0)
+    opt = torch.optim.Adam(dec.parameters(), lr=2e-3)
+    enc, lens = torch.zeros(16, 4, 8), torch.full((16,), 4)
+    for _ in range(150):
+        src = [[rng.randrange(10, 30) for _ in range(5)] for _ in range(16)]
+        loss = dec.loss(enc, lens, [x[::-1] for x in src], 0.0, [[3, *x, 4] for x in src],
+                        ignore_prompt=tuple(range(-7, 0)))  # only the reversed tokens and eos are trained
+        opt.zero_grad()
+        (loss / 16).backward()
+        opt.step()
+    assert float(loss) / 16 / 6 < 0.2
+
+
 class _TableDecoder:
     """A stand-in decoder with a fixed next-token table, for checking the search itself."""
 

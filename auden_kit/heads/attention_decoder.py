@@ -17,8 +17,13 @@ class AttentionDecoder(nn.Module):
                  max_len: int = 1024):
         super().__init__()
         self.sos_id, self.eos_id, self.vocab_size = sos_id, eos_id, vocab_size
+        # token embeddings of unit scale after the sqrt(d_model) factor, positions of the same scale:
+        # measured, with N(0, 1) embeddings (x16 for d=256) beside 0.02-scale positions the decoder
+        # could not tell positions apart (a 7-token reversal task stayed at chance after 300 Adam
+        # steps; with these scales it is solved in 100)
         self.embed = nn.Embedding(vocab_size, d_model)
-        self.pos = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
+        nn.init.normal_(self.embed.weight, std=d_model ** -0.5)
+        self.pos = nn.Parameter(torch.randn(max_len, d_model))
         self.enc_proj = nn.Linear(encoder_dim, d_model)
         layer = nn.TransformerDecoderLayer(d_model, num_heads, ff_dim, dropout, batch_first=True, norm_first=True)
         self.layers = nn.TransformerDecoder(layer, num_layers)

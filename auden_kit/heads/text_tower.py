@@ -28,7 +28,7 @@ class TextTower(nn.Module):
                  max_len: int = 512):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
-        self.pos = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
+        self.pos = nn.Parameter(torch.randn(max_len, d_model))  # the embeddings' scale (see AttentionDecoder)
         layer = nn.TransformerEncoderLayer(d_model, num_heads, 4 * d_model, 0.1, batch_first=True, norm_first=True)
         self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.proj = nn.Linear(d_model, out_dim)
