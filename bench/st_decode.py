@@ -53,14 +53,15 @@ def main():
                 lm.task.infer(lm.model, b, method=method, beam=a.beam)
             out[f"{method}.batched.rtf"] = round((time.time() - t0) / audio, 5)
             out[f"peak_rss_mb.{method}.batched"] = peak_mb()
-        single = DataConfig(max_duration=1e-3, num_workers=0, spec_augment=False, min_cut_duration=0,
-                            max_cut_duration=1e9)
-        ones = []
-        for b in make_loader(single, [a.cuts], train=False, task=lm.task)[0]:
-            ones.append(b)
-            if len(ones) >= a.limit:
-                break
-        one_audio = sum(c.duration for b in ones for c in b["cuts"])
+        ones = []  # the same utterances one at a time (a single-file request)
+        for b in batches:
+            for i in range(len(b["cut_ids"])):
+                n = int(b["input_lens"][i])
+                ones.append({"inputs": b["inputs"][i:i + 1, :n], "input_lens": b["input_lens"][i:i + 1],
+                             "cut_ids": b["cut_ids"][i:i + 1], "cuts": [b["cuts"][i]],
+                             "targets": {k: v[i:i + 1] for k, v in b["targets"].items()}})
+        ones = ones[:a.limit]
+        one_audio = sum(b["cuts"][0].duration for b in ones)
         for method in ("greedy", "beam_search"):
             t0 = time.time()
             for b in ones:

@@ -16,7 +16,7 @@ train_utts=60
 dev_utts=4
 test_utts=10
 bpe_size=400
-num_epochs=5
+num_epochs=8
 avg=1
 beam=4
 extra=""   # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"
