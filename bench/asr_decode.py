@@ -13,6 +13,19 @@ import time
 import torch
 
 
+def load_model_and_batches(model_dir: str, cuts: str, max_duration: float):
+    """A model folder, the decoding batches of a cut manifest (in memory) and their seconds of
+    audio: what the decoding benchmarks time."""
+    from auden_kit.data.datamodule import DataConfig, make_loader
+    from auden_kit.hub import load_pretrained
+
+    lm = load_pretrained(model_dir)
+    cfg = DataConfig(max_duration=max_duration, num_workers=0, spec_augment=False, min_cut_duration=0,
+                     max_cut_duration=1e9)
+    batches = list(make_loader(cfg, [cuts], train=False, task=lm.task)[0])
+    return lm, batches, sum(c.duration for b in batches for c in b["cuts"])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
@@ -22,14 +35,7 @@ def main():
     p.add_argument("--methods", default="greedy,modified_beam_search")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    from auden_kit.data.datamodule import DataConfig, make_loader
-    from auden_kit.hub import load_pretrained
-
-    lm = load_pretrained(a.model)
-    cfg = DataConfig(max_duration=a.max_duration, num_workers=0, spec_augment=False, min_cut_duration=0,
-                     max_cut_duration=1e9)
-    batches = list(make_loader(cfg, [a.cuts], train=False, task=lm.task)[0])
-    audio = sum(c.duration for b in batches for c in b["cuts"])
+    lm, batches, audio = load_model_and_batches(a.model, a.cuts, a.max_duration)
     out = {"threads": a.threads, "audio_s": round(audio, 1)}
     for m in a.methods.split(","):
         t0 = time.time()

@@ -32,14 +32,9 @@ def main():
     p.add_argument("--limit", type=int, default=100, help="Cuts decoded one at a time (the rest: batched only).")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    from auden_kit.data.datamodule import DataConfig, make_loader
-    from auden_kit.hub import load_pretrained
+    from asr_decode import load_model_and_batches  # bench/ is the script's folder
 
-    lm = load_pretrained(a.model)
-    cfg = DataConfig(max_duration=a.max_duration, num_workers=0, spec_augment=False, min_cut_duration=0,
-                     max_cut_duration=1e9)
-    batches = list(make_loader(cfg, [a.cuts], train=False, task=lm.task)[0])
-    audio = sum(c.duration for b in batches for c in b["cuts"])
+    lm, batches, audio = load_model_and_batches(a.model, a.cuts, a.max_duration)
     out = {"threads": a.threads, "beam": a.beam, "audio_s": round(audio, 1), "batches": len(batches),
            "peak_rss_mb.loaded": peak_mb()}
     with torch.no_grad():
