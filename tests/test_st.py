@@ -474,7 +474,7 @@ def test_st_decode_cuts_bleu_agrees_with_the_sacrebleu_command(st_model, tmp_pat
     sacrebleu = shutil.which("sacrebleu", path=str(__import__("pathlib").Path(sys.executable).parent))
     for d in ("en-es", "es-en"):
         out = subprocess.run([sacrebleu, str(tmp_path / f"ref-t.{d}.txt"), "-i", str(tmp_path / f"hyp-t.{d}.txt"),
-                              "-b"], capture_output=True, text=True)
+                              "-b", "-w", "4"], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert float(out.stdout.strip()) == pytest.approx(metrics[f"bleu_{d}"], abs=0.01)
         mine = _cli("bleu", tmp_path / f"hyp-t.{d}.txt", tmp_path / f"ref-t.{d}.txt", "--json")

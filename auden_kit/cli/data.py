@@ -193,7 +193,8 @@ def fbank(
     setup_logging()
     torch.set_num_threads(1)
     cuts = _read_any(manifests).to_eager()
-    cuts = cuts.trim_to_supervisions(keep_overlapping=False) if _has_long_recordings(cuts) else cuts
+    if _has_long_recordings(cuts):  # one cut per segment (eager: the speed copies and progress bar need a length)
+        cuts = cuts.trim_to_supervisions(keep_overlapping=False).to_eager()
     if speed_perturb:
         copies = [cuts.perturb_speed(f) for f in (0.9, 1.1)]
         if perturbed_speakers:
