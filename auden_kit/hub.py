@@ -43,6 +43,8 @@ TASKS: dict[str, str] = {
     "classify": "auden_kit.tasks.classify:ClassificationTask",
     "voice": "auden_kit.tasks.voice:VoiceTask",
     "st": "auden_kit.tasks.st:StTask",
+    "ssl": "auden_kit.tasks.ssl:SslTask",
+    "distill": "auden_kit.tasks.distill:DistillTask",
 }
 ENCODERS: dict[str, str] = {
     "zipformer": "auden_kit.encoders.zipformer:ZipformerEncoder",

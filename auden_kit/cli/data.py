@@ -26,6 +26,9 @@ def synth(
     rate_jitter: int = typer.Option(20, help="Speaking-rate spread in words/min (+-)."),
     pitch_jitter: int = typer.Option(15, help="Pitch spread (+-, espeak units 0-100)."),
     seed: int = typer.Option(0, help="Same seed, same corpus (byte for byte)."),
+    voice_seed: int = typer.Option(-1, help="Draw the voice order with this seed (-1: --seed)."),
+    voice_offset: int = typer.Option(0, help="Skip the first N voices of that order (e.g. an unlabeled corpus "
+                                             "with other voices than one made with --seed N's order)."),
     jobs: int = typer.Option(2, help="Parallel worker processes."),
     format: str = typer.Option("librispeech", help="librispeech (folder only) or lhotse (also writes cut manifests)."),
     manifest_dir: Optional[Path] = typer.Option(None, help="With --format lhotse: where the cuts go (default OUT_DIR/manifests)."),
@@ -38,7 +41,8 @@ def synth(
         raise UserError(f"--format must be 'librispeech' or 'lhotse', got '{format}'")
     opts = SynthOptions(num_speakers=num_speakers, train_utts=train_utts, dev_utts=dev_utts,
                         test_utts=test_utts, utts_per_chapter=utts_per_chapter, vocab_size=vocab_size,
-                        rate_jitter=rate_jitter, pitch_jitter=pitch_jitter, seed=seed, jobs=jobs)
+                        rate_jitter=rate_jitter, pitch_jitter=pitch_jitter, seed=seed, jobs=jobs,
+                        voice_seed=voice_seed, voice_offset=voice_offset)
     try:
         root = synthesize_corpus(out_dir, opts)
     except ValueError as e:
@@ -47,6 +51,33 @@ def synth(
     if format == "lhotse":
         for part, p in corpus_to_cuts(root, manifest_dir or Path(out_dir) / "manifests").items():
             typer.echo(f"cuts {part}: {p}")
+
+
+@app.command("synth-keywords", epilog="Example: auden-kit data synth-keywords download/keywords --num-speakers 20 "
+                                       "--reps 4")
+def synth_keywords(
+    out_dir: Path = typer.Argument(..., help="Folder for the clips and keywords_cuts.jsonl.gz."),
+    num_speakers: int = typer.Option(20, help="Speakers (drawn as `data synth` draws them)."),
+    reps: int = typer.Option(4, help="Times each speaker says each word."),
+    words: str = typer.Option(",".join(("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")),
+                              help="Comma-separated words."),
+    seed: int = typer.Option(0, help="Same seed as a `data synth` corpus: the same voices."),
+    voice_seed: int = typer.Option(-1, help="As `data synth --voice-seed`."),
+    voice_offset: int = typer.Option(0, help="As `data synth --voice-offset`."),
+    jobs: int = typer.Option(2, help="Parallel worker processes."),
+):
+    """Synthesize spoken keywords (a Speech-Commands-like probe set: keyword and speaker labels)."""
+    from auden_kit.data.corpora.synthetic import synthesize_keywords
+
+    setup_logging()
+    ws = [w.strip() for w in words.split(",") if w.strip()]
+    if len(ws) < 2 or reps < 1 or num_speakers < 1:
+        raise UserError("need at least 2 --words, --reps >= 1 and --num-speakers >= 1")
+    try:
+        path = synthesize_keywords(out_dir, ws, num_speakers, reps, seed, voice_seed, voice_offset, jobs)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    typer.echo(f"wrote {path}")
 
 
 @app.command("synth-voices", epilog="Example: auden-kit data synth-voices download/voices --train-variants 23 "
@@ -172,6 +203,51 @@ def stats(
     typer.echo(corpus_stats(_read_any(manifests), low=low, high=high).render())
 
 
+@app.command(epilog="Example: auden-kit data cmvn data/fbank/unlabeled_cuts.jsonl.gz --out data/fbank/stats.json")
+def cmvn(
+    manifests: List[Path] = typer.Argument(..., help="Cut manifests with precomputed features."),
+    out: Path = typer.Option(..., help="Output JSON: per-bin mean and std (model.feature_stats of task ssl)."),
+    max_cuts: int = typer.Option(2000, help="Read at most this many cuts (the first ones)."),
+):
+    """Global mean and variance of the features (the normalisation of BEST-RQ targets)."""
+    import json
+
+    from auden_kit.io import atomic_write_text
+    from auden_kit.tasks.ssl import feature_stats
+
+    st = feature_stats(_read_any(manifests), max_cuts)
+    atomic_write_text(out, json.dumps(st) + "\n")
+    typer.echo(f"wrote {out} ({st['cuts']} cuts, {st['frames']} frames)")
+
+
+@app.command("teacher-cache", epilog="Example: auden-kit data teacher-cache --kind model --teacher ../mini_synth/exp/"
+                                      "model-avg --name big --layers 1,4 --cuts data/fbank/unlabeled_cuts.jsonl.gz "
+                                      "--out data/fbank/unlabeled_cuts_big.jsonl.gz")
+def teacher_cache(
+    teacher: str = typer.Option(..., help="Teacher: an auden-kit model folder or a local Hugging Face folder."),
+    kind: str = typer.Option("model", help="model (auden-kit) or hf (WavLM / HuBERT / wav2vec 2.0)."),
+    name: str = typer.Option(..., help="Teacher name (the `cached` teacher of task distill reads teacher_<name>)."),
+    layers: str = typer.Option(..., help="Comma-separated teacher layers to store (0 = first tap)."),
+    cuts: str = typer.Option(..., help="Cut manifest to run the teacher on."),
+    out: Path = typer.Option(..., help="Output cut manifest (the cuts with their cached targets)."),
+    storage: Path = typer.Option(None, help="Folder for the compressed arrays (default: beside --out)."),
+    max_duration: float = typer.Option(100.0, help="Seconds of audio per batch."),
+):
+    """Run a distillation teacher once and store its layers with the cuts (lilcom-compressed)."""
+    from auden_kit.tasks.distill import write_teacher_cache
+
+    setup_logging()
+    try:
+        ls = [int(v) for v in layers.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--layers must be comma-separated integers, got '{layers}'") from None
+    storage = storage or out.parent / (out.name.split(".")[0] + "_teacher")
+    r = write_teacher_cache(kind, teacher, name, ls, cuts, out, storage, max_duration=max_duration)
+    typer.echo(f"wrote {out}: {r['cuts']} cuts, {r['frames']} frames of {sum(r['dims'])} values; "
+               f"{r['bytes'] / 1e6:.1f} MB stored ({r['bytes_float32'] / max(1, r['bytes']):.1f}x smaller than "
+               "float32)")
+
+
 @app.command(epilog="Example: auden-kit data fbank data/manifests/librispeech_recordings_train-clean-100.jsonl.gz "
                     "data/manifests/librispeech_supervisions_train-clean-100.jsonl.gz "
                     "--out data/fbank/librispeech_cuts_train-clean-100.jsonl.gz --speed-perturb")
@@ -183,8 +259,11 @@ def fbank(
     perturbed_speakers: bool = typer.Option(False, help="With --speed-perturb: the copies are new speakers "
                                                         "('<spk>-sp0.9'), as speaker-embedding recipes train."),
     num_mel_bins: int = typer.Option(80, help="Filterbank bins."),
+    window: float = typer.Option(20.0, help="Unlabeled recordings (no supervisions: pretraining audio) longer "
+                                            "than this are cut into windows of this many seconds."),
 ):
-    """Compute 80-dim log-mel features (stored with lilcom) for a manifest."""
+    """Compute 80-dim log-mel features (stored with lilcom) for a manifest. Long labeled recordings
+    are cut into one cut per supervision; unlabeled ones into windows."""
     import torch
 
     from auden_kit.data.features import FbankSettings, compute_fbank
@@ -193,8 +272,17 @@ def fbank(
     setup_logging()
     torch.set_num_threads(1)
     cuts = _read_any(manifests).to_eager()
-    if _has_long_recordings(cuts):  # one cut per segment (eager: the speed copies and progress bar need a length)
-        cuts = cuts.trim_to_supervisions(keep_overlapping=False).to_eager()
+    if window <= 0:
+        raise UserError(f"--window must be positive, got {window}")
+    from lhotse import CutSet
+
+    labeled = CutSet.from_cuts([c for c in cuts if c.supervisions])
+    unlabeled = CutSet.from_cuts([c for c in cuts if not c.supervisions])
+    if _has_long_recordings(labeled):  # one cut per segment (eager: the speed copies and progress bar need a length)
+        labeled = labeled.trim_to_supervisions(keep_overlapping=False).to_eager()
+    if len(unlabeled):
+        unlabeled = CutSet.from_cuts([c for c in unlabeled.cut_into_windows(window) if c.duration >= 0.3])
+    cuts = labeled + unlabeled if len(labeled) and len(unlabeled) else (labeled if len(labeled) else unlabeled)
     if speed_perturb:
         copies = [cuts.perturb_speed(f) for f in (0.9, 1.1)]
         if perturbed_speakers:

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from auden_kit.cli import average, bleu, convert, data, decode, export, info, recipe, train, voice
+from auden_kit.cli import average, bleu, convert, data, decode, export, info, probe, recipe, train, voice
 from auden_kit.errors import UserError
 
 app = typer.Typer(
@@ -32,6 +32,8 @@ COMMANDS = [
     ("score", "Voice models: EER/minDCF of a trial list from embeddings (cosine, AS-norm).", voice.SCORE_EPILOG,
      voice.score),
     ("verify", "Voice models: are two recordings the same speaker?", voice.VERIFY_EPILOG, voice.verify),
+    ("probe", "Probe a frozen encoder: kNN / linear / MLP accuracy of a label (speaker, keyword, ...).",
+     probe.EPILOG, probe.probe),
     ("bleu", "BLEU and chrF (sacrebleu) of a hypothesis file against a reference file.", bleu.EPILOG, bleu.bleu),
 ]
 for _name, _help, _epilog, _fn in COMMANDS:

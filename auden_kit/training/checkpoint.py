@@ -64,10 +64,12 @@ def remove_old(paths: list[Path], keep: int) -> None:
 @torch.no_grad()
 def update_running_average(avg: dict, model: torch.nn.Module, step: int, period: int) -> None:
     """avg <- avg * (1 - period/step) + model * period/step: the mean of the model over all
-    steps so far, sampled every ``period`` steps (icefall's ``model_avg``)."""
+    steps so far, sampled every ``period`` steps (icefall's ``model_avg``). Tensors that have not
+    changed (frozen buffers such as BEST-RQ's codebooks, frozen parameters) are copied, so they
+    stay bit-exact through averaging (here and in the two functions below)."""
     w = period / step
     for k, v in model.state_dict().items():
-        if v.dtype.is_floating_point:
+        if v.dtype.is_floating_point and not torch.equal(avg[k], v.detach().cpu()):
             avg[k].mul_(1 - w).add_(v.detach().cpu(), alpha=w)
         else:
             avg[k] = v.detach().cpu().clone()
@@ -76,7 +78,7 @@ def update_running_average(avg: dict, model: torch.nn.Module, step: int, period:
 def average_state_dicts(states: list[dict]) -> dict:
     out = {}
     for k in states[0]:
-        if states[0][k].dtype.is_floating_point:
+        if states[0][k].dtype.is_floating_point and not all(torch.equal(s[k], states[0][k]) for s in states[1:]):
             out[k] = sum(s[k].double() for s in states) / len(states)
             out[k] = out[k].to(states[0][k].dtype)
         else:
@@ -93,7 +95,7 @@ def average_between(start: dict, end: dict) -> dict:
     a0, a1 = start["model_avg"], end["model_avg"]
     out = {}
     for k in a1:
-        if a1[k].dtype.is_floating_point:
+        if a1[k].dtype.is_floating_point and not torch.equal(a1[k], a0[k]):
             out[k] = ((a1[k].double() * n1 - a0[k].double() * n0) / (n1 - n0)).to(a1[k].dtype)
         else:
             out[k] = a1[k]

@@ -238,7 +238,8 @@ class Trainer:
         assets = self.task.build_assets(cfg, self.model_cfg, train_cuts)
         assets.data_stats = {**duration_stats(train_cuts), **assets.data_stats}  # the task's facts kept
         if self.rank == 0:
-            log.info("training cuts: %s", ", ".join(f"{k} {v}" for k, v in assets.data_stats.items()))
+            log.info("training cuts: %s", ", ".join(f"{k} {v}" for k, v in assets.data_stats.items()
+                                                    if not isinstance(v, (list, dict))))
         d = cfg.data
         if d.drop_last and assets.data_stats["hours"] * 3600 < d.max_duration * self.world:
             raise UserError(

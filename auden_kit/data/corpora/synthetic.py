@@ -53,6 +53,11 @@ class SynthOptions:
     noise_floor_db: float = float("-inf")
     seed: int = 0
     jobs: int = 2
+    # speakers are voices [voice_offset, voice_offset + num_speakers) of the voice order drawn
+    # with voice_seed (-1: with seed, as before); e.g. an unlabeled corpus with other voices than a
+    # labeled one made with seed 0: voice_seed=0, voice_offset=<its num_speakers>, another seed
+    voice_offset: int = 0
+    voice_seed: int = -1
 
 
 @dataclasses.dataclass
@@ -117,11 +122,15 @@ def plan_corpus(opts: SynthOptions) -> dict:
 
     rng = random.Random(opts.seed)
     voices = english_voices()
-    rng.shuffle(voices)
-    if opts.num_speakers > len(voices):
-        raise ValueError(f"at most {len(voices)} distinct voices are available, asked for {opts.num_speakers}")
+    if opts.voice_seed < 0:
+        rng.shuffle(voices)
+    else:
+        random.Random(opts.voice_seed).shuffle(voices)
+    if opts.voice_offset + opts.num_speakers > len(voices):
+        raise ValueError(f"at most {len(voices)} distinct voices are available, asked for {opts.num_speakers}"
+                         + (f" after the first {opts.voice_offset}" if opts.voice_offset else ""))
     speakers = []
-    for i in range(opts.num_speakers):
+    for i in range(opts.voice_offset, opts.voice_offset + opts.num_speakers):
         voice = voices[i]
         speakers.append({
             "id": str(1000 + 37 * i),
@@ -193,6 +202,58 @@ def synthesize_corpus(out_dir: str | Path, opts: SynthOptions, progress: bool = 
     (root / "SPEAKERS.TXT").write_text("\n".join(lines) + "\n")
     log.info("Wrote %d utterances (%.1f min) to %s", len(durations), sum(durations.values()) / 60, root)
     return root
+
+
+KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+
+
+def synthesize_keywords(out_dir: str | Path, words=KEYWORDS, num_speakers: int = 20, reps: int = 4,
+                        seed: int = 0, voice_seed: int = -1, voice_offset: int = 0, jobs: int = 2,
+                        progress: bool = True) -> Path:
+    """A Speech-Commands-like set: each of ``words`` said ``reps`` times by each speaker (rate and
+    pitch jittered per clip), speakers drawn as :func:`plan_corpus` draws them (same
+    ``seed``/``voice_seed``/``voice_offset`` = same voices and ids). Writes the clips and
+    ``out_dir/keywords_cuts.jsonl.gz`` (supervision text = the word, ``custom["keyword"]``,
+    speaker, gender); returns the manifest's path. A probe's content and speaker labels."""
+    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+    from tqdm import tqdm
+
+    from auden_kit.io import save_cuts_atomic
+
+    plan = plan_corpus(SynthOptions(num_speakers=num_speakers, train_utts=0, dev_utts=0, test_utts=0, seed=seed,
+                                    voice_seed=voice_seed, voice_offset=voice_offset))
+    rng = random.Random(seed + 1)
+    out = Path(out_dir)
+    tasks, meta = [], {}
+    for spk in plan["speakers"]:
+        d = out / spk["id"]
+        d.mkdir(parents=True, exist_ok=True)
+        utts = []
+        for r in range(reps):
+            for w in words:
+                u = Utterance(utt_id=f"{spk['id']}-{w}-{r}", text=w, voice=spk["voice"],
+                              rate=spk["rate"] + rng.randint(-15, 15),
+                              pitch=min(99, max(0, spk["pitch"] + rng.randint(-8, 8))), seed=rng.randrange(1 << 30))
+                utts.append(u)
+                meta[u.utt_id] = (spk, w, d)
+        tasks.append((str(d), utts, (0.0, 0.0), float("-inf")))
+    ctx = mp.get_context("forkserver")
+    with ctx.Pool(max(1, jobs), maxtasksperchild=1) as pool, \
+            tqdm(total=len(meta), desc="Synthesizing", unit="clip", disable=not progress) as bar:
+        for result in pool.imap_unordered(render_chapter, tasks):
+            bar.update(len(result))
+    cuts = []
+    for uid, (spk, w, d) in sorted(meta.items()):
+        rec = Recording.from_file(d / f"{uid}.flac", recording_id=uid)
+        sup = SupervisionSegment(id=uid, recording_id=uid, start=0.0, duration=rec.duration, text=w.upper(),
+                                 speaker=spk["id"], gender=spk["gender"], language="English",
+                                 custom={"keyword": w})
+        cuts.append((rec, sup))
+    cs = CutSet.from_manifests(recordings=RecordingSet.from_recordings(r for r, _ in cuts),
+                               supervisions=SupervisionSet.from_segments(s for _, s in cuts))
+    path = out / "keywords_cuts.jsonl.gz"
+    save_cuts_atomic(cs, path)
+    return path
 
 
 def read_speakers(root: str | Path) -> dict[str, dict]:

@@ -315,6 +315,11 @@ class ZipformerEncoder(nn.Module):
     def output_dim(self) -> int:
         return max(self.encoder_dim)
 
+    @property
+    def layer_dims(self) -> tuple[int, ...]:
+        """Channels of each tap ``forward(..., return_layers=True)`` returns (one per stack)."""
+        return tuple(self.encoder_dim)
+
     # -- training-time helpers
     def _feature_masks(self, x: Tensor) -> list:
         """Per stack, on ~12.5% / ~25% of sequences zero the channels above the unmasked dim
@@ -379,9 +384,11 @@ class ZipformerEncoder(nn.Module):
         return streaming_forward(self, x, states)
 
     def forward(self, x: Tensor, x_lens: Tensor, chunk_size: Optional[int] = None,
-                left_context_frames: Optional[int] = None) -> tuple[Tensor, Tensor]:
+                left_context_frames: Optional[int] = None, return_layers: bool = False):
         """x: (N, T, F) fbank; x_lens: (N,). ``chunk_size`` / ``left_context_frames`` override the
-        causal model's chunking (at 50 Hz). Returns (N, T'', C) and lengths (N,), T'' ~ T / 4."""
+        causal model's chunking (at 50 Hz). Returns (N, T'', C) and lengths (N,), T'' ~ T / 4.
+        ``return_layers``: also a list with every stack's output at the output frame rate,
+        (N, T'', C_i) each (the taps of distillation and layer-wise probes)."""
         x, x_lens = self.encoder_embed(x, x_lens)
         x = x.permute(1, 0, 2)  # (T', N, C0)
         T = x.shape[0]
@@ -402,4 +409,7 @@ class ZipformerEncoder(nn.Module):
             outputs.append(x)
         x = self.downsample_output(self._full_dim_output(outputs))
         lens = torch.div(x_lens + 1, 2, rounding_mode="floor")
+        if return_layers:
+            layers = [self.downsample_output(o).permute(1, 0, 2) for o in outputs]
+            return x.permute(1, 0, 2), lens, layers
         return x.permute(1, 0, 2), lens

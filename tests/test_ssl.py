@@ -1,0 +1,301 @@
+"""Self-supervised pretraining (BEST-RQ, MAE), distillation (model, Hugging Face and cached
+teachers), probes, and the data they read (unlabeled audio)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_ENCODER
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "auden_kit.cli.main"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, cwd=cwd)
+
+
+def train_config(task, exp_dir, fbank_cuts, model, **trainer):
+    from auden_kit.config import from_dict
+    from auden_kit.training.trainer import TrainConfig
+
+    return from_dict(TrainConfig, {
+        "task": task, "exp_dir": str(exp_dir), "model": {"encoder": TINY_ENCODER, **model},
+        "data": {"train_cuts": [str(fbank_cuts["train-clean-100"])], "valid_cuts": [str(fbank_cuts["dev-clean"])],
+                 "max_duration": 12, "num_buckets": 2, "num_workers": 0, "spec_augment": False},
+        "optim": {"base_lr": 0.05, "warmup_batches": 2, "lr_batches": 100},
+        "trainer": {"num_epochs": 1, "log_interval": 1, "average_period": 1, "progress": False,
+                    "schedule_speedup": 20, **trainer},
+    })
+
+
+# ------------------------------------------------------------------------------------ masking
+def test_span_mask_respects_padding_minimum_and_rate():
+    from auden_kit.tasks.ssl import span_mask, stack_frames
+
+    lens = torch.tensor([400, 250, 30, 0])
+    g = torch.Generator().manual_seed(0)
+    m = span_mask(lens, 400, prob=0.01, span=40, min_masks=2, generator=g)
+    for i, n in enumerate(lens.tolist()):
+        assert not m[i, n:].any()  # never on padding
+    assert m[2, :30].any() and not m[3].any()
+    # at least two spans where there is room; the first row covers about 1 - 0.99^40 = 33 % on average
+    assert m[1].sum() >= 40
+    big = span_mask(torch.full((200,), 1000), 1000, 0.01, 40, 0, torch.Generator().manual_seed(1))
+    assert 0.28 < big.float().mean() < 0.38
+    x = torch.arange(2 * 10 * 3, dtype=torch.float).reshape(2, 10, 3)
+    s = stack_frames(x, 4, 3)  # 12 frames needed: zero-padded
+    assert s.shape == (2, 3, 12) and torch.equal(s[0, 0], x[0, :4].flatten()) and s[0, 2, 6:].abs().sum() == 0
+
+
+def test_quantizer_is_fixed_by_its_seed():
+    from auden_kit.tasks.ssl import RandomProjectionQuantizer
+
+    a, b = RandomProjectionQuantizer(320, 2, 512, 16, seed=3), RandomProjectionQuantizer(320, 2, 512, 16, seed=3)
+    c = RandomProjectionQuantizer(320, 2, 512, 16, seed=4)
+    x = torch.randn(3, 50, 320)
+    assert torch.equal(a(x), b(x)) and not torch.equal(a(x), c(x))
+    assert a(x).shape == (3, 50, 2) and a(x).max() < 512
+    assert not list(a.parameters()) and set(dict(a.named_buffers())) == {"projection", "codebooks"}
+    # the chunked search equals the direct one
+    assert torch.equal(a(x, chunk=7), a(x))
+
+
+# ------------------------------------------------------------------------------------ BEST-RQ
+@pytest.fixture(scope="module")
+def bestrq_model(fbank_cuts, tmp_path_factory):
+    """A tiny BEST-RQ model trained on the corpus without its labels, averaged into a folder."""
+    from auden_kit.training.trainer import Trainer, export_model_folder
+
+    exp = tmp_path_factory.mktemp("bestrq") / "exp"
+    cfg = train_config("ssl", exp, fbank_cuts, {"codebook_size": 64, "mask_prob": 0.04, "mask_span": 10,
+                                                "num_codebooks": 2}, num_epochs=6)
+    t = Trainer(cfg)
+    t.train()
+    return exp, export_model_folder(exp, exp / "model", avg=2), t
+
+
+def test_bestrq_learns_and_its_codes_survive_save_load_and_averaging(bestrq_model, fbank_cuts):
+    from lhotse import CutSet
+
+    from auden_kit.hub import load_pretrained
+    from auden_kit.training import checkpoint as ckpt
+
+    exp, folder, trainer = bestrq_model
+    hist = ckpt.load_checkpoint(sorted(exp.glob("epoch-*.pt"))[-1])
+    losses = [h["loss"] for h in hist["history"]]
+    assert losses[-1] < losses[0] - 0.2, losses  # masked prediction learns (ln 64 = 4.16 at chance)
+    accs = [h["masked_acc"] for h in hist["history"]]
+    assert accs[-1] > accs[0]
+    lm = load_pretrained(folder)
+    live = trainer.model
+    for k in ("quantizer.projection", "quantizer.codebooks", "feature_mean", "feature_std"):
+        assert torch.equal(lm.model.state_dict()[k], live.state_dict()[k].cpu()), k
+    cut = next(iter(CutSet.from_file(fbank_cuts["dev-clean"])))
+    x = torch.from_numpy(cut.load_features()).unsqueeze(0)
+    T_out = int(lm.model.encoder.output_lengths(torch.tensor(x.shape[1])))
+    codes = lm.model.targets(x, T_out)
+    assert torch.equal(codes, live.cpu().targets(x, T_out))
+    assert len(codes.unique()) > 3  # not a collapsed quantizer
+    # the statistics are the stored global ones, and no feature-sized list was logged
+    assert len(lm.assets.data_stats["feature_mean"]) == 80
+
+
+def test_pretrained_encoder_initialises_an_asr_model(bestrq_model, fbank_cuts, bpe_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from conftest import tiny_train_config
+
+    from auden_kit.training.trainer import Trainer
+
+    _, folder, _ = bestrq_model
+    cfg = tiny_train_config(tmp_path / "ft", fbank_cuts, bpe_dir, max_steps=1, init_from=str(folder),
+                            init_prefix_map={"encoder.": "encoder."})
+    t = Trainer(cfg)
+    ssl = load_file(str(folder / "model.safetensors"))
+    enc = {k: v for k, v in t.model.state_dict().items() if k.startswith("encoder.")}
+    assert enc and all(torch.equal(v, ssl[k]) for k, v in enc.items())
+
+
+def test_mae_objective_trains(fbank_cuts, tmp_path):
+    from auden_kit.training.trainer import Trainer
+
+    cfg = train_config("ssl", tmp_path / "mae", fbank_cuts, {"objective": "mae", "mask_prob": 0.06, "mask_span": 10,
+                                                             "mae_decoder_dim": 32, "mae_decoder_heads": 2},
+                       num_epochs=3)
+    t = Trainer(cfg)
+    t.train()
+    hist = [h["loss"] for h in t.history]
+    assert hist[-1] < hist[0], hist  # normalised-patch MSE goes down (1.0 = predicting the mean)
+    assert not hasattr(t.model, "quantizer")
+
+
+def test_ssl_config_errors_name_the_key(fbank_cuts, tmp_path):
+    from auden_kit.errors import UserError
+    from auden_kit.training.trainer import Trainer
+
+    for model, key in (({"objective": "hubert"}, "model.objective"), ({"mask_prob": 0}, "model.mask_prob"),
+                       ({"feature_stats": str(tmp_path / "none.json")}, "model.feature_stats")):
+        with pytest.raises(UserError, match=key.replace(".", r"\.")):
+            Trainer(train_config("ssl", tmp_path / "x", fbank_cuts, model, max_steps=1))
+
+
+def test_cmvn_command_and_unlabeled_audio(synth_cuts, tmp_path):
+    """`data fbank` keeps audio without supervisions (cut into windows when long) and `data cmvn`
+    stores the statistics an ssl config reads."""
+    from lhotse import CutSet
+    from lhotse.utils import fastcopy
+
+    import numpy as np
+    import soundfile as sf
+    from lhotse import Recording
+
+    src = CutSet.from_file(synth_cuts["dev-clean"])
+    un = CutSet.from_cuts(fastcopy(c, supervisions=[]) for c in src)
+    wav = np.concatenate([c.load_audio()[0] for c in list(un)[:3]])  # ~7 s without supervisions
+    sf.write(tmp_path / "long.wav", wav, 16000)
+    long = Recording.from_file(tmp_path / "long.wav", recording_id="long").to_cut()
+    (un + CutSet.from_cuts([long])).to_file(tmp_path / "un.jsonl.gz")
+    r = run("data", "fbank", tmp_path / "un.jsonl.gz", "--out", tmp_path / "f.jsonl.gz", "--jobs", "1",
+            "--window", "3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = CutSet.from_file(tmp_path / "f.jsonl.gz")
+    assert len(out) > len(un) and all(c.duration <= 3.01 and not c.supervisions for c in out)
+    r = run("data", "cmvn", tmp_path / "f.jsonl.gz", "--out", tmp_path / "st.json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    st = json.loads((tmp_path / "st.json").read_text())
+    assert len(st["mean"]) == 80 and all(s > 0 for s in st["std"])
+
+
+# ------------------------------------------------------------------------------------ distillation
+def _tiny_hf_teacher(path: Path) -> Path:
+    from transformers import WavLMConfig, WavLMModel
+
+    cfg = WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                      conv_dim=(32, 32, 32, 32, 32, 32, 32), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                      num_buckets=32, max_bucket_distance=64)
+    torch.manual_seed(0)
+    WavLMModel(cfg).save_pretrained(path)
+    return path
+
+
+def test_distill_from_model_and_hf_teachers_never_saves_them(trained_model, fbank_cuts, tmp_path):
+    pytest.importorskip("transformers")
+    from safetensors.torch import load_file
+
+    from auden_kit.training.trainer import Trainer, export_model_folder
+
+    hf = _tiny_hf_teacher(tmp_path / "wavlm")
+    teachers = [{"name": "asr", "kind": "model", "path": str(trained_model), "layers": [1, 2], "student_taps": [0, 2]},
+                {"name": "wavlm", "kind": "hf", "path": str(hf), "layers": [1, 2], "student_taps": [1, 2],
+                 "domains": ["speech"]}]
+    cfg = train_config("distill", tmp_path / "d", fbank_cuts, {"teachers": teachers, "head_hidden": 32}, num_epochs=3)
+    t = Trainer(cfg)
+    n_opt = sum(p.numel() for g in t.optimizer.param_groups for p in g["params"])
+    assert n_opt == sum(p.numel() for p in t.model.parameters())  # no teacher in the optimizer
+    t.train()
+    losses = [h["loss"] for h in t.history]
+    assert losses[-1] < losses[0], losses
+    teachers_live = t.model.teachers()
+    folder = export_model_folder(tmp_path / "d", tmp_path / "d" / "model", avg=1)
+    saved = load_file(str(folder / "model.safetensors"))
+    teacher_keys = set(load_file(str(trained_model / "model.safetensors")))
+    hf_keys = set(load_file(str(hf / "model.safetensors")))
+    assert not any(k in hf_keys or k.startswith(("feature_extractor", "feature_projection", "teacher")) for k in saved)
+    assert not any(k in teacher_keys and not k.startswith("encoder.") for k in saved)
+    assert all(k.startswith(("encoder.", "heads.", "stat_")) for k in saved)
+    assert sum(v.numel() for v in saved.values()) < sum(p.numel() for p in t.model.parameters()) + 10_000
+    assert all(not p.requires_grad for tm in teachers_live.values() for p in tm.module.parameters())
+    # the student folder loads without its teachers (their sizes are in its config)
+    from auden_kit.hub import load_pretrained
+
+    lm = load_pretrained(folder)
+    assert lm.model._teachers is None and lm.model_cfg.teachers[1]["dims"] == [32, 32, 32]
+
+
+def test_teacher_weights_follow_the_domain():
+    from auden_kit.tasks.distill import DistillModelConfig, DistillTask
+    from auden_kit.tasks.base import ModelAssets
+
+    teachers = [{"name": "a", "kind": "cached", "layers": [0], "student_taps": [0], "domains": ["speech"]},
+                {"name": "b", "kind": "cached", "layers": [0], "student_taps": [0], "domains": ["music"]}]
+    task = DistillTask().setup(DistillModelConfig(encoder=TINY_ENCODER, teachers=teachers), ModelAssets())
+    w = task.teacher_weights(["speech", "music", None, "sound"], "cpu")
+    assert torch.allclose(w[0], torch.tensor([10 / 11, 1 / 11])) and torch.allclose(w[1], torch.tensor([1 / 11, 10 / 11]))
+    assert torch.allclose(w[2], torch.tensor([0.5, 0.5])) and torch.allclose(w[3], torch.tensor([0.5, 0.5]))
+
+
+def test_cached_teacher_targets(trained_model, fbank_cuts, tmp_path):
+    """`data teacher-cache` stores a teacher's layers compressed; a `cached` teacher trains from them
+    without running the teacher, and gets what the live teacher gives (to the compression's step)."""
+    from lhotse import CutSet
+
+    from auden_kit.hub import load_pretrained
+    from auden_kit.training.trainer import Trainer
+
+    out = tmp_path / "cached.jsonl.gz"
+    r = run("data", "teacher-cache", "--teacher", trained_model, "--name", "big", "--layers", "2,0",
+            "--cuts", fbank_cuts["train-clean-100"], "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "smaller than float32" in r.stdout
+    cut = next(iter(CutSet.from_file(out)))
+    arr = torch.from_numpy(cut.load_custom("teacher_big"))
+    enc = load_pretrained(trained_model).model.encoder
+    x = torch.from_numpy(cut.load_features()).unsqueeze(0)
+    y, lens, layers = enc(x, torch.tensor([x.shape[1]]), return_layers=True)
+    live = torch.cat([y[0], layers[0][0]], dim=-1)
+    assert arr.shape == live.shape and (arr - live).abs().max() < 2 ** -8
+    teachers = [{"name": "big", "kind": "cached", "layers": [0, 1], "student_taps": [2, 0]}]
+    cfg = train_config("distill", tmp_path / "c", fbank_cuts, {"teachers": teachers, "head_hidden": 32}, max_steps=2)
+    cfg.data.train_cuts = [str(out)]
+    t = Trainer(cfg)
+    t.train()
+    assert t.model.cfg.teachers[0]["dims"] == [48, 32]
+    r = run("data", "teacher-cache", "--teacher", trained_model, "--name", "big", "--layers", "7",
+            "--cuts", fbank_cuts["train-clean-100"], "--out", tmp_path / "x.jsonl.gz")
+    assert r.returncode != 0 and "--layers" in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------------------------ probes
+def test_knn_and_linear_probes_on_known_data():
+    from auden_kit.probe import ProbeFeatures, knn_probe, run_probes
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 16, generator=g) * 3
+    y = torch.arange(200) % 4
+    x = centres[y] + torch.randn(200, 16, generator=g)
+    pred = knn_probe(x[:100], y[:100], x[100:], 4)
+    assert (pred == y[100:]).float().mean() > 0.95
+    noise = torch.randn(200, 16, generator=g)
+    tr = ProbeFeatures([noise[:100], x[:100]], [str(int(v)) for v in y[:100]], [])
+    te = ProbeFeatures([noise[100:], x[100:]], [str(int(v)) for v in y[100:]], [])
+    rows = {(r["method"], r["layer"]): r for r in run_probes(tr, te, ("knn", "linear"), layers="all")}
+    assert rows[("linear", "1")]["accuracy"] > 95 and rows[("knn", "0")]["accuracy"] < 50
+    w = run_probes(tr, te, ("linear",), layers="weighted")[0]
+    assert w["accuracy"] > 95 and w["layer_weights"][1] > w["layer_weights"][0]  # learns which layer holds it
+    te2 = ProbeFeatures([noise[100:], x[100:]], ["unseen"] * 100, [])
+    assert run_probes(tr, te2, ("knn",))[0]["accuracy"] == 0.0
+
+
+def test_probe_cli_trained_vs_random_init(bestrq_model, fbank_cuts, tmp_path):
+    _, folder, _ = bestrq_model
+    for extra in ([], ["--random-init"]):
+        out = tmp_path / f"p{len(extra)}.json"
+        r = run("probe", "--model", folder, "--train-cuts", fbank_cuts["train-clean-100"], "--test-cuts",
+                fbank_cuts["test-clean"], "--label", "speaker", "--label", "gender", "--layers", "weighted",
+                "--methods", "knn,linear", "--epochs", "20", "--out", out, *extra)
+        assert r.returncode == 0, r.stderr[-2000:]
+        rows = json.loads(out.read_text())["rows"]
+        assert {(x["label"], x["method"]) for x in rows} == {(a, b) for a in ("speaker", "gender")
+                                                            for b in ("knn", "linear")}
+        assert all(0 <= x["accuracy"] <= 100 and x["test"] == 8 for x in rows)
+    r = run("probe", "--model", folder, "--train-cuts", fbank_cuts["train-clean-100"], "--test-cuts",
+            fbank_cuts["test-clean"], "--label", "custom.nothing")
+    assert r.returncode != 0 and "custom.nothing" in r.stderr and "Traceback" not in r.stderr
+    r = run("probe", "--model", folder, "--train-cuts", fbank_cuts["train-clean-100"], "--test-cuts",
+            fbank_cuts["test-clean"], "--level", "frame", "--methods", "knn")
+    assert r.returncode == 0 and "speaker" in r.stdout, r.stderr[-2000:]
