@@ -158,18 +158,32 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
-    """Apply ``a.b.c=value`` strings to a nested dict (values parsed as YAML scalars)."""
+    """Apply ``a.b.c=value`` strings to a nested dict (values parsed as YAML scalars); a number
+    picks an element of a list (``model.teachers.0.path=DIR``)."""
     for text in overrides:
         path, value = parse_override(text)
         node = data
-        for part in path[:-1]:
+        for i, part in enumerate(path):
+            last = i == len(path) - 1
+            if isinstance(node, list):  # an element of a list section: model.teachers.0.path=...
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"override '{text}': '{part}' is not an index of that list "
+                                      f"(0..{len(node) - 1})")
+                part = int(part)
+                if last:
+                    node[part] = value
+                else:
+                    node = node[part]
+                continue
+            if last:
+                node[part] = value
+                break
             nxt = node.get(part)
             if nxt is None:
                 nxt = node[part] = {}
-            if not isinstance(nxt, dict):
+            if not isinstance(nxt, (dict, list)):
                 raise ConfigError(f"override '{text}': '{part}' is not a section")
             node = nxt
-        node[path[-1]] = value
     return data
 
 

@@ -1,5 +1,6 @@
 """Recipes run offline end to end on the synthesized corpus (tiny model, a few steps)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -272,3 +273,62 @@ def test_cremad_recipe_on_a_synthesized_layout(voice_corpus, tmp_path):
     assert s.custom["emotion"] in ("sad", "neutral", "happy") and s.gender in ("M", "F") and s.custom["age"]
     metrics = json.loads((recipe / "exp" / "eval" / "metrics-test.json").read_text())
     assert {"custom_emotion_uar", "custom_emotion_macro_f1", "gender_accuracy", "custom_age_accuracy"} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_librispeech_pretrain_recipe_offline(synth_corpus, tmp_path):
+    """run_pretrain.sh on the synthesized LibriSpeech layout: fbank without labels -> Shar ->
+    statistics -> BEST-RQ -> fine-tuning from the pretrained encoder -> decoding."""
+    recipe = _copy_recipe("librispeech", tmp_path)
+    ft = _tiny_config(recipe, "conf/train.yaml")
+    pre = yaml.safe_load((recipe / "conf" / "pretrain.yaml").read_text())
+    pre["model"].update({"encoder": dict(TINY_ENCODER), "codebook_size": 64, "mask_prob": 0.05, "mask_span": 10})
+    pre["data"].update({"max_duration": 20, "num_buckets": 2, "num_workers": 0})
+    pre["trainer"] = {"progress": False, "average_period": 1}
+    (recipe / "conf" / "tiny_pretrain.yaml").write_text(yaml.safe_dump(pre))
+    cmd = ["./run_pretrain.sh", "--stage", "1", "--corpus-dir", str(synth_corpus), "--pretrain-parts",
+           "train-clean-100", "--nj", "1", "--shard-size", "10", "--pretrain-epochs", "1", "--finetune-epochs", "1",
+           "--avg", "1", "--bpe-size", "60", "--pretrain-config", "conf/tiny_pretrain.yaml",
+           "--finetune-config", str(ft.relative_to(recipe))]
+    r = subprocess.run(["./run.sh", "--stage", "1", "--stop-stage", "1", "--corpus-dir", str(synth_corpus)],
+                       cwd=recipe, capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert len(list((recipe / "data" / "shar" / "pretrain").glob("features.*.tar"))) == 4  # 32 cuts / 10
+    assert (recipe / "exp_pretrain" / "model-avg" / "config.yaml").is_file()
+    assert "initialised from exp_pretrain/model-avg" in r.stderr
+    assert list((recipe / "exp_finetune" / "decode").glob("wer-summary-librispeech_cuts_test-clean-greedy*.txt"))
+
+
+@pytest.mark.slow
+def test_mini_synth_ssl_recipe_tiny(tmp_path):
+    """Every stage of egs/mini_synth_ssl (synthesis, unlabeled set, probes sets, BEST-RQ, fine-tuning
+    vs scratch, decoding, probes, MAE, summary) with a tiny model and corpus."""
+    recipe = _copy_recipe("mini_synth_ssl", tmp_path)
+    for name in ("pretrain", "finetune"):
+        p = recipe / "conf" / f"{name}.yaml"
+        cfg = yaml.safe_load(p.read_text())
+        cfg["model"]["encoder"] = dict(TINY_ENCODER)
+        if name == "pretrain":
+            cfg["model"].update({"codebook_size": 64, "mae_decoder_dim": 32, "mae_decoder_heads": 2})
+        else:
+            cfg["model"].update({"decoder_dim": 32, "joiner_dim": 32, "warm_step": 2})
+        cfg["data"].update({"max_duration": 12, "num_buckets": 2, "num_workers": 0})
+        cfg["trainer"].update({"progress": False, "average_period": 1})
+        p.write_text(yaml.safe_dump(cfg))
+    cmd = ["./run.sh", "--nj", "1", "--num-speakers", "4", "--train-utts", "3", "--unlabeled-speakers", "3",
+           "--unlabeled-utts", "6", "--bpe-size", "60", "--pretrain-epochs", "1", "--mae-epochs", "1",
+           "--finetune-epochs", "1"]
+    r = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=_env(), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for n in range(0, 10):
+        assert f"Stage {n}:" in r.stdout
+    summary = json.loads((recipe / "exp" / "summary.json").read_text())
+    assert summary["wer"]["finetuned"] is not None and summary["wer"]["scratch"] is not None
+    assert set(summary["probes"]["bestrq"]) == {"content/knn", "content/linear", "speaker/knn", "speaker/linear"}
+    assert summary["probes"]["mae"] and summary["probes"]["random"]
+    un = (recipe / "data" / "manifests" / "unlabeled_cuts.jsonl.gz")
+    from lhotse import CutSet
+
+    assert all(not c.supervisions for c in CutSet.from_file(un))

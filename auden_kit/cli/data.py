@@ -248,6 +248,27 @@ def teacher_cache(
                "float32)")
 
 
+@app.command(epilog="Example: auden-kit data shar data/fbank/unlabeled_cuts.jsonl.gz --out data/shar/unlabeled "
+                    "--shard-size 1000   (then data.train_cuts=[data/shar/unlabeled])")
+def shar(
+    manifests: List[Path] = typer.Argument(..., help="Cut manifests (with features, or audio with --audio)."),
+    out: Path = typer.Option(..., help="Output folder: cuts.NNNNNN.jsonl.gz + features/recording tar shards."),
+    shard_size: int = typer.Option(1000, help="Cuts per shard (each rank of a multi-GPU run needs at least one)."),
+    audio: bool = typer.Option(False, help="Also store the audio (flac)."),
+    features: bool = typer.Option(True, help="Store the precomputed features (lilcom)."),
+    jobs: int = typer.Option(1, help="Parallel writers."),
+):
+    """Export cuts as Lhotse Shar shards for sequential reading at scale (local or any URL)."""
+    from auden_kit.data.shar import export_shar
+
+    setup_logging()
+    if shard_size < 1:
+        raise UserError(f"--shard-size must be >= 1, got {shard_size}")
+    names = export_shar(_read_any(manifests), out, shard_size, audio=audio, features=features, num_jobs=jobs)
+    typer.echo(f"wrote {len(names['cuts'])} shard(s) of fields {', '.join(sorted(names))} to {out} "
+               f"(index: {out}/shar_index.json)")
+
+
 @app.command(epilog="Example: auden-kit data fbank data/manifests/librispeech_recordings_train-clean-100.jsonl.gz "
                     "data/manifests/librispeech_supervisions_train-clean-100.jsonl.gz "
                     "--out data/fbank/librispeech_cuts_train-clean-100.jsonl.gz --speed-perturb")

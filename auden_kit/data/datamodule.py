@@ -106,17 +106,27 @@ class DataConfig:
                 raise UserError(f"config key 'data.{key}' must be >= 0, got {getattr(self, key)}")
 
 
-def load_cuts(paths: Sequence[str] | str):
-    """Open one or more cut manifests lazily; errors name the missing file."""
+def load_cuts(paths: Sequence[str] | str, rank: int = 0, world: int = 1, cuts_only: bool = False):
+    """Open one or more cut manifests or Shar sources (:mod:`auden_kit.data.shar`) lazily; errors
+    name the missing file. With ``world`` > 1, Shar sources give only rank ``rank``'s shards;
+    ``cuts_only`` skips their tar fields (for statistics)."""
     from lhotse import CutSet
     from lhotse.lazy import LazyManifestIterator
+
+    from auden_kit.data.shar import is_shar, open_shar
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
         raise UserError("no cut manifest given (config key data.train_cuts / data.valid_cuts, or --cuts)")
-    sets = []
+    shar = [p for p in paths if is_shar(p)]
+    if shar and len(shar) != len(paths) and world > 1:
+        raise UserError("data.train_cuts mixes Shar sources and manifests: with several ranks give only Shar "
+                        f"sources (export the manifests with `auden-kit data shar`); got {list(paths)}")
+    sets = [open_shar(shar, rank, world, cuts_only)] if shar else []
     for p in paths:
+        if p in shar:
+            continue
         if not Path(p).is_file():
             raise UserError(f"cut manifest '{p}' does not exist (did the fbank stage run?)")
         sets.append(CutSet(LazyManifestIterator(p)))
@@ -204,8 +214,12 @@ class ResumableSampler:
     when DataLoader workers prefetch ahead.
     """
 
-    def __init__(self, cuts, cfg: DataConfig, train: bool, world_size: int = 1, rank: int = 0):
+    def __init__(self, cuts, cfg: DataConfig, train: bool, world_size: int = 1, rank: int = 0,
+                 seed_rank: Optional[int] = None):
         self.cuts = cuts
+        self.seed_rank = rank if seed_rank is None else seed_rank  # per-batch seeds differ between ranks
+        self.pre_sharded = False  # the cuts are already this rank's share (Shar): set by make_loader
+        self.duration_cuts = None  # the same cuts without their data (to count durations cheaply)
         self.cfg = cfg
         self.train = train
         self.world_size = world_size
@@ -220,7 +234,7 @@ class ResumableSampler:
         the manifest, cached): what the progress bar's ETA is based on. Batches are filled close to
         ``max_duration``, so the estimate is a few percent low at worst."""
         if self._total_duration is None:
-            self._total_duration = float(sum(c.duration for c in self.cuts))
+            self._total_duration = float(sum(c.duration for c in (self.duration_cuts or self.cuts)))
         cfg, total, n = self.cfg, self._total_duration, 0.0
         if self.train and self.epoch <= 1 and cfg.warmup_batches > 0:
             warm = min(cfg.warmup_batches * self.world_size, total / cfg.warmup_max_duration)
@@ -285,7 +299,7 @@ class ResumableSampler:
         self.consumed = self._skip
         index, self._skip = self._skip, 0
         for cuts in it:
-            yield SampledBatch(cuts, self.epoch, index, self.rank)
+            yield SampledBatch(cuts, self.epoch, index, self.seed_rank)
             index += 1
 
     def mark_consumed(self):
@@ -356,8 +370,17 @@ class _Resample:
 
 def make_loader(cfg: DataConfig, paths: Sequence[str], train: bool, world_size: int = 1, rank: int = 0, task=None):
     """Return (DataLoader, ResumableSampler) for the manifests in ``paths``; ``task`` builds targets."""
-    cuts = _filter(load_cuts(paths), cfg)
-    sampler = ResumableSampler(cuts, cfg, train=train, world_size=world_size, rank=rank)
+    from auden_kit.data.shar import is_shar
+
+    pre_sharded = train and world_size > 1 and any(is_shar(p) for p in paths)
+    if pre_sharded:  # each rank reads its own shards; the sampler must not split them again
+        cuts = _filter(load_cuts(paths, rank, world_size), cfg)
+        sampler = ResumableSampler(cuts, cfg, train=train, world_size=1, rank=0, seed_rank=rank)
+        sampler.duration_cuts = load_cuts(paths, rank, world_size, cuts_only=True)
+    else:
+        cuts = _filter(load_cuts(paths), cfg)
+        sampler = ResumableSampler(cuts, cfg, train=train, world_size=world_size, rank=rank)
+    sampler.pre_sharded = pre_sharded
     dataset = build_dataset(cfg, train, task=task)
     loader = torch.utils.data.DataLoader(
         dataset, sampler=sampler, batch_size=None, num_workers=cfg.num_workers,

@@ -58,6 +58,7 @@ class TrainerConfig:
     # parameter-name globs kept fixed (not optimized), e.g. ["encoder.*"]
     freeze: list[str] = dataclasses.field(default_factory=list)
     freeze_steps: int = 0  # unfreeze after this many steps (0: frozen for the whole run)
+    record_cuts: bool = False  # write the ids of the cuts each rank trained on, per epoch (audits sharding)
 
     def validate(self):
         if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -202,7 +203,7 @@ class Trainer:
         if not stats:
             from auden_kit.data.datamodule import load_cuts
 
-            stats = duration_stats(load_cuts(d.train_cuts))
+            stats = duration_stats(load_cuts(d.train_cuts, cuts_only=True))
         seconds = stats["hours"] * 3600
         per_epoch = max(1.0, seconds / (d.max_duration * self.world * tc.accum_grad))
         steps = per_epoch * tc.num_epochs
@@ -234,7 +235,7 @@ class Trainer:
             return load_assets(adir, yaml.safe_load((adir / "assets.yaml").read_text()))
         from auden_kit.data.datamodule import load_cuts
 
-        train_cuts = load_cuts(cfg.data.train_cuts)
+        train_cuts = load_cuts(cfg.data.train_cuts, cuts_only=True)
         assets = self.task.build_assets(cfg, self.model_cfg, train_cuts)
         assets.data_stats = {**duration_stats(train_cuts), **assets.data_stats}  # the task's facts kept
         if self.rank == 0:
@@ -253,6 +254,33 @@ class Trainer:
             names = save_assets(adir, assets)
             atomic_write_text(adir / "assets.yaml", yaml.safe_dump({"format_version": 2, **names}))
         return assets
+
+    def _synced(self, batches):
+        """The epoch's batches; with ranks that read their own shards (Shar), every rank stops when
+        the first one runs out (they may hold a different number of batches). With
+        ``trainer.record_cuts`` the ids of every batch's cuts go to ``cuts-epoch<E>-rank<R>.txt``."""
+        sync = self.world > 1 and getattr(self.train_sampler, "pre_sharded", False)
+        record = None
+        if self.cfg.trainer.record_cuts:
+            record = open(self.exp_dir / f"cuts-epoch{self.epoch}-rank{self.rank}.txt", "a")
+        try:
+            while True:
+                batch = next(batches, None)
+                if sync:
+                    flag = torch.tensor([0 if batch is None else 1], device=self.device)
+                    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+                    if int(flag) == 0:
+                        if batch is not None:
+                            log.info("rank %d: epoch %d ends with the other ranks' data", self.rank, self.epoch)
+                        return
+                if batch is None:
+                    return
+                if record is not None and "cut_ids" in batch:
+                    record.write("".join(f"{c}\n" for c in batch["cut_ids"]))
+                yield batch
+        finally:
+            if record is not None:
+                record.close()
 
     def _apply_freeze(self, frozen: bool) -> list[str]:
         """Set requires_grad for parameters matching ``trainer.freeze``; return their names."""
@@ -400,7 +428,7 @@ class Trainer:
                     torch.cuda.set_rng_state(rng["cuda"], self.device)
             seen = self.train_sampler.consumed
             group: list[dict] = []
-            for batch in batches:
+            for batch in self._synced(batches):
                 self.train_sampler.mark_consumed()
                 seen += 1
                 group.append(self._to_device(batch))
@@ -642,7 +670,7 @@ def export_model_folder(exp_dir: str | Path, out_dir: str | Path, epoch: int = 0
         if all(Path(p).is_file() for p in cfg.data.train_cuts):
             from auden_kit.data.datamodule import load_cuts
 
-            assets.data_stats = duration_stats(load_cuts(cfg.data.train_cuts))
+            assets.data_stats = duration_stats(load_cuts(cfg.data.train_cuts, cuts_only=True))
     task.setup(model_cfg, assets)
     model = task.build_model()
     model.load_state_dict(state)

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Distillation: a smaller Zipformer student learns the quick start's ASR encoder (the teacher, all
+# labels of mini_synth) on unlabeled audio, then is fine-tuned on the small labeled subset; the
+# same student from scratch on the same labels and steps, and the teacher itself, are decoded on
+# the same test set. Uses run.sh's data (stages 0-3; run first if absent) and builds the teacher
+# with ../mini_synth/run.sh if it is absent.
+# Usage: ./run_distill.sh [--stage N] [--stop-stage M] [--cached true]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=0
+stop_stage=100
+teacher=../mini_synth/exp/model-avg
+distill_epochs=4
+finetune_epochs=12
+cached=false   # true: store the teacher's layers once (`data teacher-cache`) and distill from them
+extra=""
+help_message="Distil a smaller Zipformer from an ASR teacher, fine-tune it, compare. Example: ./run_distill.sh --stage 2"
+__options="stage stop_stage teacher distill_epochs finetune_epochs cached extra"
+. ../../tools/parse_options.sh
+. ../../tools/recipe_lib.sh
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "Stage 0: data (run.sh stages 0-3) and the teacher ($teacher)"
+  ./run.sh --stop-stage 3
+  if [ ! -f $teacher/config.yaml ]; then
+    [ "$teacher" = ../mini_synth/exp/model-avg ] || { echo "teacher '$teacher' is not a model folder" >&2; exit 1; }
+    (cd ../mini_synth && ./run.sh --stop-stage 5)
+  fi
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: distil the student on the unlabeled audio (TensorBoard: exp/distill/tensorboard)"
+  over="model.teachers.0.path=$teacher"
+  if [ "$cached" = true ]; then
+    if up_to_date data/fbank/unlabeled_cuts_teacher.jsonl.gz $teacher/config.yaml; then skip teacher cache; else
+      auden-kit data teacher-cache --teacher $teacher --name asr --layers 2,4 \
+        --cuts data/fbank/unlabeled_cuts.jsonl.gz --out data/fbank/unlabeled_cuts_teacher.jsonl.gz
+    fi
+    over="$over model.teachers.0.kind=cached model.teachers.0.layers=[0,1] data.train_cuts=[data/fbank/unlabeled_cuts_teacher.jsonl.gz]"
+  fi
+  [ -f exp/distill/epoch-$distill_epochs.pt ] || auden-kit train --config conf/distill.yaml \
+    trainer.num_epochs=$distill_epochs $over $extra
+  average_model exp/distill $distill_epochs 1
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: the student's ASR on the labeled subset: from the distilled encoder, and from scratch"
+  [ -f exp/student_finetune/epoch-$finetune_epochs.pt ] || auden-kit train --config conf/finetune_student.yaml \
+    trainer.num_epochs=$finetune_epochs trainer.init_from=exp/distill/model-avg \
+    "trainer.init_prefix_map={encoder.: encoder.}" $extra
+  average_model exp/student_finetune $finetune_epochs 1
+  [ -f exp/student_scratch/epoch-$finetune_epochs.pt ] || auden-kit train --config conf/finetune_student.yaml \
+    exp_dir=exp/student_scratch trainer.num_epochs=$finetune_epochs $extra
+  average_model exp/student_scratch $finetune_epochs 1
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: decode the labeled test set with the teacher, the distilled student and the scratch student"
+  for e in teacher student_finetune student_scratch; do
+    m=exp/$e/model-avg; [ $e = teacher ] && m=$teacher
+    if up_to_date exp/$e/decode/wer-summary-labeled_cuts_test-greedy.txt $m/config.yaml; then skip $e; continue; fi
+    auden-kit decode --model $m --cuts data/fbank/labeled_cuts_test.jsonl.gz --method greedy --out-dir exp/$e/decode
+  done
+  for e in teacher student_finetune student_scratch; do
+    printf '%-18s %s\n' $e "$(tail -1 exp/$e/decode/wer-summary-labeled_cuts_test-greedy.txt | cut -f2)"
+  done
+fi
