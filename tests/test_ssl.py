@@ -281,24 +281,30 @@ def test_knn_and_linear_probes_on_known_data():
     assert run_probes(tr, te2, ("knn",))[0]["accuracy"] == 0.0
 
 
-def test_probe_cli_trained_vs_random_init(bestrq_model, fbank_cuts, tmp_path):
+def test_probe_cli_and_random_init_baseline(bestrq_model, fbank_cuts, tmp_path):
+    from auden_kit.probe import extract, load_encoder, run_probes
+
     _, folder, _ = bestrq_model
-    for extra in ([], ["--random-init"]):
-        out = tmp_path / f"p{len(extra)}.json"
-        r = run("probe", "--model", folder, "--train-cuts", fbank_cuts["train-clean-100"], "--test-cuts",
-                fbank_cuts["test-clean"], "--label", "speaker", "--label", "gender", "--layers", "weighted",
-                "--methods", "knn,linear", "--epochs", "20", "--out", out, *extra)
-        assert r.returncode == 0, r.stderr[-2000:]
-        rows = json.loads(out.read_text())["rows"]
-        assert {(x["label"], x["method"]) for x in rows} == {(a, b) for a in ("speaker", "gender")
-                                                            for b in ("knn", "linear")}
-        assert all(0 <= x["accuracy"] <= 100 and x["test"] == 8 for x in rows)
+    out = tmp_path / "p.json"
+    r = run("probe", "--model", folder, "--train-cuts", fbank_cuts["train-clean-100"], "--test-cuts",
+            fbank_cuts["test-clean"], "--label", "speaker", "--label", "gender", "--layers", "weighted",
+            "--methods", "knn,linear", "--epochs", "20", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {(x["label"], x["method"]) for x in rows} == {(a, b) for a in ("speaker", "gender") for b in ("knn", "linear")}
+    assert all(0 <= x["accuracy"] <= 100 and x["test"] == 8 for x in rows)
     r = run("probe", "--model", folder, "--train-cuts", fbank_cuts["train-clean-100"], "--test-cuts",
             fbank_cuts["test-clean"], "--label", "custom.nothing")
     assert r.returncode != 0 and "custom.nothing" in r.stderr and "Traceback" not in r.stderr
-    r = run("probe", "--model", folder, "--train-cuts", fbank_cuts["train-clean-100"], "--test-cuts",
-            fbank_cuts["test-clean"], "--level", "frame", "--methods", "knn")
-    assert r.returncode == 0 and "speaker" in r.stdout, r.stderr[-2000:]
+    # the baseline: same architecture, fresh weights (different from the trained ones); frame level
+    trained, lm = load_encoder(str(folder))
+    fresh, _ = load_encoder(str(folder), random_init=True)
+    k = "encoder_embed.conv.0.weight"
+    assert not torch.equal(dict(trained.named_parameters())[k], dict(fresh.named_parameters())[k])
+    tr = extract(fresh, lm, str(fbank_cuts["train-clean-100"]), "speaker", level="frame", progress=False)
+    te = extract(fresh, lm, str(fbank_cuts["test-clean"]), "speaker", level="frame", progress=False)
+    assert len(tr.labels) > 32 and len(tr.labels) == tr.layers[0].shape[0]
+    assert run_probes(tr, te, ("knn",))[0]["test"] == len(te.labels)
 
 
 # ------------------------------------------------------------------------------------ Shar at scale

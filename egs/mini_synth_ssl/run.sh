@@ -17,13 +17,14 @@ unlabeled_speakers=40  # pretraining corpus: other voices ...
 unlabeled_utts=60      # ... and other sentences
 vocab_size=150
 bpe_size=200
-pretrain_epochs=6
-mae_epochs=6
-finetune_epochs=20
+pretrain_epochs=10
+mae_epochs=4
+finetune_epochs=12
+freeze_steps=100       # fine-tuning: the pretrained encoder stays frozen while the new heads learn
 mae=true               # also pretrain with objective=mae and probe it
 extra=""               # extra key=value overrides for every training, e.g. --extra "trainer.max_steps=5"
 help_message="Offline BEST-RQ pretraining, fine-tuning vs from scratch, and probes. Example: ./run.sh --stage 5"
-__options="stage stop_stage nj num_speakers train_utts unlabeled_speakers unlabeled_utts vocab_size bpe_size pretrain_epochs mae_epochs finetune_epochs mae extra"
+__options="stage stop_stage nj num_speakers train_utts unlabeled_speakers unlabeled_utts vocab_size bpe_size pretrain_epochs mae_epochs finetune_epochs freeze_steps mae extra"
 . ../../tools/parse_options.sh
 . ../../tools/recipe_lib.sh
 dl_dir=download
@@ -87,8 +88,10 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: ASR on the labeled subset, fine-tuned from the BEST-RQ encoder and from scratch"
+  freeze=""; [ "$freeze_steps" -gt 0 ] && freeze="trainer.freeze=[encoder.*] trainer.freeze_steps=$freeze_steps"
   [ -f exp/finetune/epoch-$finetune_epochs.pt ] || auden-kit train --config conf/finetune.yaml \
-    trainer.num_epochs=$finetune_epochs trainer.init_from=exp/ssl/model-avg "trainer.init_prefix_map={encoder.: encoder.}" $extra
+    trainer.num_epochs=$finetune_epochs trainer.init_from=exp/ssl/model-avg "trainer.init_prefix_map={encoder.: encoder.}" \
+    $freeze $extra
   average_model exp/finetune $finetune_epochs 1
   [ -f exp/scratch/epoch-$finetune_epochs.pt ] || auden-kit train --config conf/finetune.yaml exp_dir=exp/scratch \
     trainer.num_epochs=$finetune_epochs $extra
@@ -96,10 +99,10 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
-  log "Stage 6: decode the held-out test set with both"
+  log "Stage 6: decode the held-out test set with both (CTC greedy)"
   for e in finetune scratch; do
-    if up_to_date exp/$e/decode/wer-summary-labeled_cuts_test-greedy.txt exp/$e/model-avg/config.yaml; then skip $e; else
-      auden-kit decode --model exp/$e/model-avg --cuts data/fbank/labeled_cuts_test.jsonl.gz --method greedy \
+    if up_to_date exp/$e/decode/wer-summary-labeled_cuts_test-ctc_greedy.txt exp/$e/model-avg/config.yaml; then skip $e; else
+      auden-kit decode --model exp/$e/model-avg --cuts data/fbank/labeled_cuts_test.jsonl.gz --method ctc_greedy \
         --out-dir exp/$e/decode
     fi
   done

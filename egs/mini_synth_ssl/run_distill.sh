@@ -58,11 +58,11 @@ fi
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: decode the labeled test set with the teacher, the distilled student and the scratch student"
   for e in teacher student_finetune student_scratch; do
-    m=exp/$e/model-avg; [ $e = teacher ] && m=$teacher
-    if up_to_date exp/$e/decode/wer-summary-labeled_cuts_test-greedy.txt $m/config.yaml; then skip $e; continue; fi
-    auden-kit decode --model $m --cuts data/fbank/labeled_cuts_test.jsonl.gz --method greedy --out-dir exp/$e/decode
+    m=exp/$e/model-avg method=ctc_greedy; [ $e = teacher ] && m=$teacher method=greedy  # the teacher: its own best
+    if up_to_date exp/$e/decode/wer-summary-labeled_cuts_test-$method.txt $m/config.yaml; then skip $e; continue; fi
+    auden-kit decode --model $m --cuts data/fbank/labeled_cuts_test.jsonl.gz --method $method --out-dir exp/$e/decode
   done
   for e in teacher student_finetune student_scratch; do
-    printf '%-18s %s\n' $e "$(tail -1 exp/$e/decode/wer-summary-labeled_cuts_test-greedy.txt | cut -f2)"
+    printf '%-18s %s\n' $e "$(tail -qn1 exp/$e/decode/wer-summary-labeled_cuts_test-*greedy.txt | cut -f2)"
   done
 fi

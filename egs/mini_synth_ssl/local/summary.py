@@ -13,7 +13,7 @@ EXP = Path("exp")
 
 
 def wer(name: str):
-    p = EXP / name / "decode" / "wer-summary-labeled_cuts_test-greedy.txt"
+    p = EXP / name / "decode" / "wer-summary-labeled_cuts_test-ctc_greedy.txt"
     return float(p.read_text().split()[-1]) if p.is_file() else None
 
 
@@ -31,7 +31,7 @@ def main():
     res = {"wer": {"finetuned": wer("finetune"), "scratch": wer("scratch")},
            "probes": {n: probes(n) for n in ("bestrq", "mae", "random")}, "goals": {}}
     w = res["wer"]
-    print(f"test WER (greedy): fine-tuned from BEST-RQ {w['finetuned']}  |  from scratch {w['scratch']}")
+    print(f"test WER (CTC greedy): fine-tuned from BEST-RQ {w['finetuned']}  |  from scratch {w['scratch']}")
     if w["finetuned"] is not None and w["scratch"] is not None:
         ratio = w["finetuned"] / max(w["scratch"], 1e-9)
         res["goals"]["finetuned <= 0.7x scratch"] = ratio <= 0.7
