@@ -303,8 +303,9 @@ def test_librispeech_pretrain_recipe_offline(synth_corpus, tmp_path):
 
 @pytest.mark.slow
 def test_mini_synth_ssl_recipe_tiny(tmp_path):
-    """Every stage of egs/mini_synth_ssl (synthesis, unlabeled set, probes sets, BEST-RQ, fine-tuning
-    vs scratch, decoding, probes, MAE, summary) with a tiny model and corpus."""
+    """The stages of egs/mini_synth_ssl (synthesis, unlabeled set, probe sets, BEST-RQ, fine-tuning
+    vs scratch, decoding, probes, summary) with a tiny model and corpus; MAE (stage 8, off by
+    default) is trained in tests/test_ssl.py."""
     recipe = _copy_recipe("mini_synth_ssl", tmp_path)
     for name in ("pretrain", "finetune"):
         p = recipe / "conf" / f"{name}.yaml"
@@ -318,16 +319,16 @@ def test_mini_synth_ssl_recipe_tiny(tmp_path):
         cfg["trainer"].update({"progress": False, "average_period": 1})
         p.write_text(yaml.safe_dump(cfg))
     cmd = ["./run.sh", "--nj", "1", "--num-speakers", "4", "--train-utts", "3", "--unlabeled-speakers", "3",
-           "--unlabeled-utts", "6", "--bpe-size", "60", "--pretrain-epochs", "1", "--mae-epochs", "1",
+           "--unlabeled-utts", "6", "--bpe-size", "60", "--pretrain-epochs", "1",
            "--finetune-epochs", "1"]
     r = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=_env(), timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    for n in range(0, 10):
+    for n in (0, 1, 2, 3, 4, 5, 6, 7, 9):
         assert f"Stage {n}:" in r.stdout
     summary = json.loads((recipe / "exp" / "summary.json").read_text())
     assert summary["wer"]["finetuned"] is not None and summary["wer"]["scratch"] is not None
     assert set(summary["probes"]["bestrq"]) == {"content/knn", "content/linear", "speaker/knn", "speaker/linear"}
-    assert summary["probes"]["mae"] and summary["probes"]["random"]
+    assert summary["probes"]["random"] and not summary["probes"]["mae"]
     un = (recipe / "data" / "manifests" / "unlabeled_cuts.jsonl.gz")
     from lhotse import CutSet
 

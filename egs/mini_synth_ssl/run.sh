@@ -21,7 +21,7 @@ pretrain_epochs=10
 mae_epochs=4
 finetune_epochs=12
 freeze_steps=100       # fine-tuning: the pretrained encoder stays frozen while the new heads learn
-mae=true               # also pretrain with objective=mae and probe it
+mae=false              # true: also pretrain with objective=mae and probe it (~7 more minutes)
 extra=""               # extra key=value overrides for every training, e.g. --extra "trainer.max_steps=5"
 help_message="Offline BEST-RQ pretraining, fine-tuning vs from scratch, and probes. Example: ./run.sh --stage 5"
 __options="stage stop_stage nj num_speakers train_utts unlabeled_speakers unlabeled_utts vocab_size bpe_size pretrain_epochs mae_epochs finetune_epochs freeze_steps mae extra"
@@ -48,24 +48,24 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  log "Stage 1: unlabeled set (audio only) and probe sets"
+  log "Stage 1: the unlabeled set (audio only, no labeled dev/test sentence)"
   if up_to_date data/manifests/unlabeled_cuts.jsonl.gz $dl_dir/.unlabeled.done; then skip unlabeled; else
     python local/split_sets.py --unlabeled data/manifests/unlabeled/synth_cuts_train-clean-100.jsonl.gz \
-      --labeled-heldout data/manifests/labeled/synth_cuts_{dev,test}-clean.jsonl.gz \
-      --keywords $dl_dir/keywords/keywords_cuts.jsonl.gz --out-dir data/manifests
+      --labeled-heldout data/manifests/labeled/synth_cuts_{dev,test}-clean.jsonl.gz --out-dir data/manifests
   fi
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  log "Stage 2: fbank features and the global mean/variance of the unlabeled set"
+  log "Stage 2: fbank features, the probe sets, the global mean/variance of the unlabeled set"
   mk() { [ -f "$2" ] && { skip "$2"; return; }; auden-kit data fbank "$1" --out "$2" --jobs $nj "${@:3}"; }
   mk data/manifests/unlabeled_cuts.jsonl.gz data/fbank/unlabeled_cuts.jsonl.gz
   mk data/manifests/labeled/synth_cuts_train-clean-100.jsonl.gz data/fbank/labeled_cuts_train.jsonl.gz --speed-perturb
   mk data/manifests/labeled/synth_cuts_dev-clean.jsonl.gz data/fbank/labeled_cuts_dev.jsonl.gz
   mk data/manifests/labeled/synth_cuts_test-clean.jsonl.gz data/fbank/labeled_cuts_test.jsonl.gz
-  for s in content_train content_test speaker_train speaker_test; do
-    mk data/manifests/probe_${s}_cuts.jsonl.gz data/fbank/probe_${s}_cuts.jsonl.gz
-  done
+  mk $dl_dir/keywords/keywords_cuts.jsonl.gz data/fbank/keywords_cuts.jsonl.gz
+  if up_to_date data/fbank/probe_speaker_test_cuts.jsonl.gz data/fbank/keywords_cuts.jsonl.gz; then skip probe sets; else
+    python local/split_sets.py --keywords data/fbank/keywords_cuts.jsonl.gz --out-dir data/fbank
+  fi
   if up_to_date data/fbank/feature_stats.json data/fbank/unlabeled_cuts.jsonl.gz; then skip feature_stats; else
     auden-kit data cmvn data/fbank/unlabeled_cuts.jsonl.gz --out data/fbank/feature_stats.json
   fi

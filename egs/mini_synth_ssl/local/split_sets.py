@@ -14,18 +14,20 @@ from lhotse import CutSet, load_manifest
 from lhotse.utils import fastcopy
 
 p = argparse.ArgumentParser(description=__doc__)
-p.add_argument("--unlabeled", required=True)
-p.add_argument("--labeled-heldout", nargs="+", required=True)
-p.add_argument("--keywords", required=True)
+p.add_argument("--unlabeled", help="the synthesized pretraining corpus (cuts)")
+p.add_argument("--labeled-heldout", nargs="+", default=[], help="labeled dev/test cuts")
+p.add_argument("--keywords", help="keyword cuts (with features) to split into the probe sets")
 p.add_argument("--out-dir", required=True)
 a = p.parse_args()
 
-held = {s.text for m in a.labeled_heldout for c in load_manifest(m) for s in c.supervisions}
-un = load_manifest(a.unlabeled)
-kept = CutSet.from_cuts(fastcopy(c, supervisions=[]) for c in un if c.supervisions[0].text not in held)
-kept.to_file(f"{a.out_dir}/unlabeled_cuts.jsonl.gz")
-print(f"unlabeled: {len(kept)} of {len(un)} cuts kept (audio only)", file=sys.stderr)
-
+if a.unlabeled:
+    held = {s.text for m in a.labeled_heldout for c in load_manifest(m) for s in c.supervisions}
+    un = load_manifest(a.unlabeled)
+    kept = CutSet.from_cuts(fastcopy(c, supervisions=[]) for c in un if c.supervisions[0].text not in held)
+    kept.to_file(f"{a.out_dir}/unlabeled_cuts.jsonl.gz")
+    print(f"unlabeled: {len(kept)} of {len(un)} cuts kept (audio only)", file=sys.stderr)
+if not a.keywords:
+    sys.exit(0)
 kw = load_manifest(a.keywords)
 speakers = sorted({c.supervisions[0].speaker for c in kw})
 first = set(speakers[: len(speakers) // 2])
