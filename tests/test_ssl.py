@@ -101,6 +101,8 @@ def test_bestrq_learns_and_its_codes_survive_save_load_and_averaging(bestrq_mode
     codes = lm.model.targets(x, T_out)
     assert torch.equal(codes, live.cpu().targets(x, T_out))
     assert len(codes.unique()) > 3  # not a collapsed quantizer
+    res = lm.task.infer(lm.model, {"inputs": x, "input_lens": torch.tensor([x.shape[1]]), "cut_ids": [cut.id]})
+    assert len(res) == 1 and len(res[0].embedding) == 48 and res[0].cut_id == cut.id
     # the statistics are the stored global ones, and no feature-sized list was logged
     assert len(lm.assets.data_stats["feature_mean"]) == 80
 

@@ -168,6 +168,19 @@ class Task:
         """Results for every row of ``batch`` (refs filled in when the batch has targets)."""
         raise NotImplementedError
 
+    @staticmethod
+    def encoder_embeddings(model: nn.Module, batch: dict) -> list:
+        """The mean-pooled ``model.encoder`` output of each row as :class:`EmbeddingResult` (what
+        loss-only tasks such as ``ssl`` and ``distill`` return from ``infer``)."""
+        from auden_kit.heads.pooling import MeanPooling
+        from auden_kit.results import EmbeddingResult
+
+        enc, lens = model.encoder(batch["inputs"], batch["input_lens"])
+        pooled = MeanPooling()(enc, lens)
+        ids = batch.get("cut_ids") or [str(i) for i in range(len(pooled))]
+        return [EmbeddingResult(cut_id=c, embedding=e.tolist(), weight=float(n) * model.encoder.frame_shift)
+                for c, e, n in zip(ids, pooled, lens)]
+
     def merge(self, pieces: Sequence[tuple[float, Result]], cut_id: str) -> Result:
         """Stitch the results of consecutive pieces of one long recording; ``pieces`` holds
         (offset in seconds, result). Default: the results' own ``merge``."""

@@ -37,7 +37,6 @@ import torch
 from torch import Tensor, nn
 
 from auden_kit.errors import UserError
-from auden_kit.heads.pooling import MeanPooling
 from auden_kit.hub import build_encoder, encoder_config
 from auden_kit.results import EmbeddingResult
 from auden_kit.tasks.base import ModelAssets, Task
@@ -379,11 +378,8 @@ class DistillTask(Task):
 
     @torch.no_grad()
     def infer(self, model: DistillModel, batch: dict, **_) -> list[EmbeddingResult]:
-        enc, lens = model.encoder(batch["inputs"], batch["input_lens"])
-        pooled = MeanPooling()(enc, lens)
-        ids = batch.get("cut_ids") or [str(i) for i in range(len(pooled))]
-        return [EmbeddingResult(cut_id=c, embedding=e.tolist(), weight=float(n) * model.encoder.frame_shift)
-                for c, e, n in zip(ids, pooled, lens)]
+        """The mean-pooled encoder output of each row (what a clip-level probe reads)."""
+        return self.encoder_embeddings(model, batch)
 
 
 @torch.no_grad()

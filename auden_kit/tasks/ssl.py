@@ -43,7 +43,6 @@ import torch
 from torch import Tensor, nn
 
 from auden_kit.errors import UserError
-from auden_kit.heads.pooling import MeanPooling
 from auden_kit.hub import build_encoder, encoder_config
 from auden_kit.results import EmbeddingResult
 from auden_kit.tasks.base import ModelAssets, Task
@@ -341,8 +340,4 @@ class SslTask(Task):
     @torch.no_grad()
     def infer(self, model: SslModel, batch: dict, **_) -> list[EmbeddingResult]:
         """The mean-pooled encoder output of each row (what a clip-level probe reads)."""
-        enc, lens = model.encoder(batch["inputs"], batch["input_lens"])
-        pooled = MeanPooling()(enc, lens)
-        ids = batch.get("cut_ids") or [str(i) for i in range(len(pooled))]
-        return [EmbeddingResult(cut_id=c, embedding=e.tolist(), weight=float(n) * model.encoder.frame_shift)
-                for c, e, n in zip(ids, pooled, lens)]
+        return self.encoder_embeddings(model, batch)
