@@ -1,0 +1,155 @@
+"""Speaker segments of recordings: from cuts, and in the field's file formats.
+
+* RTTM (NIST; md-eval, pyannote, dscore): ``SPEAKER <rec> 1 <start> <dur> <NA> <NA> <spk> <NA> <NA>``
+* STM (NIST sclite, asclite): ``<rec> <channel> <spk> <start> <end> <transcript>``
+* SegLST (CHiME-7/8, MeetEval): a JSON list of ``{session_id, speaker, start_time, end_time, words}``
+* text: ``[start - end] speaker: words``, one line per segment (what ``auden-kit decode`` prints)
+* TagSpeech's serialised form: the text lines, then each speaker's time ranges
+
+Readers raise :class:`UserError` naming the file and line; writers are atomic.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from auden_kit.errors import UserError
+from auden_kit.io import atomic_write_text
+from auden_kit.results import Segment
+
+FORMATS = ("text", "rttm", "stm", "json", "tagspeech")
+
+
+def cut_segments(cut) -> list[Segment]:
+    """The supervisions of a cut (any kind, MixedCuts included) as segments relative to the cut
+    start, clipped to it, in time order."""
+    out = []
+    for s in cut.supervisions:
+        a, b = max(0.0, s.start), min(cut.duration, s.end)
+        if b <= a:
+            continue
+        out.append(Segment(round(a, 3), round(b, 3), str(s.speaker if s.speaker is not None else "spk"),
+                           (s.text or "").strip()))
+    return sorted(out, key=lambda x: (x.start, x.end))
+
+
+def _fmt_time(t: float) -> str:
+    return f"{t:.2f}"
+
+
+def to_rttm(rec_id: str, segs: Sequence[Segment]) -> str:
+    return "".join(f"SPEAKER {rec_id} 1 {s.start:.3f} {s.end - s.start:.3f} <NA> <NA> {s.speaker} <NA> <NA>\n"
+                   for s in segs)
+
+
+def to_stm(rec_id: str, segs: Sequence[Segment]) -> str:
+    return "".join(f"{rec_id} 1 {s.speaker} {s.start:.3f} {s.end:.3f} {s.text}\n" for s in segs)
+
+
+def to_seglst(rec_id: str, segs: Sequence[Segment]) -> list[dict]:
+    return [{"session_id": rec_id, "speaker": s.speaker, "start_time": round(s.start, 3),
+             "end_time": round(s.end, 3), "words": s.text} for s in segs]
+
+
+def to_text(segs: Sequence[Segment]) -> str:
+    return "".join(f"[{_fmt_time(s.start)} - {_fmt_time(s.end)}] {s.speaker}: {s.text}\n" for s in segs)
+
+
+def to_tagspeech(segs: Sequence[Segment]) -> str:
+    """TagSpeech's output layout: time-stamped speaker lines, then per-speaker time ranges."""
+    spans: dict[str, list[str]] = {}
+    for s in segs:
+        spans.setdefault(s.speaker, []).append(f"{_fmt_time(s.start)}-{_fmt_time(s.end)}")
+    return to_text(segs) + "".join(f"{k}: {', '.join(v)}\n" for k, v in spans.items())
+
+
+def write_segments(path, recordings: Mapping[str, Sequence[Segment]], fmt: str) -> None:
+    """Write every recording's segments to ``path`` in ``fmt`` (see :data:`FORMATS`)."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown segment format '{fmt}' (choose from {', '.join(FORMATS)})")
+    if fmt == "json":
+        rows = [r for rid, segs in recordings.items() for r in to_seglst(rid, segs)]
+        atomic_write_text(path, json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
+        return
+    if fmt in ("text", "tagspeech"):
+        fn = to_text if fmt == "text" else to_tagspeech
+        text = "".join(f"# {rid}\n{fn(segs)}" for rid, segs in recordings.items())
+    else:
+        fn = to_rttm if fmt == "rttm" else to_stm
+        text = "".join(fn(rid, segs) for rid, segs in recordings.items())
+    atomic_write_text(path, text)
+
+
+def _bad(path, lineno: int, line: str, what: str) -> UserError:
+    return UserError(f"{path}, line {lineno}: {what}: {line.strip()[:120]!r}")
+
+
+def read_rttm(path) -> dict[str, list[Segment]]:
+    """{recording id: segments} from an RTTM file (SPEAKER lines; others are skipped)."""
+    out: dict[str, list[Segment]] = {}
+    for k, line in enumerate(Path(path).read_text().splitlines(), 1):
+        f = line.split()
+        if not f or f[0] != "SPEAKER":
+            continue
+        if len(f) < 8:
+            raise _bad(path, k, line, "an RTTM SPEAKER line has at least 8 fields")
+        try:
+            start, dur = float(f[3]), float(f[4])
+        except ValueError:
+            raise _bad(path, k, line, "start and duration (fields 4, 5) must be numbers") from None
+        out.setdefault(f[1], []).append(Segment(start, start + dur, f[7]))
+    return {r: sorted(v, key=lambda s: (s.start, s.end)) for r, v in out.items()}
+
+
+def read_stm(path) -> dict[str, list[Segment]]:
+    """{recording id: segments} from an STM file (``;;`` comments skipped; a ``<label>`` field
+    after the times is dropped)."""
+    out: dict[str, list[Segment]] = {}
+    for k, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip() or line.startswith(";;"):
+            continue
+        f = line.split()
+        if len(f) < 5:
+            raise _bad(path, k, line, "an STM line has at least 5 fields (rec channel speaker start end)")
+        try:
+            start, end = float(f[3]), float(f[4])
+        except ValueError:
+            raise _bad(path, k, line, "start and end (fields 4, 5) must be numbers") from None
+        words = f[5:]
+        if words and words[0].startswith("<") and words[0].endswith(">"):
+            words = words[1:]
+        out.setdefault(f[0], []).append(Segment(start, end, f[2], " ".join(words)))
+    return {r: sorted(v, key=lambda s: (s.start, s.end)) for r, v in out.items()}
+
+
+def read_seglst(path) -> dict[str, list[Segment]]:
+    try:
+        rows = json.loads(Path(path).read_text())
+        out: dict[str, list[Segment]] = {}
+        for r in rows:
+            out.setdefault(str(r["session_id"]), []).append(
+                Segment(float(r["start_time"]), float(r["end_time"]), str(r["speaker"]), str(r.get("words", ""))))
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a SegLST file (a JSON list of session_id, speaker, start_time, end_time, "
+                        f"words): {e}") from None
+    return {r: sorted(v, key=lambda s: (s.start, s.end)) for r, v in out.items()}
+
+
+def read_segments(path) -> dict[str, list[Segment]]:
+    """RTTM, STM or SegLST by file name (``.rttm``, ``.stm``, ``.json``)."""
+    p = str(path)
+    if not Path(p).is_file():
+        raise UserError(f"segment file '{p}' does not exist")
+    if p.endswith(".rttm"):
+        return read_rttm(p)
+    if p.endswith(".stm"):
+        return read_stm(p)
+    if p.endswith(".json"):
+        return read_seglst(p)
+    raise UserError(f"'{p}': give an .rttm, .stm or .json (SegLST) file")
+
+
+def cuts_segments(cuts: Iterable) -> dict[str, list[Segment]]:
+    return {c.id: cut_segments(c) for c in cuts}
