@@ -143,6 +143,63 @@ def synth_st(
     typer.echo(f"corpus: {out_dir}; manifests: {', '.join(str(p) for p in written.values())}")
 
 
+@app.command("simulate-meetings", epilog="Example: auden-kit data simulate-meetings data/fbank/librispeech_cuts_"
+                                         "train-clean-100.jsonl.gz --out-dir data/manifests --prefix meetings --part "
+                                         "train --audio-dir download/meetings --num-meetings 400")
+def simulate_meetings(
+    manifests: List[Path] = typer.Argument(..., help="Single-speaker cuts (or recordings + supervisions) with "
+                                                     "speakers and transcripts."),
+    out_dir: Path = typer.Option(Path("data/manifests"), help="Where PREFIX_{recordings,supervisions}_PART.jsonl.gz go."),
+    audio_dir: Path = typer.Option(Path("download/meetings"), help="Where the meetings' FLAC files go (under PART/)."),
+    prefix: str = typer.Option("meetings", help="Manifest prefix."),
+    part: str = typer.Option("train", help="Manifest part name (train, dev, test...)."),
+    num_meetings: int = typer.Option(100, help="How many meetings."),
+    speakers: str = typer.Option("2,3,4", help="Speaker counts per meeting, drawn uniformly (comma-separated)."),
+    min_duration: float = typer.Option(15.0, help="Shortest meeting (seconds)."),
+    max_duration: float = typer.Option(60.0, help="Longest meeting (seconds)."),
+    max_utts_per_speaker: int = typer.Option(6, help="Utterances per speaker and meeting, at most."),
+    overlap_prob: float = typer.Option(0.3, help="Probability that a change of speaker overlaps the previous one."),
+    pause: float = typer.Option(0.3, help="Mean extra pause between utterances (seconds)."),
+    overlap: float = typer.Option(0.6, help="Mean overlap when speakers overlap (seconds)."),
+    seed: int = typer.Option(0, help="Same seed and input, same meetings."),
+):
+    """Simulate multi-speaker meetings (Lhotse's ConversationalMeetingSimulator: overlaps, pauses)
+    from single-speaker utterances, render them to audio and write meeting manifests."""
+    from auden_kit.data.meetings import MeetingOptions
+    from auden_kit.data.meetings import simulate_meetings as simulate
+    from auden_kit.io import save_cuts_atomic
+
+    setup_logging()
+    try:
+        counts = [int(x) for x in speakers.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--speakers must be comma-separated counts such as 2,3,4, got '{speakers}'") from None
+    opts = MeetingOptions(num_meetings=num_meetings, speakers=counts, min_duration=min_duration,
+                          max_duration=max_duration, max_utts_per_speaker=max_utts_per_speaker,
+                          same_spk_pause=pause, diff_spk_pause=pause, diff_spk_overlap=overlap,
+                          overlap_prob=overlap_prob, seed=seed, prefix=f"{prefix}-{part}")
+    recs, sups = simulate(_read_any(manifests), audio_dir / part, opts)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for kind, m in (("supervisions", sups), ("recordings", recs)):
+        path = out_dir / f"{prefix}_{kind}_{part}.jsonl.gz"
+        save_cuts_atomic(m, path)
+        typer.echo(f"wrote {path} ({len(m)} items)")
+
+
+@app.command("export-segments", epilog="Example: auden-kit data export-segments data/fbank/meetings_cuts_test.jsonl.gz "
+                                       "--format rttm --out data/ref_test.rttm")
+def export_segments(
+    manifests: List[Path] = typer.Argument(..., help="Cut manifest(s), or recordings + supervisions."),
+    out: Path = typer.Option(..., help="Output file."),
+    format: str = typer.Option("rttm", help="rttm, stm, json (SegLST), text or tagspeech."),
+):
+    """Write the reference speaker segments (supervisions) of manifests as RTTM, STM or SegLST."""
+    from auden_kit.data.segments import cuts_segments, write_segments
+
+    write_segments(out, cuts_segments(_read_any(manifests)), format)
+    typer.echo(f"wrote {out}")
+
+
 @app.command(epilog="Example: auden-kit data validate data/manifests/librispeech_recordings_dev-clean.jsonl.gz "
                     "data/manifests/librispeech_supervisions_dev-clean.jsonl.gz")
 def validate(
@@ -281,7 +338,12 @@ def fbank(
                                                         "('<spk>-sp0.9'), as speaker-embedding recipes train."),
     num_mel_bins: int = typer.Option(80, help="Filterbank bins."),
     window: float = typer.Option(20.0, help="Unlabeled recordings (no supervisions: pretraining audio) longer "
-                                            "than this are cut into windows of this many seconds."),
+                                            "than this are cut into windows of this many seconds; with --split "
+                                            "windows: every recording."),
+    split: str = typer.Option("supervisions", help="Long labeled recordings become: supervisions (one cut each; "
+                                                   "ASR, ST), groups (supervisions joined across pauses shorter than "
+                                                   "--max-pause, overlaps kept: meetings) or windows (--window s)."),
+    max_pause: float = typer.Option(2.0, help="With --split groups: pauses shorter than this join segments."),
 ):
     """Compute 80-dim log-mel features (stored with lilcom) for a manifest. Long labeled recordings
     are cut into one cut per supervision; unlabeled ones into windows."""
@@ -299,7 +361,14 @@ def fbank(
 
     labeled = CutSet.from_cuts([c for c in cuts if c.supervisions])
     unlabeled = CutSet.from_cuts([c for c in cuts if not c.supervisions])
-    if _has_long_recordings(labeled):  # one cut per segment (eager: the speed copies and progress bar need a length)
+    if split not in ("supervisions", "groups", "windows"):
+        raise UserError(f"--split must be supervisions, groups or windows, got '{split}'")
+    if split == "windows" and len(labeled):
+        labeled = CutSet.from_cuts(w for c in labeled for w in ([c] if c.duration <= window else c.cut_into_windows(window))
+                                   if w.duration >= 0.3).to_eager()
+    elif split == "groups" and len(labeled):
+        labeled = labeled.trim_to_supervision_groups(max_pause=max_pause).to_eager()
+    elif _has_long_recordings(labeled):  # one cut per segment (eager: the speed copies and progress bar need a length)
         labeled = labeled.trim_to_supervisions(keep_overlapping=False).to_eager()
     if len(unlabeled):
         unlabeled = CutSet.from_cuts([c for c in unlabeled.cut_into_windows(window) if c.duration >= 0.3])
