@@ -45,6 +45,7 @@ TASKS: dict[str, str] = {
     "st": "auden_kit.tasks.st:StTask",
     "ssl": "auden_kit.tasks.ssl:SslTask",
     "distill": "auden_kit.tasks.distill:DistillTask",
+    "tagspeech": "auden_kit.tasks.tagspeech:TagSpeechTask",
 }
 ENCODERS: dict[str, str] = {
     "zipformer": "auden_kit.encoders.zipformer:ZipformerEncoder",

@@ -155,11 +155,43 @@ class Segment:
     text: str = ""
 
 
+def _seg_dicts(segs) -> list:
+    return [{"start": round(s.start, 3), "end": round(s.end, 3), "speaker": s.speaker, "text": s.text} for s in segs]
+
+
 @dataclasses.dataclass
 class SegmentsResult(Result):
+    """Who spoke what and when: ``segments`` ([:class:`Segment`] in time order); ``refs`` the
+    reference segments when known; ``embeddings`` {speaker: voice embedding} (links speakers of
+    the windows of a long recording); ``tokens`` the decoder's raw output; ``failed`` True when
+    the output could not be used (scored as a complete miss, never dropped)."""
+
     segments: list = dataclasses.field(default_factory=list)
+    refs: Optional[list] = None
+    embeddings: dict = dataclasses.field(default_factory=dict)
+    tokens: list = dataclasses.field(default_factory=list)
+    failed: bool = False
+
+    @property
+    def speakers(self) -> list[str]:
+        return sorted({s.speaker for s in self.segments})
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments if s.text)
+
+    def to_dict(self) -> dict:
+        d = {"id": self.cut_id, "segments": _seg_dicts(self.segments), "speakers": self.speakers}
+        if self.refs is not None:
+            d["refs"] = _seg_dicts(self.refs)
+        if self.failed:
+            d["failed"] = True
+        return d
 
     @classmethod
     def merge(cls, pieces, cut_id):
+        """Global times, speaker labels as they are (tasks that can link speakers across pieces
+        override this: see ``TagSpeechTask.merge``)."""
         segs = [Segment(s.start + off, s.end + off, s.speaker, s.text) for off, r in pieces for s in r.segments]
-        return cls(cut_id=cut_id, segments=segs)
+        refs = [Segment(s.start + off, s.end + off, s.speaker, s.text) for off, r in pieces for s in (r.refs or [])]
+        return cls(cut_id=cut_id, segments=segs, refs=refs or None, failed=any(r.failed for _, r in pieces))

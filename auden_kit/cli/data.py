@@ -305,6 +305,31 @@ def teacher_cache(
                "float32)")
 
 
+@app.command("stream-cache", epilog="Example: auden-kit data stream-cache --config conf/train.yaml "
+                                    "data/fbank/meetings_cuts_train.jsonl.gz --out data/fbank/meetings_streams_train.jsonl.gz")
+def stream_cache(
+    cuts: Path = typer.Argument(..., help="Cut manifest with features."),
+    config: Path = typer.Option(..., help="The tagspeech training config (names the semantic and voice models)."),
+    out: Path = typer.Option(..., help="Output cut manifest (the cuts, with the streams attached)."),
+    storage_dir: Optional[Path] = typer.Option(None, help="Where the arrays go (default: beside --out)."),
+    max_duration: float = typer.Option(200.0, help="Seconds of audio per batch."),
+    semantic_model: str = typer.Option("", help="Override the config's model.semantic_model."),
+    voice_model: str = typer.Option("", help="Override the config's model.voice_model."),
+):
+    """Store the frozen semantic and voice encoders' outputs with every cut, so diarized-ASR
+    training (model.cached_streams=true) runs the decoder only."""
+    from auden_kit.tasks.tagspeech import write_stream_cache
+
+    setup_logging()
+    if not cuts.is_file():
+        raise UserError(f"manifest '{cuts}' does not exist")
+    storage = storage_dir or out.parent / (out.name.split(".")[0] + "_streams")
+    overrides = {k: v for k, v in (("semantic_model", semantic_model), ("voice_model", voice_model)) if v}
+    info = write_stream_cache(str(config), str(cuts), out, storage, max_duration, overrides=overrides)
+    typer.echo(f"wrote {out}: {info['cuts']} cuts, {info['frames']} frames, {info['bytes'] / 1e6:.1f} MB "
+               f"({info['bytes_float32'] / max(info['bytes'], 1):.1f}x smaller than float32)")
+
+
 @app.command(epilog="Example: auden-kit data shar data/fbank/unlabeled_cuts.jsonl.gz --out data/shar/unlabeled "
                     "--shard-size 1000   (then data.train_cuts=[data/shar/unlabeled])")
 def shar(

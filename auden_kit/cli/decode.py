@@ -18,10 +18,19 @@ from auden_kit.errors import UserError
 EPILOG = ("Example: auden-kit decode --model exp/model-avg a.wav b.flac   |   "
           "auden-kit decode --model exp/st-model --tgt-lang es a.wav   |   "
           "auden-kit decode --model exp/streaming-model --streaming a.wav   |   "
+          "auden-kit decode --model exp/tagspeech/model-avg --output rttm meeting.wav > meeting.rttm   |   "
           "auden-kit decode --model exp/model-avg --cuts data/fbank/cuts_test.jsonl.gz --out-dir exp/decode")
 
 
 def _line(res, output: str) -> str:
+    from auden_kit.results import SegmentsResult
+
+    if isinstance(res, SegmentsResult):  # who spoke what and when: text lines, RTTM, STM or SegLST
+        from auden_kit.data.segments import render_segments
+
+        return render_segments({Path(res.cut_id).stem: res.segments}, output).rstrip("\n")
+    if output in ("rttm", "stm", "tagspeech"):
+        raise UserError(f"--output {output} is for diarized-ASR models (task tagspeech)")
     if output == "json":
         d = res.to_dict()
         d.pop("id", None)
@@ -43,7 +52,8 @@ def decode(
     method: str = typer.Option("", help="ASR: greedy, modified_beam_search, ctc_greedy, ctc_prefix_beam, "
                                         "attention_rescoring (default: greedy, or ctc_greedy for CTC-only models)."),
     beam: int = typer.Option(4, help="Beam size for beam searches."),
-    output: str = typer.Option("text", help="text (one line per file) or json (all fields of the result)."),
+    output: str = typer.Option("text", help="text (one line per file) or json (all fields of the result); "
+                                            "diarized ASR (tagspeech): text, rttm, stm, json (SegLST) or tagspeech."),
     max_duration: float = typer.Option(300.0, help="Seconds of audio per batch."),
     max_segment: float = typer.Option(30.0, help="Files longer than this (seconds) are split at pauses into "
                                                  "pieces of at most this length and stitched."),
@@ -65,8 +75,8 @@ def decode(
     setup_logging()
     if not files and cuts is None:
         raise UserError("give audio files to decode, or --cuts MANIFEST")
-    if output not in ("text", "json"):
-        raise UserError(f"--output must be text or json, got '{output}'")
+    if output not in ("text", "json", "rttm", "stm", "tagspeech"):
+        raise UserError(f"--output must be text, json, rttm, stm or tagspeech, got '{output}'")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise UserError(f"--device must be cpu or cuda, got '{device}'")
     if streaming and method not in ("", "greedy"):

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from auden_kit.cli import average, bleu, convert, data, decode, export, info, probe, recipe, train, voice
+from auden_kit.cli import average, bleu, convert, data, decode, diarize, export, info, probe, recipe, train, voice
 from auden_kit.errors import UserError
 
 app = typer.Typer(
@@ -34,6 +34,8 @@ COMMANDS = [
     ("verify", "Voice models: are two recordings the same speaker?", voice.VERIFY_EPILOG, voice.verify),
     ("probe", "Probe a frozen encoder: kNN / linear / MLP accuracy of a label (speaker, keyword, ...).",
      probe.EPILOG, probe.probe),
+    ("diarize", "Cascade diarized ASR: voice-embedding clustering + an ASR model (baseline of task tagspeech).",
+     diarize.EPILOG, diarize.diarize),
     ("bleu", "BLEU and chrF (sacrebleu) of a hypothesis file against a reference file.", bleu.EPILOG, bleu.bleu),
 ]
 for _name, _help, _epilog, _fn in COMMANDS:

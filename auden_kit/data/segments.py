@@ -65,21 +65,23 @@ def to_tagspeech(segs: Sequence[Segment]) -> str:
     return to_text(segs) + "".join(f"{k}: {', '.join(v)}\n" for k, v in spans.items())
 
 
-def write_segments(path, recordings: Mapping[str, Sequence[Segment]], fmt: str) -> None:
-    """Write every recording's segments to ``path`` in ``fmt`` (see :data:`FORMATS`)."""
+def render_segments(recordings: Mapping[str, Sequence[Segment]], fmt: str) -> str:
+    """Every recording's segments as text in ``fmt`` (see :data:`FORMATS`)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown segment format '{fmt}' (choose from {', '.join(FORMATS)})")
     if fmt == "json":
         rows = [r for rid, segs in recordings.items() for r in to_seglst(rid, segs)]
-        atomic_write_text(path, json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
-        return
+        return json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
     if fmt in ("text", "tagspeech"):
         fn = to_text if fmt == "text" else to_tagspeech
-        text = "".join(f"# {rid}\n{fn(segs)}" for rid, segs in recordings.items())
-    else:
-        fn = to_rttm if fmt == "rttm" else to_stm
-        text = "".join(fn(rid, segs) for rid, segs in recordings.items())
-    atomic_write_text(path, text)
+        return "".join(f"# {rid}\n{fn(segs)}" for rid, segs in recordings.items())
+    fn = to_rttm if fmt == "rttm" else to_stm
+    return "".join(fn(rid, segs) for rid, segs in recordings.items())
+
+
+def write_segments(path, recordings: Mapping[str, Sequence[Segment]], fmt: str) -> None:
+    """Write every recording's segments to ``path`` in ``fmt`` (atomically)."""
+    atomic_write_text(path, render_segments(recordings, fmt))
 
 
 def _bad(path, lineno: int, line: str, what: str) -> UserError:

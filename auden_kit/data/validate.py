@@ -146,6 +146,42 @@ def _check_supervision(s: dict, cid: str, dur: float | None, require_text: bool,
     return out
 
 
+def _flat_tracks(obj: dict, offset: float = 0.0):
+    """(track cut, absolute offset) of a MixedCut's tracks, nested MixedCuts flattened."""
+    for t in obj.get("tracks") or []:
+        c, off = t.get("cut") or {}, offset + float(t.get("offset", 0.0))
+        if "tracks" in c:
+            yield from _flat_tracks(c, off)
+        else:
+            yield c, off
+
+
+def _check_mixed(obj: dict, cid: str, check_audio: bool, audio_cache: dict, decode: bool, require_text: bool,
+                 seen: set) -> list[Problem]:
+    """A MixedCut (simulated meetings, noise mixes): every track's audio, and every supervision
+    of every track inside the mixture once shifted by the track's offset."""
+    out: list[Problem] = []
+    tracks = list(_flat_tracks(obj))
+    if not tracks:
+        return [Problem(cid, "MixedCut has no tracks")]
+    dur = 0.0
+    sups = []
+    for k, (c, off) in enumerate(tracks):
+        d = c.get("duration", 0)
+        if not isinstance(d, (int, float)) or d <= 0:
+            out.append(Problem(cid, f"track {k} ('{c.get('id')}') has non-positive duration {d}"))
+            continue
+        dur = max(dur, off + d)
+        if c.get("recording") is not None:
+            out += _check_audio(c["recording"], f"{cid} track {k}", check_audio, audio_cache, decode)
+        sups += [{**sv, "start": sv.get("start", 0) + off} for sv in c.get("supervisions", [])]
+    if require_text and not sups:
+        out.append(Problem(cid, "MixedCut has no supervision"))
+    for sv in sups:
+        out += _check_supervision(sv, cid, dur, require_text, seen)
+    return out
+
+
 def validate_manifests(paths, check_audio: bool = True, require_text: bool = True,
                        limit: int = 100, decode: bool = False) -> tuple[int, list[Problem]]:
     """Validate Lhotse manifests: cuts, recordings or supervisions (jsonl[.gz]).
@@ -188,6 +224,9 @@ def validate_manifests(paths, check_audio: bool = True, require_text: bool = Tru
             if cid in seen_cuts:
                 problems.append(Problem(cid, "duplicate cut id"))
             seen_cuts.add(cid)
+            if "tracks" in obj:  # a MixedCut: its tracks' cuts, shifted by their offsets
+                problems += _check_mixed(obj, cid, check_audio, audio_cache, decode, require_text, seen_sups)
+                continue
             dur = obj.get("duration", 0)
             if not isinstance(dur, (int, float)) or dur <= 0:
                 problems.append(Problem(cid, f"non-positive duration {dur}"))

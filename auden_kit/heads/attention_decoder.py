@@ -72,6 +72,52 @@ class AttentionDecoder(nn.Module):
     def logits(self, enc: Tensor, enc_lens: Tensor, ys_in: Tensor, pad: Tensor) -> Tensor:
         return self.decode(*self.memory(enc, enc_lens), ys_in, pad)
 
+    # ------------------------------------------------------------------ incremental decoding
+    def start_cache(self, mem: Tensor, mem_pad: Tensor) -> dict:
+        """State for :meth:`step`: each layer's cross-attention keys/values of the projected memory
+        (computed once) and empty self-attention caches. Eval mode only (no dropout)."""
+        cache = {"pad": mem_pad, "u": 0, "layers": []}
+        for layer in self.layers.layers:
+            mha = layer.multihead_attn
+            d = mha.embed_dim
+            w, b = mha.in_proj_weight, mha.in_proj_bias
+            k = nn.functional.linear(mem, w[d: 2 * d], b[d: 2 * d])
+            v = nn.functional.linear(mem, w[2 * d:], b[2 * d:])
+            cache["layers"].append({"mk": self._heads(k, mha.num_heads), "mv": self._heads(v, mha.num_heads),
+                                    "sk": None, "sv": None})
+        return cache
+
+    @staticmethod
+    def _heads(x: Tensor, h: int) -> Tensor:
+        N, T, D = x.shape
+        return x.view(N, T, h, D // h).transpose(1, 2)  # (N, H, T, D/H)
+
+    def step(self, cache: dict, tokens: Tensor) -> Tensor:
+        """Logits (N, V) of the next token after feeding ``tokens`` (N,) at the next position;
+        equal to :meth:`decode` over the whole prefix, at the cost of one position (keys and
+        values of earlier positions are cached; PyTorch's ``norm_first`` layer, eval mode)."""
+        u = cache["u"]
+        x = self.embed(tokens.unsqueeze(1)) * self.scale + self.pos[u: u + 1]
+        mask = cache["pad"][:, None, None, :]
+        for layer, c in zip(self.layers.layers, cache["layers"]):
+            sa = layer.self_attn
+            d, H = sa.embed_dim, sa.num_heads
+            h = layer.norm1(x)
+            q, k, v = nn.functional.linear(h, sa.in_proj_weight, sa.in_proj_bias).chunk(3, dim=-1)
+            k, v = self._heads(k, H), self._heads(v, H)
+            c["sk"] = k if c["sk"] is None else torch.cat([c["sk"], k], 2)
+            c["sv"] = v if c["sv"] is None else torch.cat([c["sv"], v], 2)
+            a = nn.functional.scaled_dot_product_attention(self._heads(q, H), c["sk"], c["sv"])
+            x = x + sa.out_proj(a.transpose(1, 2).reshape(x.shape[0], 1, d))
+            mha = layer.multihead_attn
+            h = layer.norm2(x)
+            q = nn.functional.linear(h, mha.in_proj_weight[:d], mha.in_proj_bias[:d])
+            a = nn.functional.scaled_dot_product_attention(self._heads(q, H), c["mk"], c["mv"], attn_mask=~mask)
+            x = x + mha.out_proj(a.transpose(1, 2).reshape(x.shape[0], 1, d))
+            x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
+        cache["u"] = u + 1
+        return self.out(self.norm(x[:, 0]))
+
     def loss(self, enc: Tensor, enc_lens: Tensor, tokens: list[list[int]], label_smoothing: float = 0.1,
              prompts: list[list[int]] | None = None, ignore_prompt: tuple[int, ...] = ()) -> Tensor:
         """Label-smoothed cross-entropy, summed over the trained target positions (eos included)."""

@@ -280,3 +280,39 @@ def score_meetings(items: Iterable[tuple[str, Sequence, Optional[Sequence]]], co
         "fail_rate": round(100.0 * t.failed / n, 2), "meetings": t.n, "ref_words": t.cp.ref_words,
         "collar": collar, "tcp_collar": tcp_collar, "per_meeting": t.per_meeting,
     }
+
+
+def write_meeting_results(results, out_dir, name: str) -> dict:
+    """For decoded meetings (:class:`~auden_kit.results.SegmentsResult` with ``refs``): write
+    ``results-NAME.jsonl``, ``metrics-NAME.json`` (the test-set scores), ``per-meeting-NAME.json``,
+    and the hypotheses and references as RTTM, STM and SegLST (``hyp-NAME.*``, ``ref-NAME.*``).
+    Returns the metrics."""
+    import json
+    from pathlib import Path
+
+    from auden_kit.data.segments import write_segments
+    from auden_kit.io import atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"results-{name}.jsonl",
+                      "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in results))
+    scored = [(r.cut_id, r.refs, None if r.failed else r.segments) for r in results if r.refs is not None]
+    metrics: dict = {}
+    if scored:
+        metrics = score_meetings(scored)
+        atomic_write_text(out / f"per-meeting-{name}.json", json.dumps(metrics.pop("per_meeting"), indent=1) + "\n")
+    atomic_write_text(out / f"metrics-{name}.json", json.dumps(metrics, indent=1) + "\n")
+    for fmt in ("rttm", "stm", "json"):
+        write_segments(out / f"hyp-{name}.{fmt}", {r.cut_id: r.segments for r in results}, fmt)
+        if scored:
+            write_segments(out / f"ref-{name}.{fmt}", {r.cut_id: r.refs or [] for r in results}, fmt)
+    return metrics
+
+
+def summary_line(m: dict) -> str:
+    if not m:
+        return "no references: nothing scored"
+    return (f"cpWER {m['cpwer']:.2f}  tcpWER {m['tcpwer']:.2f}  WER {m['wer']:.2f}  DER {m['der']:.2f} "
+            f"(collar {m['collar']} s; {m['der_collar0']:.2f} at 0)  speaker count {m['spk_count_acc']:.1f} %  "
+            f"fail rate {m['fail_rate']:.1f} %  ({m['meetings']} recordings)")

@@ -1,0 +1,100 @@
+"""The cascade baseline for diarized ASR: who spoke when (voice embeddings of short windows,
+clustered), then what (the ASR model on each speaker turn). The same segments, formats and
+metrics as the one-model ``tagspeech`` task, for comparison in the same run.
+
+1. Speech regions: the energy detector of :func:`auden_kit.api.speech_segments`.
+2. Windows of ``window`` seconds every ``hop`` seconds over each region (a short region is one
+   window); each embedded by the voice model (its utterance embedding, L2-normalised).
+3. Agglomerative clustering (average linkage, cosine distance) cut at ``threshold``: the number
+   of speakers is estimated (or fixed with ``num_speakers``).
+4. Every 10 ms frame of speech takes the label of the window whose centre is nearest; runs of
+   one label are the speaker turns (one speaker at a time: overlapped speech is the cascade's
+   known weakness).
+5. The ASR model transcribes each turn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from auden_kit.errors import UserError
+from auden_kit.results import Segment, SegmentsResult
+
+
+@dataclasses.dataclass
+class CascadeOptions:
+    window: float = 1.5
+    hop: float = 0.75
+    threshold: float = 0.6  # cosine distance at which clusters stop merging
+    num_speakers: int = 0  # 0: estimated
+    min_turn: float = 0.3  # turns shorter than this join their neighbour
+
+    def validate(self):
+        if self.window <= 0 or self.hop <= 0 or self.hop > self.window:
+            raise UserError(f"--window and --hop must be positive with hop <= window, got {self.window}, {self.hop}")
+        if not 0 < self.threshold < 2:
+            raise UserError(f"--threshold is a cosine distance in (0, 2), got {self.threshold}")
+        if self.num_speakers < 0:
+            raise UserError(f"--num-speakers must be >= 0, got {self.num_speakers}")
+
+
+def cluster(emb: np.ndarray, threshold: float, num_speakers: int = 0) -> np.ndarray:
+    """Cluster labels 0..K-1 (numbered by first appearance) of L2-normalised rows of ``emb``."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    if len(emb) == 1:
+        return np.zeros(1, dtype=int)
+    z = linkage(emb, method="average", metric="cosine")
+    if num_speakers:
+        lab = fcluster(z, t=min(num_speakers, len(emb)), criterion="maxclust")
+    else:
+        lab = fcluster(z, t=threshold, criterion="distance")
+    order: dict[int, int] = {}
+    return np.array([order.setdefault(int(v), len(order)) for v in lab])
+
+
+def diarize_waveform(wav: torch.Tensor, rate: int, voice, asr, opts: CascadeOptions, cut_id: str = "audio",
+                     asr_method: str = "") -> SegmentsResult:
+    """Segments of one recording (``voice`` and ``asr``: :class:`auden_kit.api.Model`)."""
+    from auden_kit.api import speech_segments
+
+    regions = speech_segments(wav, rate, max_seconds=1e9, min_pause=0.2)
+    win, hop = int(opts.window * rate), int(opts.hop * rate)
+    spans = []
+    for a, b in regions:
+        if b - a < int(0.2 * rate):
+            continue
+        starts = list(range(a, max(a + 1, b - win + 1), hop)) or [a]
+        if starts[-1] + win < b:
+            starts.append(max(a, b - win))
+        spans += [(s, min(b, s + win)) for s in starts]
+    if not spans:
+        return SegmentsResult(cut_id=cut_id)
+    embs = [np.asarray(r.embedding, dtype=np.float64) for r in voice.infer([wav[a:b] for a, b in spans], rate)]
+    emb = np.stack(embs)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-9
+    labels = cluster(emb, opts.threshold, opts.num_speakers)
+    centres = np.array([(a + b) / 2 for a, b in spans]) / rate
+    turns: list[list] = []  # [start s, end s, label]
+    for a, b in regions:
+        t = np.arange(a / rate, b / rate, 0.01)
+        if len(t) == 0:
+            continue
+        near = labels[np.abs(t[:, None] - centres[None, :]).argmin(1)]
+        cuts = np.flatnonzero(np.diff(near)) + 1
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(t)]):
+            turns.append([float(t[lo]), float(t[hi - 1] + 0.01), int(near[lo])])
+    merged: list[list] = []
+    for tr in turns:  # slivers join the previous turn when it touches
+        if merged and (tr[2] == merged[-1][2] or tr[1] - tr[0] < opts.min_turn) and tr[0] - merged[-1][1] < 0.02:
+            merged[-1][1] = tr[1]
+        else:
+            merged.append(tr)
+    texts = [r.text if not isinstance(r, UserError) else ""  # a turn too short to decode: no words
+             for _, r in asr.iter_results([wav[int(a * rate): int(b * rate)] for a, b, _ in merged], rate,
+                                          **({"method": asr_method} if asr_method else {}))]
+    segs = [Segment(round(a, 3), round(b, 3), f"spk{lab + 1}", t) for (a, b, lab), t in zip(merged, texts)]
+    return SegmentsResult(cut_id=cut_id, segments=segs)

@@ -1,0 +1,689 @@
+"""Diarized multi-speaker ASR, TagSpeech-style: who spoke what and when, from one model.
+
+Two encoders read the same fbank: a *semantic* one (the encoder of an ASR model folder) and a
+*voice* one (the encoder of a voice model folder); both are frozen by default. Their frames are
+fused (``fusion``: ``concat`` = one projection of both, ``add`` = a projection of each, summed,
+``semantic`` = the voice stream left out, an ablation) and carry **time anchors**: a fixed
+sinusoid of each frame's time, in the same units and basis as the decoder's time tokens, so
+cross-attention can find "the frames at 3.2 s" by matching (TagSpeech inserts numeric anchor
+tokens every 1.28 s into both streams for the same purpose).
+
+An attention decoder writes one sequence per window over one vocabulary::
+
+    [ text pieces (the tokenizer's) | time tokens, one per time_bin seconds | speaker tokens ]
+
+one segment at a time, ordered by start: ``<t_start> <spk_k> words... <t_end>``. Speakers are
+numbered by order of first appearance in the window. Decoding is **grammar-constrained**: a
+logit mask allows only time -> speaker -> words -> time, starts that never go back, ends after
+their start, a new speaker only as the next number, times inside the window; a length cap
+closes the last segment. Every output therefore parses into segments (fail rate 0 by
+construction); :func:`parse_tokens` still accepts any token sequence (an unconstrained or
+foreign decoder's) and never raises.
+
+Long recordings are decoded in windows (:mod:`auden_kit.api` splits at pauses); each window's
+speakers carry a voice embedding (the voice stream averaged over their segments), and
+:meth:`TagSpeechTask.merge` links them across windows (cosine similarity, Hungarian
+assignment, ``link_threshold``), so speaker labels are global.
+
+Results: :class:`~auden_kit.results.SegmentsResult`; metrics (cpWER, tcpWER, DER, speaker
+counting): :mod:`auden_kit.metrics.diarization`; file formats: :mod:`auden_kit.data.segments`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from auden_kit.data.segments import cut_segments
+from auden_kit.errors import UserError
+from auden_kit.heads.attention_decoder import AttentionDecoder
+from auden_kit.hub import build_encoder, encoder_config
+from auden_kit.results import Segment, SegmentsResult
+from auden_kit.tasks.base import ModelAssets, Task
+
+log = logging.getLogger(__name__)
+
+FUSIONS = ("concat", "add", "semantic")
+
+
+@dataclasses.dataclass
+class TagSpeechModelConfig:
+    """``semantic_model`` / ``voice_model``: model folders whose encoders (weights and settings)
+    start the model; their settings are copied into ``semantic_encoder*`` / ``voice_encoder*`` on
+    first use, so a saved tagspeech folder stands alone."""
+
+    semantic_model: str = ""
+    voice_model: str = ""
+    semantic_encoder_type: str = ""
+    semantic_encoder: Any = dataclasses.field(default_factory=dict)
+    voice_encoder_type: str = ""
+    voice_encoder: Any = dataclasses.field(default_factory=dict)
+    freeze_semantic: bool = True
+    freeze_voice: bool = True
+    fusion: str = "concat"
+    time_anchors: bool = True
+    d_model: int = 256
+    decoder_layers: int = 4
+    decoder_heads: int = 4
+    decoder_ff_dim: int = 1024
+    dropout: float = 0.1
+    time_bin: float = 0.08  # seconds per time token
+    max_window: float = 60.0  # longest window (seconds) the time tokens cover
+    max_speakers: int = 8  # speaker tokens per window
+    label_smoothing: float = 0.1
+    max_tokens_per_second: float = 15.0  # output length cap while decoding
+    link_threshold: float = 0.5  # cosine similarity above which speakers of two windows are one
+    # the encoders read windows in overlapping chunks of this many seconds (0: whole windows):
+    # attention cost grows with the square of the length, and the encoders were trained on
+    # utterances, not minutes (measured: 60 s windows cost 10 s per 200 s of audio whole)
+    encoder_chunk: float = 8.0
+    encoder_context: float = 0.5  # seconds of context on each side of a chunk, dropped from its output
+    # train on the frozen encoders' outputs stored with the cuts (`auden-kit data stream-cache`):
+    # each epoch then costs the decoder only; decoding new audio runs the encoders as usual
+    cached_streams: bool = False
+
+    def validate(self):
+        if not (self.semantic_model or self.semantic_encoder_type):
+            raise UserError("config key 'model.semantic_model': give an ASR model folder (its encoder is the "
+                            "semantic stream)")
+        if self.fusion != "semantic" and not (self.voice_model or self.voice_encoder_type):
+            raise UserError("config key 'model.voice_model': give a voice model folder (its encoder is the voice "
+                            "stream), or model.fusion=semantic to leave the voice stream out")
+        if self.fusion not in FUSIONS:
+            raise UserError(f"config key 'model.fusion' must be one of {', '.join(FUSIONS)}, got '{self.fusion}'")
+        if self.d_model % max(1, self.decoder_heads):
+            raise UserError(f"config key 'model.d_model' ({self.d_model}) must be divisible by "
+                            f"model.decoder_heads ({self.decoder_heads})")
+        for k in ("time_bin", "max_window", "max_tokens_per_second"):
+            if getattr(self, k) <= 0:
+                raise UserError(f"config key 'model.{k}' must be positive, got {getattr(self, k)}")
+        if self.cached_streams and not (self.freeze_semantic and self.freeze_voice):
+            raise UserError("config key 'model.cached_streams' needs frozen encoders (model.freeze_semantic and "
+                            "model.freeze_voice true): a cache holds fixed outputs")
+        if self.encoder_chunk < 0 or self.encoder_context < 0:
+            raise UserError("config keys 'model.encoder_chunk' / 'model.encoder_context' must be >= 0")
+        if self.max_speakers < 1 or self.decoder_layers < 1:
+            raise UserError("config keys 'model.max_speakers' / 'model.decoder_layers' must be >= 1")
+        if not -1 <= self.link_threshold <= 1:
+            raise UserError(f"config key 'model.link_threshold' is a cosine similarity in [-1, 1], got "
+                            f"{self.link_threshold}")
+
+    @property
+    def num_time_tokens(self) -> int:
+        return int(round(self.max_window / self.time_bin)) + 1
+
+
+# ---------------------------------------------------------------------------- vocabulary
+@dataclasses.dataclass
+class TagVocab:
+    """Ids of the joint vocabulary: text pieces [0, text), then times, then speakers."""
+
+    text: int
+    times: int
+    speakers: int
+    time_bin: float
+    sos: int = 1
+    eos: int = 1
+    blank: int = 0
+    unk: int = 2
+
+    @property
+    def size(self) -> int:
+        return self.text + self.times + self.speakers
+
+    def time_id(self, t: float) -> int:
+        return self.text + min(max(int(round(t / self.time_bin)), 0), self.times - 1)
+
+    def spk_id(self, k: int) -> int:
+        return self.text + self.times + k
+
+    def kind(self, i: int) -> str:
+        if i < self.text:
+            return "eos" if i == self.eos else ("word" if i not in (self.blank, self.unk, self.sos) else "other")
+        if i < self.text + self.times:
+            return "time"
+        return "spk" if i < self.size else "other"
+
+    def time_of(self, i: int) -> float:
+        return (i - self.text) * self.time_bin
+
+    def spk_of(self, i: int) -> int:
+        return i - self.text - self.times
+
+
+def segment_tokens(segs: list[Segment], vocab: TagVocab, tokenizer, cut_id: str = "") -> list[int]:
+    """``<t_start> <spk_k> words <t_end>`` per segment with words, ordered by start; speakers
+    numbered by first appearance."""
+    order: dict[str, int] = {}
+    out: list[int] = []
+    for s in sorted(segs, key=lambda s: (s.start, s.end)):
+        words = tokenizer.encode(s.text) if s.text else []
+        if not words:
+            continue
+        if s.speaker not in order:
+            if len(order) >= vocab.speakers:
+                raise UserError(f"cut '{cut_id}' has more than {vocab.speakers} speakers; raise config key "
+                                "'model.max_speakers' or cut the recordings into shorter windows")
+            order[s.speaker] = len(order)
+        out += [vocab.time_id(s.start), vocab.spk_id(order[s.speaker]), *words, vocab.time_id(s.end)]
+    return out
+
+
+def parse_tokens(ids: list[int], vocab: TagVocab, tokenizer, duration: float | None = None) -> list[Segment]:
+    """Segments from any token sequence; never raises. Text before a start time or speaker is
+    dropped; a segment without an end ends at the next start (or the window end); a segment
+    without words is dropped; end < start is swapped."""
+    segs: list[Segment] = []
+    cur: dict | None = None
+    limit = duration if duration is not None else (vocab.times - 1) * vocab.time_bin
+
+    def close(end: float | None):
+        nonlocal cur
+        if cur and cur["words"] and cur.get("spk") is not None:
+            a, b = cur["start"], end if end is not None else limit
+            a, b = min(a, b), max(a, b)
+            if b <= a:
+                b = a + vocab.time_bin
+            segs.append(Segment(round(a, 3), round(b, 3), f"spk{cur['spk'] + 1}",
+                                tokenizer.decode(cur["words"]).strip()))
+        cur = None
+
+    for i in ids:
+        k = vocab.kind(int(i))
+        if k == "eos":
+            break
+        if k == "time":
+            t = vocab.time_of(int(i))
+            if cur is None:
+                cur = {"start": t, "spk": None, "words": []}
+            elif cur["spk"] is None or not cur["words"]:
+                cur["start"] = t  # two times in a row: the later one starts the segment
+            else:
+                close(t)
+        elif k == "spk":
+            if cur is not None and cur["words"]:
+                close(None)
+            if cur is None:
+                cur = {"start": segs[-1].end if segs else 0.0, "spk": None, "words": []}
+            cur["spk"] = vocab.spk_of(int(i))
+        elif k == "word" and cur is not None and cur.get("spk") is not None:
+            cur["words"].append(int(i))
+    close(None)
+    return segs
+
+
+class Grammar:
+    """The output grammar as a state machine: ``mask()`` gives the tokens allowed next
+    (True = allowed), ``update(token)`` follows one. States: ``start`` (a start time or the
+    end), ``spk`` (a speaker: one seen before or the next new number), ``first`` (a word),
+    ``words`` (a word or the end time). Starts never go back; an end comes after its start;
+    times stay inside the window of ``dur`` seconds; within ``cap`` tokens the last segment is
+    closed and the output ended."""
+
+    def __init__(self, vocab: TagVocab, dur: float, cap: int):
+        self.v, self.cap = vocab, cap
+        self.last_bin = max(1, min(vocab.times - 1, int(dur / vocab.time_bin + 0.5)))
+        self.state, self.start_bin, self.n_spk, self.n = "start", 0, 0, 0
+        words = torch.zeros(vocab.size, dtype=torch.bool)
+        words[: vocab.text] = True
+        words[[vocab.blank, vocab.sos, vocab.eos, vocab.unk]] = False
+        self.words = words
+
+    def update(self, i: int) -> None:
+        v, k = self.v, self.v.kind(i)
+        self.n += 1
+        if self.state == "start" and k == "time":
+            self.state, self.start_bin = "spk", i - v.text
+        elif self.state == "spk" and k == "spk":
+            self.n_spk = max(self.n_spk, v.spk_of(i) + 1)
+            self.state = "first"
+        elif self.state in ("first", "words") and k == "word":
+            self.state = "words"
+        elif self.state == "words" and k == "time":
+            self.state = "start"
+
+    def mask(self) -> Tensor:
+        v = self.v
+        t0, t1 = v.text, v.text + v.times
+        left = self.cap - self.n
+        end_from = t0 + min(self.start_bin + 1, self.last_bin)
+        if self.state == "start":
+            m = torch.zeros(v.size, dtype=torch.bool)
+            if left >= 5 and self.start_bin < self.last_bin:  # room for a segment: time, speaker, word, time, eos
+                m[t0 + self.start_bin: t0 + self.last_bin] = True  # a start leaves room for a later end
+            m[v.eos] = True
+        elif self.state == "spk":
+            m = torch.zeros(v.size, dtype=torch.bool)
+            m[t1: t1 + min(self.n_spk + 1, v.speakers)] = True
+        elif self.state == "first" or (self.state == "words" and left > 2):
+            m = self.words.clone()
+            if self.state == "words":
+                m[end_from: t0 + self.last_bin + 1] = True
+        else:  # words, out of room: close the segment
+            m = torch.zeros(v.size, dtype=torch.bool)
+            m[end_from: t0 + self.last_bin + 1] = True
+        return m
+
+
+# ---------------------------------------------------------------------------- model
+def sinusoids(pos: Tensor, dim: int) -> Tensor:
+    """Fixed sin/cos features (..., dim) of positions ``pos`` (any real values)."""
+    half = dim // 2
+    freq = torch.exp(-math.log(10000.0) * torch.arange(half, device=pos.device, dtype=torch.float32) / half)
+    ang = pos.float().unsqueeze(-1) * freq
+    out = torch.cat([ang.sin(), ang.cos()], -1)
+    return nn.functional.pad(out, (0, dim - 2 * half))
+
+
+def chunked_encode(enc, x: Tensor, x_lens: Tensor, chunk: int, ctx: int) -> tuple[Tensor, Tensor]:
+    """``enc(x, x_lens)`` computed on overlapping chunks: each chunk of ``chunk`` input frames is
+    encoded with ``ctx`` frames of context on each side, and the output frames of its central
+    part are placed at their own time, so outputs line up with the unchunked ones (times stay
+    exact over any length) while the cost grows linearly with the length."""
+    N, T, _ = x.shape
+    if chunk <= 0 or T <= chunk + 2 * ctx:
+        return enc(x, x_lens)
+    sub = max(1, int(round(enc.frame_shift / 0.01)))
+    chunk = max(sub, chunk // sub * sub)
+    ctx = ctx // sub * sub
+    rows, where = [], []  # (batch row, output offset, left frames to drop, frames to keep)
+    for n, L in enumerate(x_lens.tolist()):
+        for a0 in range(0, L, chunk):
+            a, b = max(0, a0 - ctx), min(L, a0 + chunk + ctx)
+            rows.append(x[n, a:b])
+            where.append((n, a0 // sub, (a0 - a) // sub, (min(L, a0 + chunk) - a0 + sub - 1) // sub))
+    lens = torch.tensor([r.shape[0] for r in rows], device=x.device)
+    batch = torch.zeros(len(rows), int(lens.max()), x.shape[2], dtype=x.dtype, device=x.device)
+    for i, r in enumerate(rows):
+        batch[i, : r.shape[0]] = r
+    out, out_lens = enc(batch, lens)
+    full = torch.div(x_lens + sub - 1, sub, rounding_mode="floor")
+    y = out.new_zeros(N, int(full.max()), out.shape[2])
+    got = torch.zeros(N, dtype=torch.long)
+    for i, (n, off, left, keep) in enumerate(where):
+        keep = max(0, min(keep, int(out_lens[i]) - left, y.shape[1] - off))
+        y[n, off: off + keep] = out[i, left: left + keep]
+        got[n] = max(int(got[n]), off + keep)
+    return y, got.to(x_lens.device)
+
+
+class TagEmbedding(nn.Module):
+    """Token embeddings whose time tokens also hold the time sinusoid the memory anchors use
+    (scaled by 1/sqrt(d): the decoder multiplies embeddings by sqrt(d))."""
+
+    def __init__(self, vocab: TagVocab, d_model: int, anchors: bool):
+        super().__init__()
+        self.emb = nn.Embedding(vocab.size, d_model)
+        nn.init.normal_(self.emb.weight, std=d_model ** -0.5)
+        fixed = torch.zeros(vocab.size, d_model)
+        if anchors:
+            fixed[vocab.text: vocab.text + vocab.times] = sinusoids(torch.arange(vocab.times), d_model) / math.sqrt(d_model)
+        self.register_buffer("fixed", fixed, persistent=False)
+
+    @property
+    def weight(self) -> Tensor:
+        return self.emb.weight
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.emb(ids) + self.fixed[ids]
+
+
+class TagSpeechModel(nn.Module):
+    def __init__(self, cfg: TagSpeechModelConfig, vocab: TagVocab):
+        super().__init__()
+        self.cfg, self.vocab = cfg, vocab
+        self.semantic = build_encoder(cfg.semantic_encoder_type, encoder_config(cfg.semantic_encoder_type,
+                                                                                cfg.semantic_encoder))
+        d_sem = self.semantic.output_dim
+        self.voice = None
+        if cfg.fusion != "semantic":
+            self.voice = build_encoder(cfg.voice_encoder_type, encoder_config(cfg.voice_encoder_type, cfg.voice_encoder))
+        d_voice = self.voice.output_dim if self.voice is not None else 0
+        if cfg.fusion == "concat":
+            self.fuse = nn.Linear(d_sem + d_voice, cfg.d_model)
+        else:
+            self.fuse = nn.Linear(d_sem, cfg.d_model)
+            if cfg.fusion == "add":
+                self.fuse_voice = nn.Linear(d_voice, cfg.d_model)
+        self.frame_shift = float(self.semantic.frame_shift)
+        self.anchor_scale = nn.Parameter(torch.tensor(1.0)) if cfg.time_anchors else None
+        self.decoder = AttentionDecoder(vocab.size, cfg.d_model, cfg.d_model, cfg.decoder_layers, cfg.decoder_heads,
+                                        cfg.decoder_ff_dim, cfg.dropout, sos_id=vocab.sos, eos_id=vocab.eos,
+                                        max_len=2048)
+        self.decoder.embed = TagEmbedding(vocab, cfg.d_model, cfg.time_anchors)
+        self.set_frozen()
+
+    def set_frozen(self):
+        if self.cfg.freeze_semantic:
+            self.semantic.requires_grad_(False)
+        if self.voice is not None and self.cfg.freeze_voice:
+            self.voice.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.cfg.freeze_semantic:  # frozen encoders run as at inference (no layer dropping, no noise)
+            self.semantic.eval()
+        if self.voice is not None and self.cfg.freeze_voice:
+            self.voice.eval()
+        return self
+
+    def _run(self, enc, frozen: bool, x, x_lens):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            return chunked_encode(enc, x, x_lens, int(self.cfg.encoder_chunk * 100),
+                                  int(self.cfg.encoder_context * 100))
+
+    def streams(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The encoders' outputs: semantic (N, T, C), lengths, voice (N, T, C') or None."""
+        sem, lens = self._run(self.semantic, self.cfg.freeze_semantic, x, x_lens)
+        voice = None
+        if self.voice is not None:
+            voice, _ = self._run(self.voice, self.cfg.freeze_voice, x, x_lens)
+        return sem, lens, voice
+
+    def encode(self, x: Tensor, x_lens: Tensor, cached: dict | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Fused memory (N, T, d_model), its lengths, and the voice frames (N, T, C) or None.
+        ``cached``: the streams read from the cuts (``semantic``, ``voice``, ``lens``) instead of
+        running the encoders."""
+        if cached is not None:
+            sem, lens, voice = cached["semantic"], cached["lens"], cached.get("voice")
+            if self.voice is None:
+                voice = None
+        else:
+            sem, lens, voice = self.streams(x, x_lens)
+        if voice is not None:
+            T = min(sem.shape[1], voice.shape[1])
+            sem, voice, lens = sem[:, :T], voice[:, :T], lens.clamp(max=T)
+        if self.cfg.fusion == "concat":
+            mem = self.fuse(torch.cat([sem, voice], -1) if voice is not None else sem)
+        else:
+            mem = self.fuse(sem) + (self.fuse_voice(voice) if self.cfg.fusion == "add" else 0)
+        if self.anchor_scale is not None:
+            pos = torch.arange(mem.shape[1], device=mem.device) * (self.frame_shift / self.cfg.time_bin)
+            mem = mem + self.anchor_scale * sinusoids(pos, mem.shape[-1]).to(mem.dtype)
+        return mem, lens, voice
+
+
+# ---------------------------------------------------------------------------- task
+class TagSpeechTask(Task):
+    name = "tagspeech"
+    model_config_cls = TagSpeechModelConfig
+    decode_methods = ("greedy",)
+    metric = "cpwer"
+    metric_lower_is_better = True
+    validate_options = {"method": "greedy"}
+
+    def __init__(self):
+        super().__init__()
+        self._sources: dict = {}
+
+    # ------------------------------------------------------------------ set-up
+    def build_assets(self, train_cfg, model_cfg, train_cuts) -> ModelAssets:
+        assets = super().build_assets(train_cfg, model_cfg, train_cuts)
+        if "text" not in assets.tokenizers and model_cfg.semantic_model:
+            from auden_kit.hub import load_assets, read_model_config
+
+            d = Path(model_cfg.semantic_model)
+            src = load_assets(d, read_model_config(d))
+            if "text" not in src.tokenizers:
+                raise UserError(f"'{d}' has no text tokenizer; give one with config key 'tokenizer'")
+            assets.tokenizers["text"] = src.tokenizers["text"]
+            log.info("text tokenizer from the semantic model %s", d)
+        return assets
+
+    def setup(self, model_cfg: TagSpeechModelConfig, assets: ModelAssets) -> "TagSpeechTask":
+        from auden_kit.hub import read_model_config
+
+        self._sources = {}
+        feats = {}
+        for which in ("semantic", "voice"):
+            path = getattr(model_cfg, f"{which}_model")
+            if which == "voice" and model_cfg.fusion == "semantic":
+                continue
+            if getattr(model_cfg, f"{which}_encoder_type"):
+                continue  # a saved tagspeech folder: its settings are complete
+            cfg = read_model_config(path)
+            m = cfg.get("model", {})
+            setattr(model_cfg, f"{which}_encoder_type", m.get("encoder_type", "zipformer"))
+            setattr(model_cfg, f"{which}_encoder", m.get("encoder", {}))
+            self._sources[which] = Path(path)
+            feats[which] = (cfg.get("features") or {}).get("num_mel_bins", 80)
+        if len(set(feats.values())) > 1:
+            raise UserError(f"the semantic and voice models read different features ({feats}); both streams read "
+                            "the same fbank")
+        super().setup(model_cfg, assets)
+        tok = assets.tokenizer("text")
+        self.vocab = TagVocab(text=tok.vocab_size, times=model_cfg.num_time_tokens, speakers=model_cfg.max_speakers,
+                              time_bin=model_cfg.time_bin, sos=tok.sos_id, eos=tok.eos_id, blank=tok.blank_id,
+                              unk=tok.unk_id)
+        return self
+
+    @property
+    def tokenizer(self):
+        return self.assets.tokenizer("text")
+
+    def build_model(self) -> nn.Module:
+        from auden_kit.hub import load_state
+
+        model = TagSpeechModel(self.model_cfg, self.vocab)
+        for which, path in self._sources.items():  # a new model: the encoders start from their folders
+            state = load_state(path / "model.safetensors")
+            enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+            if not enc:
+                raise UserError(f"'{path}' holds no encoder weights (no 'encoder.*' keys)")
+            getattr(model, which).load_state_dict(enc)
+            log.info("%s encoder from %s", which, path)
+        return model
+
+    # ------------------------------------------------------------------ data
+    def batch_targets(self, cuts, train: bool) -> dict:
+        tokens, refs = [], []
+        for c in cuts:
+            if c.duration > self.model_cfg.max_window + 1e-3:
+                raise UserError(f"cut '{c.id}' lasts {c.duration:.1f} s, longer than config key 'model.max_window' "
+                                f"({self.model_cfg.max_window} s): cut recordings into windows (`auden-kit data "
+                                "fbank --split windows --window N`) or raise it")
+            segs = cut_segments(c)
+            refs.append(segs)
+            tokens.append(segment_tokens(segs, self.vocab, self.tokenizer, c.id))
+        out = {"tokens": tokens, "refs": refs}
+        have = all(STREAM_KEYS["semantic"] in (c.custom or {}) for c in cuts)
+        if self.model_cfg.cached_streams and (train or have):  # decoding new cuts runs the encoders
+            out["streams"] = load_streams(cuts, self.model_cfg.fusion != "semantic")
+        return out
+
+    # ------------------------------------------------------------------ training
+    def compute_loss(self, model: TagSpeechModel, batch: dict, step: int):
+        mem, lens, _ = model.encode(batch["inputs"], batch["input_lens"], batch["targets"].get("streams"))
+        tokens = batch["targets"]["tokens"]
+        loss = model.decoder.loss(mem, lens, tokens, label_smoothing=self.model_cfg.label_smoothing)
+        n = float(sum(len(t) + 1 for t in tokens))
+        return loss, {"loss": float(loss.detach())}, n
+
+    # ------------------------------------------------------------------ inference
+    def allowed(self, seq: list[int], dur: float, cap: int) -> Tensor:
+        """The grammar's mask (True = allowed) for the next token after ``seq`` (no sos)."""
+        g = Grammar(self.vocab, dur, cap)
+        for i in seq:
+            g.update(i)
+        return g.mask()
+
+    @torch.no_grad()
+    def infer(self, model: TagSpeechModel, batch: dict, method: str = "greedy", **_) -> list[SegmentsResult]:
+        """Grammar-constrained greedy search, all rows at once, one decoder position per step
+        (cached keys and values)."""
+        self.check_method(model, method)
+        x, x_lens = batch["inputs"], batch["input_lens"]
+        mem, lens, voice = model.encode(x, x_lens, (batch.get("targets") or {}).get("streams"))
+        cache = model.decoder.start_cache(*model.decoder.memory(mem, lens))
+        durs = [float(n) * 0.01 for n in x_lens.tolist()]  # 10 ms fbank frames
+        N = x.shape[0]
+        gram = [Grammar(self.vocab, durs[i], int(durs[i] * self.model_cfg.max_tokens_per_second) + 8)
+                for i in range(N)]
+        seqs: list[list[int]] = [[] for _ in range(N)]
+        done = [False] * N
+        tok = torch.full((N,), self.vocab.sos, dtype=torch.long, device=mem.device)
+        while not all(done):
+            logits = model.decoder.step(cache, tok)
+            masks = torch.stack([g.mask() for g in gram]).to(logits.device)
+            best = logits.float().masked_fill(~masks, float("-inf")).argmax(-1)
+            for i in range(N):
+                b = int(best[i])
+                if done[i] or b == self.vocab.eos or len(seqs[i]) >= gram[i].cap:
+                    done[i] = True
+                    best[i] = self.vocab.eos
+                    continue
+                seqs[i].append(b)
+                gram[i].update(b)
+            tok = best
+        refs = (batch.get("targets") or {}).get("refs")
+        ids = batch.get("cut_ids") or [str(i) for i in range(N)]
+        out = []
+        for i in range(N):
+            segs = parse_tokens(seqs[i], self.vocab, self.tokenizer, durs[i])
+            emb = self._speaker_embeddings(segs, voice[i] if voice is not None else mem[i], int(lens[i]),
+                                           model.frame_shift)
+            out.append(SegmentsResult(cut_id=ids[i], segments=segs, refs=refs[i] if refs else None,
+                                      embeddings=emb, tokens=seqs[i]))
+        return out
+
+    @staticmethod
+    def _speaker_embeddings(segs: list[Segment], frames: Tensor, n: int, shift: float) -> dict:
+        out: dict[str, list] = {}
+        for spk in {s.speaker for s in segs}:
+            idx = [t for s in segs if s.speaker == spk
+                   for t in range(int(s.start / shift), min(int(s.end / shift) + 1, n))]
+            if idx:
+                out[spk] = frames[idx].mean(0).float().tolist()
+        return out
+
+    def merge(self, pieces, cut_id: str) -> SegmentsResult:
+        """Stitch windows of one recording: global times; speakers linked across windows by
+        their voice embeddings (Hungarian assignment on cosine similarity; below
+        ``link_threshold`` a speaker is new)."""
+        from scipy.optimize import linear_sum_assignment
+
+        if len(pieces) == 1:
+            return dataclasses.replace(pieces[0][1], cut_id=cut_id)
+        glob: list[dict] = []  # {"name", "sum": Tensor, "n"}
+        segs, refs, toks = [], [], []
+        for off, r in pieces:
+            local = sorted(r.embeddings)
+            names: dict[str, str] = {}
+            if local and glob:
+                L = nn.functional.normalize(torch.tensor([r.embeddings[s] for s in local]), dim=-1)
+                G = nn.functional.normalize(torch.stack([g["sum"] / g["n"] for g in glob]), dim=-1)
+                sim = (L @ G.T).numpy()
+                for a, b in zip(*linear_sum_assignment(-sim)):
+                    if sim[a, b] >= self.model_cfg.link_threshold:
+                        names[local[a]] = glob[b]["name"]
+                        glob[b]["sum"] += torch.tensor(r.embeddings[local[a]])
+                        glob[b]["n"] += 1
+            for s in local:
+                if s not in names:
+                    names[s] = f"spk{len(glob) + 1}"
+                    glob.append({"name": names[s], "sum": torch.tensor(r.embeddings[s]), "n": 1})
+            for s in r.segments:
+                segs.append(Segment(round(s.start + off, 3), round(s.end + off, 3), names.get(s.speaker, s.speaker),
+                                    s.text))
+            if r.refs:
+                refs += [Segment(round(s.start + off, 3), round(s.end + off, 3), s.speaker, s.text) for s in r.refs]
+            toks += r.tokens
+        return SegmentsResult(cut_id=cut_id, segments=sorted(segs, key=lambda s: (s.start, s.end)),
+                              refs=refs or None, tokens=toks,
+                              embeddings={g["name"]: (g["sum"] / g["n"]).tolist() for g in glob})
+
+    # ------------------------------------------------------------------ scoring and files
+    def evaluate(self, results) -> dict:
+        from auden_kit.metrics.diarization import score_meetings
+
+        scored = [(r.cut_id, r.refs, None if r.failed else r.segments) for r in results if r.refs is not None]
+        if not scored:
+            return {}
+        m = score_meetings(scored)
+        m.pop("per_meeting")
+        return m
+
+    def write_results(self, results, out_dir, name: str) -> str:
+        from auden_kit.metrics.diarization import summary_line, write_meeting_results
+
+        return summary_line(write_meeting_results(results, out_dir, name))
+
+
+# ---------------------------------------------------------------------------- stream cache
+STREAM_KEYS = {"semantic": "stream_semantic", "voice": "stream_voice"}
+
+
+def load_streams(cuts, voice: bool) -> dict:
+    """The cached encoder outputs of ``cuts`` padded into a batch (what ``encode`` takes)."""
+    import numpy as np
+
+    out: dict = {}
+    for which in ("semantic", "voice") if voice else ("semantic",):
+        arrs = []
+        for c in cuts:
+            if STREAM_KEYS[which] not in (c.custom or {}):
+                raise UserError(f"cut '{c.id}' has no cached '{which}' stream; write them with `auden-kit data "
+                                "stream-cache` or set config key model.cached_streams=false")
+            arrs.append(torch.from_numpy(np.asarray(c.load_custom(STREAM_KEYS[which]), dtype=np.float32)))
+        out[which] = nn.utils.rnn.pad_sequence(arrs, batch_first=True)
+        if which == "semantic":
+            out["lens"] = torch.tensor([len(a) for a in arrs])
+    return out
+
+
+@torch.no_grad()
+def write_stream_cache(config_path: str, cuts_path: str, out: str | Path, storage_dir: str | Path,
+                       max_duration: float = 200.0, tick_power: int = -8, overrides: dict | None = None) -> dict:
+    """Run the frozen encoders of the tagspeech model that ``config_path`` (a training config)
+    describes over a manifest once and store their outputs with every cut (lilcom arrays
+    ``custom["stream_semantic"]`` / ``["stream_voice"]``, values rounded to 2^tick_power)."""
+    import yaml
+    from lhotse import CutSet, LilcomChunkyWriter
+    from lhotse.utils import fastcopy
+
+    from auden_kit.config import from_dict
+    from auden_kit.io import save_cuts_atomic
+    from auden_kit.probe import cut_batches
+    from auden_kit.training.trainer import TrainConfig, resolve
+
+    try:
+        raw = yaml.safe_load(Path(config_path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"cannot read config '{config_path}': {e}") from None
+    raw.setdefault("model", {}).update(overrides or {})
+    cfg = from_dict(TrainConfig, raw)
+    task, model_cfg = resolve(cfg)
+    if not isinstance(task, TagSpeechTask):
+        raise UserError(f"'{config_path}' is a '{cfg.task}' config; stream caches are for task tagspeech")
+    model_cfg.validate()
+    task.setup(model_cfg, task.build_assets(cfg, model_cfg, CutSet.from_cuts([])))
+    model = task.build_model().eval()
+    Path(storage_dir).mkdir(parents=True, exist_ok=True)
+    done, frames, stored = [], 0, 0
+    names = ["semantic"] + (["voice"] if model.voice is not None else [])
+    writers = {w: LilcomChunkyWriter(Path(storage_dir) / STREAM_KEYS[w], tick_power=tick_power) for w in names}
+    try:
+        for batch in cut_batches(cuts_path, cfg.data.fbank, max_duration):
+            sem, lens, voice = model.streams(batch["inputs"], batch["input_lens"])
+            for i, c in enumerate(batch["cuts"]):
+                custom = dict(c.custom or {})
+                for w, t in (("semantic", sem), ("voice", voice)):
+                    if w in writers:
+                        arr = t[i, : int(lens[i])].float().numpy()
+                        custom[STREAM_KEYS[w]] = writers[w].store_array(c.id, arr, frame_shift=model.frame_shift,
+                                                                       temporal_dim=0)
+                        stored += arr.size
+                frames += int(lens[i])
+                done.append(fastcopy(c, custom=custom))
+    finally:
+        for w in writers.values():
+            w.close()
+    save_cuts_atomic(CutSet.from_cuts(done), out)
+    size = sum(f.stat().st_size for f in Path(storage_dir).glob("stream_*"))
+    return {"cuts": len(done), "frames": frames, "bytes": size, "bytes_float32": 4 * stored}

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Offline diarized multi-speaker ASR (TagSpeech-style): simulated 2-4-speaker meetings from
+# espeak-ng voices -> fbank -> frozen semantic (mini_synth ASR) and voice (mini_synth_voice)
+# encoder streams cached -> train the fused attention decoder (time and speaker tokens) -> decode
+# the held-out meetings (seen and never-seen voices) -> the cascade baseline (voice clustering +
+# ASR) on the same meetings -> a long recording in windows -> summary against the goals.
+# Usage: ./run.sh [--stage N] [--stop-stage M] [--nj 2]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=0
+stop_stage=100
+nj=2
+train_meetings=400
+dev_meetings=20
+test_meetings=40
+unseen_speakers=8      # test voices never heard in training (by any model of the run)
+num_epochs=8
+avg=2
+asr_model=../mini_synth/exp/model-avg          # the semantic stream (built by ../mini_synth if absent)
+voice_model=../mini_synth_voice/exp/model-avg  # the voice stream (built by ../mini_synth_voice if absent)
+extra=""               # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"
+help_message="Offline TagSpeech-style diarized ASR on simulated meetings. Example: ./run.sh --stage 5"
+__options="stage stop_stage nj train_meetings dev_meetings test_meetings unseen_speakers num_epochs avg asr_model voice_model extra"
+. ../../tools/parse_options.sh
+. ../../tools/recipe_lib.sh
+dl_dir=download
+exp=exp/tagspeech
+streams="model.semantic_model=$asr_model model.voice_model=$voice_model"
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "Stage 0: the semantic (ASR) and voice model folders"
+  if [ -f $asr_model/config.yaml ]; then skip $asr_model; else
+    [ $asr_model = ../mini_synth/exp/model-avg ] || { echo "missing $asr_model" >&2; exit 1; }
+    (cd ../mini_synth && ./run.sh --stop-stage 5 --nj $nj)
+  fi
+  if [ -f $voice_model/config.yaml ]; then skip $voice_model; else
+    [ $voice_model = ../mini_synth_voice/exp/model-avg ] || { echo "missing $voice_model" >&2; exit 1; }
+    (cd ../mini_synth_voice && ./run.sh --stop-stage 5 --nj $nj)
+  fi
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: synthesize single-speaker speech (the ASR's voices and words; $unseen_speakers new voices)"
+  if [ ! -f $dl_dir/.seen.done ]; then  # mini_synth's corpus settings: its 20 voices and 150-word vocabulary
+    auden-kit data synth $dl_dir/seen --num-speakers 20 --train-utts 60 --dev-utts 5 --test-utts 10 \
+      --vocab-size 150 --jobs $nj --format lhotse --manifest-dir data/manifests/seen
+    touch $dl_dir/.seen.done
+  fi
+  if [ ! -f $dl_dir/.unseen.done ]; then  # the next voices of the same order: heard by no model here
+    auden-kit data synth $dl_dir/unseen --num-speakers $unseen_speakers --voice-seed 0 --voice-offset 20 \
+      --train-utts 0 --dev-utts 0 --test-utts 10 --vocab-size 150 --jobs $nj --format lhotse \
+      --manifest-dir data/manifests/unseen
+    touch $dl_dir/.unseen.done
+  fi
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: simulate meetings (2-4 speakers, 15-60 s, overlaps; test: seen and unseen voices)"
+  sim="auden-kit data simulate-meetings --out-dir data/manifests --audio-dir $dl_dir/meetings --prefix meetings"
+  m=data/manifests
+  [ -f $m/meetings_recordings_train.jsonl.gz ] || \
+    $sim $m/seen/synth_cuts_train-clean-100.jsonl.gz --part train --num-meetings $train_meetings --seed 1
+  [ -f $m/meetings_recordings_dev.jsonl.gz ] || \
+    $sim $m/seen/synth_cuts_dev-clean.jsonl.gz --part dev --num-meetings $dev_meetings --seed 2
+  [ -f $m/meetings_recordings_test.jsonl.gz ] || \
+    $sim $m/seen/synth_cuts_test-clean.jsonl.gz $m/unseen/synth_cuts_test-clean.jsonl.gz \
+      --part test --num-meetings $test_meetings --seed 3
+  validate_parts meetings "train dev test"
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: fbank of whole meetings (windows of at most 60 s), reference RTTM/STM"
+  for p in train dev test; do
+    fbank_part meetings $p data/fbank/meetings_cuts_$p.jsonl.gz $nj --split windows --window 60
+  done
+  for f in rttm stm; do
+    [ -f data/ref_test.$f ] || auden-kit data export-segments data/fbank/meetings_cuts_test.jsonl.gz \
+      --format $f --out data/ref_test.$f
+  done
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "Stage 4: cache the frozen encoders' streams (training then runs the decoder only)"
+  for p in train dev; do
+    out=data/fbank/meetings_streams_$p.jsonl.gz
+    if up_to_date $out data/fbank/meetings_cuts_$p.jsonl.gz $asr_model/model.safetensors \
+        $voice_model/model.safetensors; then skip $out; continue; fi
+    auden-kit data stream-cache --config conf/train.yaml data/fbank/meetings_cuts_$p.jsonl.gz --out $out \
+      --semantic-model $asr_model --voice-model $voice_model
+  done
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: train (TensorBoard: tensorboard --logdir $(pwd)/$exp/tensorboard)"
+  if [ ! -f $exp/epoch-$num_epochs.pt ]; then
+    auden-kit train --config conf/train.yaml trainer.num_epochs=$num_epochs $streams $extra
+  fi
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  log "Stage 6: average checkpoints into a model folder"
+  average_model $exp $num_epochs $avg
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  log "Stage 7: decode the held-out meetings (cpWER, tcpWER, DER, speaker count; RTTM/STM/SegLST)"
+  if up_to_date $exp/decode/metrics-test.json $exp/model-avg/config.yaml; then skip $exp/decode; else
+    auden-kit decode --model $exp/model-avg --cuts data/fbank/meetings_cuts_test.jsonl.gz \
+      --out-dir $exp/decode --name test
+  fi
+fi
+
+if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
+  log "Stage 8: the cascade baseline on the same meetings (voice clustering + ASR)"
+  if up_to_date exp/cascade/metrics-test.json $asr_model/config.yaml $voice_model/config.yaml; then
+    skip exp/cascade
+  else
+    auden-kit diarize --voice-model $voice_model --asr-model $asr_model \
+      --cuts data/fbank/meetings_cuts_test.jsonl.gz --out-dir exp/cascade --name test
+  fi
+fi
+
+if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
+  log "Stage 9: a long recording (test meetings back to back) decoded in windows, speakers linked"
+  if up_to_date exp/long/metrics.json $exp/model-avg/config.yaml; then skip exp/long; else
+    python local/long_recording.py --cuts data/fbank/meetings_cuts_test.jsonl.gz --num 8 --model $exp/model-avg \
+      --out-dir exp/long
+  fi
+fi
+
+if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
+  log "Stage 10: summary against the goals"
+  python local/summary.py --tagspeech $exp/decode/metrics-test.json --cascade exp/cascade/metrics-test.json \
+    --long exp/long/metrics.json --out exp/summary.json
+fi

@@ -1,0 +1,239 @@
+"""Diarized multi-speaker ASR (task tagspeech): vocabulary and grammar, parsing anything, chunked
+encoders, incremental decoding, speaker linking across windows, meeting simulation, a tiny
+model that learns, decoding to RTTM/STM/SegLST, the cascade baseline."""
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from auden_kit.results import Segment as S
+from auden_kit.results import SegmentsResult
+from auden_kit.tasks.tagspeech import (Grammar, TagSpeechModelConfig, TagSpeechTask, TagVocab, chunked_encode,
+                                       parse_tokens, segment_tokens)
+
+CLI = [sys.executable, "-m", "auden_kit.cli.main"]
+
+
+class WordTok:
+    """A toy tokenizer: ids 3.. are words."""
+
+    vocab_size, blank_id, sos_id, eos_id, unk_id = 20, 0, 1, 1, 2
+    words = [f"w{i}" for i in range(20)]
+
+    def encode(self, text):
+        return [self.words.index(w) for w in text.split()]
+
+    def decode(self, ids):
+        return " ".join(self.words[i] for i in ids)
+
+
+VOCAB = TagVocab(text=20, times=126, speakers=4, time_bin=0.08)
+SEGS = [S(0.0, 1.2, "bob", "w3 w4"), S(0.96, 2.0, "ann", "w5"), S(2.4, 4.0, "bob", "w6 w7 w8")]
+
+
+def test_targets_round_trip_and_speaker_order():
+    ids = segment_tokens(SEGS, VOCAB, WordTok())
+    back = parse_tokens(ids + [VOCAB.eos], VOCAB, WordTok())
+    assert [(s.speaker, s.text) for s in back] == [("spk1", "w3 w4"), ("spk2", "w5"), ("spk1", "w6 w7 w8")]
+    for a, b in zip(back, SEGS):
+        assert abs(a.start - b.start) <= 0.04 + 1e-9 and abs(a.end - b.end) <= 0.04 + 1e-9
+    # the grammar accepts the reference sequence token by token
+    g = Grammar(VOCAB, 5.0, 100)
+    for i in ids:
+        assert bool(g.mask()[i]), i
+        g.update(i)
+    assert bool(g.mask()[VOCAB.eos])
+
+
+def test_parse_never_raises_on_garbage():
+    rng = random.Random(0)
+    for _ in range(300):
+        ids = [rng.randrange(VOCAB.size + 3) for _ in range(rng.randint(0, 40))]
+        segs = parse_tokens(ids, VOCAB, WordTok(), duration=6.0)
+        for s in segs:
+            assert s.end > s.start and s.text and s.speaker.startswith("spk")
+
+
+def test_constrained_decoding_always_parses():
+    """Random logits through the grammar: starts never go back, ends follow starts, speakers are
+    numbered in order, every segment has words, times stay in the window, the cap holds."""
+    torch.manual_seed(0)
+    for trial in range(40):
+        dur, cap = random.Random(trial).uniform(1.0, 9.0), 60
+        g = Grammar(VOCAB, dur, cap)
+        seq = []
+        while True:
+            logits = torch.randn(VOCAB.size) * 3
+            t = int(logits.masked_fill(~g.mask(), float("-inf")).argmax())
+            if t == VOCAB.eos or len(seq) >= cap:
+                break
+            seq.append(t)
+            g.update(t)
+        assert len(seq) <= cap
+        segs = parse_tokens(seq, VOCAB, WordTok(), dur)
+        starts = [s.start for s in segs]
+        assert starts == sorted(starts)
+        assert all(s.end > s.start and s.end <= dur + 0.04 + 1e-6 and s.text for s in segs)
+        seen = [int(s.speaker[3:]) for s in segs]
+        assert all(k <= max(seen[:i], default=0) + 1 for i, k in enumerate(seen))
+
+
+class FrameEncoder(torch.nn.Module):
+    """Stand-in encoder with no context: output frame j = mean of input frames 4j..4j+3."""
+
+    frame_shift = 0.04
+
+    def forward(self, x, lens):
+        T = x.shape[1] // 4
+        return x[:, : 4 * T].reshape(x.shape[0], T, 4, -1).mean(2), lens // 4
+
+
+def test_chunked_encoder_lines_up_with_whole():
+    x = torch.randn(2, 1037, 3)
+    lens = torch.tensor([1037, 611])
+    whole, wl = FrameEncoder()(x, lens)
+    part, pl = chunked_encode(FrameEncoder(), x, lens, chunk=200, ctx=40)
+    assert pl.tolist() == wl.tolist()
+    for n in range(2):
+        k = int(wl[n])
+        assert torch.allclose(part[n, :k], whole[n, :k], atol=1e-6)
+
+
+def test_incremental_decoder_matches_full():
+    from auden_kit.heads.attention_decoder import AttentionDecoder
+
+    torch.manual_seed(0)
+    d = AttentionDecoder(50, 32, d_model=64, num_layers=2, num_heads=4, ff_dim=128).eval()
+    mem, pad = d.memory(torch.randn(3, 20, 32), torch.tensor([20, 15, 9]))
+    ys = torch.randint(2, 50, (3, 7))
+    full = d.decode(mem, pad, ys, torch.zeros(3, 7, dtype=torch.bool))
+    cache = d.start_cache(mem, pad)
+    steps = torch.stack([d.step(cache, ys[:, u]) for u in range(7)], 1)
+    assert torch.allclose(full, steps, atol=1e-5)
+
+
+def test_windows_link_speakers_by_voice():
+    task = TagSpeechTask()
+    task.model_cfg = TagSpeechModelConfig(semantic_model="x", voice_model="y", link_threshold=0.5)
+    a, b = [1.0, 0.0, 0.1], [0.0, 1.0, 0.1]
+    w1 = SegmentsResult("r:0", [S(0, 1, "spk1", "w1"), S(1, 2, "spk2", "w2")], embeddings={"spk1": a, "spk2": b})
+    # the next window meets the same people in the other order, and a stranger
+    w2 = SegmentsResult("r:1", [S(0, 1, "spk1", "w3"), S(1, 2, "spk2", "w4"), S(2, 3, "spk3", "w5")],
+                        embeddings={"spk1": b, "spk2": a, "spk3": [-1.0, -1.0, 0.0]})
+    m = task.merge([(0.0, w1), (30.0, w2)], "r")
+    assert [(s.start, s.speaker, s.text) for s in m.segments] == [
+        (0.0, "spk1", "w1"), (1.0, "spk2", "w2"), (30.0, "spk2", "w3"), (31.0, "spk1", "w4"), (32.0, "spk3", "w5")]
+
+
+def test_config_errors_name_the_key():
+    from auden_kit.errors import UserError
+
+    with pytest.raises(UserError, match="model.voice_model"):
+        TagSpeechModelConfig(semantic_model="a").validate()
+    with pytest.raises(UserError, match="model.fusion"):
+        TagSpeechModelConfig(semantic_model="a", voice_model="b", fusion="sum").validate()
+    with pytest.raises(UserError, match="model.cached_streams"):
+        TagSpeechModelConfig(semantic_model="a", voice_model="b", cached_streams=True, freeze_voice=False).validate()
+
+
+# ---------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def meetings(fbank_cuts, tmp_path_factory):
+    """6 simulated 2-3-speaker meetings (4-14 s) from the tiny corpus, with fbank."""
+    d = tmp_path_factory.mktemp("meetings")
+    r = subprocess.run(CLI + ["data", "simulate-meetings", str(fbank_cuts["train-clean-100"]), "--out-dir",
+                              str(d / "m"), "--audio-dir", str(d / "audio"), "--part", "train", "--num-meetings",
+                              "6", "--speakers", "2,3", "--min-duration", "4", "--max-duration", "14",
+                              "--max-utts-per-speaker", "2", "--seed", "1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = d / "cuts.jsonl.gz"
+    r = subprocess.run(CLI + ["data", "fbank", str(d / "m/meetings_recordings_train.jsonl.gz"),
+                              str(d / "m/meetings_supervisions_train.jsonl.gz"), "--out", str(out), "--split",
+                              "windows", "--window", "20", "--jobs", "1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return d, out
+
+
+def test_simulated_meetings_are_meetings(meetings):
+    from lhotse import load_manifest
+
+    cuts = load_manifest(meetings[1])
+    assert len(cuts) == 6
+    for c in cuts:
+        spk = {s.speaker for s in c.supervisions}
+        assert 2 <= len(spk) <= 3 and 4 <= c.duration <= 14
+        assert all(0 <= s.start < s.end <= c.duration + 1e-3 and s.text for s in c.supervisions)
+    r = subprocess.run(CLI + ["data", "validate", str(meetings[1])], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_tagspeech_learns_and_decodes_to_rttm(meetings, trained_model, tmp_path):
+    from auden_kit.data.segments import read_segments
+
+    d, cuts = meetings
+    cfg = {"task": "tagspeech", "exp_dir": str(tmp_path / "exp"),
+           # the tiny ASR encoder serves as both streams
+           "model": {"semantic_model": str(trained_model), "voice_model": str(trained_model), "d_model": 64,
+                     "decoder_layers": 2, "decoder_ff_dim": 128, "max_window": 20, "max_speakers": 4,
+                     "dropout": 0.0, "label_smoothing": 0.0},
+           "data": {"train_cuts": [str(cuts)], "valid_cuts": [str(cuts)], "max_duration": 30, "num_buckets": 1,
+                    "num_workers": 0, "spec_augment": False, "max_cut_duration": 20},
+           "optim": {"base_lr": 0.05, "warmup_batches": 2, "lr_batches": 1000},
+           "trainer": {"num_epochs": 40, "log_interval": 20, "average_period": 1, "progress": False,
+                       "valid_interval": 30, "schedule_speedup": 5}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run(CLI + ["train", "--config", str(tmp_path / "c.yaml")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    losses = [float(line.split("validation: loss ")[1].split(",")[0]) for line in r.stderr.splitlines()
+              if "validation: loss" in line]
+    assert len(losses) >= 2 and losses[-1] < 0.5 * losses[0], losses  # it learned the meetings
+    model = tmp_path / "model"
+    r = subprocess.run(CLI + ["average", "--exp-dir", str(tmp_path / "exp"), "--avg", "1", "--out", str(model)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # a manifest: every format written, scores computed, nothing failed
+    out = tmp_path / "dec"
+    r = subprocess.run(CLI + ["decode", "--model", str(model), "--cuts", str(cuts), "--out-dir", str(out),
+                              "--name", "t"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((out / "metrics-t.json").read_text())
+    assert m["fail_rate"] == 0 and m["meetings"] == 6 and m["cpwer"] < 100, m
+    for ext in ("rttm", "stm", "json"):
+        assert len(read_segments(out / f"hyp-t.{ext}")) >= 1
+        assert len(read_segments(out / f"ref-t.{ext}")) == 6
+    # an audio file: RTTM on stdout that reads back
+    wav = sorted((d / "audio" / "train" / "audio").glob("*.flac"))[0]
+    r = subprocess.run(CLI + ["decode", "--model", str(model), "--output", "rttm", str(wav)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (tmp_path / "o.rttm").write_text(r.stdout)
+    segs = read_segments(tmp_path / "o.rttm")
+    assert list(segs) == [wav.stem] and all(s.end > s.start for s in segs[wav.stem])
+    # the cascade baseline: same outputs and metrics
+    r = subprocess.run(CLI + ["diarize", "--voice-model", str(trained_model), "--asr-model", str(trained_model),
+                              "--cuts", str(cuts), "--out-dir", str(tmp_path / "casc")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    mc = json.loads((tmp_path / "casc" / "metrics-test.json").read_text())
+    assert mc["meetings"] == 6 and 0 <= mc["der"] and mc["fail_rate"] == 0
+
+
+def test_validate_reads_mixed_cuts(fbank_cuts, tmp_path):
+    """`data validate` checks MixedCuts: track audio, and supervisions inside the mixture."""
+    from lhotse import CutSet, load_manifest
+    from lhotse.utils import fastcopy
+
+    a, b = list(load_manifest(fbank_cuts["train-clean-100"]))[:2]
+    good = a.mix(b, offset_other_by=a.duration * 0.5)
+    CutSet.from_cuts([good]).to_file(tmp_path / "mixed.jsonl.gz")
+    r = subprocess.run(CLI + ["data", "validate", str(tmp_path / "mixed.jsonl.gz")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sup = a.supervisions[0]
+    bad_a = fastcopy(a, supervisions=[fastcopy(sup, duration=sup.duration + 100.0)])  # runs past the mixture
+    CutSet.from_cuts([bad_a.mix(b, offset_other_by=1.0)]).to_file(tmp_path / "bad.jsonl.gz")
+    r = subprocess.run(CLI + ["data", "validate", str(tmp_path / "bad.jsonl.gz")], capture_output=True, text=True)
+    assert r.returncode == 1 and "lies outside" in r.stderr and sup.id in r.stderr, r.stderr
