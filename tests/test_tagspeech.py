@@ -50,6 +50,18 @@ def test_targets_round_trip_and_speaker_order():
     assert bool(g.mask()[VOCAB.eos])
 
 
+def test_guided_attention_targets_follow_segments():
+    task = TagSpeechTask()
+    task.model_cfg = TagSpeechModelConfig(semantic_model="x", voice_model="y", align_margin=0.0)
+    spans = []
+    ids = segment_tokens(SEGS, VOCAB, WordTok(), spans=spans)
+    assert len(spans) == len(ids) and spans[0] == (0.0, 1.2) and spans[-1] == (2.4, 4.0)
+    inside, guided = task.attention_targets([spans], (1, len(ids) + 1, 100), 0.04)
+    assert guided[0, : len(ids)].all() and not guided[0, len(ids)]  # eos is free
+    assert inside[0, 0].nonzero().flatten().tolist() == list(range(0, 30))  # 0-1.2 s at 40 ms
+    assert inside[0, -2].nonzero().flatten().tolist() == list(range(60, 100))
+
+
 def test_parse_never_raises_on_garbage():
     rng = random.Random(0)
     for _ in range(300):
@@ -115,6 +127,10 @@ def test_incremental_decoder_matches_full():
     cache = d.start_cache(mem, pad)
     steps = torch.stack([d.step(cache, ys[:, u]) for u in range(7)], 1)
     assert torch.allclose(full, steps, atol=1e-5)
+    # the layer-by-layer pass that also returns the cross-attention (guided-attention loss)
+    logits, attn = d.decode_with_attention(mem, pad, ys, torch.zeros(3, 7, dtype=torch.bool))
+    assert torch.allclose(full, logits, atol=1e-5)
+    assert torch.allclose(attn.sum(-1), torch.ones(3, 7), atol=1e-5) and float(attn[2, :, 9:].sum()) == 0
 
 
 def test_windows_link_speakers_by_voice():

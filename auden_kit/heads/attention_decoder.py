@@ -30,6 +30,13 @@ class AttentionDecoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.out = nn.Linear(d_model, vocab_size)
         self.scale = math.sqrt(d_model)
+        # optional replacement of ``out``: fn(h (N, U, d) normalised, mem (N, T, d), mem_pad) ->
+        # logits (N, U, V); e.g. a pointer over memory frames for time tokens (task tagspeech)
+        self.output_fn = None
+
+    def _output(self, h: Tensor, mem: Tensor, mem_pad: Tensor) -> Tensor:
+        h = self.norm(h)
+        return self.output_fn(h, mem, mem_pad) if self.output_fn is not None else self.out(h)
 
     def _inputs(self, tokens: list[list[int]], device, prompts: list[list[int]] | None = None,
                 ignore_prompt: tuple[int, ...] = ()) -> tuple[Tensor, Tensor, Tensor]:
@@ -67,16 +74,49 @@ class AttentionDecoder(nn.Module):
         x = self.embed(ys_in) * self.scale + self.pos[:U]
         causal = torch.triu(torch.ones(U, U, dtype=torch.bool, device=ys_in.device), diagonal=1)
         h = self.layers(x, mem, tgt_mask=causal, tgt_key_padding_mask=pad, memory_key_padding_mask=mem_pad)
-        return self.out(self.norm(h))
+        return self._output(h, mem, mem_pad)
 
     def logits(self, enc: Tensor, enc_lens: Tensor, ys_in: Tensor, pad: Tensor) -> Tensor:
         return self.decode(*self.memory(enc, enc_lens), ys_in, pad)
+
+    def decode_with_attention(self, mem: Tensor, mem_pad: Tensor, ys_in: Tensor, pad: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`decode` computed layer by layer, also returning the last layer's cross-attention
+        weights averaged over heads (N, U, T): what attention-guiding losses read. Same result as
+        :meth:`decode` (dropout included in training mode)."""
+        U = ys_in.shape[1]
+        x = self.embed(ys_in) * self.scale + self.pos[:U]
+        causal = torch.triu(torch.ones(U, U, dtype=torch.bool, device=ys_in.device), diagonal=1)
+        self_mask = ~(causal[None, None] | pad[:, None, None, :])
+        cross_mask = ~mem_pad[:, None, None, :]
+        attn = None
+        for layer in self.layers.layers:
+            sa, mha = layer.self_attn, layer.multihead_attn
+            d, H = sa.embed_dim, sa.num_heads
+            p = sa.dropout if self.training else 0.0
+            q, k, v = nn.functional.linear(layer.norm1(x), sa.in_proj_weight, sa.in_proj_bias).chunk(3, dim=-1)
+            a = nn.functional.scaled_dot_product_attention(self._heads(q, H), self._heads(k, H), self._heads(v, H),
+                                                           attn_mask=self_mask, dropout_p=p)
+            x = x + layer.dropout1(sa.out_proj(a.transpose(1, 2).reshape(x.shape[0], U, d)))
+            w = mha.in_proj_weight
+            b = mha.in_proj_bias
+            q = self._heads(nn.functional.linear(layer.norm2(x), w[:d], b[:d]), H)
+            k = self._heads(nn.functional.linear(mem, w[d: 2 * d], b[d: 2 * d]), H)
+            v = self._heads(nn.functional.linear(mem, w[2 * d:], b[2 * d:]), H)
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(d // H)
+            probs = scores.masked_fill(~cross_mask, float("-inf")).softmax(-1)
+            attn = probs.mean(1)
+            probs = nn.functional.dropout(probs, mha.dropout, self.training)
+            a = probs @ v
+            x = x + layer.dropout2(mha.out_proj(a.transpose(1, 2).reshape(x.shape[0], U, d)))
+            h = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm3(x)))))
+            x = x + layer.dropout3(h)
+        return self._output(x, mem, mem_pad), attn
 
     # ------------------------------------------------------------------ incremental decoding
     def start_cache(self, mem: Tensor, mem_pad: Tensor) -> dict:
         """State for :meth:`step`: each layer's cross-attention keys/values of the projected memory
         (computed once) and empty self-attention caches. Eval mode only (no dropout)."""
-        cache = {"pad": mem_pad, "u": 0, "layers": []}
+        cache = {"pad": mem_pad, "mem": mem, "u": 0, "layers": []}
         for layer in self.layers.layers:
             mha = layer.multihead_attn
             d = mha.embed_dim
@@ -116,7 +156,7 @@ class AttentionDecoder(nn.Module):
             x = x + mha.out_proj(a.transpose(1, 2).reshape(x.shape[0], 1, d))
             x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
         cache["u"] = u + 1
-        return self.out(self.norm(x[:, 0]))
+        return self._output(x, cache["mem"], cache["pad"])[:, 0]
 
     def loss(self, enc: Tensor, enc_lens: Tensor, tokens: list[list[int]], label_smoothing: float = 0.1,
              prompts: list[list[int]] | None = None, ignore_prompt: tuple[int, ...] = ()) -> Tensor:

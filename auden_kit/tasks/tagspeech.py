@@ -77,6 +77,17 @@ class TagSpeechModelConfig:
     max_window: float = 60.0  # longest window (seconds) the time tokens cover
     max_speakers: int = 8  # speaker tokens per window
     label_smoothing: float = 0.1
+    # guided attention: the last decoder layer's cross-attention (mean over heads) of every token
+    # of a segment is pulled into that segment's time span (+- align_margin s) by
+    # align_loss_scale * -log(attention mass inside); 0: off. Measured on mini_synth_meeting
+    # (RESULTS.md): it decides whether the decoder learns to attend within a CPU budget
+    align_loss_scale: float = 1.0
+    align_margin: float = 0.2
+    # time tokens are predicted by pointing at memory frames (logit of a time bin = query of the
+    # decoder state . key of the frames in that bin) instead of from a softmax row per bin: a
+    # time is *where* the decoder looks, not a class to memorise. Measured on mini_synth_meeting
+    # (RESULTS.md): with a softmax row per bin the start/end times stayed ~1 s off
+    time_pointer: bool = True
     max_tokens_per_second: float = 15.0  # output length cap while decoding
     link_threshold: float = 0.5  # cosine similarity above which speakers of two windows are one
     # the encoders read windows in overlapping chunks of this many seconds (0: whole windows):
@@ -108,6 +119,8 @@ class TagSpeechModelConfig:
                             "model.freeze_voice true): a cache holds fixed outputs")
         if self.encoder_chunk < 0 or self.encoder_context < 0:
             raise UserError("config keys 'model.encoder_chunk' / 'model.encoder_context' must be >= 0")
+        if self.align_loss_scale < 0 or self.align_margin < 0:
+            raise UserError("config keys 'model.align_loss_scale' / 'model.align_margin' must be >= 0")
         if self.max_speakers < 1 or self.decoder_layers < 1:
             raise UserError("config keys 'model.max_speakers' / 'model.decoder_layers' must be >= 1")
         if not -1 <= self.link_threshold <= 1:
@@ -157,9 +170,10 @@ class TagVocab:
         return i - self.text - self.times
 
 
-def segment_tokens(segs: list[Segment], vocab: TagVocab, tokenizer, cut_id: str = "") -> list[int]:
+def segment_tokens(segs: list[Segment], vocab: TagVocab, tokenizer, cut_id: str = "",
+                   spans: list | None = None) -> list[int]:
     """``<t_start> <spk_k> words <t_end>`` per segment with words, ordered by start; speakers
-    numbered by first appearance."""
+    numbered by first appearance. ``spans`` (a list) receives each token's segment (start, end)."""
     order: dict[str, int] = {}
     out: list[int] = []
     for s in sorted(segs, key=lambda s: (s.start, s.end)):
@@ -171,7 +185,10 @@ def segment_tokens(segs: list[Segment], vocab: TagVocab, tokenizer, cut_id: str 
                 raise UserError(f"cut '{cut_id}' has more than {vocab.speakers} speakers; raise config key "
                                 "'model.max_speakers' or cut the recordings into shorter windows")
             order[s.speaker] = len(order)
-        out += [vocab.time_id(s.start), vocab.spk_id(order[s.speaker]), *words, vocab.time_id(s.end)]
+        toks = [vocab.time_id(s.start), vocab.spk_id(order[s.speaker]), *words, vocab.time_id(s.end)]
+        out += toks
+        if spans is not None:
+            spans += [(s.start, s.end)] * len(toks)
     return out
 
 
@@ -271,6 +288,20 @@ class Grammar:
         return m
 
 
+def smoothed_ce(logits: Tensor, y: Tensor, eps: float) -> Tensor:
+    """Label-smoothed cross-entropy summed over positions with y >= 0, the smoothing spread over
+    the classes that are possible at a position (logits above -1e3: pointer bins past the input
+    are not)."""
+    lp = logits.float().log_softmax(-1)
+    keep = y >= 0
+    nll = -lp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    if eps > 0:
+        valid = logits > -1e3
+        smooth = -lp.masked_fill(~valid, 0.0).sum(-1) / valid.sum(-1).clamp(min=1)
+        nll = (1 - eps) * nll + eps * smooth
+    return nll[keep].sum()
+
+
 # ---------------------------------------------------------------------------- model
 def sinusoids(pos: Tensor, dim: int) -> Tensor:
     """Fixed sin/cos features (..., dim) of positions ``pos`` (any real values)."""
@@ -357,7 +388,30 @@ class TagSpeechModel(nn.Module):
                                         cfg.decoder_ff_dim, cfg.dropout, sos_id=vocab.sos, eos_id=vocab.eos,
                                         max_len=2048)
         self.decoder.embed = TagEmbedding(vocab, cfg.d_model, cfg.time_anchors)
+        if cfg.time_pointer:
+            self.time_query = nn.Linear(cfg.d_model, cfg.d_model)
+            self.time_key = nn.Linear(cfg.d_model, cfg.d_model)
+            self.decoder.output_fn = self.logits_with_pointer
         self.set_frozen()
+
+    def logits_with_pointer(self, h: Tensor, mem: Tensor, mem_pad: Tensor) -> Tensor:
+        """Decoder logits whose time-token columns are pointer scores over the memory frames:
+        bin k = logsumexp of the scores of the frames it covers (the last frame stands for bins
+        at the very end that the encoder's subsampling left without a frame of their own); bins
+        past the input get -1e4."""
+        v = self.vocab
+        logits = self.decoder.out(h)
+        scores = self.time_query(h) @ self.time_key(mem).transpose(1, 2) / math.sqrt(h.shape[-1])  # (N, U, T)
+        N, U, T = scores.shape
+        r = max(1, int(round(v.time_bin / self.frame_shift)))
+        lens = (~mem_pad).sum(-1).clamp(min=1)  # (N,)
+        frame = torch.arange(v.times * r, device=h.device).view(v.times, r)
+        idx = torch.minimum(frame[None], (lens - 1)[:, None, None])  # (N, times, r)
+        g = scores.gather(2, idx.view(N, 1, -1).expand(N, U, -1)).view(N, U, v.times, r).logsumexp(-1)
+        last = torch.ceil(lens * self.frame_shift / v.time_bin).long() + 1  # bins up to the input's end
+        past = torch.arange(v.times, device=h.device)[None, :] > last[:, None]
+        times = g.masked_fill(past[:, None, :], -1e4)
+        return torch.cat([logits[..., : v.text], times, logits[..., v.text + v.times:]], -1)
 
     def set_frozen(self):
         if self.cfg.freeze_semantic:
@@ -482,7 +536,7 @@ class TagSpeechTask(Task):
 
     # ------------------------------------------------------------------ data
     def batch_targets(self, cuts, train: bool) -> dict:
-        tokens, refs = [], []
+        tokens, refs, spans = [], [], []
         for c in cuts:
             if c.duration > self.model_cfg.max_window + 1e-3:
                 raise UserError(f"cut '{c.id}' lasts {c.duration:.1f} s, longer than config key 'model.max_window' "
@@ -490,8 +544,9 @@ class TagSpeechTask(Task):
                                 "fbank --split windows --window N`) or raise it")
             segs = cut_segments(c)
             refs.append(segs)
-            tokens.append(segment_tokens(segs, self.vocab, self.tokenizer, c.id))
-        out = {"tokens": tokens, "refs": refs}
+            spans.append([])
+            tokens.append(segment_tokens(segs, self.vocab, self.tokenizer, c.id, spans[-1]))
+        out = {"tokens": tokens, "refs": refs, "spans": spans}
         have = all(STREAM_KEYS["semantic"] in (c.custom or {}) for c in cuts)
         if self.model_cfg.cached_streams and (train or have):  # decoding new cuts runs the encoders
             out["streams"] = load_streams(cuts, self.model_cfg.fusion != "semantic")
@@ -499,11 +554,38 @@ class TagSpeechTask(Task):
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, model: TagSpeechModel, batch: dict, step: int):
+        cfg = self.model_cfg
         mem, lens, _ = model.encode(batch["inputs"], batch["input_lens"], batch["targets"].get("streams"))
         tokens = batch["targets"]["tokens"]
-        loss = model.decoder.loss(mem, lens, tokens, label_smoothing=self.model_cfg.label_smoothing)
         n = float(sum(len(t) + 1 for t in tokens))
-        return loss, {"loss": float(loss.detach())}, n
+        dec = model.decoder
+        ys_in, ys_out, pad = dec._inputs(tokens, mem.device)
+        logits, attn = dec.decode_with_attention(*dec.memory(mem, lens), ys_in, pad)
+        if cfg.align_loss_scale <= 0:
+            ce = smoothed_ce(logits, ys_out, cfg.label_smoothing)
+            return ce, {"loss": float(ce.detach())}, n
+        ce = smoothed_ce(logits, ys_out, cfg.label_smoothing)
+        inside, guided = self.attention_targets(batch["targets"]["spans"], attn.shape, model.frame_shift)
+        mass = (attn.float() * inside.to(attn.device)).sum(-1).clamp(min=1e-6)
+        align = -(mass.log() * guided.to(attn.device)).sum()
+        loss = ce + cfg.align_loss_scale * align
+        return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "align": float(align.detach()),
+                      "attn_inside": float((mass * guided.to(attn.device)).sum().detach())}, n
+
+    def attention_targets(self, spans: list, shape, frame_shift: float) -> tuple[Tensor, Tensor]:
+        """(N, U, T) True where output position u may attend (its segment's frames +- margin),
+        and (N, U) True at the positions that are guided (tokens; not eos, not padding)."""
+        N, U, T = shape
+        inside = torch.zeros(N, U, T, dtype=torch.bool)
+        guided = torch.zeros(N, U, dtype=torch.bool)
+        m = self.model_cfg.align_margin
+        for i, sp in enumerate(spans):
+            for u, (a, b) in enumerate(sp[:U]):
+                lo, hi = max(0, int((a - m) / frame_shift)), min(T, int(math.ceil((b + m) / frame_shift)))
+                if hi > lo:
+                    inside[i, u, lo:hi] = True
+                    guided[i, u] = True
+        return inside, guided
 
     # ------------------------------------------------------------------ inference
     def allowed(self, seq: list[int], dur: float, cap: int) -> Tensor:
