@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,31 @@ def tiny_causal_asr(vocab_size: int, blank_shift: float = 2.0, seed: int = 0):
     with torch.no_grad():
         model.joiner.output_linear.bias[0] -= blank_shift
     return model
+
+
+def voice_config(exp_dir, fbank_cuts, **model):
+    return {
+        "task": "voice", "exp_dir": str(exp_dir),
+        "model": {"encoder": TINY_ENCODER, "embed_dim": 32, "heads": ["gender"], "head_weights": {"gender": 2.0},
+                  "aam_scale": 16.0, "aam_margin": 0.2, "margin_end_step": 40, "crop_seconds": 1.5, **model},
+        "data": {"train_cuts": [str(fbank_cuts["train-clean-100"])], "valid_cuts": [str(fbank_cuts["dev-clean"])],
+                 "max_duration": 12, "num_buckets": 2, "num_workers": 0, "spec_augment": False},
+        "optim": {"base_lr": 0.05, "warmup_batches": 2, "lr_batches": 100},
+        "trainer": {"num_epochs": 6, "log_interval": 5, "average_period": 1, "progress": False,
+                    "schedule_speedup": 20},
+    }
+
+
+@pytest.fixture(scope="session")
+def voice_model(fbank_cuts, tmp_path_factory):
+    import yaml
+
+    d = tmp_path_factory.mktemp("voice")
+    (d / "c.yaml").write_text(yaml.safe_dump(voice_config(d / "exp", fbank_cuts)))
+    cli = [sys.executable, "-m", "auden_kit.cli.main"]
+    r = subprocess.run(cli + ["train", "--config", str(d / "c.yaml")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run(cli + ["average", "--exp-dir", str(d / "exp"), "--out", str(d / "model")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return d

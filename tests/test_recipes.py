@@ -333,3 +333,33 @@ def test_mini_synth_ssl_recipe_tiny(tmp_path):
     from lhotse import CutSet
 
     assert all(not c.supervisions for c in CutSet.from_file(un))
+
+
+@pytest.mark.slow
+def test_mini_synth_meeting_recipe_tiny(tmp_path, trained_model, voice_model):
+    """Every stage of egs/mini_synth_meeting (synthesis, meeting simulation, fbank, stream cache,
+    tagspeech training, decoding with RTTM/STM/SegLST, the cascade, the long recording, summary)
+    with tiny models: the tiny ASR folder as the semantic stream, the tiny voice folder as the
+    voice stream and the cascade's embedder."""
+    recipe = _copy_recipe("mini_synth_meeting", tmp_path)
+    p = recipe / "conf" / "train.yaml"
+    cfg = yaml.safe_load(p.read_text())
+    cfg["model"].update({"d_model": 32, "decoder_layers": 1, "decoder_ff_dim": 64, "decoder_heads": 2})
+    cfg["data"].update({"max_duration": 120, "num_buckets": 1, "num_workers": 0})
+    cfg["trainer"].update({"progress": False, "average_period": 1})
+    p.write_text(yaml.safe_dump(cfg))
+    cmd = ["./run.sh", "--nj", "1", "--seen-speakers", "4", "--train-utts", "6", "--test-utts", "3",
+           "--unseen-speakers", "2", "--train-meetings", "6", "--dev-meetings", "2", "--test-meetings", "3",
+           "--num-epochs", "1", "--avg", "1", "--long-meetings", "2", "--asr-model", str(trained_model),
+           "--voice-model", str(voice_model / "model"), "--extra", "trainer.max_steps=3"]
+    r = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=_env(), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for n in range(11):
+        assert f"Stage {n}:" in r.stdout
+    summary = json.loads((recipe / "exp" / "summary.json").read_text())
+    for k in ("tagspeech", "cascade", "long"):
+        assert summary[k]["meetings"] >= 1 and summary[k]["fail_rate"] == 0, k
+    assert summary["long"]["recording_s"] > 30
+    for f in ("exp/tagspeech/decode/hyp-test.rttm", "exp/tagspeech/decode/ref-test.stm", "exp/cascade/hyp-test.json",
+              "data/ref_test.rttm"):
+        assert (recipe / f).is_file(), f

@@ -8,34 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import TINY_ENCODER
-
 CLI = [sys.executable, "-m", "auden_kit.cli.main"]
-
-
-def voice_config(exp_dir, fbank_cuts, **model):
-    return {
-        "task": "voice", "exp_dir": str(exp_dir),
-        "model": {"encoder": TINY_ENCODER, "embed_dim": 32, "heads": ["gender"], "head_weights": {"gender": 2.0},
-                  "aam_scale": 16.0, "aam_margin": 0.2, "margin_end_step": 40, "crop_seconds": 1.5, **model},
-        "data": {"train_cuts": [str(fbank_cuts["train-clean-100"])], "valid_cuts": [str(fbank_cuts["dev-clean"])],
-                 "max_duration": 12, "num_buckets": 2, "num_workers": 0, "spec_augment": False},
-        "optim": {"base_lr": 0.05, "warmup_batches": 2, "lr_batches": 100},
-        "trainer": {"num_epochs": 6, "log_interval": 5, "average_period": 1, "progress": False,
-                    "schedule_speedup": 20},
-    }
-
-
-@pytest.fixture(scope="session")
-def voice_model(fbank_cuts, tmp_path_factory):
-    d = tmp_path_factory.mktemp("voice")
-    (d / "c.yaml").write_text(yaml.safe_dump(voice_config(d / "exp", fbank_cuts)))
-    r = subprocess.run(CLI + ["train", "--config", str(d / "c.yaml")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run(CLI + ["average", "--exp-dir", str(d / "exp"), "--out", str(d / "model")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return d
 
 
 def test_voice_heads_learn_and_the_folder_carries_their_labels(voice_model):

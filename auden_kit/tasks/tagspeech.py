@@ -64,6 +64,11 @@ class TagSpeechModelConfig:
     semantic_encoder: Any = dataclasses.field(default_factory=dict)
     voice_encoder_type: str = ""
     voice_encoder: Any = dataclasses.field(default_factory=dict)
+    # the semantic model's CTC head (when it has one) turns its frames into token posteriors that
+    # join the semantic stream: the words are then spikes to copy rather than features to learn
+    # to read. Measured on mini_synth_meeting (RESULTS.md). Set from the folder on first use
+    semantic_ctc: bool = True
+    semantic_vocab: int = 0
     freeze_semantic: bool = True
     freeze_voice: bool = True
     fusion: str = "concat"
@@ -376,6 +381,10 @@ class TagSpeechModel(nn.Module):
         if cfg.fusion != "semantic":
             self.voice = build_encoder(cfg.voice_encoder_type, encoder_config(cfg.voice_encoder_type, cfg.voice_encoder))
         d_voice = self.voice.output_dim if self.voice is not None else 0
+        self.semantic_ctc = None
+        if cfg.semantic_ctc and cfg.semantic_vocab:
+            self.semantic_ctc = nn.Linear(d_sem, cfg.semantic_vocab)
+            d_sem += cfg.semantic_vocab
         if cfg.fusion == "concat":
             self.fuse = nn.Linear(d_sem + d_voice, cfg.d_model)
         else:
@@ -414,6 +423,8 @@ class TagSpeechModel(nn.Module):
         return torch.cat([logits[..., : v.text], times, logits[..., v.text + v.times:]], -1)
 
     def set_frozen(self):
+        if self.semantic_ctc is not None:  # the ASR model's own head: always as trained
+            self.semantic_ctc.requires_grad_(False)
         if self.cfg.freeze_semantic:
             self.semantic.requires_grad_(False)
         if self.voice is not None and self.cfg.freeze_voice:
@@ -450,6 +461,8 @@ class TagSpeechModel(nn.Module):
                 voice = None
         else:
             sem, lens, voice = self.streams(x, x_lens)
+        if self.semantic_ctc is not None:
+            sem = torch.cat([sem, self.semantic_ctc(sem).softmax(-1)], -1)  # probabilities: spikes in [0, 1]
         if voice is not None:
             T = min(sem.shape[1], voice.shape[1])
             sem, voice, lens = sem[:, :T], voice[:, :T], lens.clamp(max=T)
@@ -505,6 +518,13 @@ class TagSpeechTask(Task):
             m = cfg.get("model", {})
             setattr(model_cfg, f"{which}_encoder_type", m.get("encoder_type", "zipformer"))
             setattr(model_cfg, f"{which}_encoder", m.get("encoder", {}))
+            if which == "semantic":
+                model_cfg.semantic_ctc = bool(model_cfg.semantic_ctc and m.get("use_ctc"))
+                if model_cfg.semantic_ctc:
+                    from auden_kit.hub import load_assets
+
+                    model_cfg.semantic_vocab = int(m.get("vocab_size") or 0) or \
+                        load_assets(Path(path), cfg).tokenizer("text").vocab_size
             self._sources[which] = Path(path)
             feats[which] = (cfg.get("features") or {}).get("num_mel_bins", 80)
         if len(set(feats.values())) > 1:
@@ -532,6 +552,10 @@ class TagSpeechTask(Task):
                 raise UserError(f"'{path}' holds no encoder weights (no 'encoder.*' keys)")
             getattr(model, which).load_state_dict(enc)
             log.info("%s encoder from %s", which, path)
+            if which == "semantic" and model.semantic_ctc is not None:
+                model.semantic_ctc.load_state_dict({"weight": state["ctc_output.1.weight"],
+                                                    "bias": state["ctc_output.1.bias"]})
+                log.info("semantic stream: the encoder output and its CTC posteriors")
         return model
 
     # ------------------------------------------------------------------ data

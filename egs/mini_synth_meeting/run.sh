@@ -11,17 +11,21 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=100
 nj=2
+seen_speakers=20       # the quick start's voices (its corpus settings: same sentences and words)
+train_utts=60
+test_utts=10
 train_meetings=400
 dev_meetings=20
 test_meetings=40
 unseen_speakers=8      # test voices never heard in training (by any model of the run)
 num_epochs=8
 avg=2
+long_meetings=18       # stage 9: test meetings joined into one recording (~10 minutes)
 asr_model=../mini_synth/exp/model-avg          # the semantic stream (built by ../mini_synth if absent)
 voice_model=../mini_synth_voice/exp/model-avg  # the voice stream (built by ../mini_synth_voice if absent)
 extra=""               # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"
 help_message="Offline TagSpeech-style diarized ASR on simulated meetings. Example: ./run.sh --stage 5"
-__options="stage stop_stage nj train_meetings dev_meetings test_meetings unseen_speakers num_epochs avg asr_model voice_model extra"
+__options="stage stop_stage nj seen_speakers train_utts test_utts train_meetings dev_meetings test_meetings unseen_speakers num_epochs avg long_meetings asr_model voice_model extra"
 . ../../tools/parse_options.sh
 . ../../tools/recipe_lib.sh
 dl_dir=download
@@ -43,13 +47,14 @@ fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: synthesize single-speaker speech (the ASR's voices and words; $unseen_speakers new voices)"
   if [ ! -f $dl_dir/.seen.done ]; then  # mini_synth's corpus settings: its 20 voices and 150-word vocabulary
-    auden-kit data synth $dl_dir/seen --num-speakers 20 --train-utts 60 --dev-utts 5 --test-utts 10 \
+    auden-kit data synth $dl_dir/seen --num-speakers $seen_speakers --train-utts $train_utts --dev-utts 5 \
+      --test-utts $test_utts \
       --vocab-size 150 --jobs $nj --format lhotse --manifest-dir data/manifests/seen
     touch $dl_dir/.seen.done
   fi
   if [ ! -f $dl_dir/.unseen.done ]; then  # the next voices of the same order: heard by no model here
-    auden-kit data synth $dl_dir/unseen --num-speakers $unseen_speakers --voice-seed 0 --voice-offset 20 \
-      --train-utts 0 --dev-utts 0 --test-utts 10 --vocab-size 150 --jobs $nj --format lhotse \
+    auden-kit data synth $dl_dir/unseen --num-speakers $unseen_speakers --voice-seed 0 --voice-offset $seen_speakers \
+      --train-utts 0 --dev-utts 0 --test-utts $test_utts --vocab-size 150 --jobs $nj --format lhotse \
       --manifest-dir data/manifests/unseen
     touch $dl_dir/.unseen.done
   fi
@@ -124,7 +129,7 @@ fi
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   log "Stage 9: a long recording (test meetings back to back) decoded in windows, speakers linked"
   if up_to_date exp/long/metrics.json $exp/model-avg/config.yaml; then skip exp/long; else
-    python local/long_recording.py --cuts data/fbank/meetings_cuts_test.jsonl.gz --num 8 --model $exp/model-avg \
+    python local/long_recording.py --cuts data/fbank/meetings_cuts_test.jsonl.gz --num $long_meetings --model $exp/model-avg \
       --out-dir exp/long
   fi
 fi
