@@ -188,54 +188,48 @@ def test_simulated_meetings_are_meetings(meetings):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_tagspeech_learns_and_decodes_to_rttm(meetings, trained_model, tmp_path):
-    from auden_kit.data.segments import read_segments
+def test_tagspeech_learns_the_meetings(meetings, trained_model):
+    """A tiny tagspeech model (the tiny ASR encoder as both streams) on 6 meetings: the loss falls
+    below half, the grammar-constrained decoding of a training meeting gets its speaker count
+    and most words, and every output parses. (The CLI, the model folder, the formats and the
+    cascade run end to end in tests/test_recipes.py.)"""
+    from lhotse import load_manifest
 
-    d, cuts = meetings
-    cfg = {"task": "tagspeech", "exp_dir": str(tmp_path / "exp"),
-           # the tiny ASR encoder serves as both streams
-           "model": {"semantic_model": str(trained_model), "voice_model": str(trained_model), "d_model": 64,
-                     "decoder_layers": 2, "decoder_ff_dim": 128, "max_window": 20, "max_speakers": 4,
-                     "dropout": 0.0, "label_smoothing": 0.0},
-           "data": {"train_cuts": [str(cuts)], "valid_cuts": [str(cuts)], "max_duration": 30, "num_buckets": 1,
-                    "num_workers": 0, "spec_augment": False, "max_cut_duration": 20},
-           "optim": {"base_lr": 0.05, "warmup_batches": 2, "lr_batches": 1000},
-           "trainer": {"num_epochs": 40, "log_interval": 20, "average_period": 1, "progress": False,
-                       "valid_interval": 30, "schedule_speedup": 5}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    r = subprocess.run(CLI + ["train", "--config", str(tmp_path / "c.yaml")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    losses = [float(line.split("validation: loss ")[1].split(",")[0]) for line in r.stderr.splitlines()
-              if "validation: loss" in line]
-    assert len(losses) >= 2 and losses[-1] < 0.5 * losses[0], losses  # it learned the meetings
-    model = tmp_path / "model"
-    r = subprocess.run(CLI + ["average", "--exp-dir", str(tmp_path / "exp"), "--avg", "1", "--out", str(model)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    # a manifest: every format written, scores computed, nothing failed
-    out = tmp_path / "dec"
-    r = subprocess.run(CLI + ["decode", "--model", str(model), "--cuts", str(cuts), "--out-dir", str(out),
-                              "--name", "t"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    m = json.loads((out / "metrics-t.json").read_text())
-    assert m["fail_rate"] == 0 and m["meetings"] == 6 and m["cpwer"] < 100, m
-    for ext in ("rttm", "stm", "json"):
-        assert len(read_segments(out / f"hyp-t.{ext}")) >= 1
-        assert len(read_segments(out / f"ref-t.{ext}")) == 6
-    # an audio file: RTTM on stdout that reads back
-    wav = sorted((d / "audio" / "train" / "audio").glob("*.flac"))[0]
-    r = subprocess.run(CLI + ["decode", "--model", str(model), "--output", "rttm", str(wav)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    (tmp_path / "o.rttm").write_text(r.stdout)
-    segs = read_segments(tmp_path / "o.rttm")
-    assert list(segs) == [wav.stem] and all(s.end > s.start for s in segs[wav.stem])
-    # the cascade baseline: same outputs and metrics
-    r = subprocess.run(CLI + ["diarize", "--voice-model", str(trained_model), "--asr-model", str(trained_model),
-                              "--cuts", str(cuts), "--out-dir", str(tmp_path / "casc")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    mc = json.loads((tmp_path / "casc" / "metrics-test.json").read_text())
-    assert mc["meetings"] == 6 and 0 <= mc["der"] and mc["fail_rate"] == 0
+    from auden_kit.config import from_dict
+    from auden_kit.metrics.diarization import score_meetings
+    from auden_kit.training.trainer import TrainConfig, resolve
+
+    torch.manual_seed(0)
+    cfg = from_dict(TrainConfig, {
+        "task": "tagspeech", "exp_dir": "unused",
+        "model": {"semantic_model": str(trained_model), "voice_model": str(trained_model), "d_model": 64,
+                  "decoder_layers": 2, "decoder_ff_dim": 128, "max_window": 20, "max_speakers": 4, "dropout": 0.0,
+                  "label_smoothing": 0.0}})
+    task, mcfg = resolve(cfg)
+    cuts = list(load_manifest(meetings[1]))
+    task.setup(mcfg, task.build_assets(cfg, mcfg, cuts))
+    model = task.build_model()
+    feats = [torch.from_numpy(c.load_features()) for c in cuts]
+    lens = torch.tensor([f.shape[0] for f in feats])
+    batch = {"inputs": torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), "input_lens": lens,
+             "targets": task.batch_targets(cuts, True), "cut_ids": [c.id for c in cuts]}
+    with torch.no_grad():  # the frozen streams once (what the stream cache does)
+        sem, slens, voice = model.streams(batch["inputs"], lens)
+    batch["targets"]["streams"] = {"semantic": sem, "lens": slens, "voice": voice}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    first = None
+    for step in range(150):
+        loss, stats, n = task.compute_loss(model, batch, step)
+        opt.zero_grad()
+        (loss / n).backward()
+        opt.step()
+        first = first if first is not None else stats["ce"] / n
+    assert stats["ce"] / n < 0.5 * first, (first, stats["ce"] / n)
+    model.eval()
+    results = task.infer(model, batch)
+    m = score_meetings([(r.cut_id, r.refs, r.segments) for r in results])
+    assert m["fail_rate"] == 0 and m["cpwer"] < 60 and m["spk_count_acc"] >= 50, m
 
 
 def test_validate_reads_mixed_cuts(fbank_cuts, tmp_path):

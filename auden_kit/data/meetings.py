@@ -88,7 +88,7 @@ def simulate_meetings(cuts, out_dir: str | Path, opts: MeetingOptions):
     for _ in range(10):
         if len(recordings) >= opts.num_meetings:
             break
-        for m in _draw(sim, by_speaker, opts, rng, 2 * (opts.num_meetings - len(recordings)) + 4):
+        for m in _draw(sim, by_speaker, opts, rng, 4 * (opts.num_meetings - len(recordings)) + 8):
             if len(recordings) >= opts.num_meetings:
                 break
             if opts.min_duration <= m.duration <= opts.max_duration:

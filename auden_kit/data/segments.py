@@ -88,6 +88,18 @@ def _bad(path, lineno: int, line: str, what: str) -> UserError:
     return UserError(f"{path}, line {lineno}: {what}: {line.strip()[:120]!r}")
 
 
+def _times(path, k: int, line: str, f: list[str], what: str) -> tuple[float, float]:
+    """Fields 4 and 5 of a line (RTTM and STM keep their times there) as numbers."""
+    try:
+        return float(f[3]), float(f[4])
+    except ValueError:
+        raise _bad(path, k, line, f"{what} (fields 4, 5) must be numbers") from None
+
+
+def _in_order(out: dict) -> dict[str, list[Segment]]:
+    return {r: sorted(v, key=lambda s: (s.start, s.end)) for r, v in out.items()}
+
+
 def read_rttm(path) -> dict[str, list[Segment]]:
     """{recording id: segments} from an RTTM file (SPEAKER lines; others are skipped)."""
     out: dict[str, list[Segment]] = {}
@@ -97,12 +109,9 @@ def read_rttm(path) -> dict[str, list[Segment]]:
             continue
         if len(f) < 8:
             raise _bad(path, k, line, "an RTTM SPEAKER line has at least 8 fields")
-        try:
-            start, dur = float(f[3]), float(f[4])
-        except ValueError:
-            raise _bad(path, k, line, "start and duration (fields 4, 5) must be numbers") from None
+        start, dur = _times(path, k, line, f, "start and duration")
         out.setdefault(f[1], []).append(Segment(start, start + dur, f[7]))
-    return {r: sorted(v, key=lambda s: (s.start, s.end)) for r, v in out.items()}
+    return _in_order(out)
 
 
 def read_stm(path) -> dict[str, list[Segment]]:
@@ -115,15 +124,12 @@ def read_stm(path) -> dict[str, list[Segment]]:
         f = line.split()
         if len(f) < 5:
             raise _bad(path, k, line, "an STM line has at least 5 fields (rec channel speaker start end)")
-        try:
-            start, end = float(f[3]), float(f[4])
-        except ValueError:
-            raise _bad(path, k, line, "start and end (fields 4, 5) must be numbers") from None
+        start, end = _times(path, k, line, f, "start and end")
         words = f[5:]
         if words and words[0].startswith("<") and words[0].endswith(">"):
             words = words[1:]
         out.setdefault(f[0], []).append(Segment(start, end, f[2], " ".join(words)))
-    return {r: sorted(v, key=lambda s: (s.start, s.end)) for r, v in out.items()}
+    return _in_order(out)
 
 
 def read_seglst(path) -> dict[str, list[Segment]]:
@@ -136,7 +142,7 @@ def read_seglst(path) -> dict[str, list[Segment]]:
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path}: not a SegLST file (a JSON list of session_id, speaker, start_time, end_time, "
                         f"words): {e}") from None
-    return {r: sorted(v, key=lambda s: (s.start, s.end)) for r, v in out.items()}
+    return _in_order(out)
 
 
 def read_segments(path) -> dict[str, list[Segment]]:

@@ -18,6 +18,9 @@ train_meetings=400
 dev_meetings=20
 test_meetings=40
 unseen_speakers=8      # test voices never heard in training (by any model of the run)
+min_seconds=15         # meeting durations
+max_seconds=60
+thresholds="0.4 0.55 0.7"  # stage 8: the cascade's clustering thresholds tried on dev
 num_epochs=8
 avg=2
 long_meetings=18       # stage 9: test meetings joined into one recording (~10 minutes)
@@ -25,7 +28,7 @@ asr_model=../mini_synth/exp/model-avg          # the semantic stream (built by .
 voice_model=../mini_synth_voice/exp/model-avg  # the voice stream (built by ../mini_synth_voice if absent)
 extra=""               # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"
 help_message="Offline TagSpeech-style diarized ASR on simulated meetings. Example: ./run.sh --stage 5"
-__options="stage stop_stage nj seen_speakers train_utts test_utts train_meetings dev_meetings test_meetings unseen_speakers num_epochs avg long_meetings asr_model voice_model extra"
+__options="stage stop_stage nj seen_speakers train_utts test_utts train_meetings dev_meetings test_meetings unseen_speakers min_seconds max_seconds thresholds num_epochs avg long_meetings asr_model voice_model extra"
 . ../../tools/parse_options.sh
 . ../../tools/recipe_lib.sh
 dl_dir=download
@@ -61,8 +64,9 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  log "Stage 2: simulate meetings (2-4 speakers, 15-60 s, overlaps; test: seen and unseen voices)"
-  sim="auden-kit data simulate-meetings --out-dir data/manifests --audio-dir $dl_dir/meetings --prefix meetings"
+  log "Stage 2: simulate meetings (2-4 speakers, $min_seconds-$max_seconds s, overlaps; test: seen and unseen voices)"
+  sim="auden-kit data simulate-meetings --out-dir data/manifests --audio-dir $dl_dir/meetings --prefix meetings
+    --min-duration $min_seconds --max-duration $max_seconds"
   m=data/manifests
   [ -f $m/meetings_recordings_train.jsonl.gz ] || \
     $sim $m/seen/synth_cuts_train-clean-100.jsonl.gz --part train --num-meetings $train_meetings --seed 1
@@ -121,7 +125,16 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   if up_to_date exp/cascade/metrics-test.json $asr_model/config.yaml $voice_model/config.yaml; then
     skip exp/cascade
   else
-    auden-kit diarize --voice-model $voice_model --asr-model $asr_model \
+    # its clustering threshold is tuned on the dev meetings (lowest DER), as one tunes pyannote's
+    best=""; best_der=1e9
+    for th in $thresholds; do
+      auden-kit diarize --voice-model $voice_model --asr-model $asr_model --threshold $th \
+        --cuts data/fbank/meetings_cuts_dev.jsonl.gz --out-dir exp/cascade/dev-$th --name dev
+      der=$(python -c "import json; print(json.load(open('exp/cascade/dev-$th/metrics-dev.json'))['der'])")
+      if python -c "import sys; sys.exit(0 if $der < $best_der else 1)"; then best=$th; best_der=$der; fi
+    done
+    log "cascade threshold $best (dev DER $best_der)"
+    auden-kit diarize --voice-model $voice_model --asr-model $asr_model --threshold $best \
       --cuts data/fbank/meetings_cuts_test.jsonl.gz --out-dir exp/cascade --name test
   fi
 fi
