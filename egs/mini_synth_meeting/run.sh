@@ -48,7 +48,7 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  log "Stage 1: synthesize single-speaker speech (the ASR's voices and words; $unseen_speakers new voices)"
+  log "Stage 1: synthesize single-speaker speech (the voices and words of the ASR corpus; $unseen_speakers new voices)"
   if [ ! -f $dl_dir/.seen.done ]; then  # mini_synth's corpus settings: its 20 voices and 150-word vocabulary
     auden-kit data synth $dl_dir/seen --num-speakers $seen_speakers --train-utts $train_utts --dev-utts 5 \
       --test-utts $test_utts \
@@ -90,7 +90,7 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  log "Stage 4: cache the frozen encoders' streams (training then runs the decoder only)"
+  log "Stage 4: cache the streams of the frozen encoders (training then runs the decoder only)"
   for p in train dev; do
     out=data/fbank/meetings_streams_$p.jsonl.gz
     if up_to_date $out data/fbank/meetings_cuts_$p.jsonl.gz $asr_model/model.safetensors \
