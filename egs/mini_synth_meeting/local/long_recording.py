@@ -26,6 +26,8 @@ def main():
     ap.add_argument("--model", required=True, help="tagspeech model folder")
     ap.add_argument("--num", type=int, default=18, help="meetings to join (18 x ~33 s: about 10 minutes)")
     ap.add_argument("--max-segment", type=float, default=60.0, help="longest window (seconds)")
+    ap.add_argument("--link-threshold", type=float, default=None,
+                    help="cosine similarity for linking speakers across windows (default: the model's)")
     ap.add_argument("--out-dir", required=True)
     a = ap.parse_args()
     from lhotse import load_manifest_lazy
@@ -43,6 +45,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     sf.write(out / "long.wav", audio.numpy(), rate)
     m = auden_kit.load(a.model)
+    if a.link_threshold is not None:
+        m.task.model_cfg.link_threshold = a.link_threshold
     t0 = time.time()
     res = m.infer(str(out / "long.wav"), max_segment=a.max_segment)
     elapsed = time.time() - t0
@@ -51,7 +55,8 @@ def main():
     scores.update({"recording_s": round(audio.numel() / rate, 1), "meetings_joined": len(cuts),
                    "decode_s": round(elapsed, 1), "rtf": round(elapsed / (audio.numel() / rate), 4),
                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                   "ref_speakers": len({s.speaker for s in refs}), "hyp_speakers": len(res.speakers)})
+                   "ref_speakers": len({s.speaker for s in refs}), "hyp_speakers": len(res.speakers),
+                   "link_threshold": m.task.model_cfg.link_threshold})
     write_segments(out / "hyp.rttm", {"long": res.segments}, "rttm")
     write_segments(out / "ref.rttm", {"long": refs}, "rttm")
     (out / "metrics.json").write_text(json.dumps(scores, indent=1) + "\n")
