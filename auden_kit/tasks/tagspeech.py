@@ -614,13 +614,6 @@ class TagSpeechTask(Task):
         return inside, guided
 
     # ------------------------------------------------------------------ inference
-    def allowed(self, seq: list[int], dur: float, cap: int) -> Tensor:
-        """The grammar's mask (True = allowed) for the next token after ``seq`` (no sos)."""
-        g = Grammar(self.vocab, dur, cap)
-        for i in seq:
-            g.update(i)
-        return g.mask()
-
     @torch.no_grad()
     def infer(self, model: TagSpeechModel, batch: dict, method: str = "greedy", **_) -> list[SegmentsResult]:
         """Grammar-constrained greedy search, all rows at once, one decoder position per step
