@@ -55,10 +55,18 @@ stamp="$VENV/.auden-kit-setup"
 want="$(cat pyproject.toml | "$PY" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())') extras=$EXTRAS"
 if [ "$FORCE" = 1 ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "==> installing auden-kit[$EXTRAS] (editable); the first time this fetches torch (a few GB)"
+  # torch's CUDA build and its libraries take ~6 GB in the venv; say so before pip fills the disk.
+  free_kb=$(df -Pk "$VENV" 2>/dev/null | awk 'NR==2 {print $4}')
+  if [ -n "${free_kb:-}" ] && [ "$free_kb" -lt 8000000 ]; then
+    echo "setup.sh: warning: only $((free_kb / 1024)) MB free where $VENV lives; the install needs ~7 GB" >&2
+  fi
   "$PY" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
   log="$VENV/pip-install.log"
   if ! "$PY" -m pip install -e ".[$EXTRAS]" >"$log" 2>&1; then
     grep -v -E "^WARNING: Location" "$log" | tail -25 >&2
+    if grep -q "No space left on device" "$log"; then
+      die "the disk filled up while installing (df -h $VENV); free ~7 GB or pass --venv DIR on a larger disk, then rerun ./setup.sh"
+    fi
     die "pip could not install auden-kit[$EXTRAS] (full log: $log)"
   fi
   rm -f "$stamp"
