@@ -147,6 +147,7 @@ def test_windows_link_speakers_by_voice():
 
 
 def test_config_errors_name_the_key():
+    from auden_kit.config import from_dict
     from auden_kit.errors import UserError
 
     with pytest.raises(UserError, match="model.voice_model"):
@@ -155,6 +156,43 @@ def test_config_errors_name_the_key():
         TagSpeechModelConfig(semantic_model="a", voice_model="b", fusion="sum").validate()
     with pytest.raises(UserError, match="model.cached_streams"):
         TagSpeechModelConfig(semantic_model="a", voice_model="b", cached_streams=True, freeze_voice=False).validate()
+    with pytest.raises(UserError, match="model.train_filter.min_segment"):
+        from_dict(TagSpeechModelConfig, {"semantic_model": "a", "voice_model": "b",
+                                          "train_filter": {"min_segment": 5, "max_segment": 1}}).validate()
+
+
+def test_tagspeech_training_filter():
+    """TagSpeech's filter (0.5-30 s segments, <= 30 chars/s, <= 10 segments) drops a window for
+    the first segment that breaks it and says why; off by default; the task applies it to
+    training windows only."""
+    from lhotse import MonoCut, SupervisionSegment
+
+    from auden_kit.config import from_dict
+    from auden_kit.data.segments import SegmentFilter
+
+    def window(*sups):
+        return MonoCut("w", start=0, duration=20, channel=0, supervisions=[
+            SupervisionSegment(f"s{i}", "r", start=a, duration=d, text=t, speaker="A") for i, (a, d, t) in enumerate(sups)])
+
+    ok = window((0, 2, "hello there"), (3, 1, "yes"))
+    short = window((0, 2, "hello there"), (3, 0.3, "yes"))
+    fast = window((0, 1, "a" * 40))
+    many = window(*[(i, 0.8, "yes") for i in range(11)])
+    f = from_dict(SegmentFilter, {"min_segment": 0.5, "max_segment": 30, "max_chars_per_second": 30,
+                                  "max_segments": 10})
+    assert f(ok) and not f(short) and not f(fast) and not f(many)
+    assert "s1" in f.why_not(short) and "chars/s" in f.why_not(fast) and "11 segments" in f.why_not(many)
+    assert all(SegmentFilter()(c) for c in (ok, short, fast, many)) and not SegmentFilter().active
+    task = TagSpeechTask()
+    task.model_cfg = TagSpeechModelConfig(semantic_model="a", voice_model="b", train_filter=f)
+    assert task.keep_training_cut(ok) and not task.keep_training_cut(short)
+    from lhotse import CutSet
+
+    from auden_kit.data.datamodule import DataConfig, _filter
+
+    both = CutSet.from_cuts([ok, short.with_id("w2")])
+    assert [c.id for c in _filter(both, DataConfig(), task, train=True)] == ["w"]
+    assert len(list(_filter(both, DataConfig(), task, train=False))) == 2
 
 
 # ---------------------------------------------------------------------------- end to end

@@ -318,10 +318,19 @@ def _duration_ok(cut, lo: float, hi: float) -> bool:
     return lo <= cut.duration <= hi
 
 
-def _filter(cuts, cfg: DataConfig):
+def _filter(cuts, cfg: DataConfig, task=None, train: bool = False):
     import functools
 
-    return cuts.filter(functools.partial(_duration_ok, lo=cfg.min_cut_duration, hi=cfg.max_cut_duration))
+    cuts = cuts.filter(functools.partial(_duration_ok, lo=cfg.min_cut_duration, hi=cfg.max_cut_duration))
+    if train and task is not None and type(task).keep_training_cut is not _base_keep():
+        cuts = cuts.filter(task.keep_training_cut)
+    return cuts
+
+
+def _base_keep():
+    from auden_kit.tasks.base import Task
+
+    return Task.keep_training_cut
 
 
 def build_dataset(cfg: DataConfig, train: bool, task=None) -> SpeechDataset:
@@ -374,11 +383,11 @@ def make_loader(cfg: DataConfig, paths: Sequence[str], train: bool, world_size: 
 
     pre_sharded = train and world_size > 1 and any(is_shar(p) for p in paths)
     if pre_sharded:  # each rank reads its own shards; the sampler must not split them again
-        cuts = _filter(load_cuts(paths, rank, world_size), cfg)
+        cuts = _filter(load_cuts(paths, rank, world_size), cfg, task, train)
         sampler = ResumableSampler(cuts, cfg, train=train, world_size=1, rank=0, seed_rank=rank)
         sampler.duration_cuts = load_cuts(paths, rank, world_size, cuts_only=True)
     else:
-        cuts = _filter(load_cuts(paths), cfg)
+        cuts = _filter(load_cuts(paths), cfg, task, train)
         sampler = ResumableSampler(cuts, cfg, train=train, world_size=world_size, rank=rank)
     sampler.pre_sharded = pre_sharded
     dataset = build_dataset(cfg, train, task=task)

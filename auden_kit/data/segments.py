@@ -11,6 +11,7 @@ Readers raise :class:`UserError` naming the file and line; writers are atomic.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -33,6 +34,49 @@ def cut_segments(cut) -> list[Segment]:
         out.append(Segment(round(a, 3), round(b, 3), str(s.speaker if s.speaker is not None else "spk"),
                            (s.text or "").strip()))
     return sorted(out, key=lambda x: (x.start, x.end))
+
+
+@dataclasses.dataclass
+class SegmentFilter:
+    """TagSpeech's training-data filter (arXiv 2601.06896; there: 0.5-30 s, 30 chars/s, 10
+    segments): a window is kept when each of its segments lasts ``min_segment`` to
+    ``max_segment`` seconds and speaks at most ``max_chars_per_second`` (spaces not counted), and
+    it holds at most ``max_segments`` segments. A bound of 0 is off (the default: keep all).
+    Segments are taken whole, as annotated (not clipped to the window), so a window edge does not
+    turn a normal segment into a "too short" one."""
+
+    min_segment: float = 0.0
+    max_segment: float = 0.0
+    max_chars_per_second: float = 0.0
+    max_segments: int = 0
+
+    def check(self, key: str):  # (not validate(): the key depends on where the filter sits in a config)
+        for k in ("min_segment", "max_segment", "max_chars_per_second", "max_segments"):
+            if getattr(self, k) < 0:
+                raise UserError(f"config key '{key}.{k}' must be >= 0 (0: off), got {getattr(self, k)}")
+        if self.max_segment and self.min_segment > self.max_segment:
+            raise UserError(f"config keys '{key}.min_segment' ({self.min_segment}) > '{key}.max_segment' "
+                            f"({self.max_segment}): nothing would be kept")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.min_segment or self.max_segment or self.max_chars_per_second or self.max_segments)
+
+    def why_not(self, cut) -> str:
+        """Why ``cut`` is dropped ('' when it is kept)."""
+        sups = [s for s in cut.supervisions if s.end > 0 and s.start < cut.duration]
+        if self.max_segments and len(sups) > self.max_segments:
+            return f"{len(sups)} segments > {self.max_segments}"
+        for s in sups:
+            if s.duration < self.min_segment or (self.max_segment and s.duration > self.max_segment):
+                return f"segment '{s.id}' lasts {s.duration:.2f} s (outside {self.min_segment}-{self.max_segment or 'inf'} s)"
+            chars = len((s.text or "").replace(" ", ""))
+            if self.max_chars_per_second and chars > self.max_chars_per_second * max(s.duration, 1e-3):
+                return f"segment '{s.id}' speaks {chars / max(s.duration, 1e-3):.1f} chars/s (> {self.max_chars_per_second})"
+        return ""
+
+    def __call__(self, cut) -> bool:
+        return not self.why_not(cut)
 
 
 def _fmt_time(t: float) -> str:

@@ -123,6 +123,11 @@ class Task:
         module's own (speed perturbation, noise) and before features are read."""
         return []
 
+    def keep_training_cut(self, cut) -> bool:
+        """False drops ``cut`` from the training data (a task's data filter, e.g. TagSpeech's);
+        validation, decoding and scoring see every cut."""
+        return True
+
     def batch_targets(self, cuts, train: bool) -> dict:
         """Targets of a batch from its cuts (runs in data workers). Raise UserError naming the
         cut id for a cut the task cannot use."""

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from auden_kit.data.segments import cut_segments
+from auden_kit.data.segments import SegmentFilter, cut_segments
 from auden_kit.errors import UserError
 from auden_kit.heads.attention_decoder import AttentionDecoder
 from auden_kit.hub import build_encoder, encoder_config
@@ -105,6 +105,9 @@ class TagSpeechModelConfig:
     # train on the frozen encoders' outputs stored with the cuts (`auden-kit data stream-cache`):
     # each epoch then costs the decoder only; decoding new audio runs the encoders as usual
     cached_streams: bool = False
+    # TagSpeech's training-data filter (its values: min_segment 0.5, max_segment 30,
+    # max_chars_per_second 30, max_segments 10); every bound 0 = off. Training windows only.
+    train_filter: SegmentFilter = dataclasses.field(default_factory=SegmentFilter)
 
     def validate(self):
         if not (self.semantic_model or self.semantic_encoder_type):
@@ -130,6 +133,7 @@ class TagSpeechModelConfig:
             raise UserError("config keys 'model.align_loss_scale' / 'model.align_margin' must be >= 0")
         if self.max_speakers < 1 or self.decoder_layers < 1:
             raise UserError("config keys 'model.max_speakers' / 'model.decoder_layers' must be >= 1")
+        self.train_filter.check("model.train_filter")
         if not -1 <= self.link_threshold <= 1:
             raise UserError(f"config key 'model.link_threshold' is a cosine similarity in [-1, 1], got "
                             f"{self.link_threshold}")
@@ -561,6 +565,9 @@ class TagSpeechTask(Task):
         return model
 
     # ------------------------------------------------------------------ data
+    def keep_training_cut(self, cut) -> bool:
+        return self.model_cfg.train_filter(cut)
+
     def batch_targets(self, cuts, train: bool) -> dict:
         tokens, refs, spans = [], [], []
         for c in cuts:
