@@ -285,3 +285,24 @@ def test_validate_reads_mixed_cuts(fbank_cuts, tmp_path):
     CutSet.from_cuts([bad_a.mix(b, offset_other_by=1.0)]).to_file(tmp_path / "bad.jsonl.gz")
     r = subprocess.run(CLI + ["data", "validate", str(tmp_path / "bad.jsonl.gz")], capture_output=True, text=True)
     assert r.returncode == 1 and "lies outside" in r.stderr and sup.id in r.stderr, r.stderr
+
+
+def test_utterance_groups_split_between_segments():
+    """Recordings -> utterance groups (pauses < max_pause join); a group over max_duration is split
+    at segment starts: every segment lands whole in exactly one part, parts <= the limit."""
+    from lhotse import MonoCut, Recording, SupervisionSegment
+    from lhotse.audio import AudioSource
+
+    from auden_kit.data.meetings import utterance_groups
+
+    sups = [SupervisionSegment(f"s{i}", "r", start=5.0 * i, duration=4.0, text="w", speaker="AB"[i % 2])
+            for i in range(20)]  # 100 s of talk, 1 s pauses
+    sups.append(SupervisionSegment("late", "r", start=130.0, duration=3.0, text="w", speaker="A"))
+    recording = Recording("r", [AudioSource("file", [0], "never-read.wav")], 16000, 140 * 16000, 140.0)
+    rec = MonoCut("r", start=0, duration=140, channel=0, supervisions=sups, recording=recording)
+    whole = utterance_groups([rec], max_pause=2.0)
+    assert [round(g.duration) for g in whole] == [99, 3]
+    parts = utterance_groups([rec], max_pause=2.0, max_duration=30.0)
+    assert all(p.duration <= 30.0 for p in parts) and len({p.id for p in parts}) == len(parts)
+    inside = [s.id for p in parts for s in p.supervisions if s.start >= -1e-6 and s.end <= p.duration + 1e-6]
+    assert sorted(inside) == sorted(s.id for s in sups)

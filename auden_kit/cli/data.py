@@ -369,6 +369,8 @@ def fbank(
                                                    "ASR, ST), groups (supervisions joined across pauses shorter than "
                                                    "--max-pause, overlaps kept: meetings) or windows (--window s)."),
     max_pause: float = typer.Option(2.0, help="With --split groups: pauses shorter than this join segments."),
+    max_group: float = typer.Option(0.0, help="With --split groups: longer groups are split between segments "
+                                              "into parts of at most this many seconds (0: no limit)."),
 ):
     """Compute 80-dim log-mel features (stored with lilcom) for a manifest. Long labeled recordings
     are cut into one cut per supervision; unlabeled ones into windows."""
@@ -392,7 +394,9 @@ def fbank(
         labeled = CutSet.from_cuts(w for c in labeled for w in ([c] if c.duration <= window else c.cut_into_windows(window))
                                    if w.duration >= 0.3).to_eager()
     elif split == "groups" and len(labeled):
-        labeled = labeled.trim_to_supervision_groups(max_pause=max_pause).to_eager()
+        from auden_kit.data.meetings import utterance_groups
+
+        labeled = CutSet.from_cuts(utterance_groups(labeled, max_pause, max_group))
     elif _has_long_recordings(labeled):  # one cut per segment (eager: the speed copies and progress bar need a length)
         labeled = labeled.trim_to_supervisions(keep_overlapping=False).to_eager()
     if len(unlabeled):

@@ -150,3 +150,31 @@ def _render(m, audio_dir: Path, rid: str, rate: int, recordings: list, sups: lis
                                        duration=round(min(s.duration, rec.duration - s.start), 3),
                                        channel=0, text=s.text, speaker=s.speaker, language=s.language,
                                        gender=s.gender))
+
+
+def utterance_groups(cuts, max_pause: float, max_duration: float = 0.0) -> list:
+    """Cuts of whole recordings -> utterance groups (TagSpeech's and SOT's unit): supervisions joined
+    across pauses shorter than ``max_pause``, overlapping speech kept. With ``max_duration`` (0: no
+    limit), a longer group is split between supervisions (greedily, at a segment start), so no
+    segment is cut by a window edge; a single segment longer than the limit stays whole."""
+    from lhotse import CutSet
+
+    groups = CutSet.from_cuts(cuts).trim_to_supervision_groups(max_pause=max_pause)
+    out = []
+    for g in groups:
+        if not max_duration or g.duration <= max_duration:
+            out.append(g)
+            continue
+        sups = sorted(g.supervisions, key=lambda s: (s.start, s.end))
+        i = 0
+        while i < len(sups):
+            start, end = max(0.0, sups[i].start), sups[i].end
+            j = i + 1
+            while j < len(sups) and max(end, sups[j].end) - start <= max_duration:
+                end = max(end, sups[j].end)
+                j += 1
+            end = min(end, g.duration)
+            part = g.truncate(offset=start, duration=end - start, keep_excessive_supervisions=True)
+            out.append(part.with_id(f"{g.id}-{int(round(start * 100)):07d}"))
+            i = j
+    return out
