@@ -52,17 +52,15 @@ class MeetingOptions:
 
 
 def simulate_meetings(cuts, out_dir: str | Path, opts: MeetingOptions):
-    """Simulate ``opts.num_meetings`` meetings from ``cuts`` (one supervision with a speaker and
-    text each); write ``out_dir/audio/<id>.flac``; return (RecordingSet, SupervisionSet)."""
+    """Simulate ``opts.num_meetings`` meetings from the single-speaker speech of ``cuts`` (cuts
+    with one supervision, or whole recordings: their segments that overlap no other); write
+    ``out_dir/audio/<id>.flac``; return (RecordingSet, SupervisionSet)."""
     from lhotse import CutSet, RecordingSet, SupervisionSet
     from lhotse.workflows.meeting_simulation import ConversationalMeetingSimulator
 
     opts.validate()
-    src = []
-    for c in cuts:
-        sups = [s for s in c.supervisions if s.speaker is not None and (s.text or "").strip()]
-        if len(sups) == 1:
-            src.append(c.truncate(offset=max(0.0, sups[0].start), duration=min(sups[0].duration, c.duration)))
+    src = [c.truncate(offset=max(0.0, s.start), duration=min(s.end, c.duration) - max(0.0, s.start),
+                      keep_excessive_supervisions=False) for c in cuts for s in _solo_segments(c)]
     speakers = {c.supervisions[0].speaker for c in src}
     if len(speakers) < max(opts.speakers):
         raise UserError(f"meeting simulation needs at least {max(opts.speakers)} speakers with transcribed "
@@ -99,6 +97,19 @@ def simulate_meetings(cuts, out_dir: str | Path, opts: MeetingOptions):
     log.info("%d meetings, %.1f minutes, %d segments", len(recordings),
              sum(r.duration for r in recordings) / 60, len(sups))
     return RecordingSet.from_recordings(recordings), SupervisionSet.from_segments(sups)
+
+
+def _solo_segments(cut) -> list:
+    """The transcribed, speaker-labelled supervisions of ``cut`` that overlap no other one (single-
+    speaker cuts give their one; whole meetings give their non-overlapped segments)."""
+    sups = sorted(cut.supervisions, key=lambda s: (s.start, s.end))
+    out, reach = [], float("-inf")
+    for i, s in enumerate(sups):
+        alone = reach <= s.start and (i + 1 == len(sups) or sups[i + 1].start >= s.end)
+        reach = max(reach, s.end)
+        if alone and s.speaker is not None and (s.text or "").strip() and s.end > max(0.0, s.start):
+            out.append(s)
+    return out
 
 
 def _draw(sim, by_speaker: dict, opts: MeetingOptions, rng: random.Random, n: int) -> list:
