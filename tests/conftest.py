@@ -164,3 +164,21 @@ def voice_model(fbank_cuts, tmp_path_factory):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     return d
+
+
+@pytest.fixture(scope="session")
+def meetings(fbank_cuts, tmp_path_factory):
+    """6 simulated 2-3-speaker meetings (4-14 s) from the tiny corpus, with fbank."""
+    d = tmp_path_factory.mktemp("meetings")
+    CLI = [sys.executable, "-m", "auden_kit.cli.main"]
+    r = subprocess.run(CLI + ["data", "simulate-meetings", str(fbank_cuts["train-clean-100"]), "--out-dir",
+                              str(d / "m"), "--audio-dir", str(d / "audio"), "--part", "train", "--num-meetings",
+                              "6", "--speakers", "2,3", "--min-duration", "4", "--max-duration", "14",
+                              "--max-utts-per-speaker", "2", "--seed", "1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = d / "cuts.jsonl.gz"
+    r = subprocess.run(CLI + ["data", "fbank", str(d / "m/meetings_recordings_train.jsonl.gz"),
+                              str(d / "m/meetings_supervisions_train.jsonl.gz"), "--out", str(out), "--split",
+                              "windows", "--window", "20", "--jobs", "1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return d, out

@@ -364,3 +364,148 @@ def test_mini_synth_meeting_recipe_tiny(tmp_path, trained_model, voice_model):
     for f in ("exp/tagspeech/decode/hyp-test.rttm", "exp/tagspeech/decode/ref-test.stm", "exp/cascade/hyp-test.json",
               "data/ref_test.rttm"):
         assert (recipe / f).is_file(), f
+
+
+# ---------------------------------------------------------------------------- real meeting corpora
+def _meeting_layout_sources(meetings):
+    """(recording, its supervisions) of the simulated meetings, in order."""
+    from lhotse import load_manifest
+
+    recs = load_manifest(meetings[0] / "m" / "meetings_recordings_train.jsonl.gz")
+    sups = load_manifest(meetings[0] / "m" / "meetings_supervisions_train.jsonl.gz")
+    by_rec: dict = {}
+    for s in sups:
+        by_rec.setdefault(s.recording_id, []).append(s)
+    return [(r, sorted(by_rec[r.id], key=lambda s: s.start)) for r in recs]
+
+
+def _ami_layout(meetings, root: Path) -> Path:
+    """AMI's layout from the simulated meetings: <meeting>/audio/<meeting>.Array1-01.wav and the
+    NXT annotations (corpusResources/meetings.xml; segments/ and words/ per speaker) that Lhotse's
+    prepare_ami reads; meeting ids from its full-corpus-asr partition (4 train, 1 dev, 1 test)."""
+    import soundfile as sf
+    from xml.sax.saxutils import escape
+
+    ids = ["ES2002a", "ES2002b", "ES2002c", "ES2002d", "ES2011a", "ES2004a"]
+    ann = root / "ami_public_manual_1.6.2"
+    for sub in ("corpusResources", "segments", "words"):
+        (ann / sub).mkdir(parents=True)
+    nite = 'xmlns:nite="http://nite.sourceforge.net/"'
+    meetings_xml, names = [], {}
+    for mid, (rec, sups) in zip(ids, _meeting_layout_sources(meetings)):
+        audio = root / mid / "audio"
+        audio.mkdir(parents=True)
+        sf.write(audio / f"{mid}.Array1-01.wav", rec.load_audio()[0], rec.sampling_rate)
+        agents = {spk: "ABCD"[i] for i, spk in enumerate(dict.fromkeys(s.speaker for s in sups))}
+        meetings_xml.append(f'<meeting observation="{mid}">' + "".join(
+            f'<speaker nxt_agent="{a}" global_name="{names.setdefault(spk, "FM"[len(names) % 2] + f"EE{len(names):03d}")}" '
+            f'channel="{i}"/>' for i, (spk, a) in enumerate(agents.items())) + "</meeting>")
+        for spk, a in agents.items():
+            mine = [s for s in sups if s.speaker == spk]
+            segs = "".join(f'<segment nite:id="{mid}.{a}.s{k}" transcriber_start="{s.start:.3f}" '
+                           f'transcriber_end="{s.end:.3f}"/>' for k, s in enumerate(mine))
+            words = []
+            for k, s in enumerate(mine):
+                ws = s.text.split()
+                step = s.duration / len(ws)
+                words += [f'<w nite:id="{mid}.{a}.w{k}.{j}" starttime="{s.start + j * step:.3f}" '
+                          f'endtime="{s.start + (j + 1) * step:.3f}">{escape(w)}</w>' for j, w in enumerate(ws)]
+            (ann / "segments" / f"{mid}.{a}.segments.xml").write_text(f"<nite:root {nite}>{segs}</nite:root>")
+            (ann / "words" / f"{mid}.{a}.words.xml").write_text(f"<nite:root {nite}>{''.join(words)}</nite:root>")
+    (ann / "corpusResources" / "meetings.xml").write_text(f"<meetings>{''.join(meetings_xml)}</meetings>")
+    return root
+
+
+def _alimeeting_layout(meetings, root: Path) -> Path:
+    """AliMeeting's far-field layout from the simulated meetings: {Train,Eval,Test}_Ali_far/
+    audio_dir/<session>_MS<n>.wav (8-channel arrays) and textgrid_dir/<session>.TextGrid (a tier
+    per speaker named <room>_<session>_<gender>_SPK<id>), as Lhotse's prepare_ali_meeting reads."""
+    import numpy as np
+    import soundfile as sf
+
+    parts = ["Train", "Train", "Train", "Train", "Eval", "Test"]
+    for k, (part, (rec, sups)) in enumerate(zip(parts, _meeting_layout_sources(meetings))):
+        base = root / f"{part}_Ali_far"
+        (base / "audio_dir").mkdir(parents=True, exist_ok=True)
+        (base / "textgrid_dir").mkdir(parents=True, exist_ok=True)
+        session = f"R{k:04d}_M{k:04d}"
+        x = rec.load_audio()[0]
+        sf.write(base / "audio_dir" / f"{session}_MS{k:03d}.wav", np.stack([x * (0.9 ** c) for c in range(8)], 1),
+                 rec.sampling_rate)
+        speakers = list(dict.fromkeys(s.speaker for s in sups))
+        tiers = []
+        for i, spk in enumerate(speakers):
+            t, items = 0.0, []
+            for s in (s for s in sups if s.speaker == spk):  # a tier covers the file: gaps are empty intervals
+                a, b = round(max(s.start, t), 3), round(min(s.end, rec.duration), 3)
+                if a > t:
+                    items.append((t, a, ""))
+                if b > a:
+                    items.append((a, b, s.text))
+                    t = b
+            if t < rec.duration:
+                items.append((t, rec.duration, ""))
+            body = "".join(f'        intervals [{j + 1}]:\n            xmin = {a:.3f}\n            xmax = {b:.3f}\n'
+                           f'            text = "{w}"\n' for j, (a, b, w) in enumerate(items))
+            tiers.append(f'    item [{i + 1}]:\n        class = "IntervalTier"\n        name = "{session}_'
+                         f'{"FM"[i % 2]}_SPK{100 * k + i:04d}"\n        xmin = 0\n        xmax = {rec.duration:.3f}\n'
+                         f'        intervals: size = {len(items)}\n{body}')
+        (base / "textgrid_dir" / f"{session}.TextGrid").write_text(
+            'File type = "ooTextFile"\nObject class = "TextGrid"\n\nxmin = 0\n'
+            f'xmax = {rec.duration:.3f}\ntiers? <exists>\nsize = {len(tiers)}\nitem []:\n' + "".join(tiers))
+    return root
+
+
+@pytest.mark.slow
+def test_ami_recipe_on_a_synthesized_layout(meetings, tmp_path, trained_model, voice_model):
+    """egs/ami from a local AMI-layout folder (SDM audio + NXT XML annotations), no network:
+    Lhotse manifests, utterance groups with fbank, references, simulated-meeting augmentation,
+    stream cache, tagspeech training (TagSpeech's filter on), decoding dev/test, the cascade."""
+    corpus = _ami_layout(meetings, tmp_path / "corpus")
+    recipe = _copy_recipe("ami", tmp_path / "work")
+    p = recipe / "conf" / "train.yaml"
+    cfg = yaml.safe_load(p.read_text())
+    cfg["model"].update({"d_model": 32, "decoder_layers": 1, "decoder_ff_dim": 64, "decoder_heads": 2})
+    cfg["data"].update({"max_duration": 30, "num_buckets": 1, "num_workers": 0})
+    cfg["trainer"].update({"progress": False, "average_period": 1})
+    p.write_text(yaml.safe_dump(cfg))
+    cmd = ["./run.sh", "--stage", "1", "--corpus-dir", str(corpus), "--nj", "1", "--max-group", "10",
+           "--sim-meetings", "2", "--sim-min-seconds", "4", "--thresholds", "0.5", "--num-epochs", "1", "--avg", "1",
+           "--asr-model", str(trained_model), "--voice-model", str(voice_model / "model")]
+    r = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=_env(), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    from lhotse import load_manifest
+
+    sups = load_manifest(recipe / "data/manifests/ami-sdm_supervisions_train.jsonl.gz")
+    assert {s.recording_id for s in sups} == {"ES2002a", "ES2002b", "ES2002c", "ES2002d"}
+    groups = load_manifest(recipe / "data/fbank/ami_cuts_train.jsonl.gz")
+    assert all(g.duration <= 10 + 1e-3 or len(g.supervisions) == 1 for g in groups)
+    assert sum(len(g.supervisions) for g in groups) >= len(sups)  # overlapping segments kept
+    assert len(load_manifest(recipe / "data/fbank/amisim_cuts_train.jsonl.gz")) == 2
+    for part in ("dev", "test"):
+        m = json.loads((recipe / f"exp/tagspeech/decode/metrics-{part}.json").read_text())
+        assert m["meetings"] >= 1 and m["fail_rate"] == 0, m
+    assert json.loads((recipe / "exp/cascade/metrics-test.json").read_text())["meetings"] >= 1
+    assert "tagspeech" in r.stdout and "cascade" in r.stdout and "cpWER" in r.stdout
+
+
+@pytest.mark.slow
+def test_alimeeting_recipe_on_a_synthesized_layout(meetings, tmp_path, trained_model, voice_model, monkeypatch):
+    """egs/alimeeting from a local AliMeeting-layout folder (8-channel far-field WAVs + TextGrids),
+    stages 1-4: Lhotse manifests, one array channel, utterance groups with fbank, references,
+    stream cache (stages 5-8 are the AMI recipe's, run by the test above)."""
+    corpus = _alimeeting_layout(meetings, tmp_path / "corpus")
+    recipe = _copy_recipe("alimeeting", tmp_path / "work")
+    cmd = ["./run.sh", "--stage", "1", "--stop-stage", "4", "--corpus-dir", str(corpus), "--nj", "1",
+           "--max-group", "10", "--asr-model", str(trained_model), "--voice-model", str(voice_model / "model")]
+    r = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=_env(), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    from lhotse import load_manifest
+
+    recs = load_manifest(recipe / "data/manifests/alimeeting-sdm_recordings_train.jsonl.gz")
+    assert len(recs) == 4 and all(r.num_channels == 8 for r in recs)
+    cuts = load_manifest(recipe / "data/fbank/alimeeting_cuts_test.jsonl.gz")
+    monkeypatch.chdir(recipe)  # feature paths are relative to the recipe
+    assert all(c.load_features().ndim == 2 for c in cuts)  # one channel read
+    assert {s.speaker for c in cuts for s in c.supervisions} and (recipe / "data/ref_test.rttm").is_file()
+    assert (recipe / "data/fbank/alimeeting_streams_eval.jsonl.gz").is_file()

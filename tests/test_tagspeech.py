@@ -196,23 +196,6 @@ def test_tagspeech_training_filter():
 
 
 # ---------------------------------------------------------------------------- end to end
-@pytest.fixture(scope="module")
-def meetings(fbank_cuts, tmp_path_factory):
-    """6 simulated 2-3-speaker meetings (4-14 s) from the tiny corpus, with fbank."""
-    d = tmp_path_factory.mktemp("meetings")
-    r = subprocess.run(CLI + ["data", "simulate-meetings", str(fbank_cuts["train-clean-100"]), "--out-dir",
-                              str(d / "m"), "--audio-dir", str(d / "audio"), "--part", "train", "--num-meetings",
-                              "6", "--speakers", "2,3", "--min-duration", "4", "--max-duration", "14",
-                              "--max-utts-per-speaker", "2", "--seed", "1"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    out = d / "cuts.jsonl.gz"
-    r = subprocess.run(CLI + ["data", "fbank", str(d / "m/meetings_recordings_train.jsonl.gz"),
-                              str(d / "m/meetings_supervisions_train.jsonl.gz"), "--out", str(out), "--split",
-                              "windows", "--window", "20", "--jobs", "1"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return d, out
-
-
 def test_simulated_meetings_are_meetings(meetings):
     from lhotse import load_manifest
 
@@ -306,3 +289,41 @@ def test_utterance_groups_split_between_segments():
     assert all(p.duration <= 30.0 for p in parts) and len({p.id for p in parts}) == len(parts)
     inside = [s.id for p in parts for s in p.supervisions if s.start >= -1e-6 and s.end <= p.duration + 1e-6]
     assert sorted(inside) == sorted(s.id for s in sups)
+
+
+def test_stream_cache_reads_back_cuts_that_start_late(meetings, trained_model, tmp_path):
+    """The stream cache of cuts that start inside their recording (split utterance groups,
+    windows) reads back whole and equal to running the encoders (the Lhotse temporal array
+    carries the cut's start; without it a late cut read back 0 frames and training hit NaN)."""
+    import numpy as np
+    from lhotse import CutSet, load_manifest
+
+    from auden_kit.tasks.tagspeech import load_streams, write_stream_cache
+
+    cuts = [c for c in load_manifest(meetings[1])][:2]
+    late = CutSet.from_cuts([cuts[0], cuts[1].truncate(offset=2.0).with_id("late")])
+    src = tmp_path / "late.jsonl.gz"
+    late.to_file(src)
+    conf = tmp_path / "train.yaml"
+    conf.write_text(yaml.safe_dump({"task": "tagspeech", "exp_dir": str(tmp_path / "exp"), "model": {
+        "semantic_model": str(trained_model), "voice_model": str(trained_model), "d_model": 32, "decoder_layers": 1,
+        "decoder_ff_dim": 64, "decoder_heads": 2, "max_window": 20, "max_speakers": 4, "cached_streams": True}}))
+    out = tmp_path / "streams.jsonl.gz"
+    write_stream_cache(str(conf), str(src), out, tmp_path / "arrays")
+    back = list(load_manifest(out))
+    assert back[1].start == 2.0
+    got = load_streams(back, voice=True)
+    feats = [torch.from_numpy(c.load_features()) for c in back]
+    from auden_kit.config import from_dict
+    from auden_kit.training.trainer import TrainConfig, resolve
+
+    cfg = from_dict(TrainConfig, yaml.safe_load(conf.read_text()))
+    task, mcfg = resolve(cfg)
+    task.setup(mcfg, task.build_assets(cfg, mcfg, back))
+    model = task.build_model().eval()
+    with torch.no_grad():
+        sem, lens, _ = model.streams(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True),
+                                     torch.tensor([f.shape[0] for f in feats]))
+    assert got["lens"].tolist() == lens.tolist() and min(lens.tolist()) > 0
+    for i, n in enumerate(lens.tolist()):
+        assert np.allclose(got["semantic"][i, :n], sem[i, :n], atol=2 ** -7)

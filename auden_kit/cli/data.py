@@ -371,6 +371,8 @@ def fbank(
     max_pause: float = typer.Option(2.0, help="With --split groups: pauses shorter than this join segments."),
     max_group: float = typer.Option(0.0, help="With --split groups: longer groups are split between segments "
                                               "into parts of at most this many seconds (0: no limit)."),
+    channel: int = typer.Option(0, help="Multi-channel recordings (microphone arrays, e.g. AliMeeting far-field): "
+                                        "the channel to read (single-distant-microphone setting)."),
 ):
     """Compute 80-dim log-mel features (stored with lilcom) for a manifest. Long labeled recordings
     are cut into one cut per supervision; unlabeled ones into windows."""
@@ -385,6 +387,13 @@ def fbank(
     if window <= 0:
         raise UserError(f"--window must be positive, got {window}")
     from lhotse import CutSet
+    from lhotse.cut import MultiCut
+
+    if any(isinstance(c, MultiCut) for c in cuts):
+        bad = next((c for c in cuts if isinstance(c, MultiCut) and channel not in c.channel), None)
+        if bad is not None:
+            raise UserError(f"recording '{bad.recording_id}' has channels {bad.channel}; --channel {channel} is not one")
+        cuts = CutSet.from_cuts(c.with_channels(channel) if isinstance(c, MultiCut) else c for c in cuts).to_eager()
 
     labeled = CutSet.from_cuts([c for c in cuts if c.supervisions])
     unlabeled = CutSet.from_cuts([c for c in cuts if not c.supervisions])

@@ -784,8 +784,10 @@ def write_stream_cache(config_path: str, cuts_path: str, out: str | Path, storag
                 for w, t in (("semantic", sem), ("voice", voice)):
                     if w in writers:
                         arr = t[i, : int(lens[i])].float().numpy()
+                        # start=c.start: Lhotse reads a temporal array back for the cut's own span of the
+                        # recording (a cut that starts 30 s in, e.g. a split utterance group, reads 30 s on)
                         custom[STREAM_KEYS[w]] = writers[w].store_array(c.id, arr, frame_shift=model.frame_shift,
-                                                                       temporal_dim=0)
+                                                                       temporal_dim=0, start=c.start)
                         stored += arr.size
                 frames += int(lens[i])
                 done.append(fastcopy(c, custom=custom))

@@ -31,6 +31,7 @@ help_message="Offline TagSpeech-style diarized ASR on simulated meetings. Exampl
 __options="stage stop_stage nj seen_speakers train_utts test_utts train_meetings dev_meetings test_meetings unseen_speakers min_seconds max_seconds thresholds num_epochs avg long_meetings asr_model voice_model extra"
 . ../../tools/parse_options.sh
 . ../../tools/recipe_lib.sh
+. ../../tools/meeting_lib.sh
 dl_dir=download
 exp=exp/tagspeech
 streams="model.semantic_model=$asr_model model.voice_model=$voice_model"
@@ -83,21 +84,12 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   for p in train dev test; do
     fbank_part meetings $p data/fbank/meetings_cuts_$p.jsonl.gz $nj --split windows --window 60
   done
-  for f in rttm stm; do
-    [ -f data/ref_test.$f ] || auden-kit data export-segments data/fbank/meetings_cuts_test.jsonl.gz \
-      --format $f --out data/ref_test.$f
-  done
+  meeting_refs data/fbank/meetings_cuts_test.jsonl.gz data/ref_test
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: cache the streams of the frozen encoders (training then runs the decoder only)"
-  for p in train dev; do
-    out=data/fbank/meetings_streams_$p.jsonl.gz
-    if up_to_date $out data/fbank/meetings_cuts_$p.jsonl.gz $asr_model/model.safetensors \
-        $voice_model/model.safetensors; then skip $out; continue; fi
-    auden-kit data stream-cache --config conf/train.yaml data/fbank/meetings_cuts_$p.jsonl.gz --out $out \
-      --semantic-model $asr_model --voice-model $voice_model
-  done
+  meeting_streams conf/train.yaml $asr_model $voice_model data/fbank/meetings_cuts_{train,dev}.jsonl.gz
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
@@ -122,21 +114,8 @@ fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   log "Stage 8: the cascade baseline on the same meetings (voice clustering + ASR)"
-  if up_to_date exp/cascade/metrics-test.json $asr_model/config.yaml $voice_model/config.yaml; then
-    skip exp/cascade
-  else
-    # its clustering threshold is tuned on the dev meetings (lowest DER), as one tunes pyannote's
-    best=""; best_der=1e9
-    for th in $thresholds; do
-      auden-kit diarize --voice-model $voice_model --asr-model $asr_model --threshold $th \
-        --cuts data/fbank/meetings_cuts_dev.jsonl.gz --out-dir exp/cascade/dev-$th --name dev
-      der=$(python -c "import json; print(json.load(open('exp/cascade/dev-$th/metrics-dev.json'))['der'])")
-      if python -c "import sys; sys.exit(0 if $der < $best_der else 1)"; then best=$th; best_der=$der; fi
-    done
-    log "cascade threshold $best (dev DER $best_der)"
-    auden-kit diarize --voice-model $voice_model --asr-model $asr_model --threshold $best \
-      --cuts data/fbank/meetings_cuts_test.jsonl.gz --out-dir exp/cascade --name test
-  fi
+  meeting_cascade $voice_model $asr_model "$thresholds" data/fbank/meetings_cuts_dev.jsonl.gz \
+    data/fbank/meetings_cuts_test.jsonl.gz exp/cascade
 fi
 
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# AMI meetings, TagSpeech-style diarized ASR (who spoke what and when) from a local AMI copy:
+# Lhotse manifests (SDM by default) -> utterance groups (<= 80 s) -> fbank -> optional simulated
+# meetings from the training speakers' solo segments -> frozen semantic + voice encoder streams
+# cached -> train the decoder -> decode dev/test (cpWER, tcpWER, DER, speaker count) -> the
+# cascade baseline (voice clustering + ASR) on the same groups.
+#   ./run.sh --stage 0 --dl-dir /data/ami --asr-model ../librispeech/exp/model-avg --voice-model ../voxceleb/exp/model-avg
+#   ./run.sh --stage 1 --corpus-dir /data/ami --asr-model DIR --voice-model DIR     # an existing copy
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=0
+stop_stage=100
+dl_dir=download
+corpus_dir=""          # default: $dl_dir (AMI's layout: <meeting>/audio/*.wav + ami_public_manual_1.6.2[.zip])
+mic=sdm                # sdm (TagSpeech's setting), ihm-mix, mdm8-bf
+partition=full-corpus-asr
+nj=4
+max_pause=2.0          # utterance groups: segments joined across pauses shorter than this
+max_group=80           # ... and split between segments into parts of at most this many seconds
+sim_meetings=0         # extra simulated training meetings from AMI's own solo segments (0: none)
+sim_min_seconds=10     # ... lasting sim_min_seconds to max_group seconds
+asr_model=""           # semantic stream: an English ASR model folder (e.g. ../librispeech/exp/model-avg)
+voice_model=""         # voice stream: a voice model folder (e.g. ../voxceleb/exp/model-avg)
+thresholds="0.4 0.55 0.7"  # the cascade's clustering thresholds tried on dev
+num_epochs=20
+avg=5
+config=conf/train.yaml
+extra=""               # extra key=value training overrides
+help_message="AMI diarized ASR (TagSpeech-style). Example: ./run.sh --stage 1 --corpus-dir /data/ami --asr-model ../librispeech/exp/model-avg --voice-model ../voxceleb/exp/model-avg"
+__options="stage stop_stage dl_dir corpus_dir mic partition nj max_pause max_group sim_meetings sim_min_seconds asr_model voice_model thresholds num_epochs avg config extra"
+. ../../tools/parse_options.sh
+. ../../tools/recipe_lib.sh
+. ../../tools/meeting_lib.sh
+corpus_dir=${corpus_dir:-$dl_dir}
+exp=exp/tagspeech
+p=ami-$mic
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "Stage 0: download AMI ($mic audio and the 1.6.2 annotations)"
+  if [ ! -f $dl_dir/.download.done ]; then
+    lhotse download ami --mic $mic $dl_dir || {
+      echo "run.sh: downloading AMI failed; with a local copy run: ./run.sh --stage 1 --corpus-dir DIR" >&2; exit 1; }
+    touch $dl_dir/.download.done
+  fi
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: Lhotse manifests ($mic, $partition; overlapping segments kept)"
+  [ -d "$corpus_dir" ] || { echo "run.sh: no AMI at '$corpus_dir' (use --corpus-dir or stage 0)" >&2; exit 1; }
+  if [ ! -f data/manifests/.$p.done ]; then
+    lhotse prepare ami --mic $mic --partition $partition "$corpus_dir" data/manifests
+    touch data/manifests/.$p.done
+  fi
+  validate_parts $p "train dev test"
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: utterance groups (pauses < $max_pause s, at most $max_group s) with fbank; reference RTTM/STM"
+  for part in train dev test; do
+    fbank_part $p $part data/fbank/ami_cuts_$part.jsonl.gz $nj --split groups --max-pause $max_pause \
+      --max-group $max_group
+  done
+  for part in dev test; do meeting_refs data/fbank/ami_cuts_$part.jsonl.gz data/ref_$part; done
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: simulated training meetings from AMI's solo segments ($sim_meetings; 0 = none)"
+  if [ "$sim_meetings" -gt 0 ] && [ ! -f data/fbank/amisim_cuts_train.jsonl.gz ]; then
+    auden-kit data simulate-meetings data/manifests/${p}_{recordings,supervisions}_train.jsonl.gz \
+      --out-dir data/manifests --audio-dir $dl_dir/simulated --prefix amisim --part train \
+      --num-meetings $sim_meetings --min-duration $sim_min_seconds --max-duration $max_group --seed 1
+    fbank_part amisim train data/fbank/amisim_cuts_train.jsonl.gz $nj --split windows --window $max_group
+  fi
+fi
+
+check_models() {
+  [ -n "$asr_model" ] && [ -f $asr_model/config.yaml ] || {
+    echo "run.sh: give --asr-model DIR, an English ASR model folder (e.g. ../librispeech/exp/model-avg)" >&2; exit 1; }
+  [ -n "$voice_model" ] && [ -f $voice_model/config.yaml ] || {
+    echo "run.sh: give --voice-model DIR, a voice model folder (e.g. ../voxceleb/exp/model-avg)" >&2; exit 1; }
+}
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "Stage 4: cache the frozen encoders' streams (training then runs the decoder only)"
+  check_models
+  train_cuts="data/fbank/ami_cuts_train.jsonl.gz"
+  [ -f data/fbank/amisim_cuts_train.jsonl.gz ] && train_cuts="$train_cuts data/fbank/amisim_cuts_train.jsonl.gz"
+  meeting_streams $config $asr_model $voice_model $train_cuts data/fbank/ami_cuts_dev.jsonl.gz
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: train (TensorBoard: tensorboard --logdir $(pwd)/$exp/tensorboard)"
+  check_models
+  train="data/fbank/ami_streams_train.jsonl.gz"
+  [ -f data/fbank/amisim_streams_train.jsonl.gz ] && train="$train,data/fbank/amisim_streams_train.jsonl.gz"
+  if [ ! -f $exp/epoch-$num_epochs.pt ]; then
+    auden-kit train --config $config trainer.num_epochs=$num_epochs model.semantic_model=$asr_model \
+      model.voice_model=$voice_model "data.train_cuts=[$train]" $extra
+  fi
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  log "Stage 6: average checkpoints into a model folder"
+  average_model $exp $num_epochs $avg
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  log "Stage 7: decode dev and test (cpWER, tcpWER, DER at collar 0.25 and 0, speaker count; RTTM/STM/SegLST)"
+  for part in dev test; do
+    if up_to_date $exp/decode/metrics-$part.json $exp/model-avg/config.yaml; then skip $exp/decode $part; continue; fi
+    auden-kit decode --model $exp/model-avg --cuts data/fbank/ami_cuts_$part.jsonl.gz --out-dir $exp/decode --name $part
+  done
+fi
+
+if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
+  log "Stage 8: the cascade baseline on the same groups (voice clustering + ASR)"
+  check_models
+  meeting_cascade $voice_model $asr_model "$thresholds" data/fbank/ami_cuts_dev.jsonl.gz \
+    data/fbank/ami_cuts_test.jsonl.gz exp/cascade
+  meeting_table tagspeech $exp/decode/metrics-test.json cascade exp/cascade/metrics-test.json
+fi

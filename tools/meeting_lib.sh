@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Stages shared by the diarized-ASR (tagspeech) recipes; source after recipe_lib.sh:
+#   meeting_refs CUTS OUT_PREFIX                  reference OUT_PREFIX.{rttm,stm} of a cut manifest
+#   meeting_streams CONF ASR VOICE CUTS...        cache the frozen encoders' outputs beside each
+#                                                 data/fbank/X_cuts_P.jsonl.gz as X_streams_P.jsonl.gz
+#   meeting_table NAME METRICS_JSON ...          one summary line per system
+#   meeting_cascade VOICE ASR "THRESHOLDS" DEV TEST OUT_DIR
+#                                                 the cascade baseline, its clustering threshold
+#                                                 tuned on DEV (lowest DER), scored on TEST
+
+meeting_refs() {
+  local cuts="$1" out="$2" f
+  for f in rttm stm; do
+    if up_to_date $out.$f "$cuts"; then continue; fi
+    auden-kit data export-segments "$cuts" --format $f --out $out.$f
+  done
+}
+
+meeting_streams() {
+  local conf="$1" asr="$2" voice="$3" cuts out; shift 3
+  for cuts in "$@"; do
+    out=${cuts/_cuts_/_streams_}
+    if up_to_date $out $cuts $asr/model.safetensors $voice/model.safetensors; then skip $out; continue; fi
+    auden-kit data stream-cache --config $conf $cuts --out $out --semantic-model $asr --voice-model $voice
+  done
+}
+
+meeting_cascade() {
+  local voice="$1" asr="$2" thresholds="$3" dev="$4" test="$5" out="$6" th der best="" best_der=1e9
+  if up_to_date $out/metrics-test.json $asr/config.yaml $voice/config.yaml $test; then skip $out; return; fi
+  # the clustering threshold is tuned on dev (lowest DER), as one tunes pyannote's
+  for th in $thresholds; do
+    auden-kit diarize --voice-model $voice --asr-model $asr --threshold $th --cuts $dev --out-dir $out/dev-$th \
+      --name dev
+    der=$(python -c "import json; print(json.load(open('$out/dev-$th/metrics-dev.json'))['der'])")
+    if python -c "import sys; sys.exit(0 if $der < $best_der else 1)"; then best=$th; best_der=$der; fi
+  done
+  log "cascade threshold $best (dev DER $best_der)"
+  auden-kit diarize --voice-model $voice --asr-model $asr --threshold $best --cuts $test --out-dir $out --name test
+}
+
+# meeting_table NAME METRICS_JSON ...: one summary line per system (those whose file exists)
+meeting_table() {
+  python - "$@" <<'PY'
+import json, sys
+from pathlib import Path
+from auden_kit.metrics.diarization import summary_line
+for name, path in zip(sys.argv[1::2], sys.argv[2::2]):
+    if Path(path).is_file():
+        print(f"{name:12} {summary_line(json.loads(Path(path).read_text()))}")
+PY
+}
