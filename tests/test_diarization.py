@@ -144,3 +144,17 @@ def test_bad_segment_files_name_the_line(tmp_path):
     q.write_text(json.dumps([{"speaker": "A"}]))
     with pytest.raises(UserError, match="SegLST"):
         read_segments(q)
+
+
+def test_unspaced_scripts_are_scored_per_character():
+    """Mandarin (AliMeeting) transcripts have no spaces: cpWER and WER count characters (CER, as
+    M2MeT's cpCER), while English words in the same text stay words."""
+    from auden_kit.metrics.wer import compute_wer, scoring_units
+
+    assert scoring_units("我们 开会 ok go") == ["我", "们", "开", "会", "ok", "go"]
+    assert scoring_units("hello there") == ["hello", "there"]
+    assert compute_wer([("u", "我们今天开会", "我们明天开会")]).wer == pytest.approx(100 / 6)
+    ref = [S(0, 2, "A", "我们今天开会"), S(2, 4, "B", "好的")]
+    hyp = [S(0, 2, "x", "我们明天开会"), S(2, 4, "y", "好的")]
+    e, _ = cp_errors(ref, hyp)
+    assert (e.subs, e.ref_words) == (1, 8)

@@ -26,12 +26,14 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from auden_kit.metrics.wer import scoring_units
+
 FRAME = 0.01  # DER resolution in seconds
 
 
 # ---------------------------------------------------------------------------- word level
 def _words(segs: Sequence) -> list[str]:
-    return [w for s in sorted(segs, key=lambda s: (s.start, s.end)) for w in (s.text or "").split()]
+    return [w for s in sorted(segs, key=lambda s: (s.start, s.end)) for w in scoring_units(s.text or "")]
 
 
 def _timed_words(segs: Sequence) -> list[tuple[str, float, float]]:
@@ -39,7 +41,7 @@ def _timed_words(segs: Sequence) -> list[tuple[str, float, float]]:
     space), in time order."""
     out = []
     for s in sorted(segs, key=lambda s: (s.start, s.end)):
-        ws = (s.text or "").split()
+        ws = scoring_units(s.text or "")
         if not ws:
             continue
         total = sum(len(w) + 1 for w in ws)

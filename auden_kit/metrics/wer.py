@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,17 @@ from pathlib import Path
 from auden_kit.io import atomic_write_text
 
 EPS = "*"
+
+# Scripts written without spaces between words (Chinese hanzi, Japanese kana and kanji) are scored
+# per character, as WeNet, ESPnet and the M2MeT/AISHELL results do (CER / mixed error rate);
+# words of other scripts in the same text stay words. English text is unchanged.
+_UNSPACED = re.compile("([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f])")
+
+
+def scoring_units(text: str) -> list[str]:
+    """The units a text is scored in: whitespace-separated words, with every character of an
+    unspaced script (CJK) a unit of its own."""
+    return _UNSPACED.sub(" \\1 ", text).split()
 
 
 @dataclass
@@ -41,8 +53,8 @@ def compute_wer(pairs, char_level: bool = False) -> ErrorStats:
 
     st = ErrorStats()
     for utt_id, ref, hyp in pairs:
-        r = list(ref.replace(" ", "")) if char_level else ref.split()
-        h = list(hyp.replace(" ", "")) if char_level else hyp.split()
+        r = list(ref.replace(" ", "")) if char_level else scoring_units(ref)
+        h = list(hyp.replace(" ", "")) if char_level else scoring_units(hyp)
         ali = kaldialign.align(r, h, EPS)
         n_err = 0
         for a, b in ali:
