@@ -158,3 +158,29 @@ def test_unspaced_scripts_are_scored_per_character():
     hyp = [S(0, 2, "x", "我们明天开会"), S(2, 4, "y", "好的")]
     e, _ = cp_errors(ref, hyp)
     assert (e.subs, e.ref_words) == (1, 8)
+
+
+def test_score_segments_cli(tmp_path):
+    """`auden-kit score-segments REF HYP`: STM vs STM scores words and times (text normalised:
+    case and punctuation), an RTTM reference scores DER only, a reference recording missing from
+    the hypothesis is a failure (all missed), and disjoint ids are an error naming both files."""
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "auden_kit.cli.main", "score-segments"]
+    ref = {"m1": REF, "m2": REF}
+    write_segments(tmp_path / "ref.stm", ref, "stm")
+    write_segments(tmp_path / "ref.rttm", ref, "rttm")
+    shouty = [S(s.start, s.end, s.speaker + "x", s.text.upper() + "?") for s in REF]
+    write_segments(tmp_path / "hyp.stm", {"m1": shouty}, "stm")
+    r = subprocess.run(cli + [str(tmp_path / "ref.stm"), str(tmp_path / "hyp.stm"), "--out", str(tmp_path / "m.json")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["per_meeting"][0]["cpwer"] == 0 and m["per_meeting"][1]["failed"] and m["fail_rate"] == 50.0
+    assert m["cpwer"] == 50.0 and m["der"] == 50.0 and "cpWER 50.00" in r.stdout
+    r = subprocess.run(cli + [str(tmp_path / "ref.rttm"), str(tmp_path / "hyp.stm")], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("DER 50.00") and "not scored" in r.stdout
+    write_segments(tmp_path / "other.rttm", {"zz": REF}, "rttm")
+    r = subprocess.run(cli + [str(tmp_path / "ref.rttm"), str(tmp_path / "other.rttm")], capture_output=True, text=True)
+    assert r.returncode != 0 and "zz" in r.stderr and "m1" in r.stderr and "Traceback" not in r.stderr

@@ -70,3 +70,55 @@ def diarize(
     for f in files:
         r = diarize_waveform(load_audio(f, rate), rate, voice, asr, opts, cut_id=f.stem)
         typer.echo(render_segments({f.stem: r.segments}, output), nl=False)
+
+
+SCORE_EPILOG = ("Example: auden-kit score-segments ref.stm hyp.stm   |   auden-kit score-segments ref.rttm hyp.rttm "
+                "--collar 0   |   auden-kit score-segments ref.json hyp.stm --out metrics.json")
+
+
+def score_segments(
+    ref: Path = typer.Argument(..., help="Reference: .stm (words: cpWER, tcpWER and DER), .rttm (DER only) or "
+                                         ".json (SegLST)."),
+    hyp: Path = typer.Argument(..., help="Hypothesis, any of the same formats (e.g. `auden-kit decode --output stm`)."),
+    collar: float = typer.Option(0.25, help="DER collar in seconds, each side of every reference boundary "
+                                            "(md-eval's convention); DER at collar 0 is reported too."),
+    tcp_collar: float = typer.Option(5.0, help="tcpWER time collar in seconds."),
+    out: Optional[Path] = typer.Option(None, help="Also write the metrics (with per-recording rows) as JSON."),
+    normalize: bool = typer.Option(True, help="Case-fold both sides and drop punctuation (apostrophes kept) "
+                                              "before scoring words."),
+):
+    """Score diarized transcripts against references: cpWER, tcpWER, speaker-agnostic WER, DER with
+    miss / false alarm / confusion, speaker count. Recordings are matched by id; a reference
+    recording missing from the hypothesis counts as a failed output (all words deleted, all
+    speech missed), never dropped."""
+    import json
+
+    from auden_kit.data.segments import read_segments
+    from auden_kit.io import atomic_write_text
+    from auden_kit.metrics.diarization import score_meetings, summary_line
+
+    refs, hyps = read_segments(ref), read_segments(hyp)
+    if normalize:
+        from auden_kit.metrics.wer import normalize_for_scoring
+        from auden_kit.results import Segment
+
+        refs, hyps = ({rid: [Segment(s.start, s.end, s.speaker, normalize_for_scoring(s.text or "")) for s in segs]
+                       for rid, segs in d.items()} for d in (refs, hyps))
+    if not refs:
+        raise UserError(f"reference '{ref}' holds no segments")
+    unknown = sorted(set(hyps) - set(refs))
+    if unknown and len(unknown) == len(hyps):
+        raise UserError(f"no recording of '{hyp}' is in '{ref}' (hypothesis ids: {', '.join(unknown[:5])}; "
+                        f"reference ids: {', '.join(sorted(refs)[:5])})")
+    m = score_meetings([(rid, refs[rid], hyps.get(rid)) for rid in sorted(refs)], collar=collar,
+                       tcp_collar=tcp_collar)
+    words = m["ref_words"] > 0
+    line = summary_line(m)
+    if not words:  # an RTTM reference has no words: the word metrics mean nothing
+        line = line[line.index("DER"):] + "  (no reference words: cpWER/tcpWER not scored)"
+    typer.echo(line)
+    if unknown:
+        typer.echo(f"note: {len(unknown)} hypothesis recording(s) not in the reference were ignored: "
+                   f"{', '.join(unknown[:5])}")
+    if out is not None:
+        atomic_write_text(out, json.dumps(m, indent=1) + "\n")

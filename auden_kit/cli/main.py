@@ -36,6 +36,8 @@ COMMANDS = [
      probe.EPILOG, probe.probe),
     ("diarize", "Cascade diarized ASR: voice-embedding clustering + an ASR model (baseline of task tagspeech).",
      diarize.EPILOG, diarize.diarize),
+    ("score-segments", "Diarized ASR: cpWER, tcpWER, DER of RTTM/STM/SegLST files against references.",
+     diarize.SCORE_EPILOG, diarize.score_segments),
     ("bleu", "BLEU and chrF (sacrebleu) of a hypothesis file against a reference file.", bleu.EPILOG, bleu.bleu),
 ]
 for _name, _help, _epilog, _fn in COMMANDS:

@@ -17,6 +17,15 @@ EPS = "*"
 _UNSPACED = re.compile("([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f])")
 
 
+_PUNCT = re.compile(r"[^\w\s']|_")
+
+
+def normalize_for_scoring(text: str) -> str:
+    """Case-folded, punctuation removed (apostrophes kept: "don't"), spaces collapsed: references
+    written for people ("Hello? I'm Diane.") against a model's word output ("HELLO I'M DIANE")."""
+    return " ".join(_PUNCT.sub(" ", text.casefold()).split())
+
+
 def scoring_units(text: str) -> list[str]:
     """The units a text is scored in: whitespace-separated words, with every character of an
     unspaced script (CJK) a unit of its own."""
