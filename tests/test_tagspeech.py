@@ -95,6 +95,23 @@ def test_constrained_decoding_always_parses():
         assert all(k <= max(seen[:i], default=0) + 1 for i, k in enumerate(seen))
 
 
+def test_grammar_blocks_repeated_ngrams_within_a_segment():
+    """no_repeat_ngram=4: a decoder looping on "a b c a b c ..." is stopped where a 4-gram would
+    come back (its next piece is masked), while the same words may repeat in the next segment."""
+    g = Grammar(VOCAB, 9.0, 200, no_repeat_ngram=4)
+    for t in [VOCAB.time_id(0.0), VOCAB.spk_id(0), 5, 6, 7, 5, 6, 7]:
+        g.update(t)
+    assert not g.mask()[5] and g.mask()[8]  # "5 6 7 5 6 7" may not go on with 5 ("5 6 7 5" again)
+    for t in [8, VOCAB.time_id(2.0), VOCAB.time_id(2.0), VOCAB.spk_id(1), 5, 6, 7, 5, 6, 7]:
+        g.update(t)
+    assert not g.mask()[5]
+    g2 = Grammar(VOCAB, 9.0, 200, no_repeat_ngram=4)
+    for t in [VOCAB.time_id(0.0), VOCAB.spk_id(0), 5, 6, 7, 5, VOCAB.time_id(1.0), VOCAB.time_id(1.0),
+              VOCAB.spk_id(1), 5, 6, 7]:
+        g2.update(t)
+    assert g2.mask()[5]  # a new segment starts its own count
+
+
 class FrameEncoder(torch.nn.Module):
     """Stand-in encoder with no context: output frame j = mean of input frames 4j..4j+3."""
 
@@ -327,3 +344,35 @@ def test_stream_cache_reads_back_cuts_that_start_late(meetings, trained_model, t
     assert got["lens"].tolist() == lens.tolist() and min(lens.tolist()) > 0
     for i, n in enumerate(lens.tolist()):
         assert np.allclose(got["semantic"][i, :n], sem[i, :n], atol=2 ** -7)
+
+
+def test_speaker_pointer_compares_voices():
+    """speaker_turns finds every speaker-token position with its segment start and the segments
+    before it; the speaker pointer scores a returning voice as its earlier speaker and an unheard
+    one as the next new number (the threshold), on hand-made voice frames."""
+    from types import SimpleNamespace
+
+    from auden_kit.tasks.tagspeech import TagSpeechModel, speaker_turns
+
+    v = TagVocab(text=10, times=60, speakers=4, time_bin=0.08)
+    t, spk = v.time_id, v.spk_id
+    seq = [t(0.0), spk(0), 5, t(1.2), t(1.2), spk(1), 6, 7, t(2.4), t(2.4), spk(0), 5, t(4.0)]
+    turns = list(speaker_turns(seq, v))
+    assert [(u, s) for u, s, _ in turns] == [(1, 0), (5, 15), (10, 30)]
+    assert turns[2][2] == [(0, 15, 0), (15, 30, 1)]
+    assert list(speaker_turns(seq[:5], v))[-1][:2] == (1, 0)  # a prefix: what decoding sees
+    e = torch.eye(8)
+    voice = torch.cat([e[0].repeat(30, 1), e[1].repeat(30, 1), e[0].repeat(40, 1)])  # A, B, A at 0.04 s frames
+    proj = torch.nn.Linear(8, 8)
+    with torch.no_grad():
+        proj.weight.copy_(torch.eye(8))
+        proj.bias.zero_()
+    fake = SimpleNamespace(vocab=v, frame_shift=0.04, spk_proj=proj, cfg=SimpleNamespace(speaker_window=1.0),
+                           spk_scale=torch.tensor(10.0), spk_new=torch.tensor(0.5))
+    with torch.no_grad():
+        out = TagSpeechModel.speaker_bias(fake, voice, 100, turns)
+    assert [u for u, _ in out] == [1, 5, 10]
+    first, second, third = (b for _, b in out)
+    assert first.tolist() == [5.0, 0, 0, 0]  # nobody yet: only "new" scores
+    assert int(second[:2].argmax()) == 1  # B is not A: the next new number wins
+    assert int(third[:3].argmax()) == 0 and third[0] == pytest.approx(10.0)  # A again

@@ -93,7 +93,22 @@ class TagSpeechModelConfig:
     # time is *where* the decoder looks, not a class to memorise. Measured on mini_synth_meeting
     # (RESULTS.md): with a softmax row per bin the start/end times stayed ~1 s off
     time_pointer: bool = True
+    # word tokens copy from the semantic stream's CTC posteriors: a pointer over memory frames
+    # (its own query/key) reads the attended frames' CTC distribution, whose log is added to the
+    # text-token logits (needs semantic_ctc and the ASR model's tokenizer, which tagspeech uses)
+    word_pointer: bool = True
+    # speaker tokens compare voices: at a speaker token, each speaker already in the output gets
+    # scale * cosine(voice of the new segment's first speaker_window seconds, that speaker's
+    # voice over its earlier segments), the next new number scale * a learned threshold (both
+    # learned; the voice frames pass a learned identity-initialised projection), added to the
+    # decoder's own speaker logits: clustering inside the decoder instead of learning voices
+    # behind arbitrary speaker numbers
+    speaker_pointer: bool = True
+    speaker_window: float = 1.5
     max_tokens_per_second: float = 15.0  # output length cap while decoding
+    # decoding never repeats an n-gram of text pieces within one segment (0: off): a young or
+    # unsure decoder's loops ("and the king and the king ...") end at their first repeat
+    no_repeat_ngram: int = 4
     # cosine similarity above which speakers of two windows are one; measured on mini_synth_meeting's
     # 10-minute recording: 0.5 found 10 speakers of 24, 0.7 found 22, 0.85 found 36
     link_threshold: float = 0.7
@@ -121,7 +136,7 @@ class TagSpeechModelConfig:
         if self.d_model % max(1, self.decoder_heads):
             raise UserError(f"config key 'model.d_model' ({self.d_model}) must be divisible by "
                             f"model.decoder_heads ({self.decoder_heads})")
-        for k in ("time_bin", "max_window", "max_tokens_per_second"):
+        for k in ("time_bin", "max_window", "max_tokens_per_second", "speaker_window"):
             if getattr(self, k) <= 0:
                 raise UserError(f"config key 'model.{k}' must be positive, got {getattr(self, k)}")
         if self.cached_streams and not (self.freeze_semantic and self.freeze_voice):
@@ -131,6 +146,8 @@ class TagSpeechModelConfig:
             raise UserError("config keys 'model.encoder_chunk' / 'model.encoder_context' must be >= 0")
         if self.align_loss_scale < 0 or self.align_margin < 0:
             raise UserError("config keys 'model.align_loss_scale' / 'model.align_margin' must be >= 0")
+        if self.no_repeat_ngram < 0:
+            raise UserError(f"config key 'model.no_repeat_ngram' must be >= 0 (0: off), got {self.no_repeat_ngram}")
         if self.max_speakers < 1 or self.decoder_layers < 1:
             raise UserError("config keys 'model.max_speakers' / 'model.decoder_layers' must be >= 1")
         self.train_filter.check("model.train_filter")
@@ -246,6 +263,24 @@ def parse_tokens(ids: list[int], vocab: TagVocab, tokenizer, duration: float | N
     return segs
 
 
+def speaker_turns(tokens: list[int], vocab: TagVocab):
+    """Walk an output token sequence; yield (position, start bin of the segment, completed
+    segments so far as (start_bin, end_bin, speaker)) at every speaker token position, i.e. the
+    position whose token is the speaker of the segment that starts at that bin."""
+    done: list[tuple[int, int, int]] = []
+    start, spk, state = 0, 0, "start"
+    for u, t in enumerate(tokens):
+        k = vocab.kind(t)
+        if state == "start" and k == "time":
+            start, state = t - vocab.text, "spk"
+        elif state == "spk":
+            yield u, start, list(done)
+            spk, state = (vocab.spk_of(t) if k == "spk" else 0), "words"
+        elif state == "words" and k == "time":
+            done.append((start, t - vocab.text, spk))
+            state = "start"
+
+
 class Grammar:
     """The output grammar as a state machine: ``mask()`` gives the tokens allowed next
     (True = allowed), ``update(token)`` follows one. States: ``start`` (a start time or the
@@ -254,8 +289,9 @@ class Grammar:
     times stay inside the window of ``dur`` seconds; within ``cap`` tokens the last segment is
     closed and the output ended."""
 
-    def __init__(self, vocab: TagVocab, dur: float, cap: int):
-        self.v, self.cap = vocab, cap
+    def __init__(self, vocab: TagVocab, dur: float, cap: int, no_repeat_ngram: int = 0):
+        self.v, self.cap, self.ngram = vocab, cap, no_repeat_ngram
+        self.seg: list[int] = []  # the text pieces of the segment being written
         self.last_bin = max(1, min(vocab.times - 1, int(dur / vocab.time_bin + 0.5)))
         self.state, self.start_bin, self.n_spk, self.n = "start", 0, 0, 0
         words = torch.zeros(vocab.size, dtype=torch.bool)
@@ -270,9 +306,10 @@ class Grammar:
             self.state, self.start_bin = "spk", i - v.text
         elif self.state == "spk" and k == "spk":
             self.n_spk = max(self.n_spk, v.spk_of(i) + 1)
-            self.state = "first"
+            self.state, self.seg = "first", []
         elif self.state in ("first", "words") and k == "word":
             self.state = "words"
+            self.seg.append(i)
         elif self.state == "words" and k == "time":
             self.state = "start"
 
@@ -293,6 +330,10 @@ class Grammar:
             m = self.words.clone()
             if self.state == "words":
                 m[end_from: t0 + self.last_bin + 1] = True
+                n, seg = self.ngram, self.seg
+                if n > 1 and len(seg) >= n - 1:  # no n-gram twice in a segment
+                    tail = seg[len(seg) - n + 1:]
+                    m[[seg[j + n - 1] for j in range(len(seg) - n + 1) if seg[j: j + n - 1] == tail]] = False
         else:  # words, out of room: close the segment
             m = torch.zeros(v.size, dtype=torch.bool)
             m[end_from: t0 + self.last_bin + 1] = True
@@ -406,6 +447,24 @@ class TagSpeechModel(nn.Module):
         if cfg.time_pointer:
             self.time_query = nn.Linear(cfg.d_model, cfg.d_model)
             self.time_key = nn.Linear(cfg.d_model, cfg.d_model)
+        self.copy_scale = None
+        if cfg.word_pointer and self.semantic_ctc is not None and cfg.semantic_vocab != vocab.text:
+            log.warning("model.word_pointer is off: the semantic model's CTC vocabulary (%d) is not the text "
+                        "tokenizer's (%d)", cfg.semantic_vocab, vocab.text)
+        elif cfg.word_pointer and self.semantic_ctc is not None:
+            self.copy_query = nn.Linear(cfg.d_model, cfg.d_model)
+            self.copy_key = nn.Linear(cfg.d_model, cfg.d_model)
+            self.copy_scale = nn.Parameter(torch.tensor(1.0))
+        self._copy_probs: Tensor | None = None  # (N, T, text) CTC posteriors of the last encode()
+        self.spk_proj = None
+        if cfg.speaker_pointer and self.voice is not None:
+            self.spk_proj = nn.Linear(d_voice, d_voice)
+            with torch.no_grad():
+                self.spk_proj.weight.copy_(torch.eye(d_voice))
+                self.spk_proj.bias.zero_()
+            self.spk_scale = nn.Parameter(torch.tensor(10.0))
+            self.spk_new = nn.Parameter(torch.tensor(0.5))  # cosine below which a voice is a new speaker
+        if cfg.time_pointer or self.copy_scale is not None:
             self.decoder.output_fn = self.logits_with_pointer
         self.set_frozen()
 
@@ -416,6 +475,11 @@ class TagSpeechModel(nn.Module):
         past the input get -1e4."""
         v = self.vocab
         logits = self.decoder.out(h)
+        text = logits[..., : v.text]
+        if self.copy_scale is not None:
+            text = text + self.copy_scale * self._copy_logprobs(h, mem, mem_pad)
+        if not self.cfg.time_pointer:
+            return torch.cat([text, logits[..., v.text:]], -1)
         scores = self.time_query(h) @ self.time_key(mem).transpose(1, 2) / math.sqrt(h.shape[-1])  # (N, U, T)
         N, U, T = scores.shape
         r = max(1, int(round(v.time_bin / self.frame_shift)))
@@ -426,7 +490,48 @@ class TagSpeechModel(nn.Module):
         last = torch.ceil(lens * self.frame_shift / v.time_bin).long() + 1  # bins up to the input's end
         past = torch.arange(v.times, device=h.device)[None, :] > last[:, None]
         times = g.masked_fill(past[:, None, :], -1e4)
-        return torch.cat([logits[..., : v.text], times, logits[..., v.text + v.times:]], -1)
+        return torch.cat([text, times, logits[..., v.text + v.times:]], -1)
+
+    def speaker_bias(self, voice: Tensor, n: int, turns) -> list[tuple[int, Tensor]]:
+        """The speaker pointer's logits (speakers,) at each (position, start bin, completed
+        segments) of ``turns`` (:func:`speaker_turns`), for one window's voice frames (T, C) of
+        which the first ``n`` are real."""
+        v, shift = self.vocab, self.frame_shift
+        f = nn.functional.normalize(self.spk_proj(voice[: max(n, 1)].float()), dim=-1)
+        cs = nn.functional.pad(f.cumsum(0), (0, 0, 1, 0))  # cs[b] - cs[a] = sum of frames a..b-1
+        per_bin = v.time_bin / shift
+
+        def span(a_bin: float, b_bin: float) -> tuple[int, int]:
+            a = min(int(a_bin * per_bin), n - 1)
+            return a, max(a + 1, min(int(math.ceil(b_bin * per_bin)), n))
+
+        out = []
+        win = self.cfg.speaker_window / v.time_bin
+        for u, start, done in turns:
+            a, b = span(start, start + win)
+            cur = cs[b] - cs[a]
+            sums: dict[int, Tensor] = {}
+            for s0, s1, k in done:
+                a2, b2 = span(s0, s1)
+                sums[k] = sums.get(k, 0) + (cs[b2] - cs[a2])
+            bias = torch.zeros(v.speakers, device=voice.device)
+            known = min(len(sums), v.speakers)
+            if known:
+                ref = torch.stack([sums.get(k, torch.zeros_like(cur)) for k in range(known)])
+                bias[:known] = nn.functional.cosine_similarity(ref, cur[None], dim=-1)
+            if known < v.speakers:
+                bias[known] = self.spk_new
+            out.append((u, self.spk_scale * bias))
+        return out
+
+    def _copy_logprobs(self, h: Tensor, mem: Tensor, mem_pad: Tensor) -> Tensor:
+        """log of the CTC distribution (text tokens) at the frames a copy pointer attends: (N, U, text)."""
+        probs = self._copy_probs
+        if probs is None or probs.shape[:2] != mem.shape[:2]:
+            raise RuntimeError("word pointer: the CTC posteriors of this memory are missing (call encode() first)")
+        scores = self.copy_query(h) @ self.copy_key(mem).transpose(1, 2) / math.sqrt(h.shape[-1])  # (N, U, T)
+        att = scores.masked_fill(mem_pad[:, None, :], -1e4).softmax(-1)
+        return (att @ probs[..., : self.vocab.text]).clamp(min=1e-6).log()
 
     def set_frozen(self):
         if self.semantic_ctc is not None:  # the ASR model's own head: always as trained
@@ -467,11 +572,16 @@ class TagSpeechModel(nn.Module):
                 voice = None
         else:
             sem, lens, voice = self.streams(x, x_lens)
+        probs = None
         if self.semantic_ctc is not None:
-            sem = torch.cat([sem, self.semantic_ctc(sem).softmax(-1)], -1)  # probabilities: spikes in [0, 1]
+            probs = self.semantic_ctc(sem).softmax(-1)
+            sem = torch.cat([sem, probs], -1)  # probabilities: spikes in [0, 1]
         if voice is not None:
             T = min(sem.shape[1], voice.shape[1])
             sem, voice, lens = sem[:, :T], voice[:, :T], lens.clamp(max=T)
+            probs = probs[:, :T] if probs is not None else None
+        # the word pointer reads them while decoding this memory (set here, read by logits_with_pointer)
+        self._copy_probs = probs if self.copy_scale is not None else None
         if self.cfg.fusion == "concat":
             mem = self.fuse(torch.cat([sem, voice], -1) if voice is not None else sem)
         else:
@@ -588,12 +698,14 @@ class TagSpeechTask(Task):
     # ------------------------------------------------------------------ training
     def compute_loss(self, model: TagSpeechModel, batch: dict, step: int):
         cfg = self.model_cfg
-        mem, lens, _ = model.encode(batch["inputs"], batch["input_lens"], batch["targets"].get("streams"))
+        mem, lens, voice = model.encode(batch["inputs"], batch["input_lens"], batch["targets"].get("streams"))
         tokens = batch["targets"]["tokens"]
         n = float(sum(len(t) + 1 for t in tokens))
         dec = model.decoder
         ys_in, ys_out, pad = dec._inputs(tokens, mem.device)
         logits, attn = dec.decode_with_attention(*dec.memory(mem, lens), ys_in, pad)
+        if model.spk_proj is not None and voice is not None:
+            logits = logits + self._speaker_bias_batch(model, tokens, voice, lens, logits.shape)
         if cfg.align_loss_scale <= 0:
             ce = smoothed_ce(logits, ys_out, cfg.label_smoothing)
             return ce, {"loss": float(ce.detach())}, n
@@ -604,6 +716,21 @@ class TagSpeechTask(Task):
         loss = ce + cfg.align_loss_scale * align
         return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "align": float(align.detach()),
                       "attn_inside": float((mass * guided.to(attn.device)).sum().detach())}, n
+
+    def _speaker_bias_batch(self, model: TagSpeechModel, tokens: list, voice: Tensor, lens: Tensor, shape) -> Tensor:
+        """(N, U, V): the speaker pointer's logits at the speaker-token positions of ``tokens``."""
+        v = self.vocab
+        rows, cols, vals = [], [], []
+        for i, seq in enumerate(tokens):
+            for u, b in model.speaker_bias(voice[i], int(lens[i]), speaker_turns(seq, v)):
+                rows.append(i * shape[1] + u)
+                vals.append(b)
+        out = torch.zeros(shape[0] * shape[1], v.speakers, device=voice.device)
+        if rows:
+            out = out.index_put((torch.tensor(rows, device=voice.device),), torch.stack(vals))
+        full = torch.zeros(shape[0] * shape[1], shape[2], device=voice.device)
+        full = torch.cat([full[:, : v.text + v.times], out, full[:, v.text + v.times + v.speakers:]], -1)
+        return full.view(shape)
 
     def attention_targets(self, spans: list, shape, frame_shift: float) -> tuple[Tensor, Tensor]:
         """(N, U, T) True where output position u may attend (its segment's frames +- margin),
@@ -631,13 +758,21 @@ class TagSpeechTask(Task):
         cache = model.decoder.start_cache(*model.decoder.memory(mem, lens))
         durs = [float(n) * 0.01 for n in x_lens.tolist()]  # 10 ms fbank frames
         N = x.shape[0]
-        gram = [Grammar(self.vocab, durs[i], int(durs[i] * self.model_cfg.max_tokens_per_second) + 8)
-                for i in range(N)]
+        gram = [Grammar(self.vocab, durs[i], int(durs[i] * self.model_cfg.max_tokens_per_second) + 8,
+                        self.model_cfg.no_repeat_ngram) for i in range(N)]
         seqs: list[list[int]] = [[] for _ in range(N)]
         done = [False] * N
         tok = torch.full((N,), self.vocab.sos, dtype=torch.long, device=mem.device)
+        pointer = model.spk_proj is not None and voice is not None
+        t1 = self.vocab.text + self.vocab.times
         while not all(done):
             logits = model.decoder.step(cache, tok)
+            if pointer:
+                for i in range(N):
+                    if not done[i] and gram[i].state == "spk":  # this step writes a speaker token
+                        turns = [(len(seqs[i]), *t[1:]) for t in speaker_turns(seqs[i] + [t1], self.vocab)][-1:]
+                        for _, b in model.speaker_bias(voice[i], int(lens[i]), turns):
+                            logits[i, t1: t1 + self.vocab.speakers] += b.to(logits.dtype)
             masks = torch.stack([g.mask() for g in gram]).to(logits.device)
             best = logits.float().masked_fill(~masks, float("-inf")).argmax(-1)
             for i in range(N):
