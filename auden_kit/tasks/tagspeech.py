@@ -109,6 +109,11 @@ class TagSpeechModelConfig:
     # decoding never repeats an n-gram of text pieces within one segment (0: off): a young or
     # unsure decoder's loops ("and the king and the king ...") end at their first repeat
     no_repeat_ngram: int = 4
+    # decoding bounds a segment's length by what it says: its end at most segment_base_seconds +
+    # seconds_per_piece x its text pieces after its start (0: off), so one bad end time cannot
+    # swallow the rest of the window (measured on mini_synth_meeting: RESULTS.md)
+    seconds_per_piece: float = 1.0
+    segment_base_seconds: float = 2.0
     # cosine similarity above which speakers of two windows are one; measured on mini_synth_meeting's
     # 10-minute recording: 0.5 found 10 speakers of 24, 0.7 found 22, 0.85 found 36
     link_threshold: float = 0.7
@@ -146,6 +151,9 @@ class TagSpeechModelConfig:
             raise UserError("config keys 'model.encoder_chunk' / 'model.encoder_context' must be >= 0")
         if self.align_loss_scale < 0 or self.align_margin < 0:
             raise UserError("config keys 'model.align_loss_scale' / 'model.align_margin' must be >= 0")
+        if self.seconds_per_piece < 0 or self.segment_base_seconds < 0:
+            raise UserError("config keys 'model.seconds_per_piece' / 'model.segment_base_seconds' must be >= 0 "
+                            "(seconds_per_piece 0: no bound)")
         if self.no_repeat_ngram < 0:
             raise UserError(f"config key 'model.no_repeat_ngram' must be >= 0 (0: off), got {self.no_repeat_ngram}")
         if self.max_speakers < 1 or self.decoder_layers < 1:
@@ -289,8 +297,10 @@ class Grammar:
     times stay inside the window of ``dur`` seconds; within ``cap`` tokens the last segment is
     closed and the output ended."""
 
-    def __init__(self, vocab: TagVocab, dur: float, cap: int, no_repeat_ngram: int = 0):
+    def __init__(self, vocab: TagVocab, dur: float, cap: int, no_repeat_ngram: int = 0, seconds_per_piece: float = 0.0,
+                 base_seconds: float = 2.0):
         self.v, self.cap, self.ngram = vocab, cap, no_repeat_ngram
+        self.per_piece, self.base = seconds_per_piece, base_seconds
         self.seg: list[int] = []  # the text pieces of the segment being written
         self.last_bin = max(1, min(vocab.times - 1, int(dur / vocab.time_bin + 0.5)))
         self.state, self.start_bin, self.n_spk, self.n = "start", 0, 0, 0
@@ -318,6 +328,10 @@ class Grammar:
         t0, t1 = v.text, v.text + v.times
         left = self.cap - self.n
         end_from = t0 + min(self.start_bin + 1, self.last_bin)
+        end_to = t0 + self.last_bin + 1  # exclusive
+        if self.per_piece > 0:  # a segment lasts at most base + per_piece x its pieces
+            most = self.start_bin + int(math.ceil((self.base + self.per_piece * len(self.seg)) / v.time_bin))
+            end_to = max(end_from + 1, min(end_to, t0 + most + 1))
         if self.state == "start":
             m = torch.zeros(v.size, dtype=torch.bool)
             if left >= 5 and self.start_bin < self.last_bin:  # room for a segment: time, speaker, word, time, eos
@@ -329,14 +343,14 @@ class Grammar:
         elif self.state == "first" or (self.state == "words" and left > 2):
             m = self.words.clone()
             if self.state == "words":
-                m[end_from: t0 + self.last_bin + 1] = True
+                m[end_from: end_to] = True
                 n, seg = self.ngram, self.seg
                 if n > 1 and len(seg) >= n - 1:  # no n-gram twice in a segment
                     tail = seg[len(seg) - n + 1:]
                     m[[seg[j + n - 1] for j in range(len(seg) - n + 1) if seg[j: j + n - 1] == tail]] = False
         else:  # words, out of room: close the segment
             m = torch.zeros(v.size, dtype=torch.bool)
-            m[end_from: t0 + self.last_bin + 1] = True
+            m[end_from: end_to] = True
         return m
 
 
@@ -758,8 +772,9 @@ class TagSpeechTask(Task):
         cache = model.decoder.start_cache(*model.decoder.memory(mem, lens))
         durs = [float(n) * 0.01 for n in x_lens.tolist()]  # 10 ms fbank frames
         N = x.shape[0]
-        gram = [Grammar(self.vocab, durs[i], int(durs[i] * self.model_cfg.max_tokens_per_second) + 8,
-                        self.model_cfg.no_repeat_ngram) for i in range(N)]
+        c = self.model_cfg
+        gram = [Grammar(self.vocab, durs[i], int(durs[i] * c.max_tokens_per_second) + 8, c.no_repeat_ngram,
+                        c.seconds_per_piece, c.segment_base_seconds) for i in range(N)]
         seqs: list[list[int]] = [[] for _ in range(N)]
         done = [False] * N
         tok = torch.full((N,), self.vocab.sos, dtype=torch.long, device=mem.device)
