@@ -4,6 +4,9 @@
 #   meeting_streams CONF ASR VOICE CUTS...        cache the frozen encoders' outputs beside each
 #                                                 data/fbank/X_cuts_P.jsonl.gz as X_streams_P.jsonl.gz
 #   meeting_table NAME METRICS_JSON ...          one summary line per system
+#   meeting_models ASR VOICE ASR_HINT VOICE_HINT  both model folders exist, or say what to give
+#   meeting_train CONF EXP EPOCHS ASR VOICE TRAIN [OVERRIDES]   tagspeech training (skipped when done)
+#   meeting_decode EXP PREFIX PART...             decode data/fbank/PREFIX_cuts_PART.jsonl.gz, scored
 #   meeting_cascade VOICE ASR "THRESHOLDS" DEV TEST OUT_DIR
 #                                                 the cascade baseline, its clustering threshold
 #                                                 tuned on DEV (lowest DER), scored on TEST
@@ -49,4 +52,29 @@ for name, path in zip(sys.argv[1::2], sys.argv[2::2]):
     if Path(path).is_file():
         print(f"{name:12} {summary_line(json.loads(Path(path).read_text()))}")
 PY
+}
+
+# meeting_models ASR VOICE "ASR HINT" "VOICE HINT": both model folders exist, or say which to give
+meeting_models() {
+  [ -n "$1" ] && [ -f "$1/config.yaml" ] || { echo "run.sh: give --asr-model DIR, $3" >&2; exit 1; }
+  [ -n "$2" ] && [ -f "$2/config.yaml" ] || { echo "run.sh: give --voice-model DIR, $4" >&2; exit 1; }
+}
+
+
+# meeting_train CONFIG EXP EPOCHS ASR VOICE TRAIN_MANIFESTS(comma-separated) [OVERRIDES...]
+meeting_train() {
+  local conf="$1" exp="$2" epochs="$3" asr="$4" voice="$5" train="$6"; shift 6
+  if [ -f $exp/epoch-$epochs.pt ]; then skip $exp; return; fi
+  auden-kit train --config $conf exp_dir=$exp trainer.num_epochs=$epochs model.semantic_model=$asr \
+    model.voice_model=$voice "data.train_cuts=[$train]" "$@"
+}
+
+# meeting_decode EXP CUTS_PREFIX PART...: decode data/fbank/CUTS_PREFIX_cuts_PART.jsonl.gz with EXP/model-avg
+meeting_decode() {
+  local exp="$1" prefix="$2" part; shift 2
+  for part in "$@"; do
+    if up_to_date $exp/decode/metrics-$part.json $exp/model-avg/config.yaml; then skip $exp/decode $part; continue; fi
+    auden-kit decode --model $exp/model-avg --cuts data/fbank/${prefix}_cuts_$part.jsonl.gz --out-dir $exp/decode \
+      --name $part
+  done
 }

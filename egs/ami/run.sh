@@ -74,30 +74,20 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   fi
 fi
 
-check_models() {
-  [ -n "$asr_model" ] && [ -f $asr_model/config.yaml ] || {
-    echo "run.sh: give --asr-model DIR, an English ASR model folder (e.g. ../librispeech/exp/model-avg)" >&2; exit 1; }
-  [ -n "$voice_model" ] && [ -f $voice_model/config.yaml ] || {
-    echo "run.sh: give --voice-model DIR, a voice model folder (e.g. ../voxceleb/exp/model-avg)" >&2; exit 1; }
-}
+check_models() { meeting_models "$asr_model" "$voice_model" "an English ASR model folder (e.g. ../librispeech/exp/model-avg)" "a voice model folder (e.g. ../voxceleb/exp/model-avg)"; }
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: cache the frozen encoders' streams (training then runs the decoder only)"
   check_models
-  train_cuts="data/fbank/ami_cuts_train.jsonl.gz"
-  [ -f data/fbank/amisim_cuts_train.jsonl.gz ] && train_cuts="$train_cuts data/fbank/amisim_cuts_train.jsonl.gz"
-  meeting_streams $config $asr_model $voice_model $train_cuts data/fbank/ami_cuts_dev.jsonl.gz
+  meeting_streams $config $asr_model $voice_model data/fbank/ami_cuts_train.jsonl.gz \
+    $(ls data/fbank/amisim_cuts_train.jsonl.gz 2>/dev/null) data/fbank/ami_cuts_dev.jsonl.gz
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: train (TensorBoard: tensorboard --logdir $(pwd)/$exp/tensorboard)"
   check_models
-  train="data/fbank/ami_streams_train.jsonl.gz"
-  [ -f data/fbank/amisim_streams_train.jsonl.gz ] && train="$train,data/fbank/amisim_streams_train.jsonl.gz"
-  if [ ! -f $exp/epoch-$num_epochs.pt ]; then
-    auden-kit train --config $config trainer.num_epochs=$num_epochs model.semantic_model=$asr_model \
-      model.voice_model=$voice_model "data.train_cuts=[$train]" $extra
-  fi
+  train=$( (ls data/fbank/{ami,amisim}_streams_train.jsonl.gz 2>/dev/null || true) | paste -sd, -)
+  meeting_train $config $exp $num_epochs $asr_model $voice_model "$train" $extra
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
@@ -107,10 +97,7 @@ fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   log "Stage 7: decode dev and test (cpWER, tcpWER, DER at collar 0.25 and 0, speaker count; RTTM/STM/SegLST)"
-  for part in dev test; do
-    if up_to_date $exp/decode/metrics-$part.json $exp/model-avg/config.yaml; then skip $exp/decode $part; continue; fi
-    auden-kit decode --model $exp/model-avg --cuts data/fbank/ami_cuts_$part.jsonl.gz --out-dir $exp/decode --name $part
-  done
+  meeting_decode $exp ami dev test
 fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then

@@ -34,7 +34,6 @@ __options="stage stop_stage nj seen_speakers train_utts test_utts train_meetings
 . ../../tools/meeting_lib.sh
 dl_dir=download
 exp=exp/tagspeech
-streams="model.semantic_model=$asr_model model.voice_model=$voice_model"
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: the semantic (ASR) and voice model folders"
@@ -94,9 +93,7 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: train (TensorBoard: tensorboard --logdir $(pwd)/$exp/tensorboard)"
-  if [ ! -f $exp/epoch-$num_epochs.pt ]; then
-    auden-kit train --config conf/train.yaml trainer.num_epochs=$num_epochs $streams $extra
-  fi
+  meeting_train conf/train.yaml $exp $num_epochs $asr_model $voice_model data/fbank/meetings_streams_train.jsonl.gz $extra
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
@@ -106,10 +103,7 @@ fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   log "Stage 7: decode the held-out meetings (cpWER, tcpWER, DER, speaker count; RTTM/STM/SegLST)"
-  if up_to_date $exp/decode/metrics-test.json $exp/model-avg/config.yaml; then skip $exp/decode; else
-    auden-kit decode --model $exp/model-avg --cuts data/fbank/meetings_cuts_test.jsonl.gz \
-      --out-dir $exp/decode --name test
-  fi
+  meeting_decode $exp meetings test
 fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
