@@ -335,6 +335,16 @@ def test_mini_synth_ssl_recipe_tiny(tmp_path):
     assert all(not c.supervisions for c in CutSet.from_file(un))
 
 
+def _tiny_tagspeech(recipe: Path, max_duration: float):
+    """A tiny decoder in the recipe's tagspeech config (the streams come from the tiny fixtures)."""
+    p = recipe / "conf" / "train.yaml"
+    cfg = yaml.safe_load(p.read_text())
+    cfg["model"].update({"d_model": 32, "decoder_layers": 1, "decoder_ff_dim": 64, "decoder_heads": 2})
+    cfg["data"].update({"max_duration": max_duration, "num_buckets": 1, "num_workers": 0})
+    cfg["trainer"].update({"progress": False, "average_period": 1})
+    p.write_text(yaml.safe_dump(cfg))
+
+
 @pytest.mark.slow
 def test_mini_synth_meeting_recipe_tiny(tmp_path, trained_model, voice_model):
     """Every stage of egs/mini_synth_meeting (synthesis, meeting simulation, fbank, stream cache,
@@ -342,12 +352,7 @@ def test_mini_synth_meeting_recipe_tiny(tmp_path, trained_model, voice_model):
     with tiny models: the tiny ASR folder as the semantic stream, the tiny voice folder as the
     voice stream and the cascade's embedder."""
     recipe = _copy_recipe("mini_synth_meeting", tmp_path)
-    p = recipe / "conf" / "train.yaml"
-    cfg = yaml.safe_load(p.read_text())
-    cfg["model"].update({"d_model": 32, "decoder_layers": 1, "decoder_ff_dim": 64, "decoder_heads": 2})
-    cfg["data"].update({"max_duration": 120, "num_buckets": 1, "num_workers": 0})
-    cfg["trainer"].update({"progress": False, "average_period": 1})
-    p.write_text(yaml.safe_dump(cfg))
+    _tiny_tagspeech(recipe, max_duration=120)
     cmd = ["./run.sh", "--nj", "1", "--seen-speakers", "4", "--train-utts", "6", "--test-utts", "3",
            "--unseen-speakers", "2", "--train-meetings", "6", "--dev-meetings", "2", "--test-meetings", "3",
            "--min-seconds", "8", "--max-seconds", "30", "--thresholds", "0.5",
@@ -463,12 +468,7 @@ def test_ami_recipe_on_a_synthesized_layout(meetings, tmp_path, trained_model, v
     stream cache, tagspeech training (TagSpeech's filter on), decoding dev/test, the cascade."""
     corpus = _ami_layout(meetings, tmp_path / "corpus")
     recipe = _copy_recipe("ami", tmp_path / "work")
-    p = recipe / "conf" / "train.yaml"
-    cfg = yaml.safe_load(p.read_text())
-    cfg["model"].update({"d_model": 32, "decoder_layers": 1, "decoder_ff_dim": 64, "decoder_heads": 2})
-    cfg["data"].update({"max_duration": 30, "num_buckets": 1, "num_workers": 0})
-    cfg["trainer"].update({"progress": False, "average_period": 1})
-    p.write_text(yaml.safe_dump(cfg))
+    _tiny_tagspeech(recipe, max_duration=30)
     cmd = ["./run.sh", "--stage", "1", "--corpus-dir", str(corpus), "--nj", "1", "--max-group", "10",
            "--sim-meetings", "2", "--sim-min-seconds", "4", "--thresholds", "0.5", "--num-epochs", "1", "--avg", "1",
            "--asr-model", str(trained_model), "--voice-model", str(voice_model / "model")]
