@@ -65,7 +65,7 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  log "Stage 3: simulated training meetings from AMI's solo segments ($sim_meetings; 0 = none)"
+  log "Stage 3: simulated training meetings from the solo segments of AMI ($sim_meetings; 0 = none)"
   if [ "$sim_meetings" -gt 0 ] && [ ! -f data/fbank/amisim_cuts_train.jsonl.gz ]; then
     auden-kit data simulate-meetings data/manifests/${p}_{recordings,supervisions}_train.jsonl.gz \
       --out-dir data/manifests --audio-dir $dl_dir/simulated --prefix amisim --part train \
@@ -77,7 +77,7 @@ fi
 check_models() { meeting_models "$asr_model" "$voice_model" "an English ASR model folder (e.g. ../librispeech/exp/model-avg)" "a voice model folder (e.g. ../voxceleb/exp/model-avg)"; }
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  log "Stage 4: cache the frozen encoders' streams (training then runs the decoder only)"
+  log "Stage 4: cache the streams of the frozen encoders (training then runs the decoder only)"
   check_models
   meeting_streams $config $asr_model $voice_model data/fbank/ami_cuts_train.jsonl.gz \
     $(ls data/fbank/amisim_cuts_train.jsonl.gz 2>/dev/null) data/fbank/ami_cuts_dev.jsonl.gz
