@@ -370,7 +370,8 @@ def test_speaker_pointer_compares_voices():
     fake = SimpleNamespace(vocab=v, frame_shift=0.04, spk_proj=proj, cfg=SimpleNamespace(speaker_window=1.0),
                            spk_scale=torch.tensor(10.0), spk_new=torch.tensor(0.5))
     with torch.no_grad():
-        out = TagSpeechModel.speaker_bias(fake, voice, 100, turns)
+        cs = TagSpeechModel.speaker_frames(fake, voice, 100)
+        out = [(u, TagSpeechModel.speaker_bias(fake, cs, start, done)) for u, start, done in turns]
     assert [u for u, _ in out] == [1, 5, 10]
     first, second, third = (b for _, b in out)
     assert first.tolist() == [5.0, 0, 0, 0]  # nobody yet: only "new" scores

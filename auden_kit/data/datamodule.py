@@ -322,15 +322,9 @@ def _filter(cuts, cfg: DataConfig, task=None, train: bool = False):
     import functools
 
     cuts = cuts.filter(functools.partial(_duration_ok, lo=cfg.min_cut_duration, hi=cfg.max_cut_duration))
-    if train and task is not None and type(task).keep_training_cut is not _base_keep():
+    if train and task is not None:
         cuts = cuts.filter(task.keep_training_cut)
     return cuts
-
-
-def _base_keep():
-    from auden_kit.tasks.base import Task
-
-    return Task.keep_training_cut
 
 
 def build_dataset(cfg: DataConfig, train: bool, task=None) -> SpeechDataset:

@@ -15,8 +15,6 @@ EPS = "*"
 # per character, as WeNet, ESPnet and the M2MeT/AISHELL results do (CER / mixed error rate);
 # words of other scripts in the same text stay words. English text is unchanged.
 _UNSPACED = re.compile("([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f])")
-
-
 _PUNCT = re.compile(r"[^\w\s']|_")
 
 

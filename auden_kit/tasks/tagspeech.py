@@ -272,21 +272,14 @@ def parse_tokens(ids: list[int], vocab: TagVocab, tokenizer, duration: float | N
 
 
 def speaker_turns(tokens: list[int], vocab: TagVocab):
-    """Walk an output token sequence; yield (position, start bin of the segment, completed
-    segments so far as (start_bin, end_bin, speaker)) at every speaker token position, i.e. the
-    position whose token is the speaker of the segment that starts at that bin."""
-    done: list[tuple[int, int, int]] = []
-    start, spk, state = 0, 0, "start"
+    """Walk an output token sequence with the :class:`Grammar`; yield (position, start bin of the
+    segment, completed segments so far as (start_bin, end_bin, speaker)) at every speaker token
+    position, i.e. the position whose token is the speaker of the segment that starts at that bin."""
+    g = Grammar(vocab, vocab.times * vocab.time_bin, len(tokens) + 1)
     for u, t in enumerate(tokens):
-        k = vocab.kind(t)
-        if state == "start" and k == "time":
-            start, state = t - vocab.text, "spk"
-        elif state == "spk":
-            yield u, start, list(done)
-            spk, state = (vocab.spk_of(t) if k == "spk" else 0), "words"
-        elif state == "words" and k == "time":
-            done.append((start, t - vocab.text, spk))
-            state = "start"
+        if g.state == "spk":
+            yield u, g.start_bin, list(g.done)
+        g.update(t)
 
 
 class Grammar:
@@ -302,6 +295,8 @@ class Grammar:
         self.v, self.cap, self.ngram = vocab, cap, no_repeat_ngram
         self.per_piece, self.base = seconds_per_piece, base_seconds
         self.seg: list[int] = []  # the text pieces of the segment being written
+        self.spk = 0  # its speaker
+        self.done: list[tuple[int, int, int]] = []  # completed segments: (start bin, end bin, speaker)
         self.last_bin = max(1, min(vocab.times - 1, int(dur / vocab.time_bin + 0.5)))
         self.state, self.start_bin, self.n_spk, self.n = "start", 0, 0, 0
         words = torch.zeros(vocab.size, dtype=torch.bool)
@@ -316,12 +311,13 @@ class Grammar:
             self.state, self.start_bin = "spk", i - v.text
         elif self.state == "spk" and k == "spk":
             self.n_spk = max(self.n_spk, v.spk_of(i) + 1)
-            self.state, self.seg = "first", []
+            self.state, self.seg, self.spk = "first", [], v.spk_of(i)
         elif self.state in ("first", "words") and k == "word":
             self.state = "words"
             self.seg.append(i)
         elif self.state == "words" and k == "time":
             self.state = "start"
+            self.done.append((self.start_bin, i - v.text, self.spk))
 
     def mask(self) -> Tensor:
         v = self.v
@@ -506,37 +502,34 @@ class TagSpeechModel(nn.Module):
         times = g.masked_fill(past[:, None, :], -1e4)
         return torch.cat([text, times, logits[..., v.text + v.times:]], -1)
 
-    def speaker_bias(self, voice: Tensor, n: int, turns) -> list[tuple[int, Tensor]]:
-        """The speaker pointer's logits (speakers,) at each (position, start bin, completed
-        segments) of ``turns`` (:func:`speaker_turns`), for one window's voice frames (T, C) of
-        which the first ``n`` are real."""
-        v, shift = self.vocab, self.frame_shift
+    def speaker_frames(self, voice: Tensor, n: int) -> Tensor:
+        """One window's voice frames (T, C), of which the first ``n`` are real, projected and
+        normalised, as prefix sums (n + 1, C): what :meth:`speaker_bias` reads, once per window."""
         f = nn.functional.normalize(self.spk_proj(voice[: max(n, 1)].float()), dim=-1)
-        cs = nn.functional.pad(f.cumsum(0), (0, 0, 1, 0))  # cs[b] - cs[a] = sum of frames a..b-1
-        per_bin = v.time_bin / shift
+        return nn.functional.pad(f.cumsum(0), (0, 0, 1, 0))  # cs[b] - cs[a] = sum of frames a..b-1
 
-        def span(a_bin: float, b_bin: float) -> tuple[int, int]:
+    def speaker_bias(self, cs: Tensor, start: int, done) -> Tensor:
+        """The speaker pointer's logits (speakers,) for the segment starting at bin ``start`` after
+        the completed segments ``done`` ((start bin, end bin, speaker)), from :meth:`speaker_frames`."""
+        v, n = self.vocab, cs.shape[0] - 1
+        per_bin = v.time_bin / self.frame_shift
+
+        def span_sum(a_bin: float, b_bin: float) -> Tensor:
             a = min(int(a_bin * per_bin), n - 1)
-            return a, max(a + 1, min(int(math.ceil(b_bin * per_bin)), n))
+            return cs[max(a + 1, min(int(math.ceil(b_bin * per_bin)), n))] - cs[a]
 
-        out = []
-        win = self.cfg.speaker_window / v.time_bin
-        for u, start, done in turns:
-            a, b = span(start, start + win)
-            cur = cs[b] - cs[a]
-            sums: dict[int, Tensor] = {}
-            for s0, s1, k in done:
-                a2, b2 = span(s0, s1)
-                sums[k] = sums.get(k, 0) + (cs[b2] - cs[a2])
-            bias = torch.zeros(v.speakers, device=voice.device)
-            known = min(len(sums), v.speakers)
-            if known:
-                ref = torch.stack([sums.get(k, torch.zeros_like(cur)) for k in range(known)])
-                bias[:known] = nn.functional.cosine_similarity(ref, cur[None], dim=-1)
-            if known < v.speakers:
-                bias[known] = self.spk_new
-            out.append((u, self.spk_scale * bias))
-        return out
+        cur = span_sum(start, start + self.cfg.speaker_window / v.time_bin)
+        sums: dict[int, Tensor] = {}
+        for s0, s1, k in done:
+            sums[k] = sums.get(k, 0) + span_sum(s0, s1)
+        bias = torch.zeros(v.speakers, device=cs.device)
+        known = min(len(sums), v.speakers)
+        if known:
+            ref = torch.stack([sums.get(k, torch.zeros_like(cur)) for k in range(known)])
+            bias[:known] = nn.functional.cosine_similarity(ref, cur[None], dim=-1)
+        if known < v.speakers:
+            bias[known] = self.spk_new
+        return self.spk_scale * bias
 
     def _copy_logprobs(self, h: Tensor, mem: Tensor, mem_pad: Tensor) -> Tensor:
         """log of the CTC distribution (text tokens) at the frames a copy pointer attends: (N, U, text)."""
@@ -690,7 +683,8 @@ class TagSpeechTask(Task):
 
     # ------------------------------------------------------------------ data
     def keep_training_cut(self, cut) -> bool:
-        return self.model_cfg.train_filter(cut)
+        f = self.model_cfg.train_filter
+        return not f.active or f(cut)  # every training cut, every epoch: no pass when the filter is off
 
     def batch_targets(self, cuts, train: bool) -> dict:
         tokens, refs, spans = [], [], []
@@ -719,7 +713,7 @@ class TagSpeechTask(Task):
         ys_in, ys_out, pad = dec._inputs(tokens, mem.device)
         logits, attn = dec.decode_with_attention(*dec.memory(mem, lens), ys_in, pad)
         if model.spk_proj is not None and voice is not None:
-            logits = logits + self._speaker_bias_batch(model, tokens, voice, lens, logits.shape)
+            logits = self._with_speaker_pointer(model, logits, tokens, voice, lens)
         if cfg.align_loss_scale <= 0:
             ce = smoothed_ce(logits, ys_out, cfg.label_smoothing)
             return ce, {"loss": float(ce.detach())}, n
@@ -731,20 +725,17 @@ class TagSpeechTask(Task):
         return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "align": float(align.detach()),
                       "attn_inside": float((mass * guided.to(attn.device)).sum().detach())}, n
 
-    def _speaker_bias_batch(self, model: TagSpeechModel, tokens: list, voice: Tensor, lens: Tensor, shape) -> Tensor:
-        """(N, U, V): the speaker pointer's logits at the speaker-token positions of ``tokens``."""
+    def _with_speaker_pointer(self, model: TagSpeechModel, logits: Tensor, tokens: list, voice: Tensor,
+                              lens: Tensor) -> Tensor:
+        """``logits`` (N, U, V) with the speaker pointer added at the speaker-token positions."""
         v = self.vocab
-        rows, cols, vals = [], [], []
+        bias = torch.zeros(*logits.shape[:2], v.speakers, device=logits.device)
         for i, seq in enumerate(tokens):
-            for u, b in model.speaker_bias(voice[i], int(lens[i]), speaker_turns(seq, v)):
-                rows.append(i * shape[1] + u)
-                vals.append(b)
-        out = torch.zeros(shape[0] * shape[1], v.speakers, device=voice.device)
-        if rows:
-            out = out.index_put((torch.tensor(rows, device=voice.device),), torch.stack(vals))
-        full = torch.zeros(shape[0] * shape[1], shape[2], device=voice.device)
-        full = torch.cat([full[:, : v.text + v.times], out, full[:, v.text + v.times + v.speakers:]], -1)
-        return full.view(shape)
+            cs = model.speaker_frames(voice[i], int(lens[i]))
+            for u, start, done in speaker_turns(seq, v):
+                bias[i, u] = model.speaker_bias(cs, start, done)
+        t1 = v.text + v.times
+        return torch.cat([logits[..., :t1], logits[..., t1: t1 + v.speakers] + bias, logits[..., t1 + v.speakers:]], -1)
 
     def attention_targets(self, spans: list, shape, frame_shift: float) -> tuple[Tensor, Tensor]:
         """(N, U, T) True where output position u may attend (its segment's frames +- margin),
@@ -779,15 +770,17 @@ class TagSpeechTask(Task):
         done = [False] * N
         tok = torch.full((N,), self.vocab.sos, dtype=torch.long, device=mem.device)
         pointer = model.spk_proj is not None and voice is not None
+        frames: dict[int, Tensor] = {}  # row -> speaker_frames, made at its first speaker token
         t1 = self.vocab.text + self.vocab.times
         while not all(done):
             logits = model.decoder.step(cache, tok)
             if pointer:
                 for i in range(N):
                     if not done[i] and gram[i].state == "spk":  # this step writes a speaker token
-                        turns = [(len(seqs[i]), *t[1:]) for t in speaker_turns(seqs[i] + [t1], self.vocab)][-1:]
-                        for _, b in model.speaker_bias(voice[i], int(lens[i]), turns):
-                            logits[i, t1: t1 + self.vocab.speakers] += b.to(logits.dtype)
+                        if i not in frames:
+                            frames[i] = model.speaker_frames(voice[i], int(lens[i]))
+                        b = model.speaker_bias(frames[i], gram[i].start_bin, gram[i].done)
+                        logits[i, t1: t1 + self.vocab.speakers] += b.to(logits.dtype)
             masks = torch.stack([g.mask() for g in gram]).to(logits.device)
             best = logits.float().masked_fill(~masks, float("-inf")).argmax(-1)
             for i in range(N):
