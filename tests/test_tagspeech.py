@@ -226,11 +226,13 @@ def test_simulated_meetings_are_meetings(meetings):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_tagspeech_learns_the_meetings(meetings, trained_model):
+@pytest.mark.parametrize("decoder", ["small", "llm"])
+def test_tagspeech_learns_the_meetings(meetings, trained_model, decoder, tmp_path):
     """A tiny tagspeech model (the tiny ASR encoder as both streams) on 6 meetings: the loss falls
     below half, the grammar-constrained decoding of a training meeting gets its speaker count
-    and most words, and every output parses. (The CLI, the model folder, the formats and the
-    cascade run end to end in tests/test_recipes.py.)"""
+    and most words, and every output parses; the same with a (tiny random) Hugging Face causal LM
+    with LoRA as the decoder, which must also come back from its model folder unchanged. (The
+    CLI, the model folder, the formats and the cascade run end to end in tests/test_recipes.py.)"""
     from lhotse import load_manifest
 
     from auden_kit.config import from_dict
@@ -242,9 +244,11 @@ def test_tagspeech_learns_the_meetings(meetings, trained_model):
         "task": "tagspeech", "exp_dir": "unused",
         "model": {"semantic_model": str(trained_model), "voice_model": str(trained_model), "d_model": 64,
                   "decoder_layers": 2, "decoder_ff_dim": 128, "max_window": 20, "max_speakers": 4, "dropout": 0.0,
-                  "label_smoothing": 0.0}})
+                  "label_smoothing": 0.0,
+                  **({"llm_path": _tiny_llm(tmp_path / "llm"), "llm_anchor_every": 0.64, "llm_lora_rank": 16,
+                     "llm_lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]} if decoder == "llm" else {})}})
     task, mcfg = resolve(cfg)
-    cuts = list(load_manifest(meetings[1]))
+    cuts = list(load_manifest(meetings[1]))[: 6 if decoder == "small" else 3]
     task.setup(mcfg, task.build_assets(cfg, mcfg, cuts))
     model = task.build_model()
     feats = [torch.from_numpy(c.load_features()) for c in cuts]
@@ -257,7 +261,7 @@ def test_tagspeech_learns_the_meetings(meetings, trained_model):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     model.train()
     first = None
-    for step in range(150):
+    for step in range(150 if decoder == "small" else 200):  # a random frozen LM: more steps
         loss, stats, n = task.compute_loss(model, batch, step)
         opt.zero_grad()
         (loss / n).backward()
@@ -268,6 +272,14 @@ def test_tagspeech_learns_the_meetings(meetings, trained_model):
     results = task.infer(model, batch)
     m = score_meetings([(r.cut_id, r.refs, r.segments) for r in results])
     assert m["fail_rate"] == 0 and m["cpwer"] < 60 and m["spk_count_acc"] >= 50, m
+    if decoder == "llm":  # the folder names the LM and holds the adapters, not the LM's weights
+        from auden_kit.hub import load_pretrained, load_state, save_pretrained
+
+        save_pretrained(tmp_path / "model", "tagspeech", mcfg, model, task.assets, cfg.data.fbank)
+        assert not any(k.startswith("decoder.lm.") for k in load_state(tmp_path / "model" / "model.safetensors"))
+        back = load_pretrained(tmp_path / "model")
+        again = back.task.infer(back.model.eval(), batch)
+        assert [r.segments for r in again] == [r.segments for r in results]
 
 
 def test_validate_reads_mixed_cuts(fbank_cuts, tmp_path):
@@ -377,3 +389,76 @@ def test_speaker_pointer_compares_voices():
     assert first.tolist() == [5.0, 0, 0, 0]  # nobody yet: only "new" scores
     assert int(second[:2].argmax()) == 1  # B is not A: the next new number wins
     assert int(third[:3].argmax()) == 0 and third[0] == pytest.approx(10.0)  # A again
+
+
+def _tiny_llm(path, with_tokenizer: bool = False):
+    """A tiny random Llama saved offline (the layout of any local causal-LM folder)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2,
+                                 max_position_embeddings=1024)).save_pretrained(path)
+    if with_tokenizer:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        t = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["<unk>"] + WordTok.words)}, unk_token="<unk>"))
+        t.pre_tokenizer = pre_tokenizers.Whitespace()
+        PreTrainedTokenizerFast(tokenizer_object=t, unk_token="<unk>").save_pretrained(path)
+    return str(path)
+
+
+def test_llm_decoder_prefix_cache_lora_and_nothing_of_the_lm_saved(tmp_path):
+    """The LLM decoder: the prefix interleaves stacked frames and time anchors (left-padded), step-
+    by-step decoding equals the full pass, attention maps back onto memory frames, LoRA adapters
+    start as a no-op and are the only trained LM-side weights, the LM's own weights are never in
+    the state dict and never change, and text pieces start from the LM tokenizer's embeddings."""
+    from auden_kit.heads.llm_decoder import LLMDecoder, lexical_embeddings, load_local_lm
+
+    path = _tiny_llm(tmp_path / "llm", with_tokenizer=True)
+    lm = load_local_lm(path, attentions=True)
+    before = {k: v.clone() for k, v in lm.state_dict().items()}
+    lex = lexical_embeddings(lm, path, WordTok.words, VOCAB.size)
+    assert lex is not None and torch.allclose(lex[5], lm.get_input_embeddings().weight[6]) and lex[30].abs().sum() == 0
+    torch.manual_seed(0)
+    d = LLMDecoder(VOCAB.size, 32, lm, 1, 1, frame_shift=0.04, time_token=VOCAB.time_id, stack=4, anchor_every=0.32,
+                   lora_rank=4, dropout=0.0, lexical=lex).eval()
+    assert len(d.lora) == 4 and not any(k.startswith("lm.") for k in d.state_dict())
+    mem, pad = d.memory(torch.randn(3, 21, 32), torch.tensor([21, 15, 5]))
+    pre, mask, where = d.prefix(mem, pad)
+    # 21 frames -> 6 stacked (4 each) in groups of 2 under 3 anchors = 9; 15 -> 4 + 2; 5 -> 2 + 1
+    assert pre.shape[1] == 9 and mask.sum(1).tolist() == [9, 6, 3]
+    assert where[0, :8].tolist() == [1] * 4 + [2] * 4 and int(where[0, 8]) == 4  # anchor at 3, frame 8 -> 4
+    ys = torch.randint(2, VOCAB.size, (3, 6))
+    nopad = torch.zeros(3, 6, dtype=torch.bool)
+    full, attn = d.decode_with_attention(mem, pad, ys, nopad)
+    assert torch.allclose(full, d.decode(mem, pad, ys, nopad), atol=1e-5)
+    cache = d.start_cache(mem, pad)
+    steps = torch.stack([d.step(cache, ys[:, u]) for u in range(6)], 1)
+    assert torch.allclose(full, steps, atol=1e-4), (full - steps).abs().max()
+    attn = attn.detach()
+    assert float(attn[2, :, 5:].sum()) == 0 and bool((attn.sum(-1) <= 1 + 1e-5).all())
+    # LoRA starts at zero: the same outputs as the plain model
+    plain = LLMDecoder(VOCAB.size, 32, load_local_lm(path, attentions=False), 1, 1, 0.04, VOCAB.time_id, 4, 0.32,
+                       train="frozen", dropout=0.0, lexical=lex).eval()
+    plain.load_state_dict({k: v for k, v in d.state_dict().items() if not k.startswith("lora.")})
+    assert torch.allclose(plain.decode(mem, pad, ys, nopad), full, atol=1e-5)
+    d.train()
+    loss = d.loss(torch.randn(2, 12, 32), torch.tensor([12, 8]), [[3, 4, 5], [6]])
+    loss.backward()
+    assert all(p.grad is not None for p in d.lora.parameters())
+    opt = torch.optim.SGD([p for p in d.parameters() if p.requires_grad], lr=0.1)
+    opt.step()
+    assert all(torch.equal(before[k], v) for k, v in lm.state_dict().items())
+
+
+def test_llm_decoder_config_errors_name_the_key(tmp_path):
+    from auden_kit.errors import UserError
+    from auden_kit.heads.llm_decoder import LLMDecoder, load_local_lm
+
+    with pytest.raises(UserError, match="model.llm_path.*config.json"):
+        load_local_lm(str(tmp_path / "missing"), attentions=False)
+    lm = load_local_lm(_tiny_llm(tmp_path / "llm"), attentions=False)
+    with pytest.raises(UserError, match="model.llm_lora_targets.*q_proj"):
+        LLMDecoder(VOCAB.size, 32, lm, 1, 1, 0.04, VOCAB.time_id, lora_targets=["c_attn"])

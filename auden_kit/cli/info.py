@@ -44,6 +44,12 @@ def collect_info() -> dict:
         out["k2"] = getattr(k2, "__version__", "present")
     except Exception:
         out["k2"] = None
+    try:  # optional: Hugging Face teachers, text towers and LLM decoders from local folders
+        import transformers
+
+        out["transformers"] = transformers.__version__
+    except Exception:
+        out["transformers"] = None
     from auden_kit.runtime import tune_allocator
 
     out["cpu_allocator"] = "glibc, freed memory kept for reuse" if tune_allocator() else "system default"
@@ -59,7 +65,7 @@ def collect_info() -> dict:
 
 
 def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
-    """Print versions, device, CPU threads, k2 availability and espeak-ng voices."""
+    """Print versions, device, CPU threads, k2 / transformers availability and espeak-ng voices."""
     data = collect_info()
     if as_json:
         typer.echo(json.dumps(data))
@@ -67,4 +73,6 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON obje
     for k, v in data.items():
         if k == "k2":
             v = v or "not installed (optional; the pure-PyTorch path is used)"
+        if k == "transformers":
+            v = v or "not installed (optional: only Hugging Face teachers, text towers, LLM decoders need it)"
         typer.echo(f"{k:>18}: {v}")

@@ -2,7 +2,8 @@
 frozen language model): not in ``parameters()``, ``state_dict()`` or ``named_modules()``, so the
 optimizer, the running average, checkpoints and saved model folders never see it, and no trainer
 code needs to know about it. It always runs in eval mode without gradients and follows the
-owner's ``.to(device)``.
+owner's ``.to(device)``. ``no_grad=False``: gradients still flow *through* it to what feeds it
+(a frozen language model under trained adapters); its own weights stay frozen.
 
     self.teacher = Frozen(load_pretrained(teacher_dir).model)
     feats = self.teacher(x, x_lens)
@@ -15,9 +16,10 @@ from torch import nn
 
 
 class Frozen(nn.Module):
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, no_grad: bool = True):
         super().__init__()
         module.eval().requires_grad_(False)
+        self.no_grad = no_grad
         object.__setattr__(self, "_hidden", [module])  # a list: nn.Module does not register it
 
     @property
@@ -34,5 +36,5 @@ class Frozen(nn.Module):
         return self
 
     def forward(self, *args, **kwargs):
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.no_grad):
             return self.module(*args, **kwargs)

@@ -128,6 +128,20 @@ class TagSpeechModelConfig:
     # TagSpeech's training-data filter (its values: min_segment 0.5, max_segment 30,
     # max_chars_per_second 30, max_segments 10); every bound 0 = off. Training windows only.
     train_filter: SegmentFilter = dataclasses.field(default_factory=SegmentFilter)
+    # the decoder: a Hugging Face causal LM from a local folder instead of the small decoder trained
+    # from scratch (empty: the small one). TagSpeech's layout: the fused frames, llm_stack at a time,
+    # pass a Linear-ReLU-Linear projector into the LM as a prefix with a time-anchor token every
+    # llm_anchor_every seconds; the output tokens follow. The LM stays frozen ("frozen") or gets
+    # LoRA adapters on the linear layers named in llm_lora_targets ("lora"); its own weights are
+    # never saved: the model folder names llm_path, which decoding loads again
+    llm_path: str = ""
+    llm_train: str = "lora"
+    llm_lora_rank: int = 8
+    llm_lora_alpha: float = 16.0
+    llm_lora_targets: list = dataclasses.field(default_factory=lambda: ["q_proj", "v_proj"])
+    llm_stack: int = 4
+    llm_anchor_every: float = 1.28
+    llm_dtype: str = "float32"
 
     def validate(self):
         if not (self.semantic_model or self.semantic_encoder_type):
@@ -159,6 +173,8 @@ class TagSpeechModelConfig:
         if self.max_speakers < 1 or self.decoder_layers < 1:
             raise UserError("config keys 'model.max_speakers' / 'model.decoder_layers' must be >= 1")
         self.train_filter.check("model.train_filter")
+        if self.llm_path and (self.llm_stack < 1 or self.llm_anchor_every <= 0):
+            raise UserError("config keys 'model.llm_stack' / 'model.llm_anchor_every' must be positive")
         if not -1 <= self.link_threshold <= 1:
             raise UserError(f"config key 'model.link_threshold' is a cosine similarity in [-1, 1], got "
                             f"{self.link_threshold}")
@@ -428,7 +444,8 @@ class TagEmbedding(nn.Module):
 
 
 class TagSpeechModel(nn.Module):
-    def __init__(self, cfg: TagSpeechModelConfig, vocab: TagVocab):
+    def __init__(self, cfg: TagSpeechModelConfig, vocab: TagVocab, pieces: list[str] | None = None):
+        """``pieces``: the text tokenizer's pieces (an LLM decoder starts their embeddings from its own)."""
         super().__init__()
         self.cfg, self.vocab = cfg, vocab
         self.semantic = build_encoder(cfg.semantic_encoder_type, encoder_config(cfg.semantic_encoder_type,
@@ -450,9 +467,18 @@ class TagSpeechModel(nn.Module):
                 self.fuse_voice = nn.Linear(d_voice, cfg.d_model)
         self.frame_shift = float(self.semantic.frame_shift)
         self.anchor_scale = nn.Parameter(torch.tensor(1.0)) if cfg.time_anchors else None
-        self.decoder = AttentionDecoder(vocab.size, cfg.d_model, cfg.d_model, cfg.decoder_layers, cfg.decoder_heads,
-                                        cfg.decoder_ff_dim, cfg.dropout, sos_id=vocab.sos, eos_id=vocab.eos,
-                                        max_len=2048)
+        if cfg.llm_path:
+            from auden_kit.heads.llm_decoder import LLMDecoder, lexical_embeddings, load_local_lm
+
+            lm = load_local_lm(cfg.llm_path, attentions=cfg.align_loss_scale > 0, dtype=cfg.llm_dtype)
+            self.decoder = LLMDecoder(vocab.size, cfg.d_model, lm, vocab.sos, vocab.eos, self.frame_shift,
+                                      vocab.time_id, cfg.llm_stack, cfg.llm_anchor_every, cfg.llm_train,
+                                      cfg.llm_lora_rank, cfg.llm_lora_alpha, cfg.llm_lora_targets, cfg.dropout,
+                                      lexical_embeddings(lm, cfg.llm_path, pieces or [], vocab.size))
+        else:
+            self.decoder = AttentionDecoder(vocab.size, cfg.d_model, cfg.d_model, cfg.decoder_layers,
+                                            cfg.decoder_heads, cfg.decoder_ff_dim, cfg.dropout, sos_id=vocab.sos,
+                                            eos_id=vocab.eos, max_len=2048)
         self.decoder.embed = TagEmbedding(vocab, cfg.d_model, cfg.time_anchors)
         if cfg.time_pointer:
             self.time_query = nn.Linear(cfg.d_model, cfg.d_model)
@@ -667,7 +693,8 @@ class TagSpeechTask(Task):
     def build_model(self) -> nn.Module:
         from auden_kit.hub import load_state
 
-        model = TagSpeechModel(self.model_cfg, self.vocab)
+        tok = self.tokenizer
+        model = TagSpeechModel(self.model_cfg, self.vocab, [tok.id_to_piece(i) for i in range(tok.vocab_size)])
         for which, path in self._sources.items():  # a new model: the encoders start from their folders
             state = load_state(path / "model.safetensors")
             enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
