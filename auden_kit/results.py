@@ -153,10 +153,12 @@ class Segment:
     end: float
     speaker: str
     text: str = ""
+    gender: str = ""  # "m", "f" or "" (unknown / not predicted)
 
 
 def _seg_dicts(segs) -> list:
-    return [{"start": round(s.start, 3), "end": round(s.end, 3), "speaker": s.speaker, "text": s.text} for s in segs]
+    return [{"start": round(s.start, 3), "end": round(s.end, 3), "speaker": s.speaker, "text": s.text,
+             **({"gender": s.gender} if s.gender else {})} for s in segs]
 
 
 @dataclasses.dataclass
@@ -192,6 +194,6 @@ class SegmentsResult(Result):
     def merge(cls, pieces, cut_id):
         """Global times, speaker labels as they are (tasks that can link speakers across pieces
         override this: see ``TagSpeechTask.merge``)."""
-        segs = [Segment(s.start + off, s.end + off, s.speaker, s.text) for off, r in pieces for s in r.segments]
-        refs = [Segment(s.start + off, s.end + off, s.speaker, s.text) for off, r in pieces for s in (r.refs or [])]
+        segs = [dataclasses.replace(s, start=s.start + off, end=s.end + off) for off, r in pieces for s in r.segments]
+        refs = [dataclasses.replace(s, start=s.start + off, end=s.end + off) for off, r in pieces for s in (r.refs or [])]
         return cls(cut_id=cut_id, segments=segs, refs=refs or None, failed=any(r.failed for _, r in pieces))

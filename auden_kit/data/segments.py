@@ -3,7 +3,9 @@
 * RTTM (NIST; md-eval, pyannote, dscore): ``SPEAKER <rec> 1 <start> <dur> <NA> <NA> <spk> <NA> <NA>``
 * STM (NIST sclite, asclite): ``<rec> <channel> <spk> <start> <end> <transcript>``
 * SegLST (CHiME-7/8, MeetEval): a JSON list of ``{session_id, speaker, start_time, end_time, words}``
-* text: ``[start - end] speaker: words``, one line per segment (what ``auden-kit decode`` prints)
+* text: ``[start - end] speaker: words`` (``speaker (m|f):`` with a predicted gender), one line per
+  segment (what ``auden-kit decode`` prints); RTTM's speaker-type field and SegLST's ``gender``
+  carry the gender too
 * TagSpeech's serialised form: the text lines, then each speaker's time ranges
 
 Readers raise :class:`UserError` naming the file and line; writers are atomic.
@@ -23,6 +25,12 @@ from auden_kit.results import Segment
 FORMATS = ("text", "rttm", "stm", "json", "tagspeech")
 
 
+def gender_code(g) -> str:
+    """"m" / "f" from a manifest's gender ("M", "male", "F", "female", any case); "" otherwise."""
+    g = str(g or "").strip().lower()
+    return "m" if g in ("m", "male") else "f" if g in ("f", "female") else ""
+
+
 def cut_segments(cut) -> list[Segment]:
     """The supervisions of a cut (any kind, MixedCuts included) as segments relative to the cut
     start, clipped to it, in time order."""
@@ -32,7 +40,7 @@ def cut_segments(cut) -> list[Segment]:
         if b <= a:
             continue
         out.append(Segment(round(a, 3), round(b, 3), str(s.speaker if s.speaker is not None else "spk"),
-                           (s.text or "").strip()))
+                           (s.text or "").strip(), gender_code(s.gender)))
     return sorted(out, key=lambda x: (x.start, x.end))
 
 
@@ -83,9 +91,12 @@ def _fmt_time(t: float) -> str:
     return f"{t:.2f}"
 
 
+STYPE = {"m": "adult_male", "f": "adult_female"}  # RTTM's speaker-type field
+
+
 def to_rttm(rec_id: str, segs: Sequence[Segment]) -> str:
-    return "".join(f"SPEAKER {rec_id} 1 {s.start:.3f} {s.end - s.start:.3f} <NA> <NA> {s.speaker} <NA> <NA>\n"
-                   for s in segs)
+    return "".join(f"SPEAKER {rec_id} 1 {s.start:.3f} {s.end - s.start:.3f} <NA> {STYPE.get(s.gender, '<NA>')} "
+                   f"{s.speaker} <NA> <NA>\n" for s in segs)
 
 
 def to_stm(rec_id: str, segs: Sequence[Segment]) -> str:
@@ -94,11 +105,12 @@ def to_stm(rec_id: str, segs: Sequence[Segment]) -> str:
 
 def to_seglst(rec_id: str, segs: Sequence[Segment]) -> list[dict]:
     return [{"session_id": rec_id, "speaker": s.speaker, "start_time": round(s.start, 3),
-             "end_time": round(s.end, 3), "words": s.text} for s in segs]
+             "end_time": round(s.end, 3), "words": s.text, **({"gender": s.gender} if s.gender else {})} for s in segs]
 
 
 def to_text(segs: Sequence[Segment]) -> str:
-    return "".join(f"[{_fmt_time(s.start)} - {_fmt_time(s.end)}] {s.speaker}: {s.text}\n" for s in segs)
+    return "".join(f"[{_fmt_time(s.start)} - {_fmt_time(s.end)}] {s.speaker}{f' ({s.gender})' if s.gender else ''}: "
+                   f"{s.text}\n" for s in segs)
 
 
 def to_tagspeech(segs: Sequence[Segment]) -> str:
@@ -154,7 +166,8 @@ def read_rttm(path) -> dict[str, list[Segment]]:
         if len(f) < 8:
             raise _bad(path, k, line, "an RTTM SPEAKER line has at least 8 fields")
         start, dur = _times(path, k, line, f, "start and duration")
-        out.setdefault(f[1], []).append(Segment(start, start + dur, f[7]))
+        g = {v: k for k, v in STYPE.items()}.get(f[6], "")
+        out.setdefault(f[1], []).append(Segment(start, start + dur, f[7], gender=g))
     return _in_order(out)
 
 
@@ -182,7 +195,8 @@ def read_seglst(path) -> dict[str, list[Segment]]:
         out: dict[str, list[Segment]] = {}
         for r in rows:
             out.setdefault(str(r["session_id"]), []).append(
-                Segment(float(r["start_time"]), float(r["end_time"]), str(r["speaker"]), str(r.get("words", ""))))
+                Segment(float(r["start_time"]), float(r["end_time"]), str(r["speaker"]), str(r.get("words", "")),
+                        gender_code(r.get("gender"))))
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path}: not a SegLST file (a JSON list of session_id, speaker, start_time, end_time, "
                         f"words): {e}") from None

@@ -243,6 +243,9 @@ class MeetingScores:
     count_abs_err: int = 0
     failed: int = 0
     n: int = 0
+    gender_ok: int = 0
+    gender_n: int = 0
+    gender_predicted: bool = False
     per_meeting: list = field(default_factory=list)
 
 
@@ -251,7 +254,9 @@ def score_meetings(items: Iterable[tuple[str, Sequence, Optional[Sequence]]], co
     """Score (recording id, reference segments, hypothesis segments or None when decoding
     failed) over a test set. Returns percentages (cpwer, tcpwer, wer, der, der_collar0, miss,
     false_alarm, confusion), speaker counting (spk_count_acc in %, spk_count_mae), fail_rate in %,
-    the collars used, and ``per_meeting`` rows."""
+    the collars used, and ``per_meeting`` rows; with genders on both sides (``Segment.gender``),
+    ``gender_acc``: the share of reference speakers of known gender whose DER-mapped hypothesis
+    speaker has that gender (an unmapped speaker counts as wrong)."""
     t = MeetingScores()
     for rid, ref, hyp in items:
         failed = hyp is None
@@ -268,6 +273,11 @@ def score_meetings(items: Iterable[tuple[str, Sequence, Optional[Sequence]]], co
         t.count_abs_err += abs(nref - nhyp)
         t.failed += int(failed)
         t.n += 1
+        ref_g, hyp_g = _genders(ref), _genders(hyp)
+        for spk, g in ref_g.items():
+            t.gender_n += 1
+            t.gender_ok += int(hyp_g.get(mapping.get(spk)) == g)
+        t.gender_predicted = t.gender_predicted or bool(hyp_g)
         t.per_meeting.append({"id": rid, "cpwer": round(cp.rate(), 2), "tcpwer": round(tcp.rate(), 2),
                               "der": round(der.rate(), 2), "ref_speakers": nref, "hyp_speakers": nhyp,
                               "failed": failed, "mapping": mapping})
@@ -281,7 +291,17 @@ def score_meetings(items: Iterable[tuple[str, Sequence, Optional[Sequence]]], co
         "spk_count_acc": round(100.0 * t.count_ok / n, 2), "spk_count_mae": round(t.count_abs_err / n, 3),
         "fail_rate": round(100.0 * t.failed / n, 2), "meetings": t.n, "ref_words": t.cp.ref_words,
         "collar": collar, "tcp_collar": tcp_collar, "per_meeting": t.per_meeting,
+        **({"gender_acc": round(100.0 * t.gender_ok / t.gender_n, 2)} if t.gender_n and t.gender_predicted else {}),
     }
+
+
+def _genders(segs: Sequence) -> dict[str, str]:
+    """{speaker: gender} from segments (a speaker's first known gender)."""
+    out: dict[str, str] = {}
+    for s in segs:
+        if getattr(s, "gender", "") and s.speaker not in out:
+            out[s.speaker] = s.gender
+    return out
 
 
 def write_meeting_results(results, out_dir, name: str) -> dict:
@@ -317,4 +337,5 @@ def summary_line(m: dict) -> str:
         return "no references: nothing scored"
     return (f"cpWER {m['cpwer']:.2f}  tcpWER {m['tcpwer']:.2f}  WER {m['wer']:.2f}  DER {m['der']:.2f} "
             f"(collar {m['collar']} s; {m['der_collar0']:.2f} at 0)  speaker count {m['spk_count_acc']:.1f} %  "
-            f"fail rate {m['fail_rate']:.1f} %  ({m['meetings']} recordings)")
+            f"fail rate {m['fail_rate']:.1f} %  "
+            + (f"gender {m['gender_acc']:.1f} %  " if "gender_acc" in m else "") + f"({m['meetings']} recordings)")

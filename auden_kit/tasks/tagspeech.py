@@ -50,6 +50,7 @@ from auden_kit.tasks.base import ModelAssets, Task
 log = logging.getLogger(__name__)
 
 FUSIONS = ("concat", "add", "semantic")
+GENDERS = ("m", "f", "")  # gender tokens: male, female, unknown
 
 
 @dataclasses.dataclass
@@ -128,6 +129,9 @@ class TagSpeechModelConfig:
     # TagSpeech's training-data filter (its values: min_segment 0.5, max_segment 30,
     # max_chars_per_second 30, max_segments 10); every bound 0 = off. Training windows only.
     train_filter: SegmentFilter = dataclasses.field(default_factory=SegmentFilter)
+    # a gender token after each speaker token (male, female, unknown; from the supervisions'
+    # gender): `<t_start> <spk_k> <gender> words <t_end>`; decoding keeps a speaker's first gender
+    gender_tokens: bool = False
     # the decoder: a Hugging Face causal LM from a local folder instead of the small decoder trained
     # from scratch (empty: the small one). TagSpeech's layout: the fused frames, llm_stack at a time,
     # pass a Linear-ReLU-Linear projector into the LM as a prefix with a time-anchor token every
@@ -187,7 +191,8 @@ class TagSpeechModelConfig:
 # ---------------------------------------------------------------------------- vocabulary
 @dataclasses.dataclass
 class TagVocab:
-    """Ids of the joint vocabulary: text pieces [0, text), then times, then speakers."""
+    """Ids of the joint vocabulary: text pieces [0, text), then times, then speakers, then (when
+    ``genders``) the gender tokens of :data:`GENDERS`."""
 
     text: int
     times: int
@@ -197,10 +202,17 @@ class TagVocab:
     eos: int = 1
     blank: int = 0
     unk: int = 2
+    genders: int = 0
 
     @property
     def size(self) -> int:
-        return self.text + self.times + self.speakers
+        return self.text + self.times + self.speakers + self.genders
+
+    def gender_id(self, g: str) -> int:
+        return self.text + self.times + self.speakers + GENDERS.index(g if g in GENDERS else "")
+
+    def gender_of(self, i: int) -> str:
+        return GENDERS[i - self.text - self.times - self.speakers]
 
     def time_id(self, t: float) -> int:
         return self.text + min(max(int(round(t / self.time_bin)), 0), self.times - 1)
@@ -213,7 +225,9 @@ class TagVocab:
             return "eos" if i == self.eos else ("word" if i not in (self.blank, self.unk, self.sos) else "other")
         if i < self.text + self.times:
             return "time"
-        return "spk" if i < self.size else "other"
+        if i < self.text + self.times + self.speakers:
+            return "spk"
+        return "gender" if i < self.size else "other"
 
     def time_of(self, i: int) -> float:
         return (i - self.text) * self.time_bin
@@ -225,9 +239,14 @@ class TagVocab:
 def segment_tokens(segs: list[Segment], vocab: TagVocab, tokenizer, cut_id: str = "",
                    spans: list | None = None) -> list[int]:
     """``<t_start> <spk_k> words <t_end>`` per segment with words, ordered by start; speakers
-    numbered by first appearance. ``spans`` (a list) receives each token's segment (start, end)."""
+    numbered by first appearance; with gender tokens ``<t_start> <spk_k> <gender> words <t_end>``,
+    a speaker's gender the first one its segments give (a speaker has one). ``spans`` (a list)
+    receives each token's segment (start, end)."""
     order: dict[str, int] = {}
     out: list[int] = []
+    gender: dict[str, str] = {}
+    for s in segs:
+        gender[s.speaker] = gender.get(s.speaker) or s.gender
     for s in sorted(segs, key=lambda s: (s.start, s.end)):
         words = tokenizer.encode(s.text) if s.text else []
         if not words:
@@ -237,7 +256,8 @@ def segment_tokens(segs: list[Segment], vocab: TagVocab, tokenizer, cut_id: str 
                 raise UserError(f"cut '{cut_id}' has more than {vocab.speakers} speakers; raise config key "
                                 "'model.max_speakers' or cut the recordings into shorter windows")
             order[s.speaker] = len(order)
-        toks = [vocab.time_id(s.start), vocab.spk_id(order[s.speaker]), *words, vocab.time_id(s.end)]
+        g = [vocab.gender_id(gender[s.speaker])] if vocab.genders else []
+        toks = [vocab.time_id(s.start), vocab.spk_id(order[s.speaker]), *g, *words, vocab.time_id(s.end)]
         out += toks
         if spans is not None:
             spans += [(s.start, s.end)] * len(toks)
@@ -260,7 +280,7 @@ def parse_tokens(ids: list[int], vocab: TagVocab, tokenizer, duration: float | N
             if b <= a:
                 b = a + vocab.time_bin
             segs.append(Segment(round(a, 3), round(b, 3), f"spk{cur['spk'] + 1}",
-                                tokenizer.decode(cur["words"]).strip()))
+                                tokenizer.decode(cur["words"]).strip(), cur.get("gender", "")))
         cur = None
 
     for i in ids:
@@ -281,6 +301,8 @@ def parse_tokens(ids: list[int], vocab: TagVocab, tokenizer, duration: float | N
             if cur is None:
                 cur = {"start": segs[-1].end if segs else 0.0, "spk": None, "words": []}
             cur["spk"] = vocab.spk_of(int(i))
+        elif k == "gender" and cur is not None and cur.get("spk") is not None and not cur["words"]:
+            cur["gender"] = vocab.gender_of(int(i))
         elif k == "word" and cur is not None and cur.get("spk") is not None:
             cur["words"].append(int(i))
     close(None)
@@ -302,7 +324,8 @@ class Grammar:
     """The output grammar as a state machine: ``mask()`` gives the tokens allowed next
     (True = allowed), ``update(token)`` follows one. States: ``start`` (a start time or the
     end), ``spk`` (a speaker: one seen before or the next new number), ``first`` (a word),
-    ``words`` (a word or the end time). Starts never go back; an end comes after its start;
+    ``words`` (a word or the end time); with gender tokens ``gender`` between ``spk`` and
+    ``first`` (a speaker keeps the gender of its first segment). Starts never go back; an end comes after its start;
     times stay inside the window of ``dur`` seconds; within ``cap`` tokens the last segment is
     closed and the output ended."""
 
@@ -312,6 +335,7 @@ class Grammar:
         self.per_piece, self.base = seconds_per_piece, base_seconds
         self.seg: list[int] = []  # the text pieces of the segment being written
         self.spk = 0  # its speaker
+        self.spk_gender: dict[int, int] = {}  # speaker -> its gender token
         self.done: list[tuple[int, int, int]] = []  # completed segments: (start bin, end bin, speaker)
         self.last_bin = max(1, min(vocab.times - 1, int(dur / vocab.time_bin + 0.5)))
         self.state, self.start_bin, self.n_spk, self.n = "start", 0, 0, 0
@@ -327,7 +351,10 @@ class Grammar:
             self.state, self.start_bin = "spk", i - v.text
         elif self.state == "spk" and k == "spk":
             self.n_spk = max(self.n_spk, v.spk_of(i) + 1)
-            self.state, self.seg, self.spk = "first", [], v.spk_of(i)
+            self.state, self.seg, self.spk = "gender" if v.genders else "first", [], v.spk_of(i)
+        elif self.state == "gender" and k == "gender":
+            self.spk_gender.setdefault(self.spk, i)
+            self.state = "first"
         elif self.state in ("first", "words") and k == "word":
             self.state = "words"
             self.seg.append(i)
@@ -352,6 +379,12 @@ class Grammar:
         elif self.state == "spk":
             m = torch.zeros(v.size, dtype=torch.bool)
             m[t1: t1 + min(self.n_spk + 1, v.speakers)] = True
+        elif self.state == "gender":
+            m = torch.zeros(v.size, dtype=torch.bool)
+            if self.spk in self.spk_gender:
+                m[self.spk_gender[self.spk]] = True
+            else:
+                m[t1 + v.speakers: v.size] = True
         elif self.state == "first" or (self.state == "words" and left > 2):
             m = self.words.clone()
             if self.state == "words":
@@ -683,7 +716,7 @@ class TagSpeechTask(Task):
         tok = assets.tokenizer("text")
         self.vocab = TagVocab(text=tok.vocab_size, times=model_cfg.num_time_tokens, speakers=model_cfg.max_speakers,
                               time_bin=model_cfg.time_bin, sos=tok.sos_id, eos=tok.eos_id, blank=tok.blank_id,
-                              unk=tok.unk_id)
+                              unk=tok.unk_id, genders=len(GENDERS) if model_cfg.gender_tokens else 0)
         return self
 
     @property
@@ -867,10 +900,11 @@ class TagSpeechTask(Task):
                     names[s] = f"spk{len(glob) + 1}"
                     glob.append({"name": names[s], "sum": torch.tensor(r.embeddings[s]), "n": 1})
             for s in r.segments:
-                segs.append(Segment(round(s.start + off, 3), round(s.end + off, 3), names.get(s.speaker, s.speaker),
-                                    s.text))
+                segs.append(dataclasses.replace(s, start=round(s.start + off, 3), end=round(s.end + off, 3),
+                                                speaker=names.get(s.speaker, s.speaker)))
             if r.refs:
-                refs += [Segment(round(s.start + off, 3), round(s.end + off, 3), s.speaker, s.text) for s in r.refs]
+                refs += [dataclasses.replace(s, start=round(s.start + off, 3), end=round(s.end + off, 3))
+                         for s in r.refs]
             toks += r.tokens
         return SegmentsResult(cut_id=cut_id, segments=sorted(segs, key=lambda s: (s.start, s.end)),
                               refs=refs or None, tokens=toks,
