@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -260,6 +261,49 @@ def test_cached_teacher_targets(trained_model, fbank_cuts, tmp_path):
     r = run("data", "teacher-cache", "--teacher", trained_model, "--name", "big", "--layers", "7",
             "--cuts", fbank_cuts["train-clean-100"], "--out", tmp_path / "x.jsonl.gz")
     assert r.returncode != 0 and "--layers" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_vector_quantised_teacher_cache(trained_model, fbank_cuts, tmp_path):
+    """`teacher-cache --codebooks M`: per-layer residual-VQ codes instead of values, far smaller,
+    the codes stored exactly, more codebooks lose less, and a `cached` teacher trains from them."""
+    from lhotse import CutSet
+
+    from auden_kit.nn.vq import ResidualVQ
+    from auden_kit.training.trainer import Trainer
+
+    g = torch.Generator().manual_seed(0)  # the quantiser alone: clustered data is found again
+    centres = torch.randn(8, 6, generator=g) * 4
+    x = centres[torch.arange(400) % 8] + 0.01 * torch.randn(400, 6, generator=g)
+    q = ResidualVQ.fit(x, codebooks=1, size=8)
+    assert ((q.decode(q.encode(x)) - x) ** 2).mean() < 1e-3
+    errs = {}
+    for m in (1, 4):
+        out = tmp_path / f"vq{m}.jsonl.gz"
+        r = run("data", "teacher-cache", "--teacher", trained_model, "--name", "big", "--layers", "2,0", "--cuts",
+                fbank_cuts["train-clean-100"], "--out", out, "--codebooks", m, "--codebook-size", 32)
+        assert r.returncode == 0, r.stderr[-2000:]
+        errs[m] = [float(v.split()[0]) for v in r.stdout.split("codes lose ")[1].split(" of the")[0].split(", ")]
+        cut = next(iter(CutSet.from_file(out)))
+        assert "teacher_big" not in cut.custom and not list(tmp_path.glob("vq*_teacher/teacher_big.lca"))
+        codes = cut.load_custom("teacher_big_codes")
+        assert codes.shape[1] == 2 * m and codes.dtype == np.uint8 and codes.max() < 32
+        q0 = ResidualVQ.load(cut.custom["teacher_big_vq"][0])
+        assert q0.codebooks.shape == (m, 32, 48)
+    assert all(a < b for a, b in zip(errs[4], errs[1])), errs
+    plain = tmp_path / "plain.jsonl.gz"
+    assert run("data", "teacher-cache", "--teacher", trained_model, "--name", "big", "--layers", "2,0", "--cuts",
+               fbank_cuts["train-clean-100"], "--out", plain).returncode == 0
+    size = {k: sum(f.stat().st_size for f in (tmp_path / f"{k}_teacher").iterdir()) for k in ("vq4", "plain")}
+    assert size["vq4"] < size["plain"] / 2, size
+    teachers = [{"name": "big", "kind": "cached", "layers": [0, 1], "student_taps": [2, 0]}]
+    cfg = train_config("distill", tmp_path / "c", fbank_cuts, {"teachers": teachers, "head_hidden": 32}, max_steps=2)
+    cfg.data.train_cuts = [str(tmp_path / "vq4.jsonl.gz")]
+    t = Trainer(cfg)
+    t.train()
+    assert t.model.cfg.teachers[0]["dims"] == [48, 32]
+    r = run("data", "teacher-cache", "--teacher", trained_model, "--name", "big", "--layers", "0", "--cuts",
+            fbank_cuts["train-clean-100"], "--out", tmp_path / "x.jsonl.gz", "--codebooks", 2, "--codebook-size", 999)
+    assert r.returncode != 0 and "--codebook-size" in r.stderr and "Traceback" not in r.stderr
 
 
 # ------------------------------------------------------------------------------------ probes

@@ -289,8 +289,14 @@ def teacher_cache(
     out: Path = typer.Option(..., help="Output cut manifest (the cuts with their cached targets)."),
     storage: Path = typer.Option(None, help="Folder for the compressed arrays (default: beside --out)."),
     max_duration: float = typer.Option(100.0, help="Seconds of audio per batch."),
+    codebooks: int = typer.Option(0, help="Store vector-quantised codes: this many residual codebooks per layer "
+                                          "(one byte each per frame; 0: lilcom-compressed values)."),
+    codebook_size: int = typer.Option(256, help="Codes per codebook (2..256)."),
+    vq_frames: int = typer.Option(100_000, help="Frames (sampled over the manifest) the codebooks are fitted on."),
 ):
-    """Run a distillation teacher once and store its layers with the cuts (lilcom-compressed)."""
+    """Run a distillation teacher once and store its layers with the cuts: lilcom-compressed
+    values, or with --codebooks M multi-codebook vector-quantised codes (M bytes per frame and
+    layer; the command prints the share of each layer's variance the codes lose)."""
     from auden_kit.tasks.distill import write_teacher_cache
 
     setup_logging()
@@ -299,10 +305,14 @@ def teacher_cache(
     except ValueError:
         raise UserError(f"--layers must be comma-separated integers, got '{layers}'") from None
     storage = storage or out.parent / (out.name.split(".")[0] + "_teacher")
-    r = write_teacher_cache(kind, teacher, name, ls, cuts, out, storage, max_duration=max_duration)
+    if codebooks < 0:
+        raise UserError(f"--codebooks must be >= 0 (0: no quantisation), got {codebooks}")
+    r = write_teacher_cache(kind, teacher, name, ls, cuts, out, storage, max_duration=max_duration,
+                            codebooks=codebooks, codebook_size=codebook_size, vq_frames=vq_frames)
     typer.echo(f"wrote {out}: {r['cuts']} cuts, {r['frames']} frames of {sum(r['dims'])} values; "
-               f"{r['bytes'] / 1e6:.1f} MB stored ({r['bytes_float32'] / max(1, r['bytes']):.1f}x smaller than "
-               "float32)")
+               f"{r['bytes'] / 1e6:.2f} MB stored ({r['bytes_float32'] / max(1, r['bytes']):.1f}x smaller than "
+               "float32)" + (f"; codes lose {', '.join(f'{100 * e:.1f} %' for e in r['vq_error'])} of the layers' "
+                             "variance" if r["vq_error"] else ""))
 
 
 @app.command("stream-cache", epilog="Example: auden-kit data stream-cache --config conf/train.yaml "

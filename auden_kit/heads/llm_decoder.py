@@ -47,7 +47,8 @@ def load_local_lm(path: str, attentions: bool, dtype: str = "float32", key: str 
     d = Path(path)
     if not (d / "config.json").is_file():
         raise UserError(f"config key '{key}': '{path}' is not a local Hugging Face model folder (no config.json); "
-                        "give the directory of a downloaded causal LM (nothing is downloaded at run time)")
+                        "give the directory of a downloaded causal LM (nothing is downloaded at run time). A saved "
+                        "model folder names its LM in its config.yaml: if the LM moved, edit that key there")
     try:
         import transformers
         from transformers import AutoModel

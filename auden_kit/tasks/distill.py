@@ -185,7 +185,7 @@ def open_teacher(t: dict) -> nn.Module:
 
 
 def cached_meta(cut, name: str) -> tuple[list[int], float]:
-    arr = (cut.custom or {}).get(f"teacher_{name}")
+    arr = (cut.custom or {}).get(f"teacher_{name}") or (cut.custom or {}).get(f"teacher_{name}_codes")
     if arr is None:
         raise UserError(f"cut '{cut.id}' has no cached targets 'teacher_{name}' (write them with "
                         f"`auden-kit data teacher-cache --name {name}`)")
@@ -323,10 +323,37 @@ class DistillTask(Task):
                 arrs = []
                 for c in cuts:
                     cached_meta(c, name)
+                    if f"teacher_{name}_codes" in c.custom:  # vector-quantised: decoded per layer
+                        arrs.append(self._decode_codes(c, name))
+                        continue
                     arrs.append(torch.from_numpy(np.asarray(c.load_custom(f"teacher_{name}"), dtype=np.float32)))
                 out["cached"][name] = nn.utils.rnn.pad_sequence(arrs, batch_first=True)
                 out["cached_lens"][name] = torch.tensor([len(a) for a in arrs])
         return out
+
+    def _decode_codes(self, cut, name: str) -> Tensor:
+        """A cut's cached codes (frames x layers*M) decoded with the layers' codebooks (read once)."""
+        import numpy as np
+
+        from auden_kit.nn.vq import ResidualVQ
+
+        paths = list(cut.custom.get(f"teacher_{name}_vq") or [])
+        books = getattr(self, "_vq", None)
+        if books is None:
+            books = self._vq = {}
+        for p in paths:
+            if p not in books:
+                if not Path(p).is_file():
+                    raise UserError(f"cut '{cut.id}': the codebooks of cached teacher '{name}' ({p}) are missing; "
+                                    "they are written beside the codes by `auden-kit data teacher-cache`")
+                books[p] = ResidualVQ.load(p)
+        codes = torch.from_numpy(np.asarray(cut.load_custom(f"teacher_{name}_codes"))).long()
+        parts, col = [], 0
+        for p in paths:
+            q = books[p]
+            parts.append(q.decode(codes[:, col: col + q.num_codebooks]))
+            col += q.num_codebooks
+        return torch.cat(parts, -1)
 
     def teacher_weights(self, domains: list, device) -> Tensor:
         """(N, num_teachers) weights summing to 1 per row."""
@@ -385,11 +412,18 @@ class DistillTask(Task):
 @torch.no_grad()
 def write_teacher_cache(kind: str, path: str, name: str, layers: list[int], cuts_path: str, out: str | Path,
                         storage_dir: str | Path, features=None, max_duration: float = 100.0,
-                        tick_power: int = -8) -> dict:
+                        tick_power: int = -8, codebooks: int = 0, codebook_size: int = 256,
+                        vq_frames: int = 100_000) -> dict:
     """Run a teacher once over a manifest and store the chosen layers with every cut: a lilcom
     array ``custom["teacher_<name>"]`` (the layers concatenated, frames x sum of sizes, values
     rounded to multiples of 2^tick_power) and ``custom["teacher_<name>_dims"]``. A ``cached``
-    teacher of that name then reads layers 0..K-1 = these layers in this order. Returns sizes."""
+    teacher of that name then reads layers 0..K-1 = these layers in this order. Returns sizes.
+
+    ``codebooks`` > 0 stores vector-quantised codes instead (:class:`~auden_kit.nn.vq.ResidualVQ`
+    per layer, fitted on up to ``vq_frames`` frames sampled over the whole manifest):
+    ``custom["teacher_<name>_codes"]`` (frames x layers*codebooks bytes, one .npy per cut) and
+    ``custom["teacher_<name>_vq"]`` (each layer's codebook file); training decodes them. The
+    returned ``vq_error`` is each layer's share of variance the codes lose."""
     from lhotse import CutSet, LilcomChunkyWriter
     from lhotse.utils import fastcopy
 
@@ -399,6 +433,8 @@ def write_teacher_cache(kind: str, path: str, name: str, layers: list[int], cuts
 
     if kind not in ("model", "hf"):
         raise UserError(f"--kind must be model or hf (a cache is made from a live teacher), got '{kind}'")
+    if codebooks and not 2 <= codebook_size <= 256:
+        raise UserError(f"--codebook-size must be 2..256 (one byte per code), got {codebook_size}")
     spec = {"name": name, "kind": kind, "path": path, "layers": layers, "student_taps": [0] * len(layers)}
     teacher = open_teacher(spec).eval()
     bad = [v for v in layers if not -len(teacher.dims) <= v < len(teacher.dims)]
@@ -421,7 +457,52 @@ def write_teacher_cache(kind: str, path: str, name: str, layers: list[int], cuts
                                                 f"teacher_{name}_dims": dims}))
                 frames += arr.shape[0]
                 stored += arr.size
+    vq_error = None
+    if codebooks > 0:
+        done, vq_error = _quantise_cache(done, name, dims, Path(storage_dir), codebooks, codebook_size, vq_frames)
     save_cuts_atomic(CutSet.from_cuts(done), out)
-    size = sum(f.stat().st_size for f in Path(storage_dir).glob(f"teacher_{name}*"))
+    size = sum(f.stat().st_size for p in Path(storage_dir).glob(f"teacher_{name}*")
+               for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
     return {"cuts": len(done), "frames": frames, "dims": dims, "bytes": size,
-            "bytes_float32": 4 * stored, "frame_shift": teacher.frame_shift}
+            "bytes_float32": 4 * stored, "frame_shift": teacher.frame_shift, "vq_error": vq_error}
+
+
+def _quantise_cache(cuts: list, name: str, dims: list[int], storage: Path, codebooks: int, size: int,
+                    max_frames: int) -> tuple[list, list[float]]:
+    """Replace the cuts' stored layers by residual-VQ codes (see :func:`write_teacher_cache`); the
+    float arrays are deleted. Returns the new cuts and each layer's lost share of variance."""
+    import numpy as np
+    from lhotse.features.io import NumpyFilesWriter
+    from lhotse.utils import fastcopy
+
+    from auden_kit.nn.vq import ResidualVQ
+
+    total = sum(c.custom[f"teacher_{name}"].shape[0] for c in cuts)
+    keep = max(1, int(np.ceil(total / max(1, max_frames))))  # every keep-th frame of every cut
+    sample = torch.cat([torch.from_numpy(c.load_custom(f"teacher_{name}")[::keep].astype(np.float32)) for c in cuts])
+    bounds = np.cumsum([0] + dims)
+    qs = []
+    for li in range(len(dims)):
+        q = ResidualVQ.fit(sample[:, bounds[li]: bounds[li + 1]], codebooks, size)
+        q.save(storage / f"teacher_{name}_vq{li}.safetensors")
+        qs.append(q)
+    lost, var = np.zeros(len(dims)), np.zeros(len(dims))
+    out = []
+    with NumpyFilesWriter(storage / f"teacher_{name}_codes") as writer:  # one .npy of bytes per cut: exact
+        for c in cuts:
+            x = torch.from_numpy(c.load_custom(f"teacher_{name}").astype(np.float32))
+            codes = []
+            for li, q in enumerate(qs):
+                part = x[:, bounds[li]: bounds[li + 1]]
+                k = q.encode(part)
+                lost[li] += float(((q.decode(k) - part) ** 2).sum())
+                var[li] += float(((part - q.mean) ** 2).sum())
+                codes.append(k)
+            arr = torch.cat(codes, 1).numpy().astype(np.uint8)
+            ta = writer.store_array(c.id, arr, frame_shift=c.custom[f"teacher_{name}"].frame_shift, temporal_dim=0)
+            custom = {k: v for k, v in c.custom.items() if k != f"teacher_{name}"}
+            custom.update({f"teacher_{name}_codes": ta, f"teacher_{name}_vq":
+                           [str((storage / f"teacher_{name}_vq{li}.safetensors").resolve()) for li in range(len(dims))]})
+            out.append(fastcopy(c, custom=custom))
+    (storage / f"teacher_{name}.lca").unlink(missing_ok=True)
+    return out, [round(float(a / max(b, 1e-12)), 4) for a, b in zip(lost, var)]

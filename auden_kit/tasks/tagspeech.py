@@ -712,6 +712,8 @@ class TagSpeechTask(Task):
         if len(set(feats.values())) > 1:
             raise UserError(f"the semantic and voice models read different features ({feats}); both streams read "
                             "the same fbank")
+        if model_cfg.llm_path and Path(model_cfg.llm_path).is_dir():  # the saved folder must find it from anywhere
+            model_cfg.llm_path = str(Path(model_cfg.llm_path).resolve())
         super().setup(model_cfg, assets)
         tok = assets.tokenizer("text")
         self.vocab = TagVocab(text=tok.vocab_size, times=model_cfg.num_time_tokens, speakers=model_cfg.max_speakers,

@@ -4,7 +4,7 @@
 # same student from scratch on the same labels and steps, and the teacher itself, are decoded on
 # the same test set. Uses run.sh's data (stages 0-3; run first if absent) and builds the teacher
 # with ../mini_synth/run.sh if it is absent.
-# Usage: ./run_distill.sh [--stage N] [--stop-stage M] [--cached true]
+# Usage: ./run_distill.sh [--stage N] [--stop-stage M] [--cached true [--codebooks 8]]
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -14,9 +14,10 @@ teacher=../mini_synth/exp/model-avg
 distill_epochs=4
 finetune_epochs=12
 cached=false   # true: store the teacher's layers once (`data teacher-cache`) and distill from them
+codebooks=0    # with --cached true: store vector-quantised codes (this many codebooks per layer) instead
 extra=""
 help_message="Distil a smaller Zipformer from an ASR teacher, fine-tune it, compare. Example: ./run_distill.sh --stage 2"
-__options="stage stop_stage teacher distill_epochs finetune_epochs cached extra"
+__options="stage stop_stage teacher distill_epochs finetune_epochs cached codebooks extra"
 . ../../tools/parse_options.sh
 . ../../tools/recipe_lib.sh
 
@@ -33,11 +34,13 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: distil the student on the unlabeled audio (TensorBoard: exp/distill/tensorboard)"
   over="model.teachers.0.path=$teacher"
   if [ "$cached" = true ]; then
-    if up_to_date data/fbank/unlabeled_cuts_teacher.jsonl.gz $teacher/config.yaml; then skip teacher cache; else
+    tc=data/fbank/unlabeled_cuts_teacher.jsonl.gz
+    [ "$codebooks" -gt 0 ] && tc=data/fbank/unlabeled_cuts_teacher_vq$codebooks.jsonl.gz
+    if up_to_date $tc $teacher/config.yaml; then skip teacher cache; else
       auden-kit data teacher-cache --teacher $teacher --name asr --layers 2,4 \
-        --cuts data/fbank/unlabeled_cuts.jsonl.gz --out data/fbank/unlabeled_cuts_teacher.jsonl.gz
+        --cuts data/fbank/unlabeled_cuts.jsonl.gz --out $tc --codebooks $codebooks
     fi
-    over="$over model.teachers.0.kind=cached model.teachers.0.layers=[0,1] data.train_cuts=[data/fbank/unlabeled_cuts_teacher.jsonl.gz]"
+    over="$over model.teachers.0.kind=cached model.teachers.0.layers=[0,1] data.train_cuts=[$tc]"
   fi
   [ -f exp/distill/epoch-$distill_epochs.pt ] || auden-kit train --config conf/distill.yaml \
     trainer.num_epochs=$distill_epochs $over $extra
