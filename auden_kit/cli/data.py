@@ -305,8 +305,6 @@ def teacher_cache(
     except ValueError:
         raise UserError(f"--layers must be comma-separated integers, got '{layers}'") from None
     storage = storage or out.parent / (out.name.split(".")[0] + "_teacher")
-    if codebooks < 0:
-        raise UserError(f"--codebooks must be >= 0 (0: no quantisation), got {codebooks}")
     r = write_teacher_cache(kind, teacher, name, ls, cuts, out, storage, max_duration=max_duration,
                             codebooks=codebooks, codebook_size=codebook_size, vq_frames=vq_frames)
     typer.echo(f"wrote {out}: {r['cuts']} cuts, {r['frames']} frames of {sum(r['dims'])} values; "

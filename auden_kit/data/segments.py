@@ -92,6 +92,7 @@ def _fmt_time(t: float) -> str:
 
 
 STYPE = {"m": "adult_male", "f": "adult_female"}  # RTTM's speaker-type field
+GENDER_OF_STYPE = {v: k for k, v in STYPE.items()}
 
 
 def to_rttm(rec_id: str, segs: Sequence[Segment]) -> str:
@@ -166,8 +167,7 @@ def read_rttm(path) -> dict[str, list[Segment]]:
         if len(f) < 8:
             raise _bad(path, k, line, "an RTTM SPEAKER line has at least 8 fields")
         start, dur = _times(path, k, line, f, "start and duration")
-        g = {v: k for k, v in STYPE.items()}.get(f[6], "")
-        out.setdefault(f[1], []).append(Segment(start, start + dur, f[7], gender=g))
+        out.setdefault(f[1], []).append(Segment(start, start + dur, f[7], gender=GENDER_OF_STYPE.get(f[6], "")))
     return _in_order(out)
 
 

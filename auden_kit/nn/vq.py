@@ -31,14 +31,13 @@ def kmeans(x: Tensor, k: int, iters: int = 20, seed: int = 0) -> Tensor:
         c[j] = x[int(torch.multinomial(near + 1e-12, 1, generator=g))]
         near = torch.minimum(near, ((x - c[j]) ** 2).sum(1))
     for _ in range(iters):
-        d = torch.cdist(x, c)
-        a = d.argmin(1)
+        d, a = torch.cdist(x, c).min(1)
         sums = torch.zeros_like(c).index_add_(0, a, x)
         n = torch.bincount(a, minlength=k)
         c = torch.where(n[:, None] > 0, sums / n.clamp(min=1)[:, None].to(x.dtype), c)
-        for j in (n == 0).nonzero().flatten().tolist():
-            far = int(d.gather(1, a[:, None]).squeeze(1).argmax())
-            c[j] = x[far]
+        for j in (n == 0).nonzero().flatten().tolist():  # each emptied centroid: the next farthest frame
+            far = int(d.argmax())
+            c[j], d[far] = x[far], -1.0
     return c
 
 

@@ -29,6 +29,7 @@ recorded in the model config when training starts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -331,26 +332,18 @@ class DistillTask(Task):
                 out["cached_lens"][name] = torch.tensor([len(a) for a in arrs])
         return out
 
-    def _decode_codes(self, cut, name: str) -> Tensor:
-        """A cut's cached codes (frames x layers*M) decoded with the layers' codebooks (read once)."""
+    @staticmethod
+    def _decode_codes(cut, name: str) -> Tensor:
+        """A cut's cached codes (frames x layers*M) decoded with the layers' codebooks."""
         import numpy as np
 
-        from auden_kit.nn.vq import ResidualVQ
-
-        paths = list(cut.custom.get(f"teacher_{name}_vq") or [])
-        books = getattr(self, "_vq", None)
-        if books is None:
-            books = self._vq = {}
-        for p in paths:
-            if p not in books:
-                if not Path(p).is_file():
-                    raise UserError(f"cut '{cut.id}': the codebooks of cached teacher '{name}' ({p}) are missing; "
-                                    "they are written beside the codes by `auden-kit data teacher-cache`")
-                books[p] = ResidualVQ.load(p)
-        codes = torch.from_numpy(np.asarray(cut.load_custom(f"teacher_{name}_codes"))).long()
         parts, col = [], 0
-        for p in paths:
-            q = books[p]
+        codes = torch.from_numpy(np.asarray(cut.load_custom(f"teacher_{name}_codes"))).long()
+        for p in cut.custom.get(f"teacher_{name}_vq") or []:
+            if not Path(p).is_file():
+                raise UserError(f"cut '{cut.id}': the codebooks of cached teacher '{name}' ({p}) are missing; "
+                                "they are written beside the codes by `auden-kit data teacher-cache`")
+            q = _codebook(p)
             parts.append(q.decode(codes[:, col: col + q.num_codebooks]))
             col += q.num_codebooks
         return torch.cat(parts, -1)
@@ -433,6 +426,8 @@ def write_teacher_cache(kind: str, path: str, name: str, layers: list[int], cuts
 
     if kind not in ("model", "hf"):
         raise UserError(f"--kind must be model or hf (a cache is made from a live teacher), got '{kind}'")
+    if codebooks < 0:
+        raise UserError(f"--codebooks must be >= 0 (0: no quantisation), got {codebooks}")
     if codebooks and not 2 <= codebook_size <= 256:
         raise UserError(f"--codebook-size must be 2..256 (one byte per code), got {codebook_size}")
     spec = {"name": name, "kind": kind, "path": path, "layers": layers, "student_taps": [0] * len(layers)}
@@ -465,6 +460,14 @@ def write_teacher_cache(kind: str, path: str, name: str, layers: list[int], cuts
                for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
     return {"cuts": len(done), "frames": frames, "dims": dims, "bytes": size,
             "bytes_float32": 4 * stored, "frame_shift": teacher.frame_shift, "vq_error": vq_error}
+
+
+@functools.lru_cache(maxsize=64)
+def _codebook(path: str):
+    """A codebook file, read once per process (data workers included)."""
+    from auden_kit.nn.vq import ResidualVQ
+
+    return ResidualVQ.load(path)
 
 
 def _quantise_cache(cuts: list, name: str, dims: list[int], storage: Path, codebooks: int, size: int,
