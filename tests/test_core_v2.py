@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_ENCODER, tiny_train_config
+from conftest import TINY_ENCODER, free_port, tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "auden_kit.cli.main"]
@@ -176,7 +176,7 @@ def test_ddp_equals_a_single_process_with_accumulation(fbank_cuts, tmp_path):
         return tmp_path / f"{exp}.yaml"
 
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        "29531", "-m", "auden_kit.cli.main", "train", "--config", str(cfg("ddp", 1))],
+                        str(free_port()), "-m", "auden_kit.cli.main", "train", "--config", str(cfg("ddp", 1))],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     r = run("train", "--config", cfg("single", 2), env=env)

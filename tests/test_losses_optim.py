@@ -170,3 +170,21 @@ def test_wer_arithmetic_against_kaldialign_and_by_hand():
         ours = compute_wer([("x", " ".join(ref), " ".join(hyp))])
         ref_st = kaldialign.edit_distance(ref, hyp)
         assert ours.errors == ref_st["total"] and ours.ins == ref_st["ins"] and ours.dels == ref_st["del"]
+
+
+def test_lr_scale_groups_parameters_by_name():
+    from auden_kit.errors import UserError
+
+    m = torch.nn.ModuleDict({"encoder": torch.nn.Linear(4, 4), "head": torch.nn.Linear(4, 2)})
+    cfg = OptimConfig(base_lr=0.04, warmup_batches=0, lr_scale={"encoder.*": 0.25})
+    cfg.validate()
+    opt, sched = build_optimizer(m, cfg)
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lrs[id(m["encoder"].weight)] == pytest.approx(0.01) and lrs[id(m["head"].bias)] == pytest.approx(0.04)
+    sched.step_batch(1000)  # the schedule scales every group by the same factor
+    enc, head = (g["lr"] for g in opt.param_groups)
+    assert enc / head == pytest.approx(0.25)
+    with pytest.raises(UserError, match="optim.lr_scale"):
+        build_optimizer(m, OptimConfig(lr_scale={"decoder.*": 0.5}))
+    with pytest.raises(UserError, match="optim.lr_scale.encoder"):
+        OptimConfig(lr_scale={"encoder.*": 0}).validate()

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _env():
-    return dict(os.environ, OMP_NUM_THREADS="2", PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}")
+    return dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}")  # threads: conftest
 
 
 def _copy_recipe(name: str, dst: Path) -> Path:

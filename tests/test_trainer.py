@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_train_config
+from conftest import free_port, tiny_train_config
 
 
 def _weights(exp: Path, name: str) -> dict:
@@ -69,7 +69,7 @@ def test_ddp_two_cpu_processes(fbank_cuts, bpe_dir, tmp_path):
     f.write_text(yaml.safe_dump(to_dict(cfg)))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", "29517", "-m", "auden_kit.cli.main", "train", "--config", str(f)],
+                        "--master_port", str(free_port()), "-m", "auden_kit.cli.main", "train", "--config", str(f)],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "world size 2" in r.stderr

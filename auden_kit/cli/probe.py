@@ -14,13 +14,15 @@ from auden_kit.errors import UserError
 
 EPILOG = ("Example: auden-kit probe --model exp/ssl/model-avg --train-cuts data/fbank/kw_train.jsonl.gz "
           "--test-cuts data/fbank/kw_test.jsonl.gz --label custom.keyword --label speaker --layers weighted   |   "
-          "add --random-init for the untrained baseline of the same architecture")
+          "add --random-init for the untrained baseline of the same architecture   |   a label on its own split: "
+          "--label custom.keyword --train-cuts kw_tr --test-cuts kw_te --label speaker --train-cuts spk_tr --test-cuts spk_te")
 
 
 def probe(
     model: Path = typer.Option(..., help="Model folder whose encoder is probed (any task)."),
-    train_cuts: str = typer.Option(..., help="Cuts the probes are fitted on (features or audio)."),
-    test_cuts: str = typer.Option(..., help="Cuts they are scored on."),
+    train_cuts: List[str] = typer.Option(..., help="Cuts the probes are fitted on (features or audio); once for "
+                                                   "every label, or once per --label (paired in order)."),
+    test_cuts: List[str] = typer.Option(..., help="Cuts they are scored on (once, or once per --label)."),
     label: List[str] = typer.Option(["speaker"], help="Label(s): a supervision field (speaker, gender, text, "
                                                       "language) or custom.<key>; repeat for several."),
     methods: str = typer.Option("knn,linear", help="Comma-separated: knn, linear, mlp."),
@@ -46,15 +48,19 @@ def probe(
     torch.set_num_threads(threads)
     if level not in ("clip", "frame"):
         raise UserError(f"--level must be clip or frame, got '{level}'")
-    for p in (train_cuts, test_cuts):
-        if "://" not in p and not Path(p).is_file():
-            raise UserError(f"manifest '{p}' does not exist")
+    for opt, given in (("--train-cuts", train_cuts), ("--test-cuts", test_cuts)):
+        if len(given) not in (1, len(label)):
+            raise UserError(f"{opt} is given {len(given)} times for {len(label)} --label: give it once (the same "
+                            "cuts for every label) or once per label")
+        for p in given:
+            if "://" not in p and not Path(p).is_file():
+                raise UserError(f"manifest '{p}' does not exist")
     ms = [m.strip() for m in methods.split(",") if m.strip()]
     enc, lm = load_encoder(str(model), random_init=random_init, seed=seed)
     rows = []
-    for lab in label:
-        tr = extract(enc, lm, train_cuts, lab, level=level, frame_stride=frame_stride)
-        te = extract(enc, lm, test_cuts, lab, level=level, frame_stride=frame_stride)
+    for i, lab in enumerate(label):
+        tr = extract(enc, lm, train_cuts[min(i, len(train_cuts) - 1)], lab, level=level, frame_stride=frame_stride)
+        te = extract(enc, lm, test_cuts[min(i, len(test_cuts) - 1)], lab, level=level, frame_stride=frame_stride)
         for r in run_probes(tr, te, ms, layers=layers, k=k, temperature=temperature, epochs=epochs, seed=seed):
             rows.append({"label": lab, "level": level, "encoder": "random-init" if random_init else "trained", **r})
     typer.echo(f"{'label':<16} {'method':<7} {'layer':<9} {'accuracy':>8}  classes  train/test")

@@ -200,6 +200,9 @@ class OptimConfig:
     warmup_start: float = 0.5
     weight_decay: float = 0.0  # adamw only
     clipping_scale: float = 2.0
+    # learning-rate factors by parameter-name glob, first match wins, e.g. {"encoder.*": 0.5} to move
+    # a pretrained encoder more slowly than the new heads while fine-tuning (layer-wise rates)
+    lr_scale: dict = dataclasses.field(default_factory=dict)
 
     def validate(self):
         from auden_kit.errors import UserError
@@ -214,6 +217,10 @@ class OptimConfig:
                             f"{self.warmup_batches} / {self.warmup_start}")
         if self.clipping_scale <= 0:
             raise UserError(f"config key 'optim.clipping_scale' must be positive, got {self.clipping_scale}")
+        for pat, f in self.lr_scale.items():
+            if not isinstance(f, (int, float)) or isinstance(f, bool) or f <= 0:
+                raise UserError(f"config key 'optim.lr_scale.{pat}' must be a positive number, got {f!r} "
+                                "(to keep parameters fixed use 'trainer.freeze')")
 
 
 class Eden:
@@ -265,13 +272,34 @@ class Eden:
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, include_frozen: bool = False):
     """Optimizer + Eden schedule. Parameters with ``requires_grad=False`` are left out unless
     ``include_frozen`` (they are unfrozen later; until then they have no gradient and no update)."""
-    params = [p for p in model.parameters() if p.requires_grad or include_frozen]
-    if not params:
-        from auden_kit.errors import UserError
+    from auden_kit.errors import UserError
 
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad or include_frozen]
+    if not named:
         raise UserError("every parameter is frozen (config key 'trainer.freeze'): nothing to train")
+    params = _lr_groups(named, cfg) if cfg.lr_scale else [p for _, p in named]
     if cfg.optimizer == "scaled_adam":
         opt = ScaledAdam(params, lr=cfg.base_lr, clipping_scale=cfg.clipping_scale)
     else:
         opt = torch.optim.AdamW(params, lr=cfg.base_lr, weight_decay=cfg.weight_decay)
     return opt, Eden(opt, cfg.lr_batches, cfg.lr_epochs, cfg.warmup_batches, cfg.warmup_start)
+
+
+def _lr_groups(named: list, cfg: OptimConfig) -> list[dict]:
+    """Parameter groups for ``optim.lr_scale``: each parameter in the group of the first glob that
+    matches its name; the rest at the base rate."""
+    import fnmatch
+
+    from auden_kit.errors import UserError
+
+    pats = list(cfg.lr_scale)
+    members: dict[int, list] = {i: [] for i in range(len(pats) + 1)}
+    for n, p in named:
+        i = next((i for i, pat in enumerate(pats) if fnmatch.fnmatchcase(n, pat)), len(pats))
+        members[i].append(p)
+    unused = [pats[i] for i in range(len(pats)) if not members[i]]
+    if unused:
+        raise UserError(f"config key 'optim.lr_scale': {unused} match no trained parameter (names look like "
+                        f"'{named[0][0]}')")
+    scales = [float(cfg.lr_scale[p]) for p in pats] + [1.0]
+    return [{"params": members[i], "lr": cfg.base_lr * scales[i]} for i in members if members[i]]

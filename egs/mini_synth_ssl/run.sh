@@ -108,16 +108,13 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   done
 fi
 
-probe() {  # probe NAME MODEL [--random-init]
-  local name=$1 model=$2; shift 2
-  if up_to_date exp/probes/$name-content.json $model/config.yaml; then skip probe $name; return; fi
+probe() {  # probe NAME MODEL [--random-init]: keyword across speakers, speaker across words, one call
+  local name=$1 model=$2 f=data/fbank/probe; shift 2
+  if up_to_date exp/probes/$name.json $model/config.yaml; then skip probe $name; return; fi
   mkdir -p exp/probes
-  auden-kit probe --model $model --train-cuts data/fbank/probe_content_train_cuts.jsonl.gz \
-    --test-cuts data/fbank/probe_content_test_cuts.jsonl.gz --label custom.keyword --methods knn,linear \
-    --out exp/probes/$name-content.json "$@"
-  auden-kit probe --model $model --train-cuts data/fbank/probe_speaker_train_cuts.jsonl.gz \
-    --test-cuts data/fbank/probe_speaker_test_cuts.jsonl.gz --label speaker --methods knn,linear \
-    --out exp/probes/$name-speaker.json "$@"
+  auden-kit probe --model $model --methods knn,linear --out exp/probes/$name.json \
+    --label custom.keyword --train-cuts ${f}_content_train_cuts.jsonl.gz --test-cuts ${f}_content_test_cuts.jsonl.gz \
+    --label speaker --train-cuts ${f}_speaker_train_cuts.jsonl.gz --test-cuts ${f}_speaker_test_cuts.jsonl.gz "$@"
 }
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then

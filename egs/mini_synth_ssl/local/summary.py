@@ -18,13 +18,10 @@ def wer(name: str):
 
 
 def probes(name: str) -> dict:
-    out = {}
-    for kind in ("content", "speaker"):
-        p = EXP / "probes" / f"{name}-{kind}.json"
-        if p.is_file():
-            for r in json.loads(p.read_text())["rows"]:
-                out[f"{kind}/{r['method']}"] = r["accuracy"]
-    return out
+    p = EXP / "probes" / f"{name}.json"
+    kinds = {"custom.keyword": "content", "speaker": "speaker"}
+    return {f"{kinds[r['label']]}/{r['method']}": r["accuracy"]
+            for r in json.loads(p.read_text())["rows"]} if p.is_file() else {}
 
 
 def main():
