@@ -302,17 +302,20 @@ def test_librispeech_pretrain_recipe_offline(synth_corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_mini_synth_ssl_recipe_tiny(tmp_path):
+def test_mini_synth_ssl_recipe_tiny(tmp_path, trained_model):
     """The stages of egs/mini_synth_ssl (synthesis, unlabeled set, probe sets, BEST-RQ, fine-tuning
     vs scratch, decoding, probes, summary) with a tiny model and corpus; MAE (stage 8, off by
-    default) is trained in tests/test_ssl.py."""
+    default) is trained in tests/test_ssl.py. Then run_distill.sh on the same data with the tiny
+    ASR folder as teacher, through a vector-quantised teacher cache."""
     recipe = _copy_recipe("mini_synth_ssl", tmp_path)
-    for name in ("pretrain", "finetune"):
+    for name in ("pretrain", "finetune", "distill", "finetune_student"):
         p = recipe / "conf" / f"{name}.yaml"
         cfg = yaml.safe_load(p.read_text())
         cfg["model"]["encoder"] = dict(TINY_ENCODER)
         if name == "pretrain":
             cfg["model"].update({"codebook_size": 64, "mae_decoder_dim": 32, "mae_decoder_heads": 2})
+        elif name == "distill":
+            cfg["model"]["head_hidden"] = 32
         else:
             cfg["model"].update({"decoder_dim": 32, "joiner_dim": 32, "warm_step": 2})
         cfg["data"].update({"max_duration": 12, "num_buckets": 2, "num_workers": 0})
@@ -333,6 +336,19 @@ def test_mini_synth_ssl_recipe_tiny(tmp_path):
     from lhotse import CutSet
 
     assert all(not c.supervisions for c in CutSet.from_file(un))
+    # distillation: the tiny teacher's second stack and output (taps 1, -1) into the student's taps 1, 2
+    cmd = ["./run_distill.sh", "--teacher", str(trained_model), "--teacher-layers", "1,-1", "--student-taps", "1,2",
+           "--distill-epochs", "1", "--finetune-epochs", "1", "--cached", "true", "--codebooks", "2"]
+    r = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for n in range(4):
+        assert f"Stage {n}:" in r.stdout
+    cache = CutSet.from_file(recipe / "data" / "fbank" / "unlabeled_cuts_teacher_vq2.jsonl.gz")
+    assert all("teacher_asr_codes" in c.custom and "teacher_asr" not in c.custom for c in cache)
+    wers = dict(line.split() for line in r.stdout.splitlines() if line.split()[:1] in (["teacher"], ["student_finetune"],
+                                                                                       ["student_scratch"]))
+    assert set(wers) == {"teacher", "student_finetune", "student_scratch"} and all(float(w) >= 0 for w in wers.values())
+    assert "initialised from exp/distill/model-avg" in r.stderr
 
 
 def _tiny_tagspeech(recipe: Path, max_duration: float):
