@@ -336,15 +336,20 @@ def test_mini_synth_ssl_recipe_tiny(tmp_path, trained_model):
     from lhotse import CutSet
 
     assert all(not c.supervisions for c in CutSet.from_file(un))
-    # distillation: the tiny teacher's second stack and output (taps 1, -1) into the student's taps 1, 2
+    # distillation (MVQ-style: cross-entropy on 2-codebook codes; the dev set coded with the training set's
+    # codebooks): the tiny teacher's second stack and output (taps 1, -1) into the student's taps 1, 2
     cmd = ["./run_distill.sh", "--teacher", str(trained_model), "--teacher-layers", "1,-1", "--student-taps", "1,2",
-           "--distill-epochs", "1", "--finetune-epochs", "1", "--cached", "true", "--codebooks", "2"]
+           "--distill-epochs", "1", "--finetune-epochs", "1", "--cached", "true", "--codebooks", "2", "--code-loss", "true"]
     r = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for n in range(4):
         assert f"Stage {n}:" in r.stdout
     cache = CutSet.from_file(recipe / "data" / "fbank" / "unlabeled_cuts_teacher_vq2.jsonl.gz")
     assert all("teacher_asr_codes" in c.custom and "teacher_asr" not in c.custom for c in cache)
+    dev = CutSet.from_file(recipe / "data" / "fbank" / "labeled_cuts_dev_teacher_vq2.jsonl.gz")
+    assert all(c.custom["teacher_asr_vq"] == cache[0].custom["teacher_asr_vq"] for c in dev)
+    assert yaml.safe_load((recipe / "exp" / "distill" / "model-avg" / "config.yaml").read_text())[
+        "model"]["teachers"][0]["loss"] == "codes"
     wers = dict(line.split() for line in r.stdout.splitlines() if line.split()[:1] in (["teacher"], ["student_finetune"],
                                                                                        ["student_scratch"]))
     assert set(wers) == {"teacher", "student_finetune", "student_scratch"} and all(float(w) >= 0 for w in wers.values())

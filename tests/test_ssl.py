@@ -301,6 +301,36 @@ def test_vector_quantised_teacher_cache(trained_model, fbank_cuts, tmp_path):
     t = Trainer(cfg)
     t.train()
     assert t.model.cfg.teachers[0]["dims"] == [48, 32]
+    # MVQ-style: cross-entropy on the codes themselves; the dev set quantised with the training codebooks
+    dev = tmp_path / "dev_vq.jsonl.gz"
+    r = run("data", "teacher-cache", "--teacher", trained_model, "--name", "big", "--layers", "2,0", "--cuts",
+            fbank_cuts["dev-clean"], "--out", dev, "--codebooks-from", tmp_path / "vq4.jsonl.gz")
+    assert r.returncode == 0, r.stderr[-2000:]
+    books = next(iter(CutSet.from_file(tmp_path / "vq4.jsonl.gz"))).custom["teacher_big_vq"]
+    assert all(c.custom["teacher_big_vq"] == books for c in CutSet.from_file(dev))
+    teachers = [{"name": "big", "kind": "cached", "layers": [0, 1], "student_taps": [2, 0], "loss": "codes"}]
+    cfg = train_config("distill", tmp_path / "mvq", fbank_cuts, {"teachers": teachers, "head_hidden": 32},
+                       num_epochs=4)
+    cfg.data.train_cuts, cfg.data.valid_cuts = [str(tmp_path / "vq4.jsonl.gz")], [str(dev)]
+    t = Trainer(cfg)
+    t.train()
+    assert t.model.cfg.teachers[0]["code_shapes"] == [[4, 32], [4, 32]]
+    from auden_kit.training import checkpoint as ckpt
+
+    hist = ckpt.load_checkpoint(tmp_path / "mvq" / "epoch-4.pt")["history"]
+    losses, accs = [h["loss"] for h in hist], [h["code_acc_big"] for h in hist]
+    # validation CE below chance (ln 32 = 3.47) and falling every epoch (measured: 3.45, 3.42, 3.34, 3.26)
+    assert losses[0] < np.log(32) and all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0] - 0.1, losses
+    assert accs[-1] > accs[0] and accs[-1] > 1 / 32, accs
+    bad = [{"name": "big", "kind": "model", "path": str(trained_model), "layers": [0], "student_taps": [0],
+            "loss": "codes"}]
+    from auden_kit.errors import UserError
+
+    with pytest.raises(UserError, match="loss' is codes, which needs kind: cached"):
+        Trainer(train_config("distill", tmp_path / "bad", fbank_cuts, {"teachers": bad}))
+    r = run("data", "teacher-cache", "--teacher", trained_model, "--name", "big", "--layers", "0", "--cuts",
+            fbank_cuts["dev-clean"], "--out", tmp_path / "y.jsonl.gz", "--codebooks-from", plain)
+    assert r.returncode != 0 and "holds no vector-quantised cache" in r.stderr
     r = run("data", "teacher-cache", "--teacher", trained_model, "--name", "big", "--layers", "0", "--cuts",
             fbank_cuts["train-clean-100"], "--out", tmp_path / "x.jsonl.gz", "--codebooks", 2, "--codebook-size", 999)
     assert r.returncode != 0 and "--codebook-size" in r.stderr and "Traceback" not in r.stderr

@@ -293,6 +293,9 @@ def teacher_cache(
                                           "(one byte each per frame; 0: lilcom-compressed values)."),
     codebook_size: int = typer.Option(256, help="Codes per codebook (2..256)."),
     vq_frames: int = typer.Option(100_000, help="Frames (sampled over the manifest) the codebooks are fitted on."),
+    codebooks_from: str = typer.Option("", help="Quantise with the codebooks of this earlier --codebooks cache "
+                                                "(a manifest) instead of fitting new ones: a dev set's codes must "
+                                                "mean what the training set's mean (model.teachers loss: codes)."),
 ):
     """Run a distillation teacher once and store its layers with the cuts: lilcom-compressed
     values, or with --codebooks M multi-codebook vector-quantised codes (M bytes per frame and
@@ -306,7 +309,8 @@ def teacher_cache(
         raise UserError(f"--layers must be comma-separated integers, got '{layers}'") from None
     storage = storage or out.parent / (out.name.split(".")[0] + "_teacher")
     r = write_teacher_cache(kind, teacher, name, ls, cuts, out, storage, max_duration=max_duration,
-                            codebooks=codebooks, codebook_size=codebook_size, vq_frames=vq_frames)
+                            codebooks=codebooks, codebook_size=codebook_size, vq_frames=vq_frames,
+                            codebooks_from=codebooks_from)
     typer.echo(f"wrote {out}: {r['cuts']} cuts, {r['frames']} frames of {sum(r['dims'])} values; "
                f"{r['bytes'] / 1e6:.2f} MB stored ({r['bytes_float32'] / max(1, r['bytes']):.1f}x smaller than "
                "float32)" + (f"; codes lose {', '.join(f'{100 * e:.1f} %' for e in r['vq_error'])} of the layers' "

@@ -70,7 +70,8 @@ class DistillModelConfig:
             key = f"model.teachers[{i}]"
             if not isinstance(t, dict):
                 raise UserError(f"config key '{key}' must be a mapping, got {t!r}")
-            unknown = set(t) - {"name", "kind", "path", "layers", "student_taps", "domains", "dims", "frame_shift"}
+            unknown = set(t) - {"name", "kind", "path", "layers", "student_taps", "domains", "dims", "frame_shift",
+                                "loss", "code_shapes"}
             if unknown:
                 raise UserError(f"config key '{key}': unknown field(s) {sorted(unknown)}")
             name = t.get("name") or ""
@@ -82,6 +83,12 @@ class DistillModelConfig:
                                 f"'{t.get('kind')}'")
             if t["kind"] != "cached" and not t.get("path"):
                 raise UserError(f"config key '{key}.path' is empty (a model folder)")
+            if t.get("loss", "values") not in ("values", "codes"):
+                raise UserError(f"config key '{key}.loss' must be values (regression) or codes (cross-entropy on "
+                                f"vector-quantised codes), got '{t.get('loss')}'")
+            if t.get("loss") == "codes" and t["kind"] != "cached":
+                raise UserError(f"config key '{key}.loss' is codes, which needs kind: cached (a cache written "
+                                "with `auden-kit data teacher-cache --codebooks M`)")
             layers, taps = t.get("layers") or [], t.get("student_taps") or []
             if not layers or len(layers) != len(taps):
                 raise UserError(f"config keys '{key}.layers' and '{key}.student_taps' must be equally long, "
@@ -215,6 +222,11 @@ def pool_time(x: Tensor, lens: Tensor, factor: int) -> tuple[Tensor, Tensor]:
     return y, torch.div(lens + factor - 1, factor, rounding_mode="floor")
 
 
+def codes_per_frame(t: dict, student_shift: float) -> int:
+    """Teacher frames each student frame predicts (MVQ: a 40 ms student, 20 ms teacher codes: 2)."""
+    return max(1, round(student_shift / t["frame_shift"]))
+
+
 class DistillModel(nn.Module):
     """Student encoder + one FC-GELU-FC head per (teacher, tap), and the teachers' layer statistics."""
 
@@ -231,8 +243,12 @@ class DistillModel(nn.Module):
                                     f"{len(taps)} taps: 0..{len(taps) - 2} stacks, {len(taps) - 1} the output)")
                 d = t["dims"][layer]
                 key = f"{t['name']}_{k}"
+                out = d
+                if t.get("loss") == "codes":  # logits of every codebook, for each teacher frame of a student frame
+                    m, size = t["code_shapes"][layer]
+                    out = codes_per_frame(t, self.encoder.frame_shift) * m * size
                 self.heads[key] = nn.Sequential(nn.Linear(taps[tap], cfg.head_hidden), nn.GELU(),
-                                                nn.Linear(cfg.head_hidden, d))
+                                                nn.Linear(cfg.head_hidden, out))
                 self.register_buffer(f"stat_sum_{key}", torch.zeros(d, dtype=torch.float64))
                 self.register_buffer(f"stat_sq_{key}", torch.zeros(d, dtype=torch.float64))
                 self.register_buffer(f"stat_n_{key}", torch.zeros((), dtype=torch.float64))
@@ -283,6 +299,12 @@ class DistillTask(Task):
                 if first is None:
                     raise UserError("the training manifest is empty")
                 t["dims"], t["frame_shift"] = cached_meta(first, t["name"])
+                if t.get("loss") == "codes":
+                    books = (first.custom or {}).get(f"teacher_{t['name']}_vq")
+                    if not books:
+                        raise UserError(f"teacher '{t['name']}' has loss: codes but cut '{first.id}' holds values, "
+                                        "not codes: write the cache with `auden-kit data teacher-cache --codebooks M`")
+                    t["code_shapes"] = [list(_codebook(b).codebooks.shape[:2]) for b in books]
             else:
                 te = open_teacher(t)
                 t["dims"], t["frame_shift"] = te.dims, te.frame_shift
@@ -320,10 +342,18 @@ class DistillTask(Task):
         cached = [t["name"] for t in cfg.teachers if t["kind"] == "cached"]
         if cached:
             out["cached"], out["cached_lens"] = {}, {}
+            as_codes = {t["name"] for t in cfg.teachers if t.get("loss") == "codes"}
             for name in cached:
                 arrs = []
                 for c in cuts:
                     cached_meta(c, name)
+                    if name in as_codes:  # the codes themselves are the targets
+                        if f"teacher_{name}_codes" not in c.custom:
+                            raise UserError(f"cut '{c.id}' holds values of teacher '{name}', which trains on codes "
+                                            "(loss: codes): quantise it with `auden-kit data teacher-cache "
+                                            "--codebooks-from` the training cache")
+                        arrs.append(torch.from_numpy(np.asarray(c.load_custom(f"teacher_{name}_codes"))).long())
+                        continue
                     if f"teacher_{name}_codes" in c.custom:  # vector-quantised: decoded per layer
                         arrs.append(self._decode_codes(c, name))
                         continue
@@ -370,6 +400,9 @@ class DistillTask(Task):
         frames = float(enc_lens.sum())
         update = model.training and step < cfg.stats_batches
         for j, t in enumerate(cfg.teachers):
+            if t.get("loss") == "codes":
+                loss = loss + self._codes_loss(model, t, taps, enc_lens, batch, weights[:, j], stats)
+                continue
             feats, t_lens = model.teachers()[t["name"]](batch)
             ratio = t["frame_shift"] / model.encoder.frame_shift
             cos_tot = 0.0
@@ -396,6 +429,40 @@ class DistillTask(Task):
         stats["loss"] = float(loss.detach())
         return loss, stats, frames
 
+    @staticmethod
+    def _codes_loss(model: DistillModel, t: dict, taps: list, enc_lens: Tensor, batch: dict, weight: Tensor,
+                    stats: dict) -> Tensor:
+        """MVQ-style: cross-entropy of every codebook's code (icefall's MVQ distillation predicts
+        HuBERT codes); a student frame predicts the ``codes_per_frame`` teacher frames it covers, a
+        coarser teacher frame is predicted from the mean of the student frames it covers."""
+        codes = batch["targets"]["cached"][t["name"]]  # (N, T_teacher, sum of codebooks) ids
+        c_lens = batch["targets"]["cached_lens"][t["name"]]
+        up = codes_per_frame(t, model.encoder.frame_shift)
+        down = max(1, round(t["frame_shift"] / model.encoder.frame_shift))
+        offsets = [0]
+        for m, _ in t["code_shapes"]:
+            offsets.append(offsets[-1] + m)
+        total, hits, n = enc_lens.new_zeros((), dtype=torch.float32), 0.0, 0.0
+        for k, (tap, layer) in enumerate(zip(t["student_taps"], t["layers"])):
+            m, size = t["code_shapes"][layer]
+            h, h_lens = pool_time(taps[tap], enc_lens, down)
+            logits = model.heads[f"{t['name']}_{k}"](h).float()
+            N, T = logits.shape[:2]
+            logits = logits.reshape(N, T * up, m, size)
+            tgt = codes[:, :, offsets[layer]: offsets[layer] + m]
+            T2 = min(logits.shape[1], tgt.shape[1])
+            lens = torch.minimum(h_lens * up, c_lens).clamp(max=T2)
+            mask = torch.arange(T2, device=logits.device).unsqueeze(0) < lens.unsqueeze(1)
+            lg, tg = logits[:, :T2], tgt[:, :T2].to(logits.device)
+            ce = nn.functional.cross_entropy(lg.reshape(-1, size), tg.reshape(-1), reduction="none").view(N, T2, m)
+            row = (ce.mean(-1) * mask).sum(1) / lens.clamp(min=1) * enc_lens
+            total = total + (weight * row).sum() / len(t["layers"])
+            hits += float(((lg.argmax(-1) == tg).float().mean(-1) * mask).sum())
+            n += float(mask.sum())
+        # code accuracy, scaled to student frames like the other statistics (the trainer divides by frames)
+        stats[f"code_acc_{t['name']}"] = hits / max(n, 1.0) * float(enc_lens.sum())
+        return total
+
     @torch.no_grad()
     def infer(self, model: DistillModel, batch: dict, **_) -> list[EmbeddingResult]:
         """The mean-pooled encoder output of each row (what a clip-level probe reads)."""
@@ -406,7 +473,7 @@ class DistillTask(Task):
 def write_teacher_cache(kind: str, path: str, name: str, layers: list[int], cuts_path: str, out: str | Path,
                         storage_dir: str | Path, features=None, max_duration: float = 100.0,
                         tick_power: int = -8, codebooks: int = 0, codebook_size: int = 256,
-                        vq_frames: int = 100_000) -> dict:
+                        vq_frames: int = 100_000, codebooks_from: str = "") -> dict:
     """Run a teacher once over a manifest and store the chosen layers with every cut: a lilcom
     array ``custom["teacher_<name>"]`` (the layers concatenated, frames x sum of sizes, values
     rounded to multiples of 2^tick_power) and ``custom["teacher_<name>_dims"]``. A ``cached``
@@ -416,7 +483,8 @@ def write_teacher_cache(kind: str, path: str, name: str, layers: list[int], cuts
     per layer, fitted on up to ``vq_frames`` frames sampled over the whole manifest):
     ``custom["teacher_<name>_codes"]`` (frames x layers*codebooks bytes, one .npy per cut) and
     ``custom["teacher_<name>_vq"]`` (each layer's codebook file); training decodes them. The
-    returned ``vq_error`` is each layer's share of variance the codes lose."""
+    returned ``vq_error`` is each layer's share of variance the codes lose. ``codebooks_from`` (a
+    manifest written with codebooks) quantises with its codebooks instead of fitting new ones."""
     from lhotse import CutSet, LilcomChunkyWriter
     from lhotse.utils import fastcopy
 
@@ -430,6 +498,7 @@ def write_teacher_cache(kind: str, path: str, name: str, layers: list[int], cuts
         raise UserError(f"--codebooks must be >= 0 (0: no quantisation), got {codebooks}")
     if codebooks and not 2 <= codebook_size <= 256:
         raise UserError(f"--codebook-size must be 2..256 (one byte per code), got {codebook_size}")
+    shared = _shared_codebooks(codebooks_from, name, len(layers)) if codebooks_from else None
     spec = {"name": name, "kind": kind, "path": path, "layers": layers, "student_taps": [0] * len(layers)}
     teacher = open_teacher(spec).eval()
     bad = [v for v in layers if not -len(teacher.dims) <= v < len(teacher.dims)]
@@ -453,8 +522,9 @@ def write_teacher_cache(kind: str, path: str, name: str, layers: list[int], cuts
                 frames += arr.shape[0]
                 stored += arr.size
     vq_error = None
-    if codebooks > 0:
-        done, vq_error = _quantise_cache(done, name, dims, Path(storage_dir), codebooks, codebook_size, vq_frames)
+    if codebooks > 0 or shared:
+        done, vq_error = _quantise_cache(done, name, dims, Path(storage_dir), codebooks, codebook_size, vq_frames,
+                                         shared)
     save_cuts_atomic(CutSet.from_cuts(done), out)
     size = sum(f.stat().st_size for p in Path(storage_dir).glob(f"teacher_{name}*")
                for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
@@ -470,25 +540,56 @@ def _codebook(path: str):
     return ResidualVQ.load(path)
 
 
+def _shared_codebooks(manifest: str, name: str, num_layers: int) -> list[str]:
+    """The codebook files of an earlier quantised cache of teacher ``name`` (its first cut's)."""
+    from lhotse import CutSet
+
+    if not Path(manifest).is_file():
+        raise UserError(f"--codebooks-from: manifest '{manifest}' does not exist")
+    first = next(iter(CutSet.from_file(manifest)), None)
+    paths = (first.custom or {}).get(f"teacher_{name}_vq") if first is not None else None
+    if not paths:
+        raise UserError(f"--codebooks-from: '{manifest}' holds no vector-quantised cache of teacher '{name}' "
+                        "(write one with --codebooks M)")
+    if len(paths) != num_layers:
+        raise UserError(f"--codebooks-from: '{manifest}' quantises {len(paths)} layer(s) of teacher '{name}', "
+                        f"--layers names {num_layers}: store the same layers")
+    for p in paths:
+        if not Path(p).is_file():
+            raise UserError(f"--codebooks-from: codebook file '{p}' (named by '{manifest}') is missing")
+    return list(paths)
+
+
 def _quantise_cache(cuts: list, name: str, dims: list[int], storage: Path, codebooks: int, size: int,
-                    max_frames: int) -> tuple[list, list[float]]:
+                    max_frames: int, shared: list[str] | None = None) -> tuple[list, list[float]]:
     """Replace the cuts' stored layers by residual-VQ codes (see :func:`write_teacher_cache`); the
-    float arrays are deleted. Returns the new cuts and each layer's lost share of variance."""
+    float arrays are deleted. Returns the new cuts and each layer's lost share of variance. With
+    ``shared`` (codebook files, one per layer), those codebooks are used instead of new ones."""
     import numpy as np
     from lhotse.features.io import NumpyFilesWriter
     from lhotse.utils import fastcopy
 
     from auden_kit.nn.vq import ResidualVQ
 
-    total = sum(c.custom[f"teacher_{name}"].shape[0] for c in cuts)
-    keep = max(1, int(np.ceil(total / max(1, max_frames))))  # every keep-th frame of every cut
-    sample = torch.cat([torch.from_numpy(c.load_custom(f"teacher_{name}")[::keep].astype(np.float32)) for c in cuts])
     bounds = np.cumsum([0] + dims)
-    qs = []
-    for li in range(len(dims)):
-        q = ResidualVQ.fit(sample[:, bounds[li]: bounds[li + 1]], codebooks, size)
-        q.save(storage / f"teacher_{name}_vq{li}.safetensors")
-        qs.append(q)
+    if shared:
+        qs = [ResidualVQ.load(p) for p in shared]
+        wrong = [li for li, q in enumerate(qs) if q.codebooks.shape[-1] != dims[li]]
+        if wrong:
+            raise UserError(f"--codebooks-from: the codebooks of layer(s) {wrong} are {qs[wrong[0]].codebooks.shape[-1]}"
+                            f"-dimensional, the teacher's layers {[dims[li] for li in wrong]}: another teacher?")
+        files = [str(Path(p).resolve()) for p in shared]
+    else:
+        total = sum(c.custom[f"teacher_{name}"].shape[0] for c in cuts)
+        keep = max(1, int(np.ceil(total / max(1, max_frames))))  # every keep-th frame of every cut
+        sample = torch.cat([torch.from_numpy(c.load_custom(f"teacher_{name}")[::keep].astype(np.float32))
+                            for c in cuts])
+        qs, files = [], []
+        for li in range(len(dims)):
+            q = ResidualVQ.fit(sample[:, bounds[li]: bounds[li + 1]], codebooks, size)
+            q.save(storage / f"teacher_{name}_vq{li}.safetensors")
+            qs.append(q)
+            files.append(str((storage / f"teacher_{name}_vq{li}.safetensors").resolve()))
     lost, var = np.zeros(len(dims)), np.zeros(len(dims))
     out = []
     with NumpyFilesWriter(storage / f"teacher_{name}_codes") as writer:  # one .npy of bytes per cut: exact
@@ -504,8 +605,7 @@ def _quantise_cache(cuts: list, name: str, dims: list[int], storage: Path, codeb
             arr = torch.cat(codes, 1).numpy().astype(np.uint8)
             ta = writer.store_array(c.id, arr, frame_shift=c.custom[f"teacher_{name}"].frame_shift, temporal_dim=0)
             custom = {k: v for k, v in c.custom.items() if k != f"teacher_{name}"}
-            custom.update({f"teacher_{name}_codes": ta, f"teacher_{name}_vq":
-                           [str((storage / f"teacher_{name}_vq{li}.safetensors").resolve()) for li in range(len(dims))]})
+            custom.update({f"teacher_{name}_codes": ta, f"teacher_{name}_vq": files})
             out.append(fastcopy(c, custom=custom))
     (storage / f"teacher_{name}.lca").unlink(missing_ok=True)
     return out, [round(float(a / max(b, 1e-12)), 4) for a, b in zip(lost, var)]

@@ -4,7 +4,7 @@
 # same student from scratch on the same labels and steps, and the teacher itself, are decoded on
 # the same test set. Uses run.sh's data (stages 0-3; run first if absent) and builds the teacher
 # with ../mini_synth/run.sh if it is absent.
-# Usage: ./run_distill.sh [--stage N] [--stop-stage M] [--cached true [--codebooks 8]]
+# Usage: ./run_distill.sh [--stage N] [--stop-stage M] [--cached true [--codebooks 8 [--code-loss true]]]
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,11 +15,12 @@ distill_epochs=4
 finetune_epochs=12
 cached=false   # true: store the teacher's layers once (`data teacher-cache`) and distill from them
 codebooks=0    # with --cached true: store vector-quantised codes (this many codebooks per layer) instead
+code_loss=false  # with --codebooks M: cross-entropy on the codes (icefall's MVQ) instead of regressing their values
 teacher_layers=2,4  # the teacher's taps to learn (0-3 its four stacks, 4 its output; negative: from the end) ...
 student_taps=2,4    # ... and the student's taps that learn them, in the same order
 extra=""
 help_message="Distil a smaller Zipformer from an ASR teacher, fine-tune it, compare. Example: ./run_distill.sh --stage 2"
-__options="stage stop_stage teacher distill_epochs finetune_epochs cached codebooks teacher_layers student_taps extra"
+__options="stage stop_stage teacher distill_epochs finetune_epochs cached codebooks code_loss teacher_layers student_taps extra"
 . ../../tools/parse_options.sh
 . ../../tools/recipe_lib.sh
 
@@ -38,18 +39,20 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   if [ "$cached" = true ]; then
     tc=data/fbank/unlabeled_cuts_teacher.jsonl.gz
     [ "$codebooks" -gt 0 ] && tc=data/fbank/unlabeled_cuts_teacher_vq$codebooks.jsonl.gz
-    vc=data/fbank/labeled_cuts_dev_teacher.jsonl.gz  # validation needs the teacher's targets too (exact values)
+    vc=data/fbank/labeled_cuts_dev_teacher.jsonl.gz  # validation needs the teacher's targets too (exact values ...
+    vq=""; [ "$code_loss" = true ] && vc=data/fbank/labeled_cuts_dev_teacher_vq$codebooks.jsonl.gz vq="--codebooks-from $tc"
     if up_to_date $tc $teacher/config.yaml; then skip teacher cache; else
       auden-kit data teacher-cache --teacher $teacher --name asr --layers $teacher_layers \
         --cuts data/fbank/unlabeled_cuts.jsonl.gz --out $tc --codebooks $codebooks
     fi
-    if up_to_date $vc $teacher/config.yaml; then skip teacher cache of the dev set; else
+    if up_to_date $vc $tc; then skip teacher cache of the dev set; else  # ... or codes of the same codebooks
       auden-kit data teacher-cache --teacher $teacher --name asr --layers $teacher_layers \
-        --cuts data/fbank/labeled_cuts_dev.jsonl.gz --out $vc
+        --cuts data/fbank/labeled_cuts_dev.jsonl.gz --out $vc $vq
     fi
     n=$(echo $teacher_layers | tr ',' ' ' | wc -w)  # the cache holds those layers, in order
     over="$over model.teachers.0.kind=cached model.teachers.0.layers=[$(seq -s, 0 $((n - 1)))]"
     over="$over data.train_cuts=[$tc] data.valid_cuts=[$vc]"
+    [ "$code_loss" = true ] && over="$over model.teachers.0.loss=codes"
   fi
   [ -f exp/distill/epoch-$distill_epochs.pt ] || auden-kit train --config conf/distill.yaml \
     trainer.num_epochs=$distill_epochs $over $extra
