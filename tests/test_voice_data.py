@@ -26,7 +26,11 @@ def test_voice_corpus_speakers_are_unseen_and_labels_real(voice_corpus):
     assert len(set(scales)) == len(scales) and all(0.85 <= x <= 1.15 for x in scales)
     f = voice_corpus / ".espeak-data" / "voices" / "!v" / f"ak-{rows[0]['id']}"
     assert f.is_file() and "formant 1" in f.read_text()
-    for part, n in (("train", 24), ("dev", 12), ("test", 12)):
+    n_train = sum(r["part"] == "train" for r in rows)
+    genders = [r["gender"] for r in rows if r["part"] == "train"]
+    assert abs(genders.count("F") - genders.count("M")) <= 2  # balanced: more speakers per female variant
+    assert sum(r["part"] == "test" for r in rows) == 4  # the test part is not balanced: 2 per variant
+    for part, n in (("train", 4 * n_train), ("dev", 2 * n_train), ("test", 12)):
         spk = _map(voice_corpus / part / "utt2spk")
         style = _map(voice_corpus / part / "utt2style")
         gender = _map(voice_corpus / part / "utt2gender")
@@ -50,6 +54,21 @@ def test_speaking_style_is_acoustic(voice_corpus):
     pairs = [(min(rate[(s, "calm")]), max(rate[(s, "lively")])) for s in set(spk.values())
              if (s, "calm") in rate and (s, "lively") in rate]
     assert pairs and sum(c > lv for c, lv in pairs) >= len(pairs) - 1
+
+
+def test_speaker_variant_has_the_default_pitch_span_and_no_tunes_of_its_own():
+    """A style must sound alike on every voice: the variant's pitch span (7-fold different among
+    espeak's variants) becomes espeak's default proportion of its base pitch; its tunes go."""
+    from auden_kit.data.corpora.voices import speaker_variant
+
+    wide = "name Rob\npitch  50 130 // low, wide\nintonation 2\nformant 1 95 100 60\nvoicing 115\n"
+    out = speaker_variant(wide, 1.05, "ak-1").splitlines()
+    assert out[:2] == ["name ak-1", "pitch 50 72"]  # 82:118 of espeak's default, on base 50
+    assert not any(ln.startswith("intonation") for ln in out) and "voicing 115" in out
+    assert "formant 1 100 100 60" in out  # 95 * 1.05, the vocal-tract scale
+    assert "pitch 82 118" in speaker_variant("name m\n", 1.0, "ak-2")  # no pitch line: espeak's default
+    narrow = speaker_variant("pitch 204 176\n", 1.0, "ak-3")  # aunty: MAX below BASE
+    assert "pitch 204 294" in narrow
 
 
 def test_folder_manifests_read_every_map(voice_corpus, tmp_path):

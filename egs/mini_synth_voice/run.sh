@@ -9,9 +9,9 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=100
 nj=2
-train_variants=23
+train_variants=48
 test_variants=12
-train_utts=20
+train_utts=10
 dev_utts=4
 test_utts=12
 num_epochs=7

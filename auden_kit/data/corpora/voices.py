@@ -39,6 +39,14 @@ log = logging.getLogger(__name__)
 # variants whose voice file declares no gender and whose pitch does not tell (a child-like voice at
 # 240-390 Hz, a 100-210 Hz one): left out, so every gender label is one a listener would agree with
 UNGENDERED = ("zac", "shelby")
+# espeak's other human-sounding variants (no robots, whispers, croaks or near-copies such as
+# iven2-4), heard through the English bases like the ASR list's: more base voices is what makes a
+# speaker embedding generalise to voices it never heard (VoxCeleb's lesson), at the same number of
+# utterances. Only the voice corpus uses them; the ASR and ST corpora keep their speakers.
+EXTRA_VARIANTS = tuple(
+    "alex alicia andy denis diogo gene henrique hugo jacky lee marco mario mike reed storm antonio "
+    "boris caleb edward2 gustave grandpa iven marcelo michel miguel mike2 norbert pablo pedro sandro "
+    "anika steph2".split())
 # style: (rate factor and pitch offset relative to the speaker's own, intonation range 0-100). The
 # range is set outright (plus the speaker's small habit), not relative to the speaker: monotone,
 # normal or wide intonation is what a listener hears as calm / neutral / lively whoever speaks.
@@ -51,11 +59,11 @@ STYLES = {"calm": (0.85, -10, 8), "neutral": (1.0, 0, 50), "lively": (1.18, 10, 
 class VoiceSynthOptions:
     """Counts of base voice *variants* per part, speakers made from each, utterances per speaker."""
 
-    train_variants: int = 23
+    train_variants: int = 48
     test_variants: int = 12
-    train_speakers_per_variant: int = 3
+    train_speakers_per_variant: int = 3  # on average; see balance_gender
     test_speakers_per_variant: int = 2
-    train_utts: int = 20
+    train_utts: int = 10
     dev_utts: int = 4
     test_utts: int = 12
     bases: tuple[str, ...] = ("en-us", "en")
@@ -66,6 +74,9 @@ class VoiceSynthOptions:
     range_jitter: int = 5  # the speaker's intonation habit: +- this around the style's range
     seed: int = 0
     jobs: int = 2
+    # training speakers split evenly between the genders (more speakers per variant for the gender
+    # with fewer variants: espeak has 15 female variants to 50 male), the total unchanged
+    balance_gender: bool = True
 
 
 def _formants(variant_text: str) -> dict[int, list[int]]:
@@ -78,12 +89,33 @@ def _formants(variant_text: str) -> dict[int, list[int]]:
     return table
 
 
+# espeak's ``pitch BASE MAX`` line: the speaker's pitch range is MAX - BASE (Hz-like units, scaled
+# by the range parameter). The variants' own spans run from 0.86x (aunty: MAX below BASE) to 2.6x
+# (rob) of their base; a span that differs 7-fold in semitones made the styles (a range of 8, 50
+# or 95) a different sound for every variant: measured with pyin on an unseen variant, "neutral"
+# f0 spread 4.4 semitones (rob) vs 0.7 for another's "lively" (steph), so no model could tell a
+# style from one utterance. Every speaker keeps its variant's base pitch (its gender and register)
+# with espeak's default span (118/82), and its variant's own tune choice (``intonation``) is
+# dropped, so a style sounds alike whoever speaks it.
+DEFAULT_PITCH = (82, 118)
+
+
+def _pitch_base(variant_text: str) -> int:
+    for line in variant_text.splitlines():
+        parts = line.split("//")[0].split()
+        if len(parts) >= 2 and parts[0] == "pitch":
+            return int(parts[1])
+    return DEFAULT_PITCH[0]
+
+
 def speaker_variant(base_text: str, scale: float, name: str) -> str:
     """An espeak variant file: ``base_text`` with formants 1-5 scaled by ``scale`` (a longer or
-    shorter vocal tract), named ``name``."""
+    shorter vocal tract), its pitch span set to espeak's default proportion of its base pitch and
+    its own intonation tunes dropped (see ``DEFAULT_PITCH``), named ``name``."""
     kept = [ln for ln in base_text.splitlines()
-            if not ln.split("//")[0].strip().startswith(("formant", "name"))]
-    out = [f"name {name}"] + kept
+            if not ln.split("//")[0].strip().startswith(("formant", "name", "pitch", "intonation"))]
+    base = _pitch_base(base_text)
+    out = [f"name {name}", f"pitch {base} {round(base * DEFAULT_PITCH[1] / DEFAULT_PITCH[0])}"] + kept
     for n, vals in sorted(_formants(base_text).items()):
         f = vals[0] * (scale if 1 <= n <= 5 else 1.0)
         out.append("formant " + " ".join(str(int(round(v))) for v in [n, f, *vals[1:]]))
@@ -136,7 +168,7 @@ def plan_voice_corpus(opts: VoiceSynthOptions) -> dict:
     from auden_kit.data.corpora.espeak import ENGLISH_VARIANTS, variant_file, voice_gender
 
     rng = random.Random(opts.seed)
-    variants = [v for v in ENGLISH_VARIANTS if v not in UNGENDERED]
+    variants = [v for v in [*ENGLISH_VARIANTS, *EXTRA_VARIANTS] if v not in UNGENDERED]
     rng.shuffle(variants)
     if opts.train_variants + opts.test_variants > len(variants):
         raise ValueError(f"at most {len(variants)} voice variants are available, asked for "
@@ -159,9 +191,14 @@ def plan_voice_corpus(opts: VoiceSynthOptions) -> dict:
     n = 0
     for split, (names, per_variant) in split_variants.items():
         speakers[split] = []
+        per_gender = {g: per_variant for g in ("F", "M")}
+        if split == "train" and opts.balance_gender:
+            n_of = {g: sum(voice_gender(v) == g for v in names) for g in per_gender}
+            per_gender = {g: max(1, round(len(names) * per_variant / 2 / n_of[g])) if n_of[g] else per_variant
+                          for g in per_gender}
         for v in names:
             base_text = variant_file(v).read_text(errors="replace")
-            for k, scale in enumerate(_scales(per_variant, opts.formant_spread, rng)):
+            for k, scale in enumerate(_scales(per_gender[voice_gender(v)], opts.formant_spread, rng)):
                 n += 1
                 sid = f"spk{n:03d}"
                 files[f"ak-{sid}"] = speaker_variant(base_text, scale, f"auden-kit {sid} from {v}")
