@@ -88,15 +88,12 @@ def synth_voices(
     test_variants: int = typer.Option(_VOICE.test_variants, help="Other base variants for the test speakers "
                                                                  "(never in training)."),
     train_speakers_per_variant: int = typer.Option(_VOICE.train_speakers_per_variant,
-                                                   help="Speakers made from each training variant (on average: "
-                                                        "see --balance-gender)."),
+                                                   help="Speakers made from each training variant."),
     test_speakers_per_variant: int = typer.Option(_VOICE.test_speakers_per_variant,
                                                   help="Speakers made from each test variant."),
     train_utts: int = typer.Option(_VOICE.train_utts, help="Training utterances per speaker."),
     dev_utts: int = typer.Option(_VOICE.dev_utts, help="Further utterances per training speaker (identification)."),
     test_utts: int = typer.Option(_VOICE.test_utts, help="Utterances per test speaker."),
-    balance_gender: bool = typer.Option(_VOICE.balance_gender, help="Half the training speakers of each gender "
-                                        "(more per variant for the gender with fewer variants)."),
     seed: int = typer.Option(0, help="Same seed, same corpus (byte for byte)."),
     jobs: int = typer.Option(2, help="Parallel worker processes."),
 ):
@@ -108,8 +105,7 @@ def synth_voices(
     opts = VoiceSynthOptions(train_variants=train_variants, test_variants=test_variants,
                              train_speakers_per_variant=train_speakers_per_variant,
                              test_speakers_per_variant=test_speakers_per_variant, train_utts=train_utts,
-                             dev_utts=dev_utts, test_utts=test_utts, balance_gender=balance_gender, seed=seed,
-                             jobs=jobs)
+                             dev_utts=dev_utts, test_utts=test_utts, seed=seed, jobs=jobs)
     try:
         root = synthesize_voice_corpus(out_dir, opts)
     except ValueError as e:

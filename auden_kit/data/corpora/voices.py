@@ -61,7 +61,7 @@ class VoiceSynthOptions:
 
     train_variants: int = 48
     test_variants: int = 12
-    train_speakers_per_variant: int = 3  # on average; see balance_gender
+    train_speakers_per_variant: int = 3
     test_speakers_per_variant: int = 2
     train_utts: int = 10
     dev_utts: int = 4
@@ -74,9 +74,6 @@ class VoiceSynthOptions:
     range_jitter: int = 5  # the speaker's intonation habit: +- this around the style's range
     seed: int = 0
     jobs: int = 2
-    # training speakers split evenly between the genders (more speakers per variant for the gender
-    # with fewer variants: espeak has 15 female variants to 50 male), the total unchanged
-    balance_gender: bool = True
 
 
 def _formants(variant_text: str) -> dict[int, list[int]]:
@@ -191,14 +188,9 @@ def plan_voice_corpus(opts: VoiceSynthOptions) -> dict:
     n = 0
     for split, (names, per_variant) in split_variants.items():
         speakers[split] = []
-        per_gender = {g: per_variant for g in ("F", "M")}
-        if split == "train" and opts.balance_gender:
-            n_of = {g: sum(voice_gender(v) == g for v in names) for g in per_gender}
-            per_gender = {g: max(1, round(len(names) * per_variant / 2 / n_of[g])) if n_of[g] else per_variant
-                          for g in per_gender}
         for v in names:
             base_text = variant_file(v).read_text(errors="replace")
-            for k, scale in enumerate(_scales(per_gender[voice_gender(v)], opts.formant_spread, rng)):
+            for k, scale in enumerate(_scales(per_variant, opts.formant_spread, rng)):
                 n += 1
                 sid = f"spk{n:03d}"
                 files[f"ak-{sid}"] = speaker_variant(base_text, scale, f"auden-kit {sid} from {v}")
