@@ -7,9 +7,11 @@ corpus)::
     <out>/<part>/text  utt2spk  utt2gender  utt2style     (<utt-id> <value> per line)
     <out>/speakers.tsv                                    (who is who: voice and settings)
 
-A speaker is a voice variant file of its own: one of espeak's English variants (``f3``, ``m3``,
-``adam``, ...) with its formants 1-5 scaled (a longer or shorter vocal tract), spoken with an
-accent (``en-us`` or ``en``) and its own pitch, speaking rate and pitch range. The variant files
+A speaker is a voice variant file of its own: one of espeak's 67 human-sounding variants (``f3``,
+``m3``, ``adam``, ``caleb``, ...; ``EXTRA_VARIANTS`` beyond the ASR corpus's list) with its formants
+1-5 scaled (a longer or shorter vocal tract) and espeak's default pitch span on its own base pitch
+(``DEFAULT_PITCH``), spoken with an accent (``en-us`` or ``en``) and its own pitch, speaking rate
+and intonation habit. The variant files
 live in a private espeak data folder (``<out>/.espeak-data``, links to the wheel's data). Parts:
 
 - ``train``: speakers made from the training base variants,
