@@ -78,11 +78,15 @@ class VoiceSynthOptions:
     jobs: int = 2
 
 
+def _fields(line: str) -> list[str]:
+    """The words of one espeak voice-file line, without its ``//`` comment (``[]`` if none)."""
+    return line.split("//")[0].split()
+
+
 def _formants(variant_text: str) -> dict[int, list[int]]:
     """{formant: [freq %, height %, width %, (freq adjust)]} of an espeak variant file (default 100s)."""
     table = {n: [100, 100, 100] for n in range(9)}
-    for line in variant_text.splitlines():
-        parts = line.split("//")[0].split()
+    for parts in map(_fields, variant_text.splitlines()):
         if len(parts) >= 5 and parts[0] == "formant":
             table[int(parts[1])] = [int(x) for x in parts[2:]]
     return table
@@ -91,20 +95,17 @@ def _formants(variant_text: str) -> dict[int, list[int]]:
 # espeak's ``pitch BASE MAX`` line: the speaker's pitch range is MAX - BASE (Hz-like units, scaled
 # by the range parameter). The variants' own spans run from 0.86x (aunty: MAX below BASE) to 2.6x
 # (rob) of their base; a span that differs 7-fold in semitones made the styles (a range of 8, 50
-# or 95) a different sound for every variant: measured with pyin on an unseen variant, "neutral"
-# f0 spread 4.4 semitones (rob) vs 0.7 for another's "lively" (steph), so no model could tell a
-# style from one utterance. Every speaker keeps its variant's base pitch (its gender and register)
+# or 95) a different sound for every variant: measured with pyin on the test speakers, "neutral"
+# f0 spread 4.4 semitones for one voice (rob) vs 0.7 for another's "lively" (steph), so no model
+# could tell a style from one utterance. Every speaker keeps its variant's base pitch (its gender and register)
 # with espeak's default span (118/82), and its variant's own tune choice (``intonation``) is
 # dropped, so a style sounds alike whoever speaks it.
 DEFAULT_PITCH = (82, 118)
 
 
 def _pitch_base(variant_text: str) -> int:
-    for line in variant_text.splitlines():
-        parts = line.split("//")[0].split()
-        if len(parts) >= 2 and parts[0] == "pitch":
-            return int(parts[1])
-    return DEFAULT_PITCH[0]
+    return next((int(p[1]) for p in map(_fields, variant_text.splitlines()) if len(p) >= 2 and p[0] == "pitch"),
+                DEFAULT_PITCH[0])
 
 
 def speaker_variant(base_text: str, scale: float, name: str) -> str:
@@ -112,7 +113,7 @@ def speaker_variant(base_text: str, scale: float, name: str) -> str:
     shorter vocal tract), its pitch span set to espeak's default proportion of its base pitch and
     its own intonation tunes dropped (see ``DEFAULT_PITCH``), named ``name``."""
     kept = [ln for ln in base_text.splitlines()
-            if not ln.split("//")[0].strip().startswith(("formant", "name", "pitch", "intonation"))]
+            if (_fields(ln) or [""])[0] not in ("formant", "name", "pitch", "intonation")]
     base = _pitch_base(base_text)
     out = [f"name {name}", f"pitch {base} {round(base * DEFAULT_PITCH[1] / DEFAULT_PITCH[0])}"] + kept
     for n, vals in sorted(_formants(base_text).items()):
