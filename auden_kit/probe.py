@@ -15,7 +15,10 @@ representations without fine-tuning it.
               ``all`` (one row per tap)
 
 Labels: any supervision field (``speaker``, ``gender``, ``language``, ``text``) or ``custom.<key>``;
-cuts without the label are left out; test labels never seen in training count as errors.
+``alignment.<kind>``, always probed per frame (e.g. ``alignment.phone``: each frame labelled with the
+aligned phone under it, as SUPERB's phone probe; the synthesized corpora and ``lhotse prepare
+librispeech`` with alignments provide them); cuts without the label are left out; test labels
+never seen in training count as errors.
 """
 
 from __future__ import annotations
@@ -88,41 +91,89 @@ def cut_batches(cuts_path: str, features, max_duration: float = 100.0, progress:
             bar.update(len(batch["cut_ids"]))
 
 
+def aligned_items(cut, kind: str) -> list[tuple[str, float, float]]:
+    """(symbol, start, end) of the ``kind`` alignment (``word``, ``phone``) of the cut's
+    supervisions, in seconds from the cut's start (Lhotse keeps alignment times on the
+    recording's clock), gaps (empty symbols) left out, sorted by start."""
+    out = []
+    for s in cut.supervisions:
+        for a in (s.alignment or {}).get(kind, []):
+            if a.symbol:
+                out.append((a.symbol, a.start - cut.start, a.start - cut.start + a.duration))
+    return sorted(out, key=lambda x: x[1])
+
+
+def _frame_symbols(items: list, times: list[float]) -> list:
+    """The symbol of ``items`` that covers each time (None in gaps)."""
+    import bisect
+
+    starts = [x[1] for x in items]
+    out = []
+    for t in times:
+        j = bisect.bisect_right(starts, t) - 1
+        out.append(items[j][0] if j >= 0 and t < items[j][2] else None)
+    return out
+
+
+def output_frame_times(idx: Tensor, num_in: int, num_out: int, features) -> list[float]:
+    """Centre (seconds) of the input span under each encoder output frame in ``idx``: output frame
+    k covers input frames [r k, r (k + 1)) with r = round(num_in / num_out), shifted by half of the
+    frames the front end consumed (a valid convolution's context, e.g. 3.5 input frames for
+    Zipformer's (T - 7) / 4), each input frame centred half a window after its start. For the
+    Zipformer this puts the labels where a probe of a trained ASR encoder reads phones best."""
+    r = max(1, round(num_in / max(num_out, 1)))
+    c = (num_in - r * num_out) / 2
+    return [(r * k + (r - 1) / 2 + c) * features.frame_shift + features.frame_length / 2 for k in idx.tolist()]
+
+
 @torch.no_grad()
 def extract(enc, lm, cuts_path: str, label_key: str, level: str = "clip", frame_stride: int = 4,
             max_duration: float = 100.0, progress: bool = True) -> ProbeFeatures:
-    """Encoder features of the cuts in ``cuts_path`` that carry ``label_key``."""
+    """Encoder features of the cuts in ``cuts_path`` that carry ``label_key``. ``alignment.<kind>``
+    (always frame level) labels each frame with the aligned symbol under its centre (SUPERB's
+    phone-classification probe with ``alignment.phone``); frames in gaps are left out."""
     from auden_kit.heads.pooling import MeanPooling
     from auden_kit.tasks.classify import cut_label
 
+    kind = label_key[len("alignment."):] if label_key.startswith("alignment.") else None
+    level = "frame" if kind is not None else level
     layers: list[list[Tensor]] = []
     labels, ids = [], []
     pool = MeanPooling()
     for batch in cut_batches(cuts_path, lm.features, max_duration, progress):
-        keep = [i for i, c in enumerate(batch["cuts"]) if cut_label(c, label_key) is not None]
+        cl = list(batch["cuts"])
+        if kind is None:
+            keep = [i for i, c in enumerate(cl) if cut_label(c, label_key) is not None]
+        else:
+            keep = [i for i, c in enumerate(cl) if aligned_items(c, kind)]
         if not keep:
             continue
         outs, lens = _encode(enc, batch["inputs"], batch["input_lens"])
         if not layers:
             layers = [[] for _ in outs]
-        cl = list(batch["cuts"])
         for i in keep:
-            lab = cut_label(cl[i], label_key)
             n = int(lens[i])
             if level == "clip":
                 for li, o in enumerate(outs):
                     layers[li].append(pool(o[i:i + 1, :n], lens[i:i + 1].clamp(max=n)))
-                labels.append(lab)
+                labels.append(cut_label(cl[i], label_key))
                 ids.append(cl[i].id)
+                continue
+            idx = torch.arange(0, n, frame_stride)
+            if kind is None:
+                frame_labels = [cut_label(cl[i], label_key)] * len(idx)
             else:
-                idx = torch.arange(0, n, frame_stride)
-                for li, o in enumerate(outs):
-                    layers[li].append(o[i, idx])
-                labels += [lab] * len(idx)
-                ids += [cl[i].id] * len(idx)
+                times = output_frame_times(idx, int(batch["input_lens"][i]), n, lm.features)
+                frame_labels = _frame_symbols(aligned_items(cl[i], kind), times)
+                idx = idx[[j for j, v in enumerate(frame_labels) if v is not None]]
+                frame_labels = [v for v in frame_labels if v is not None]
+            for li, o in enumerate(outs):
+                layers[li].append(o[i, idx])
+            labels += frame_labels
+            ids += [cl[i].id] * len(idx)
     if not labels:
         raise UserError(f"no cut of '{cuts_path}' has the label '{label_key}' (a supervision field such as speaker, "
-                        "gender, text, or custom.<key>)")
+                        "gender, text, custom.<key>, or alignment.<kind> such as alignment.phone)")
     return ProbeFeatures([torch.cat(ls).float() for ls in layers], labels, ids)
 
 

@@ -391,6 +391,37 @@ def test_probe_cli_and_random_init_baseline(bestrq_model, fbank_cuts, tmp_path, 
     assert run_probes(tr, te, ("knn",))[0]["test"] == len(te.labels)
 
 
+def test_frame_phone_probe_reads_the_corpus_alignment(bestrq_model, fbank_cuts):
+    from types import SimpleNamespace
+
+    from lhotse import CutSet
+
+    from auden_kit.probe import aligned_items, extract, load_encoder, output_frame_times
+
+    feats = SimpleNamespace(frame_shift=0.01, frame_length=0.025)
+    # Zipformer: 107 input frames -> 25 output frames, 4 per frame, 3.5 frames of front-end context
+    assert output_frame_times(torch.tensor([0, 10]), 107, 25, feats) == pytest.approx([0.0625, 0.4625])
+    _, folder, _ = bestrq_model
+    enc, lm = load_encoder(str(folder))
+    test = str(fbank_cuts["test-clean"])
+    te = extract(enc, lm, test, "alignment.phone", level="clip", frame_stride=1, progress=False)  # always per frame
+    cuts = {c.id: c for c in CutSet.from_file(test)}
+    assert len(te.labels) == te.layers[-1].shape[0] > 10 * len(cuts)
+    # every frame's label is the phone under the centre of its input span, and gaps are left out
+    first = te.cut_ids[0]
+    items = aligned_items(cuts[first], "phone")
+    mine = [lab for lab, cid in zip(te.labels, te.cut_ids) if cid == first]
+    x = torch.from_numpy(cuts[first].load_features()).unsqueeze(0)
+    with torch.no_grad():
+        n_out = int(enc(x, torch.tensor([x.shape[1]]))[1][0])
+    times = output_frame_times(torch.arange(n_out), x.shape[1], n_out, feats)
+    expect = [next((p for p, s, e in items if s <= t < e), None) for t in times]
+    assert mine == [x for x in expect if x is not None] and len(set(te.labels)) > 10
+    r = run("probe", "--model", folder, "--label", "alignment.phone", "--train-cuts", fbank_cuts["train-clean-100"],
+            "--test-cuts", test, "--methods", "knn", "--frame-stride", "2")
+    assert r.returncode == 0 and "alignment.phone" in r.stdout, r.stderr[-2000:]
+
+
 # ------------------------------------------------------------------------------------ Shar at scale
 def test_shar_two_ranks_see_disjoint_data(fbank_cuts, tmp_path):
     """`data shar` exports features; two gloo ranks train one epoch from the shards (Lhotse's

@@ -79,3 +79,65 @@ def test_cli_synth_lhotse_format(tmp_path):
 
     cuts = CutSet.from_file(tmp_path / "manifests" / "synth_cuts_train-clean-100.jsonl.gz")
     assert len(cuts) == 4 and all(c.supervisions[0].gender in ("M", "F") for c in cuts)
+
+
+def test_espeak_alignment_marks_speech_and_pauses():
+    """The synthesizer's own word/phone events: words in order, phones inside words, and the
+    pause espeak makes at a comma is silent in the audio (the times are the audio's, not a guess)."""
+    import numpy as np
+
+    from auden_kit.data.corpora.espeak import get_synth
+
+    synth = get_synth()
+    a = synth.synthesize_aligned("Yes, and then we stop.", voice="en-us", seed=3)
+    dur = len(a.samples) / synth.sample_rate
+    assert [w for w, _, _ in a.words] == ["YES", "AND", "THEN", "WE", "STOP"]
+    assert all(0 <= s < e <= dur + 1e-6 for _, s, e in a.words + a.phones)
+    assert all(p[2] <= q[1] + 1e-9 for p, q in zip(a.words, a.words[1:]))
+    assert all(any(ws - 1e-9 <= s and e <= we + 1e-9 for _, ws, we in a.words) for _, s, e in a.phones)
+    assert len(a.phones) >= 12 and not any("'" in p or p.startswith("_") for p, _, _ in a.phones)
+    x = a.samples.astype(np.float64)
+
+    def rms(t0, t1):
+        seg = x[int(t0 * synth.sample_rate):int(t1 * synth.sample_rate)]
+        return float(np.sqrt(np.mean(seg ** 2)))
+
+    (_, _, yes_end), (_, and_start, _) = a.words[0], a.words[1]
+    assert and_start - yes_end > 0.08  # the comma's pause
+    assert rms(yes_end + 0.02, and_start - 0.02) < 0.02 * rms(*a.words[0][1:])
+
+
+def test_events_to_alignment_by_hand():
+    from auden_kit.data.corpora.espeak import EVENT_END, EVENT_PHONEME, EVENT_WORD, events_to_alignment
+
+    text = "go 42 now"
+    ev = [(EVENT_WORD, 1, 2, 0, ""), (EVENT_PHONEME, 1, 0, 10, "g"), (EVENT_PHONEME, 1, 0, 20, "'oU"),
+          (EVENT_PHONEME, 3, 0, 30, "_:"),  # a pause
+          (EVENT_WORD, 4, 2, 40, ""), (EVENT_PHONEME, 4, 0, 40, "f'o@"), (EVENT_WORD, 5, 1, 50, ""),  # "forty-two"
+          (EVENT_PHONEME, 5, 0, 50, "t'u:"), (EVENT_WORD, 7, 3, 60, ""), (EVENT_PHONEME, 7, 0, 60, "n"),
+          (EVENT_PHONEME, 7, 0, 70, "aU"), (EVENT_PHONEME, 10, 0, 90, "_"), (EVENT_END, 10, 0, 100, "")]
+    words, phones = events_to_alignment(ev, text, 100, 100)
+    assert words == [("GO", 0.1, 0.3), ("42", 0.4, 0.6), ("NOW", 0.6, 0.9)]
+    assert [p for p, _, _ in phones] == ["g", "oU", "fo@", "tu:", "n", "aU"] and phones[1] == ("oU", 0.2, 0.3)
+
+
+def test_corpus_alignments_for_lhotse_and_cuts(synth_corpus, synth_cuts, tmp_path):
+    from lhotse import CutSet
+    from lhotse.recipes import prepare_librispeech
+
+    from auden_kit.data.corpora.synthetic import format_alignment_line, read_alignment_file
+
+    sups = prepare_librispeech(synth_corpus, output_dir=None, num_jobs=1, dataset_parts=["dev-clean"])
+    for s in sups["dev-clean"]["supervisions"]:  # LibriSpeech-Alignments files beside the transcripts
+        items = s.alignment["word"]
+        assert [a.symbol for a in items if a.symbol] == s.text.split()
+        assert items[0].start == 0 and abs(items[-1].end - s.duration) < 2e-3  # they tile the recording
+    cut = next(iter(CutSet.from_file(synth_cuts["test-clean"])))
+    ali = cut.supervisions[0].alignment
+    assert [a.symbol for a in ali["word"]] == cut.supervisions[0].text.split()
+    assert len(ali["phone"]) > len(ali["word"]) and ali["phone"][-1].end <= cut.duration + 1e-3
+    line = format_alignment_line("u1", [("A", 0.1, 0.3), ("B", 0.3, 0.5)], 0.9)
+    assert line == 'u1 ",A,B," "0.100,0.300,0.500,0.900"'
+    (tmp_path / "x.alignment.txt").write_text(line + "\n")
+    got = read_alignment_file(tmp_path / "x.alignment.txt")["u1"]
+    assert [(a.symbol, a.start, round(a.end, 3)) for a in got] == [("A", 0.1, 0.3), ("B", 0.3, 0.5)]

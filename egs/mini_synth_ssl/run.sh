@@ -2,7 +2,7 @@
 # Offline self-supervised pretraining: synthesized unlabeled audio (other voices and sentences than
 # the labeled set) -> BEST-RQ pretraining -> ASR fine-tuned on a small labeled subset (10 % of the
 # quick start's) against the same ASR from scratch (same config and steps) -> WER of both ->
-# kNN/linear probes of the frozen encoders (keyword and speaker) against a randomly initialised
+# kNN/linear probes of the frozen encoders (keyword, speaker, frame-level phone) against a randomly initialised
 # one -> the same for MAE pretraining -> summary against the goals.
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--nj 2]
 set -euo pipefail
@@ -108,17 +108,21 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   done
 fi
 
-probe() {  # probe NAME MODEL [--random-init]: keyword across speakers, speaker across words, one call
+probe() {  # probe NAME MODEL [--random-init]: keyword across speakers, speaker across words, frame-level phones
   local name=$1 model=$2 f=data/fbank/probe; shift 2
   if up_to_date exp/probes/$name.json $model/config.yaml; then skip probe $name; return; fi
   mkdir -p exp/probes
-  auden-kit probe --model $model --methods knn,linear --out exp/probes/$name.json \
+  # phones: every encoder frame of the labeled dev sentences (fit) and test sentences (score), labelled with
+  # the phone espeak-ng was saying under it (the corpus's alignment): SUPERB's phone probe, unseen sentences
+  auden-kit probe --model $model --methods knn,linear --out exp/probes/$name.json --frame-stride 1 \
     --label custom.keyword --train-cuts ${f}_content_train_cuts.jsonl.gz --test-cuts ${f}_content_test_cuts.jsonl.gz \
-    --label speaker --train-cuts ${f}_speaker_train_cuts.jsonl.gz --test-cuts ${f}_speaker_test_cuts.jsonl.gz "$@"
+    --label speaker --train-cuts ${f}_speaker_train_cuts.jsonl.gz --test-cuts ${f}_speaker_test_cuts.jsonl.gz \
+    --label alignment.phone --train-cuts data/fbank/labeled_cuts_dev.jsonl.gz \
+    --test-cuts data/fbank/labeled_cuts_test.jsonl.gz "$@"
 }
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
-  log "Stage 7: probes of the frozen encoders: BEST-RQ, random init (keyword across speakers; speaker across words)"
+  log "Stage 7: probes of the frozen encoders: BEST-RQ, random init (keyword across speakers; speaker across words; phones)"
   probe bestrq exp/ssl/model-avg
   probe random exp/ssl/model-avg --random-init
 fi

@@ -2,7 +2,9 @@
 
 No system package and no network: the wheel ships ``libespeak-ng`` and its voice
 data. We use the synchronous output mode with a callback that collects int16
-samples at the engine's rate (22.05 kHz).
+samples at the engine's rate (22.05 kHz) and the engine's word and phoneme events,
+which give an exact time alignment of what was said (:meth:`EspeakSynth.synthesize_aligned`):
+the synthesized corpora store it as LibriSpeech-Alignments files and Lhotse alignments.
 
 espeak-ng keeps global state (one engine per process), so :class:`EspeakSynth`
 is a per-process singleton; callers that need byte-identical output across runs
@@ -13,6 +15,7 @@ render in fresh processes and seed the engine's random source per utterance
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import logging
 import re
@@ -25,11 +28,92 @@ from auden_kit.errors import UserError
 log = logging.getLogger(__name__)
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
+INITIALIZE_PHONEME_EVENTS = 0x0001  # the event list also reports every phoneme (the audio is unchanged)
+EVENT_LIST_TERMINATED, EVENT_WORD, EVENT_END, EVENT_PHONEME = 0, 1, 5, 7
 ESPEAK_CHARS_UTF8 = 1
 POS_CHARACTER = 1
 PARAM_RATE, PARAM_VOLUME, PARAM_PITCH, PARAM_RANGE, PARAM_WORDGAP = 1, 2, 3, 4, 7
 
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):  # espeak_EVENT of speak_lib.h
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", _EventId)]
+
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+
+# espeak phoneme mnemonics carry stress and syllabicity marks; the phone is the rest
+_STRESS_MARKS = str.maketrans("", "", "',%=")
+_PUNCTUATION = ".,;:!?\"()[]"
+
+
+@dataclasses.dataclass
+class Aligned:
+    """Synthesized speech and what was said when: ``words`` and ``phones`` are
+    (symbol, start, end) in seconds, in order, pauses left out (gaps)."""
+
+    samples: np.ndarray
+    words: list
+    phones: list
+
+
+def events_to_alignment(events: list[tuple], text: str, sample_rate: int, num_samples: int) -> tuple[list, list]:
+    """Word and phone spans from espeak's event list ``events``: (type, text_position, length,
+    sample, phoneme name). A phoneme lasts until the next phoneme event (or the end); names starting
+    with ``_`` are pauses. Each word event starts a group of the words of ``text`` from the one it
+    points at up to the next event's (espeak reads "in the" as one word, "42" as two): the group
+    spans its phonemes, and a group of several words is split at phoneme boundaries in proportion to
+    their letters (approximate; exact for one word, the common case). Symbols are the words of
+    ``text`` upper-cased without the punctuation around them."""
+    import bisect
+
+    tokens = [(m.start(), m.group().upper().strip(_PUNCTUATION)) for m in re.finditer(r"\S+", text)]
+    starts = [t[0] for t in tokens]
+    phone_events = [e for e in events if e[0] == EVENT_PHONEME]
+    bounds = [e[3] for e in phone_events[1:]] + [num_samples]
+    groups: list[tuple[int, list]] = []  # (index of the first token, its phones)
+    phones = []
+    pi = 0
+    for e in events:
+        if e[0] == EVENT_WORD and tokens:
+            t = max(0, bisect.bisect_right(starts, max(0, e[1] - 1)) - 1)
+            if not groups or t > groups[-1][0]:
+                groups.append((t, []))
+        elif e[0] == EVENT_PHONEME:
+            start, end = e[3], max(e[3], bounds[pi])
+            pi += 1
+            name = e[4].translate(_STRESS_MARKS)
+            if not name or name.startswith("_") or end <= start:
+                continue
+            phones.append((name, start / sample_rate, end / sample_rate))
+            if groups:
+                groups[-1][1].append(phones[-1])
+    words = []
+    for gi, (t, ph) in enumerate(groups):
+        if not ph:
+            continue
+        first = 0 if gi == 0 else t  # words before the first event belong to it
+        last = groups[gi + 1][0] if gi + 1 < len(groups) else len(tokens)
+        names = [w for _, w in tokens[first:last] if w]
+        if len(names) <= 1 or len(ph) < len(names):
+            words.append((" ".join(names) or tokens[t][1], ph[0][1], ph[-1][2]))
+            continue
+        letters = [len(w) for w in names]
+        cum, cuts = 0, [0]
+        for i, n in enumerate(letters[:-1]):
+            cum += n
+            k = round(len(ph) * cum / sum(letters))
+            cuts.append(min(max(k, cuts[-1] + 1), len(ph) - (len(names) - 1 - i)))
+        cuts.append(len(ph))
+        words += [(w, ph[cuts[i]][1], ph[cuts[i + 1] - 1][2]) for i, w in enumerate(names)]
+    return words, phones
+
 
 # Variants that stay intelligible (no whisper, robot, croak or heavy effects).
 ENGLISH_VARIANTS = (
@@ -99,15 +183,22 @@ class EspeakSynth:
             ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
         ]
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), 0)
+        rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), INITIALIZE_PHONEME_EVENTS)
         if rate <= 0:
             raise UserError(f"espeak-ng failed to initialize with data '{data_path}'")
         self.sample_rate = int(rate)
         self._chunks: list[np.ndarray] = []
+        self._events: list[tuple] = []
 
         def collect(wav, n, events):
             if n > 0 and wav:
                 self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+            i = 0
+            while events and events[i].type != EVENT_LIST_TERMINATED:
+                e = events[i]
+                name = e.id.string.decode("utf-8", "replace") if e.type == EVENT_PHONEME else ""
+                self._events.append((e.type, e.text_position, e.length, e.sample, name))
+                i += 1
             return 0
 
         self._callback = _CALLBACK(collect)  # keep a reference: ctypes would free it
@@ -117,6 +208,11 @@ class EspeakSynth:
                    seed: int | None = None, pitch_range: int = 50) -> np.ndarray:
         """Return int16 samples for ``text``; ``rate`` in words/min, ``pitch`` and ``pitch_range``
         (intonation: 0 monotone, 50 normal, 100 wide) 0-100."""
+        return self.synthesize_aligned(text, voice, rate, pitch, seed, pitch_range).samples
+
+    def synthesize_aligned(self, text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50,
+                           seed: int | None = None, pitch_range: int = 50) -> Aligned:
+        """:meth:`synthesize` with the word and phone alignment of the samples (see :class:`Aligned`)."""
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise UserError(f"espeak-ng has no voice '{voice}' (try e.g. en-us, en-us+f3, en+m3)")
         self.lib.espeak_SetParameter(PARAM_RATE, int(rate), 0)
@@ -124,13 +220,13 @@ class EspeakSynth:
         self.lib.espeak_SetParameter(PARAM_RANGE, int(pitch_range), 0)
         if seed is not None:
             self.lib.espeak_ng_SetRandSeed(int(seed))
-        self._chunks = []
+        self._chunks, self._events = [], []
         data = text.encode("utf-8") + b"\0"
         self.lib.espeak_Synth(data, len(data), 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8, None, None)
         self.lib.espeak_Synchronize()
-        if not self._chunks:
-            return np.zeros(0, dtype=np.int16)
-        return np.concatenate(self._chunks).astype(np.int16)
+        samples = np.concatenate(self._chunks).astype(np.int16) if self._chunks else np.zeros(0, dtype=np.int16)
+        words, phones = events_to_alignment(self._events, text, self.sample_rate, len(samples))
+        return Aligned(samples, words, phones)
 
 
 def data_path() -> str:

@@ -2,10 +2,15 @@
 
     LibriSpeech/<part>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac
     LibriSpeech/<part>/<spk>/<chapter>/<spk>-<chapter>.trans.txt
+    LibriSpeech/<part>/<spk>/<chapter>/<spk>-<chapter>.alignment.txt   word times
+    LibriSpeech/<part>/<spk>/<chapter>/<spk>-<chapter>.phones.txt      phone times
     LibriSpeech/SPEAKERS.TXT
 
 Parts are named like LibriSpeech's (``train-clean-100``, ``dev-clean``,
-``test-clean``) so ``lhotse prepare librispeech`` reads the folder unchanged.
+``test-clean``) so ``lhotse prepare librispeech`` reads the folder unchanged, word
+alignments included (the synthesizer's own word events, in the LibriSpeech-Alignments format
+of Montreal-Forced-Aligner output that Lhotse reads); :func:`corpus_to_cuts` also attaches the
+phone alignment (espeak phoneme names without stress marks) for frame-level probes.
 Speakers are espeak voice variants with their own speaking rate and pitch;
 each utterance jitters both again. Sentences come from :mod:`grammar` and are
 disjoint across parts (test first, then dev, then train, so growing the
@@ -85,20 +90,23 @@ def resample_int16(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.clip(np.round(y), -32768, 32767).astype(np.int16)
 
 
-def add_room_tone(wav: np.ndarray, edges: tuple[float, float], floor_db: float, seed: int) -> np.ndarray:
+def add_room_tone(wav: np.ndarray, edges: tuple[float, float], floor_db: float, seed: int) -> tuple[np.ndarray, float]:
     """Pad int16 speech with ``edges`` (min, max) seconds of silence on each side and add a
-    Gaussian noise floor at ``floor_db`` dBFS (deterministic for ``seed``)."""
+    Gaussian noise floor at ``floor_db`` dBFS (deterministic for ``seed``); returns the signal and
+    the seconds added before the speech."""
     rng = np.random.RandomState(seed % (2 ** 32))
     lo, hi = edges
     a, b = (int(rng.uniform(lo, hi) * SAMPLE_RATE) for _ in range(2)) if hi > 0 else (0, 0)
     x = np.concatenate([np.zeros(a), wav.astype(np.float64), np.zeros(b)])
     if np.isfinite(floor_db):
         x += rng.randn(x.size) * 32768 * 10 ** (floor_db / 20)
-    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16), a / SAMPLE_RATE
 
 
-def render_chapter(task: tuple) -> list[tuple[str, float]]:
-    """Worker: synthesize one chapter's utterances into flac files; return (id, seconds).
+def render_chapter(task: tuple) -> list[tuple[str, float, dict]]:
+    """Worker: synthesize one chapter's utterances into flac files; return (id, seconds,
+    alignment) per utterance, the alignment as {"word": [...], "phone": [...]} of (symbol, start,
+    end) in seconds of the written file (see :meth:`EspeakSynth.synthesize_aligned`).
     ``task``: (folder, utterances, silence edges, noise floor dB[, espeak data folder])."""
     import soundfile as sf
 
@@ -108,12 +116,59 @@ def render_chapter(task: tuple) -> list[tuple[str, float]]:
     synth = get_synth(task[4] if len(task) > 4 else None)
     out = []
     for u in utts:
-        wav = synth.synthesize(u.text, voice=u.voice, rate=u.rate, pitch=u.pitch, seed=u.seed,
-                               pitch_range=u.pitch_range)
-        wav = add_room_tone(resample_int16(wav, synth.sample_rate, SAMPLE_RATE), edges, floor_db, u.seed)
+        a = synth.synthesize_aligned(u.text, voice=u.voice, rate=u.rate, pitch=u.pitch, seed=u.seed,
+                                     pitch_range=u.pitch_range)
+        wav, lead = add_room_tone(resample_int16(a.samples, synth.sample_rate, SAMPLE_RATE), edges, floor_db, u.seed)
         sf.write(str(Path(chapter_dir) / f"{u.utt_id}.flac"), wav, SAMPLE_RATE, subtype="PCM_16")
-        out.append((u.utt_id, len(wav) / SAMPLE_RATE))
+        seconds = len(wav) / SAMPLE_RATE
+        shift = lambda items: [(n, min(seconds, s + lead), min(seconds, e + lead)) for n, s, e in items]  # noqa: E731
+        out.append((u.utt_id, seconds, {"word": shift(a.words), "phone": shift(a.phones)}))
     return out
+
+
+ALIGNMENT_FILES = {"word": ".alignment.txt", "phone": ".phones.txt"}
+
+
+def format_alignment_line(utt_id: str, items: list, duration: float) -> str:
+    """One line of a LibriSpeech-Alignments file (the format ``lhotse prepare librispeech`` reads
+    next to each ``.trans.txt``): ``ID ",W1,,W2," "end1,end2,..."`` with the gaps as empty
+    symbols, so the items tile the recording from 0 to its end."""
+    syms, ends, t = [], [], 0.0
+    for name, start, end in items:
+        if start > t + 5e-4:
+            syms.append("")
+            ends.append(start)
+        syms.append(name)
+        ends.append(end)
+        t = end
+    if duration > t + 5e-4:
+        syms.append("")
+        ends.append(duration)
+    return f'{utt_id} "{",".join(syms)}" "{",".join(f"{e:.3f}" for e in ends)}"'
+
+
+def read_alignment_file(path: str | Path) -> dict[str, list]:
+    """{utt id: [AlignmentItem]} of a LibriSpeech-Alignments file, the gaps (empty symbols) left out."""
+    from lhotse.recipes.librispeech import parse_alignments
+
+    return {k: [a for a in v if a.symbol] for k, v in parse_alignments(path).items()}
+
+
+def lhotse_alignment(alignment: dict) -> dict:
+    """{"word": [AlignmentItem], "phone": [...]} of a :func:`render_chapter` alignment."""
+    from lhotse.supervision import AlignmentItem
+
+    return {k: [AlignmentItem(n, round(s, 4), round(e - s, 4)) for n, s, e in v] for k, v in alignment.items()}
+
+
+def write_chapter_alignments(chapter_dir: Path, stem: str, utt_ids: list, rendered: dict) -> None:
+    """``<stem>.alignment.txt`` (words) and ``<stem>.phones.txt`` in ``chapter_dir`` from
+    ``rendered``: {utt id: (seconds, alignment)} as :func:`render_chapter` returns them."""
+    from auden_kit.io import atomic_write_text
+
+    for kind, suffix in ALIGNMENT_FILES.items():
+        lines = [format_alignment_line(u, rendered[u][1][kind], rendered[u][0]) for u in utt_ids]
+        atomic_write_text(chapter_dir / f"{stem}{suffix}", "".join(f"{x}\n" for x in lines))
 
 
 def plan_corpus(opts: SynthOptions) -> dict:
@@ -181,14 +236,19 @@ def synthesize_corpus(out_dir: str | Path, opts: SynthOptions, progress: bool = 
             (d / f"{spk}-{chapter}.trans.txt").write_text(lines)
             tasks.append((str(d), utts, tuple(opts.edge_silence), opts.noise_floor_db))
     ctx = mp.get_context("forkserver")
-    durations: dict[str, float] = {}
+    rendered: dict[str, tuple] = {}
     # maxtasksperchild=1: each chapter starts from a fresh espeak engine (determinism).
     with ctx.Pool(max(1, opts.jobs), maxtasksperchild=1) as pool:
         n_utts = sum(len(t[1]) for t in tasks)
         with tqdm(total=n_utts, desc="Synthesizing", unit="utt", disable=not progress) as bar:
             for result in pool.imap_unordered(render_chapter, tasks):
-                durations.update(result)
+                rendered.update((u, (sec, ali)) for u, sec, ali in result)
                 bar.update(len(result))
+    for split, chapters in plan["parts"].items():  # word and phone times, as LibriSpeech-Alignments files
+        for spk, chapter, utts in chapters:
+            write_chapter_alignments(root / PARTS[split] / spk / chapter, f"{spk}-{chapter}",
+                                     [u.utt_id for u in utts], rendered)
+    durations = {u: sec for u, (sec, _) in rendered.items()}
     minutes: dict[tuple[str, str], float] = {}
     for split, chapters in plan["parts"].items():
         for spk, _, utts in chapters:
@@ -214,7 +274,7 @@ def synthesize_keywords(out_dir: str | Path, words=KEYWORDS, num_speakers: int =
     pitch jittered per clip), speakers drawn as :func:`plan_corpus` draws them (same
     ``seed``/``voice_seed``/``voice_offset`` = same voices and ids). Writes the clips and
     ``out_dir/keywords_cuts.jsonl.gz`` (supervision text = the word, ``custom["keyword"]``,
-    speaker, gender); returns the manifest's path. A probe's content and speaker labels."""
+    speaker, gender, word and phone alignment); returns the manifest's path. A probe's content and speaker labels."""
     from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
     from tqdm import tqdm
 
@@ -224,7 +284,7 @@ def synthesize_keywords(out_dir: str | Path, words=KEYWORDS, num_speakers: int =
                                     voice_seed=voice_seed, voice_offset=voice_offset))
     rng = random.Random(seed + 1)
     out = Path(out_dir)
-    tasks, meta = [], {}
+    tasks, meta, alignments = [], {}, {}
     for spk in plan["speakers"]:
         d = out / spk["id"]
         d.mkdir(parents=True, exist_ok=True)
@@ -241,13 +301,14 @@ def synthesize_keywords(out_dir: str | Path, words=KEYWORDS, num_speakers: int =
     with ctx.Pool(max(1, jobs), maxtasksperchild=1) as pool, \
             tqdm(total=len(meta), desc="Synthesizing", unit="clip", disable=not progress) as bar:
         for result in pool.imap_unordered(render_chapter, tasks):
+            alignments.update((u, ali) for u, _, ali in result)
             bar.update(len(result))
     cuts = []
     for uid, (spk, w, d) in sorted(meta.items()):
         rec = Recording.from_file(d / f"{uid}.flac", recording_id=uid)
         sup = SupervisionSegment(id=uid, recording_id=uid, start=0.0, duration=rec.duration, text=w.upper(),
                                  speaker=spk["id"], gender=spk["gender"], language="English",
-                                 custom={"keyword": w})
+                                 custom={"keyword": w}, alignment=lhotse_alignment(alignments[uid]))
         cuts.append((rec, sup))
     cs = CutSet.from_manifests(recordings=RecordingSet.from_recordings(r for r, _ in cuts),
                                supervisions=SupervisionSet.from_segments(s for _, s in cuts))
@@ -270,8 +331,8 @@ def read_speakers(root: str | Path) -> dict[str, dict]:
 def corpus_to_cuts(root: str | Path, out_dir: str | Path) -> dict[str, Path]:
     """Lhotse cut manifests straight from the synthesized folder (no ``lhotse prepare``).
 
-    Writes ``out_dir/synth_cuts_<part>.jsonl.gz`` with speaker and gender on each
-    supervision; returns {part: path}.
+    Writes ``out_dir/synth_cuts_<part>.jsonl.gz`` with speaker, gender and the word and phone
+    alignments (where the folder has them) on each supervision; returns {part: path}.
     """
     from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 
@@ -286,6 +347,9 @@ def corpus_to_cuts(root: str | Path, out_dir: str | Path) -> dict[str, Path]:
             continue
         recs, sups = [], []
         for trans in sorted(part_dir.rglob("*.trans.txt")):
+            stem = trans.name[:-len(".trans.txt")]
+            ali = {k: read_alignment_file(trans.parent / f"{stem}{suf}") for k, suf in ALIGNMENT_FILES.items()
+                   if (trans.parent / f"{stem}{suf}").is_file()}
             for line in trans.read_text().splitlines():
                 utt_id, text = line.split(maxsplit=1)
                 rec = Recording.from_file(trans.parent / f"{utt_id}.flac", recording_id=utt_id)
@@ -295,6 +359,7 @@ def corpus_to_cuts(root: str | Path, out_dir: str | Path) -> dict[str, Path]:
                     id=utt_id, recording_id=utt_id, start=0.0, duration=rec.duration, channel=0,
                     text=text, speaker=spk, language="English",
                     gender=speakers.get(spk, {}).get("gender"),
+                    alignment={k: v[utt_id] for k, v in ali.items() if utt_id in v} or None,
                 ))
         cuts = CutSet.from_manifests(RecordingSet.from_recordings(recs), SupervisionSet.from_segments(sups))
         path = Path(out_dir) / f"synth_cuts_{part}.jsonl.gz"

@@ -265,7 +265,7 @@ def synthesize_voice_corpus(out_dir: str | Path, opts: VoiceSynthOptions, progre
             tqdm(total=n_utts, desc="Synthesizing", unit="utt", disable=not progress) as bar:
         seconds = 0.0
         for result in pool.imap_unordered(render_chapter, tasks):
-            seconds += sum(d for _, d in result)
+            seconds += sum(r[1] for r in result)
             bar.update(len(result))
     log.info("Wrote %d utterances (%.1f min) to %s", n_utts, seconds / 60, root)
     return root

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The recipe's figures beside its goals: test WER of the ASR fine-tuned from the pretrained
 encoder vs the same ASR from scratch (goal: <= 0.7x), probe accuracies of the frozen BEST-RQ
-(and MAE) encoder vs a randomly initialised one (goal: +10 points absolute on both the content
-and the speaker probe, kNN and linear). Printed, and written to exp/summary.json."""
+(and MAE) encoder vs a randomly initialised one (goal: +10 points absolute on a content probe,
+the clip-level keyword or the frame-level phone, and on the speaker probe, kNN and linear). Printed, and written to exp/summary.json."""
 
 import json
 from pathlib import Path
@@ -19,7 +19,7 @@ def wer(name: str):
 
 def probes(name: str) -> dict:
     p = EXP / "probes" / f"{name}.json"
-    kinds = {"custom.keyword": "content", "speaker": "speaker"}
+    kinds = {"custom.keyword": "content", "speaker": "speaker", "alignment.phone": "phone"}
     return {f"{kinds[r['label']]}/{r['method']}": r["accuracy"]
             for r in json.loads(p.read_text())["rows"]} if p.is_file() else {}
 
