@@ -320,7 +320,7 @@ def fbank_of(wav: torch.Tensor, settings, extractor=None) -> torch.Tensor:
     from auden_kit.data.features import fbank_from_waveform
 
     if wav.numel() < int(settings.frame_length * settings.sample_rate):
-        return torch.zeros(0, settings.num_mel_bins)
+        return torch.zeros(0, settings.num_features)
     return fbank_from_waveform(wav, settings, extractor)
 
 

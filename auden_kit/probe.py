@@ -91,18 +91,6 @@ def cut_batches(cuts_path: str, features, max_duration: float = 100.0, progress:
             bar.update(len(batch["cut_ids"]))
 
 
-def aligned_items(cut, kind: str) -> list[tuple[str, float, float]]:
-    """(symbol, start, end) of the ``kind`` alignment (``word``, ``phone``) of the cut's
-    supervisions, in seconds from the cut's start (Lhotse keeps alignment times on the
-    recording's clock), gaps (empty symbols) left out, sorted by start."""
-    out = []
-    for s in cut.supervisions:
-        for a in (s.alignment or {}).get(kind, []):
-            if a.symbol:
-                out.append((a.symbol, a.start - cut.start, a.start - cut.start + a.duration))
-    return sorted(out, key=lambda x: x[1])
-
-
 def _frame_symbols(items: list, times: list[float]) -> list:
     """The symbol of ``items`` that covers each time (None in gaps)."""
     import bisect
@@ -133,6 +121,7 @@ def extract(enc, lm, cuts_path: str, label_key: str, level: str = "clip", frame_
     (always frame level) labels each frame with the aligned symbol under its centre (SUPERB's
     phone-classification probe with ``alignment.phone``); frames in gaps are left out."""
     from auden_kit.heads.pooling import MeanPooling
+    from auden_kit.metrics.timing import aligned_items
     from auden_kit.tasks.classify import cut_label
 
     kind = label_key[len("alignment."):] if label_key.startswith("alignment.") else None

@@ -39,6 +39,7 @@ class TextResult(Result):
     tokens: list = dataclasses.field(default_factory=list)
     times: list = dataclasses.field(default_factory=list)
     ref: Optional[str] = None
+    ref_words: Optional[list] = None  # the reference's word alignment [(word, start, end)] when the cut has one
 
     def to_dict(self) -> dict:
         d = {"id": self.cut_id, "text": self.text, "tokens": self.tokens, "times": self.times}

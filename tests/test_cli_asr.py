@@ -47,7 +47,7 @@ def test_decode_manifest_writes_result_files(trained_model, fbank_cuts, tmp_path
         assert r.returncode == 0, r.stderr
         assert "%WER" in r.stdout and "RTF" in r.stdout
     names = {p.name.split("-")[0] for p in tmp_path.iterdir()}
-    assert names == {"recogs", "errs", "wer"}
+    assert names <= {"recogs", "errs", "wer", "word"} and {"recogs", "errs", "wer"} <= names
     errs = next(tmp_path.glob("errs-*greedy*.txt")).read_text()
     assert "%WER" in errs and "PER-UTT DETAILS" in errs
     # the summary's WER is what the recognitions give, recomputed here with kaldialign
@@ -60,6 +60,13 @@ def test_decode_manifest_writes_result_files(trained_model, fbank_cuts, tmp_path
     wer = 100 * errors / sum(len(r) for r in refs)
     summary = next(tmp_path.glob("wer-summary-*-greedy.txt")).read_text()
     assert f"{wer:.2f}" in summary, (wer, summary)
+    # the synthesized test cuts carry their word alignment: every correctly recognised word is timed
+    correct = sum(a == b for r, h in zip(refs, hyps) for a, b in kaldialign.align(r, h, "*"))
+    timing = list(tmp_path.glob("word-times-*-greedy.json"))
+    assert bool(timing) == (correct > 0)
+    if timing:
+        t = json.loads(timing[0].read_text())
+        assert t["timed_words"] == correct and 0 <= t["within_100ms"] <= t["within_200ms"] <= 100
     r = run("decode", "--model", trained_model, "--cuts", fbank_cuts["test-clean"], "--method", "nope")
     assert r.returncode == 1 and "unknown decoding method 'nope'" in r.stderr
 

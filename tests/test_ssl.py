@@ -396,7 +396,8 @@ def test_frame_phone_probe_reads_the_corpus_alignment(bestrq_model, fbank_cuts):
 
     from lhotse import CutSet
 
-    from auden_kit.probe import aligned_items, extract, load_encoder, output_frame_times
+    from auden_kit.metrics.timing import aligned_items
+    from auden_kit.probe import extract, load_encoder, output_frame_times
 
     feats = SimpleNamespace(frame_shift=0.01, frame_length=0.025)
     # Zipformer: 107 input frames -> 25 output frames, 4 per frame, 3.5 frames of front-end context

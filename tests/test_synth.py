@@ -141,3 +141,15 @@ def test_corpus_alignments_for_lhotse_and_cuts(synth_corpus, synth_cuts, tmp_pat
     (tmp_path / "x.alignment.txt").write_text(line + "\n")
     got = read_alignment_file(tmp_path / "x.alignment.txt")["u1"]
     assert [(a.symbol, a.start, round(a.end, 3)) for a in got] == [("A", 0.1, 0.3), ("B", 0.3, 0.5)]
+
+
+def test_word_timing_by_hand():
+    from auden_kit.metrics.timing import hyp_word_starts, word_timing
+
+    ref = [("THE", 0.10, 0.20), ("CAT", 0.20, 0.50), ("SAT", 0.60, 0.90)]
+    starts = hyp_word_starts(["\u2581THE", "\u2581C", "AT", "\u2581MAT"], [0.14, 0.33, 0.37, 0.62])
+    assert starts == [0.14, 0.33, 0.62]
+    t = word_timing([(ref, ["THE", "CAT", "MAT"], starts)])  # MAT is wrong: not timed
+    assert t["timed_words"] == 2 and t["mean_abs_ms"] == 85.0 and t["bias_ms"] == 85.0
+    assert t["within_100ms"] == 50.0 and t["within_200ms"] == 100.0
+    assert word_timing([(ref, ["DOG"], [0.1])]) == {} and hyp_word_starts(["a", "b"], [0.1, 0.2]) == []

@@ -374,6 +374,9 @@ def fbank(
     perturbed_speakers: bool = typer.Option(False, help="With --speed-perturb: the copies are new speakers "
                                                         "('<spk>-sp0.9'), as speaker-embedding recipes train."),
     num_mel_bins: int = typer.Option(80, help="Filterbank bins."),
+    pitch: bool = typer.Option(False, help="Append 4 pitch features per frame (voicing, log f0, its utterance-"
+                                          "normalised form, slope; Kaldi/ESPnet fbank+pitch): voice tasks. "
+                                          "Train with data.fbank.pitch=true."),
     window: float = typer.Option(20.0, help="Unlabeled recordings (no supervisions: pretraining audio) longer "
                                             "than this are cut into windows of this many seconds; with --split "
                                             "windows: every recording."),
@@ -386,7 +389,7 @@ def fbank(
     channel: int = typer.Option(0, help="Multi-channel recordings (microphone arrays, e.g. AliMeeting far-field): "
                                         "the channel to read (single-distant-microphone setting)."),
 ):
-    """Compute 80-dim log-mel features (stored with lilcom) for a manifest. Long labeled recordings
+    """Compute 80-dim log-mel features (stored with lilcom; --pitch: 84-dim with pitch) for a manifest. Long labeled recordings
     are cut into one cut per supervision; unlabeled ones into windows."""
     import torch
 
@@ -429,7 +432,7 @@ def fbank(
             copies = [_rename_speakers(c, f"sp{f}") for c, f in zip(copies, (0.9, 1.1))]
         cuts = cuts + copies[0] + copies[1]
     name = out.name.split(".")[0]
-    cuts = compute_fbank(cuts, out.parent, name, FbankSettings(num_mel_bins=num_mel_bins), num_jobs=jobs)
+    cuts = compute_fbank(cuts, out.parent, name, FbankSettings(num_mel_bins=num_mel_bins, pitch=pitch), num_jobs=jobs)
     save_cuts_atomic(cuts, out)
     typer.echo(f"wrote {out} ({len(cuts)} cuts)")
 

@@ -155,10 +155,11 @@ def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: fl
     if first is None:
         raise UserError(f"cut manifest '{cuts_path}' holds no cuts")
     cfg.on_the_fly_feats = not first.has_features
-    if first.has_features and first.num_features != m.features.num_mel_bins:
+    if first.has_features and first.num_features != m.features.num_features:
+        pitch = " --pitch" if m.features.pitch else ""
         raise UserError(f"'{cuts_path}' has {first.num_features}-dim features but the model was trained on "
-                        f"{m.features.num_mel_bins}-dim ones; recompute features (`auden-kit data fbank "
-                        f"--num-mel-bins {m.features.num_mel_bins}`) or decode the audio files")
+                        f"{m.features.num_features}-dim ones; recompute features (`auden-kit data fbank "
+                        f"--num-mel-bins {m.features.num_mel_bins}{pitch}`) or decode the audio files")
     loader, _ = make_loader(cfg, [str(cuts_path)], train=False, task=m.task)
     results = []
     audio_s = 0.0

@@ -17,15 +17,28 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class FbankSettings:
-    """Kaldi-compatible log-mel filterbank (Lhotse's ``Fbank``)."""
+    """Kaldi-compatible log-mel filterbank (Lhotse's ``Fbank``); ``pitch``: four pitch features
+    appended to every frame (:mod:`auden_kit.data.pitch`, Kaldi's/ESPnet's fbank+pitch idea; for
+    voice tasks: gender, intonation, speaking style), so ``num_features = num_mel_bins + 4``."""
 
     sample_rate: int = 16000
     num_mel_bins: int = 80
     frame_shift: float = 0.01
     frame_length: float = 0.025
     dither: float = 0.0
+    pitch: bool = False
+
+    @property
+    def num_features(self) -> int:
+        from auden_kit.data.pitch import NUM_PITCH_FEATURES
+
+        return self.num_mel_bins + (NUM_PITCH_FEATURES if self.pitch else 0)
 
     def extractor(self):
+        if self.pitch:  # its own module: it imports Lhotse, which every command's start should not
+            from auden_kit.data.fbank_pitch import FbankPitch, FbankPitchConfig
+
+            return FbankPitch(FbankPitchConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k != "pitch"}))
         from lhotse import Fbank, FbankConfig
 
         return Fbank(FbankConfig(
@@ -52,6 +65,12 @@ class OnlineFbank:
 
     def __init__(self, settings: FbankSettings):
         import copy
+
+        if settings.pitch:
+            from auden_kit.errors import UserError
+
+            raise UserError("the model reads pitch features, which are normalised over the whole utterance: "
+                            "streaming decoding needs a model trained on fbank alone (data.fbank.pitch=false)")
 
         self.settings = settings
         self.fn = copy.deepcopy(settings.extractor().extractor)

@@ -10,6 +10,7 @@ overlap in time (several speakers at once) are an error naming the cut (use a di
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from auden_kit.heads.attention_decoder import AttentionDecoder, IcefallAttention
 from auden_kit.heads.transducer import Joiner, StatelessDecoder, joiner_on_band
 from auden_kit.hub import build_encoder, encoder_config
 from auden_kit.losses.rnnt import band_indices, pruned_loss, simple_loss_and_ranges
+from auden_kit.metrics.timing import aligned_items
 from auden_kit.metrics.wer import compute_wer
 from auden_kit.results import TextResult
 from auden_kit.tasks.base import Task
@@ -138,6 +140,22 @@ class AsrModel(nn.Module):
         lens = torch.tensor([len(t) for t in targets], dtype=torch.long)
         return nn.functional.ctc_loss(lp.transpose(0, 1).float(), flat, enc_lens.cpu(), lens, blank=0,
                                       reduction="sum", zero_infinity=True)
+
+
+def _timing(results: list[TextResult]) -> dict:
+    """Word start times against the cuts' word alignments (:mod:`auden_kit.metrics.timing`); {}
+    when no cut has one or the tokens do not mark word starts."""
+    from auden_kit.metrics.timing import hyp_word_starts, word_timing
+    from auden_kit.metrics.wer import scoring_units
+
+    items = []
+    for r in results:
+        if r.ref_words:
+            starts = hyp_word_starts(r.tokens, r.times)
+            words = scoring_units(r.text)
+            if len(starts) == len(words):
+                items.append((r.ref_words, words, starts))
+    return word_timing(items)
 
 
 def _result(h, tokenizer, cut_id: str, frame_shift: float, ref: str | None = None) -> TextResult:
@@ -258,7 +276,11 @@ class AsrTask(Task):
         ids = batch.get("cut_ids") or [str(i) for i in range(len(hyps))]
         refs = batch.get("targets", {}).get("texts") or [None] * len(hyps)
         shift = model.encoder.frame_shift
-        return [_result(h, self.tokenizer, cid, shift, ref) for cid, h, ref in zip(ids, hyps, refs)]
+        out = [_result(h, self.tokenizer, cid, shift, ref) for cid, h, ref in zip(ids, hyps, refs)]
+        for r, cut in zip(out, batch.get("cuts") or []):  # word times to score the hypothesis' times against
+            if r.ref is not None:
+                r.ref_words = aligned_items(cut, "word") or None
+        return out
 
     def transcribe(self, model: AsrModel, enc: Tensor, enc_lens: Tensor, method: str, beam: int):
         """Transcript hypotheses (tokens, frames) of encoder output with a checked ``method``."""
@@ -304,7 +326,7 @@ class AsrTask(Task):
 
     def evaluate(self, results: list[TextResult]) -> dict:
         pairs = [(r.cut_id, r.ref, r.text) for r in results if r.ref]
-        return {"wer": compute_wer(pairs).wer} if pairs else {}
+        return {"wer": compute_wer(pairs).wer, **_timing(results)} if pairs else {}
 
     def write_results(self, results: list[TextResult], out_dir, name: str) -> str:
         """icefall-style ``recogs-``, ``errs-`` and ``wer-summary-`` files."""
@@ -316,4 +338,13 @@ class AsrTask(Task):
                             "a WER over them would be meaningless; decode audio files instead, or fix the "
                             "manifest")
         stats = write_results(out_dir, name, [(r.cut_id, r.ref, r.text) for r in results])
-        return stats.summary()
+        timing = _timing(results)
+        if not timing:
+            return stats.summary()
+        import json
+
+        from auden_kit.io import atomic_write_text
+        from auden_kit.metrics.timing import timing_summary
+
+        atomic_write_text(Path(out_dir) / f"word-times-{name}.json", json.dumps(timing, indent=1) + "\n")
+        return stats.summary() + "\n" + timing_summary(timing)

@@ -119,7 +119,7 @@ class ModelTeacher(nn.Module):
         self.frame_shift = float(enc.frame_shift)
         self.dims = list(getattr(enc, "layer_dims", ())) + [enc.output_dim]
         self.features = lm.features
-        self.feature_dim = int(lm.features.num_mel_bins)
+        self.feature_dim = int(lm.features.num_features)
 
     def forward(self, batch: dict) -> tuple[list[Tensor], Tensor]:
         x = batch.get("clean_inputs", batch["inputs"])

@@ -481,12 +481,16 @@ class TagSpeechModel(nn.Module):
         """``pieces``: the text tokenizer's pieces (an LLM decoder starts their embeddings from its own)."""
         super().__init__()
         self.cfg, self.vocab = cfg, vocab
-        self.semantic = build_encoder(cfg.semantic_encoder_type, encoder_config(cfg.semantic_encoder_type,
-                                                                                cfg.semantic_encoder))
+        sem_cfg = encoder_config(cfg.semantic_encoder_type, cfg.semantic_encoder)
+        self.semantic = build_encoder(cfg.semantic_encoder_type, sem_cfg)
+        # each stream reads the leading feature rows it was trained on: fbank, or fbank + pitch (appended)
+        self.input_dims = {"semantic": getattr(sem_cfg, "feature_dim", None)}
         d_sem = self.semantic.output_dim
         self.voice = None
         if cfg.fusion != "semantic":
-            self.voice = build_encoder(cfg.voice_encoder_type, encoder_config(cfg.voice_encoder_type, cfg.voice_encoder))
+            voice_cfg = encoder_config(cfg.voice_encoder_type, cfg.voice_encoder)
+            self.voice = build_encoder(cfg.voice_encoder_type, voice_cfg)
+            self.input_dims["voice"] = getattr(voice_cfg, "feature_dim", None)
         d_voice = self.voice.output_dim if self.voice is not None else 0
         self.semantic_ctc = None
         if cfg.semantic_ctc and cfg.semantic_vocab:
@@ -621,11 +625,17 @@ class TagSpeechModel(nn.Module):
                                   int(self.cfg.encoder_context * 100))
 
     def streams(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """The encoders' outputs: semantic (N, T, C), lengths, voice (N, T, C') or None."""
-        sem, lens = self._run(self.semantic, self.cfg.freeze_semantic, x, x_lens)
+        """The encoders' outputs: semantic (N, T, C), lengths, voice (N, T, C') or None. Each
+        encoder reads the first rows of ``x`` it was trained on (the filterbank, then pitch)."""
+        need = max(d or 0 for d in self.input_dims.values())
+        if x.shape[-1] < need:
+            raise UserError(f"the features have {x.shape[-1]} rows per frame but a stream reads {need} "
+                            f"({self.input_dims}): a model trained on fbank + pitch needs features computed with "
+                            "`auden-kit data fbank --pitch` and data.fbank.pitch=true")
+        sem, lens = self._run(self.semantic, self.cfg.freeze_semantic, x[..., :self.input_dims["semantic"]], x_lens)
         voice = None
         if self.voice is not None:
-            voice, _ = self._run(self.voice, self.cfg.freeze_voice, x, x_lens)
+            voice, _ = self._run(self.voice, self.cfg.freeze_voice, x[..., :self.input_dims["voice"]], x_lens)
         return sem, lens, voice
 
     def encode(self, x: Tensor, x_lens: Tensor, cached: dict | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -710,8 +720,8 @@ class TagSpeechTask(Task):
             self._sources[which] = Path(path)
             feats[which] = (cfg.get("features") or {}).get("num_mel_bins", 80)
         if len(set(feats.values())) > 1:
-            raise UserError(f"the semantic and voice models read different features ({feats}); both streams read "
-                            "the same fbank")
+            raise UserError(f"the semantic and voice models read different filterbanks (mel bins: {feats}); both "
+                            "streams read the same fbank (pitch rows, appended, may differ)")
         if model_cfg.llm_path and Path(model_cfg.llm_path).is_dir():  # the saved folder must find it from anywhere
             model_cfg.llm_path = str(Path(model_cfg.llm_path).resolve())
         super().setup(model_cfg, assets)

@@ -17,14 +17,17 @@ test_utts=12
 num_epochs=7
 avg=1
 perturbed_speakers=true   # 0.9x/1.1x speed copies of the training set as new speakers (false: none)
+pitch=false               # true: fbank + 4 pitch features (voicing, f0, intonation, slope), as Kaldi's fbank+pitch
 asr_model=""              # stage 8: an ASR model folder with the same encoder (e.g. ../mini_synth/exp/model-avg)
 extra=""                  # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"
 help_message="Offline voice-encoder recipe on synthesized speakers. Example: ./run.sh --stage 6"
-__options="stage stop_stage nj train_variants test_variants train_utts dev_utts test_utts num_epochs avg perturbed_speakers asr_model extra"
+__options="stage stop_stage nj train_variants test_variants train_utts dev_utts test_utts num_epochs avg perturbed_speakers pitch asr_model extra"
 . ../../tools/parse_options.sh
 . ../../tools/recipe_lib.sh
 dl_dir=download/voices
 parts="train dev test"
+feats=""; [ $pitch = true ] && feats="--pitch"
+train_feats=""; [ $pitch = true ] && train_feats="data.fbank.pitch=true"
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: synthesize the voice corpus with espeak-ng"
@@ -45,10 +48,10 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  log "Stage 2: compute fbank features"
+  log "Stage 2: compute fbank features${feats:+ with pitch}"
   for p in $parts; do
     sp=""; [ $p = train ] && [ $perturbed_speakers = true ] && sp="--speed-perturb --perturbed-speakers"
-    fbank_part voices $p data/fbank/voices_cuts_$p.jsonl.gz $nj $sp
+    fbank_part voices $p data/fbank/voices_cuts_$p.jsonl.gz $nj $sp $feats
   done
 fi
 
@@ -64,7 +67,7 @@ fi
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: train (TensorBoard: tensorboard --logdir $(pwd)/exp/tensorboard)"
   if [ ! -f exp/epoch-$num_epochs.pt ]; then
-    auden-kit train --config conf/train.yaml trainer.num_epochs=$num_epochs $extra
+    auden-kit train --config conf/train.yaml trainer.num_epochs=$num_epochs $train_feats $extra
   fi
 fi
 
@@ -106,7 +109,7 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ] && [ -n "$asr_model" ]; then
   log "Stage 8: the same training started from the ASR encoder of $asr_model (init_from), evaluated alike"
   if [ ! -f exp_asr_init/epoch-$num_epochs.pt ]; then
     auden-kit train --config conf/train.yaml trainer.num_epochs=$num_epochs exp_dir=exp_asr_init \
-      trainer.init_from=$asr_model "trainer.init_prefix_map={encoder.: encoder.}" $extra
+      trainer.init_from=$asr_model "trainer.init_prefix_map={encoder.: encoder.}" $train_feats $extra
   fi
   average_model exp_asr_init $num_epochs $avg
   evaluate exp_asr_init/model-avg exp_asr_init/eval

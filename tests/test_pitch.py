@@ -1,0 +1,131 @@
+"""Pitch features (fbank + pitch): accuracy on signals of known pitch, alignment with the fbank
+rows, storage and on-the-fly alike, and the config checks that catch a mismatch."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import voice_config
+
+CLI = [sys.executable, "-m", "auden_kit.cli.main"]
+
+
+def _harmonic(f0, sr=16000, seed=0):
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 15)) * 0.3
+    return x + np.random.RandomState(seed).randn(len(x)) * 0.01
+
+
+def test_pitch_follows_a_known_contour_and_marks_noise_unvoiced():
+    from auden_kit.data.pitch import num_frames, pitch_features
+
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    f0 = 90 + 60 * t  # 90 -> 210 Hz (a male glide into the female range)
+    x = _harmonic(f0)
+    x[8000:11200] = np.random.RandomState(1).randn(3200) * 0.1  # 0.5-0.7 s: noise
+    F = pitch_features(x, sr)
+    assert F.shape == (num_frames(len(x), sr, 0.01), 4) == (200, 4)
+    c = (np.arange(200) + 0.5) * 0.01
+    voiced = (c < 0.48) | (c > 0.72)
+    est = 100 * 2 ** (F[:, 1] / 12)  # semitones above 100 Hz
+    true = 90 + 60 * c
+    assert np.median(np.abs(est[voiced] / true[voiced] - 1)) < 0.005
+    assert np.abs(est[voiced] / true[voiced] - 1).max() < 0.03  # no octave error anywhere
+    assert F[voiced, 0].mean() > 0.9 and F[(c > 0.52) & (c < 0.68), 0].mean() < 0.4
+    assert abs(float((F[voiced, 2] * F[voiced, 0]).sum() / F[voiced, 0].sum())) < 0.25  # utterance-normalised (semitones)
+    assert np.all(F[voiced & (c > 0.05) & (c < 1.9), 3] > 0)  # a rising contour rises
+    # silence: nothing periodic, no NaN
+    z = pitch_features(np.zeros(4000), sr)
+    assert z.shape == (25, 4) and np.isfinite(z).all() and (z[:, 0] == 0).all()
+    assert pitch_features(np.zeros(0), sr).shape == (0, 4)
+
+
+def test_fbank_pitch_rows_line_up_stored_and_on_the_fly(tmp_path):
+    from lhotse import CutSet, MonoCut, Recording
+
+    from auden_kit.data.features import FbankSettings, OnlineFbank, compute_fbank, fbank_from_waveform
+    from auden_kit.errors import UserError
+
+    s = FbankSettings(pitch=True)
+    assert s.num_features == 84 and FbankSettings().num_features == 80
+    x = torch.tensor(_harmonic(np.full(16000 * 3 // 2 + 37, 150.0)), dtype=torch.float32)
+    both = fbank_from_waveform(x, s)
+    plain = fbank_from_waveform(x, FbankSettings())
+    assert both.shape == (plain.shape[0], 84) and torch.equal(both[:, :80], plain)
+    assert abs(float(100 * 2 ** (both[10:-10, 81].median() / 12)) - 150) < 2
+    import soundfile as sf
+
+    sf.write(tmp_path / "a.wav", x.numpy(), 16000)
+    rec = Recording.from_file(tmp_path / "a.wav")
+    cuts = CutSet.from_cuts([MonoCut("a", 0, rec.duration, 0, recording=rec)])
+    stored = compute_fbank(cuts, tmp_path / "f", "a", s, num_jobs=1)
+    feats = torch.from_numpy(next(iter(stored)).load_features())
+    assert feats.shape == both.shape and torch.allclose(feats, both, atol=0.05)  # lilcom
+    with pytest.raises(UserError, match="pitch"):
+        OnlineFbank(s)
+
+
+def test_voice_training_with_pitch_and_the_mismatch_errors(fbank_cuts, synth_cuts, trained_model, tmp_path):
+    # features computed with --pitch, trained with data.fbank.pitch=true: the encoder reads 84 dims
+    out = tmp_path / "p_train.jsonl.gz"
+    r = subprocess.run(CLI + ["data", "fbank", str(synth_cuts["dev-clean"]), "--out", str(out), "--pitch",
+                              "--jobs", "1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from lhotse import CutSet
+
+    assert next(iter(CutSet.from_file(out))).num_features == 84
+    cfg = voice_config(tmp_path / "exp", {"train-clean-100": out, "dev-clean": out})
+    cfg["trainer"].update(num_epochs=1, max_steps=2)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))  # data.fbank says 80
+    r = subprocess.run(CLI + ["train", "--config", str(tmp_path / "bad.yaml")], capture_output=True, text=True)
+    assert r.returncode != 0 and "84-dim" in r.stderr and "data.fbank.pitch=true" in r.stderr
+    assert "Traceback" not in r.stderr
+    cfg["data"]["fbank"] = {"pitch": True}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run(CLI + ["train", "--config", str(tmp_path / "c.yaml")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run(CLI + ["average", "--exp-dir", str(tmp_path / "exp"), "--out", str(tmp_path / "m")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    folder = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())
+    assert folder["features"]["pitch"] is True and folder["model"]["encoder"]["feature_dim"] == 84
+    # the model folder computes the same 84 features for an audio file, and rejects 80-dim cuts
+    wav = next(iter(CutSet.from_file(synth_cuts["test-clean"]))).recording.sources[0].source
+    r = subprocess.run(CLI + ["decode", "--model", str(tmp_path / "m"), wav], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(CLI + ["decode", "--model", str(tmp_path / "m"), "--cuts", str(fbank_cuts["test-clean"]),
+                              "--out-dir", str(tmp_path / "d")], capture_output=True, text=True)
+    assert r.returncode != 0 and "--pitch" in r.stderr and "Traceback" not in r.stderr
+    # an explicit encoder width that contradicts data.fbank is named
+    cfg["model"]["encoder"] = {**cfg["model"]["encoder"], "feature_dim": 80}
+    cfg["exp_dir"] = str(tmp_path / "exp2")
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run(CLI + ["train", "--config", str(tmp_path / "d.yaml")], capture_output=True, text=True)
+    assert r.returncode != 0 and "model.encoder.feature_dim" in r.stderr and "84" in r.stderr
+    # diarized ASR: a semantic stream on fbank (80) and a voice stream on fbank + pitch (84) read one
+    # 84-row input, each its own leading rows
+    from auden_kit.config import from_dict
+    from auden_kit.errors import UserError
+    from auden_kit.training.trainer import TrainConfig, resolve
+
+    tcfg = from_dict(TrainConfig, {"task": "tagspeech", "exp_dir": "unused", "model": {
+        "semantic_model": str(trained_model), "voice_model": str(tmp_path / "m"), "d_model": 32,
+        "decoder_layers": 1, "decoder_ff_dim": 64, "max_window": 20, "max_speakers": 4}})
+    task, mcfg = resolve(tcfg)
+    cuts = list(CutSet.from_file(out))[:2]
+    task.setup(mcfg, task.build_assets(tcfg, mcfg, cuts))
+    model = task.build_model().eval()
+    assert model.input_dims == {"semantic": 80, "voice": 84}
+    x = torch.from_numpy(cuts[0].load_features()).unsqueeze(0)
+    lens = torch.tensor([x.shape[1]])
+    with torch.no_grad():
+        sem, _, voice = model.streams(x, lens)
+        alone, _ = model.semantic(x[..., :80], lens)
+        assert voice is not None and torch.allclose(sem, alone, atol=1e-5)
+        with pytest.raises(UserError, match="--pitch"):
+            model.streams(x[..., :80], lens)
