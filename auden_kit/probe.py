@@ -160,6 +160,11 @@ def extract(enc, lm, cuts_path: str, label_key: str, level: str = "clip", frame_
                 layers[li].append(o[i, idx])
             labels += frame_labels
             ids += [cl[i].id] * len(idx)
+    if not labels and kind is not None:
+        raise UserError(f"no cut of '{cuts_path}' has a '{kind}' alignment (supervision.alignment['{kind}']): the "
+                        "synthesized corpora store word and phone alignments (`auden-kit data synth --format lhotse`), "
+                        "`lhotse prepare librispeech` attaches word alignments when LibriSpeech-Alignments (MFA) "
+                        "files sit next to the transcripts")
     if not labels:
         raise UserError(f"no cut of '{cuts_path}' has the label '{label_key}' (a supervision field such as speaker, "
                         "gender, text, custom.<key>, or alignment.<kind> such as alignment.phone)")

@@ -421,6 +421,9 @@ def test_frame_phone_probe_reads_the_corpus_alignment(bestrq_model, fbank_cuts):
     r = run("probe", "--model", folder, "--label", "alignment.phone", "--train-cuts", fbank_cuts["train-clean-100"],
             "--test-cuts", test, "--methods", "knn", "--frame-stride", "2")
     assert r.returncode == 0 and "alignment.phone" in r.stdout, r.stderr[-2000:]
+    r = run("probe", "--model", folder, "--label", "alignment.syllable", "--train-cuts", test, "--test-cuts", test)
+    assert r.returncode == 1 and "no cut" in r.stderr and "'syllable' alignment" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 # ------------------------------------------------------------------------------------ Shar at scale
