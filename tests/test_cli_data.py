@@ -56,7 +56,10 @@ def _write(path, cuts):
 def test_validate_names_every_bad_cut(synth_cuts, tmp_path):
     good = [json.loads(line) for line in gzip.open(synth_cuts["dev-clean"], "rt")]
     assert run("data", "validate", str(synth_cuts["dev-clean"])).returncode == 0
-    bad = [dict(c) for c in good[:5]]
+    assert good[0]["supervisions"][0]["alignment"]["word"]  # the synthesized cuts carry alignments
+    bad = [dict(c) for c in good[:6]]
+    ali = bad[5]["supervisions"][0]["alignment"]
+    bad[5]["supervisions"] = [dict(bad[5]["supervisions"][0], alignment={**ali, "phone": ali["phone"][::-1]})]
     bad[0]["recording"] = dict(bad[0]["recording"], sources=[{"type": "file", "channels": [0],
                                                             "source": str(tmp_path / "nope.flac")}])
     bad[1]["supervisions"] = [dict(bad[1]["supervisions"][0], text="  ")]
@@ -71,6 +74,7 @@ def test_validate_names_every_bad_cut(synth_cuts, tmp_path):
     assert f"{bad[1]['id']}: supervision" in err and "empty text" in err
     assert f"{bad[3]['id']}: duplicate cut id" in err
     assert f"{bad[4]['id']}: supervision" in err and "outside" in err
+    assert f"{bad[5]['id']}: supervision" in err and "phone alignment item 1" in err and "out of order" in err
     assert "problem(s)" in err
 
 

@@ -143,6 +143,16 @@ def _check_supervision(s: dict, cid: str, dur: float | None, require_text: bool,
     if dur is not None and (s0 < -1e-3 or s0 + sd > dur + 1e-3):
         out.append(Problem(cid, f"supervision '{sid}' [{s0:.2f}, {s0 + sd:.2f}] s lies outside "
                                 f"its cut/recording (0, {dur:.2f}) s"))
+    for kind, items in (s.get("alignment") or {}).items():  # word/phone times (recording clock)
+        last = -1e-3
+        for i, a in enumerate(items or []):
+            st, d = (a[1], a[2]) if isinstance(a, (list, tuple)) else (a.get("start", 0), a.get("duration", 0))
+            if st < last - 1e-3 or d < 0 or st < -1e-3:
+                out.append(Problem(cid, f"supervision '{sid}' {kind} alignment item {i} ({st}, duration {d}) is "
+                                        "negative or out of order: items must be sorted by start, with "
+                                        "non-negative durations"))
+                break
+            last = st
     return out
 
 
