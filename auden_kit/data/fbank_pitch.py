@@ -11,35 +11,18 @@ import numpy as np
 import torch
 from lhotse.features.base import FeatureExtractor, register_extractor
 
+from auden_kit.data.features import FbankSettings
 from auden_kit.data.pitch import NUM_PITCH_FEATURES, pitch_features
-
-
-@dataclasses.dataclass
-class FbankPitchConfig:
-    sample_rate: int = 16000
-    num_mel_bins: int = 80
-    frame_shift: float = 0.01
-    frame_length: float = 0.025
-    dither: float = 0.0
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @staticmethod
-    def from_dict(data: dict) -> "FbankPitchConfig":
-        return FbankPitchConfig(**data)
 
 
 @register_extractor
 class FbankPitch(FeatureExtractor):
     name = "auden-fbank-pitch"
-    config_type = FbankPitchConfig
+    config_type = FbankSettings  # with pitch=True
 
-    def __init__(self, config: FbankPitchConfig | None = None):
-        from auden_kit.data.features import FbankSettings
-
-        super().__init__(config=config)
-        self.fbank = FbankSettings(**self.config.to_dict()).extractor()
+    def __init__(self, config: FbankSettings | None = None):
+        super().__init__(config=dataclasses.replace(config or FbankSettings(), pitch=True))
+        self.fbank = dataclasses.replace(self.config, pitch=False).extractor()
 
     @property
     def frame_shift(self) -> float:

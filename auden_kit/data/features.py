@@ -28,6 +28,13 @@ class FbankSettings:
     dither: float = 0.0
     pitch: bool = False
 
+    def to_dict(self) -> dict:  # Lhotse's feature-extractor config protocol
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict) -> "FbankSettings":
+        return FbankSettings(**data)
+
     @property
     def num_features(self) -> int:
         from auden_kit.data.pitch import NUM_PITCH_FEATURES
@@ -36,9 +43,9 @@ class FbankSettings:
 
     def extractor(self):
         if self.pitch:  # its own module: it imports Lhotse, which every command's start should not
-            from auden_kit.data.fbank_pitch import FbankPitch, FbankPitchConfig
+            from auden_kit.data.fbank_pitch import FbankPitch
 
-            return FbankPitch(FbankPitchConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k != "pitch"}))
+            return FbankPitch(self)
         from lhotse import Fbank, FbankConfig
 
         return Fbank(FbankConfig(
