@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Speed of the offline corpus synthesis and of fbank extraction.
+"""Speed of the offline corpus synthesis (with its word/phone alignments) and of feature
+extraction: fbank, and fbank + pitch (``data fbank --pitch``), stored with lilcom.
 
     python bench/data_speed.py [--speakers 4 --utts 20 --jobs 2]
 """
@@ -20,7 +21,7 @@ def main():
     from lhotse import CutSet
 
     from auden_kit.data.corpora.synthetic import SynthOptions, corpus_to_cuts, synthesize_corpus
-    from auden_kit.data.features import compute_fbank
+    from auden_kit.data.features import FbankSettings, compute_fbank
 
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
@@ -30,13 +31,14 @@ def main():
         synth_s = time.time() - t0
         cuts = CutSet.from_file(corpus_to_cuts(root, d / "m")["train-clean-100"]).to_eager()
         audio = sum(c.duration for c in cuts)
-        t0 = time.time()
-        compute_fbank(cuts, d / "fb", "train", num_jobs=a.jobs)
-        fbank_s = time.time() - t0
+        rtf = {}
+        for name, settings in (("fbank", FbankSettings()), ("fbank_pitch", FbankSettings(pitch=True))):
+            t0 = time.time()
+            compute_fbank(cuts, d / name, "train", settings, num_jobs=a.jobs)
+            rtf[f"{name}.rtf"] = round((time.time() - t0) / audio, 4)
     print(json.dumps({"utterances": len(cuts), "audio_s": round(audio, 1),
                       "synth.utt_per_s": round(len(cuts) / synth_s, 1),
-                      "synth.audio_s_per_s": round(audio / synth_s, 1), "fbank.rtf": round(fbank_s / audio, 4),
-                      "jobs": a.jobs}))
+                      "synth.audio_s_per_s": round(audio / synth_s, 1), **rtf, "jobs": a.jobs}))
 
 
 if __name__ == "__main__":
