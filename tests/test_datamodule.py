@@ -1,9 +1,11 @@
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
 from auden_kit.data.audio import load_audio
 from auden_kit.data.datamodule import DataConfig, make_loader
+from auden_kit.errors import UserError
 
 
 def _batches(loader, sampler, n=None):
@@ -142,6 +144,20 @@ def test_on_the_fly_with_speed_perturb_and_noise(synth_cuts):
     row = masked[0, : ref.shape[0]]
     flat_bands = int((row.std(dim=0) == 0).sum())  # a masked band holds one value over all frames
     assert flat_bands >= 1 and int((ref.std(dim=0) == 0).sum()) == 0 and not torch.equal(masked, clean["inputs"])
+    # time masks: at most max_frames_mask_fraction of a cut's frames, whatever num_frame_masks says
+    masked_share = {}
+    for frac in (0.15, 0.5):
+        tm_loader, _ = make_loader(DataConfig(**base, spec_augment=True, num_feature_masks=0, time_warp_factor=0,
+                                              num_frame_masks=8, frames_mask_size=10, max_frames_mask_fraction=frac),
+                                   paths, train=True)
+        shares = []
+        for b in list(tm_loader)[:4]:
+            for x, n in zip(b["inputs"], b["input_lens"]):
+                shares.append(float((x[: int(n)].std(dim=1) == 0).float().mean()))  # a masked frame: one value
+        masked_share[frac] = shares
+    assert max(masked_share[0.15]) <= 0.15 + 0.02 and max(masked_share[0.5]) > 0.25
+    with pytest.raises(UserError, match="max_frames_mask_fraction"):
+        DataConfig(max_frames_mask_fraction=1.5).validate()
     eval_loader, _ = make_loader(DataConfig(**base, spec_augment=True, speed_perturb=[0.9, 1.1]), paths, train=False)
     assert torch.equal(next(iter(eval_loader))["inputs"], clean["inputs"])
 

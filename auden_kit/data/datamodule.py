@@ -66,6 +66,9 @@ class DataConfig:
     frames_mask_size: int = 100
     num_feature_masks: int = 2
     features_mask_size: int = 27
+    # Lhotse's cap on the time masks: at most this fraction of a cut's frames, whatever
+    # num_frame_masks says (a 2.5 s cut at 0.15 gets at most 2 masks of 20 frames)
+    max_frames_mask_fraction: float = 0.15
     speed_perturb: list[float] = dataclasses.field(default_factory=list)  # on-the-fly only, e.g. [0.9, 1.1]
     noise_cuts: Optional[str] = None
     noise_prob: float = 0.5
@@ -104,6 +107,9 @@ class DataConfig:
                     "time_warp_factor"):
             if getattr(self, key) < 0:
                 raise UserError(f"config key 'data.{key}' must be >= 0, got {getattr(self, key)}")
+        if not 0 <= self.max_frames_mask_fraction <= 1:
+            raise UserError("config key 'data.max_frames_mask_fraction' is a fraction of a cut's frames in [0, 1], "
+                            f"got {self.max_frames_mask_fraction}")
 
 
 def load_cuts(paths: Sequence[str] | str, rank: int = 0, world: int = 1, cuts_only: bool = False):
@@ -352,7 +358,7 @@ def build_dataset(cfg: DataConfig, train: bool, task=None) -> SpeechDataset:
         input_transforms.append(SpecAugment(
             time_warp_factor=cfg.time_warp_factor, num_frame_masks=cfg.num_frame_masks,
             frames_mask_size=cfg.frames_mask_size, num_feature_masks=cfg.num_feature_masks,
-            features_mask_size=cfg.features_mask_size,
+            features_mask_size=cfg.features_mask_size, max_frames_mask_fraction=cfg.max_frames_mask_fraction,
         ))
     if cfg.on_the_fly_feats or (train and (cfg.speed_perturb or cfg.noise_cuts or cfg.reverb_prob > 0)):
         if cfg.on_the_fly_feats:
