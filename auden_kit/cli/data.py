@@ -389,8 +389,9 @@ def fbank(
     channel: int = typer.Option(0, help="Multi-channel recordings (microphone arrays, e.g. AliMeeting far-field): "
                                         "the channel to read (single-distant-microphone setting)."),
 ):
-    """Compute 80-dim log-mel features (stored with lilcom; --pitch: 84-dim with pitch) for a manifest. Long labeled recordings
-    are cut into one cut per supervision; unlabeled ones into windows."""
+    """Compute 80-dim log-mel features (stored with lilcom; --pitch: 84-dim with pitch) for a
+    manifest. Long labeled recordings are cut into one cut per supervision; unlabeled ones into
+    windows."""
     import torch
 
     from auden_kit.data.features import FbankSettings, compute_fbank
@@ -432,7 +433,8 @@ def fbank(
             copies = [_rename_speakers(c, f"sp{f}") for c, f in zip(copies, (0.9, 1.1))]
         cuts = cuts + copies[0] + copies[1]
     name = out.name.split(".")[0]
-    cuts = compute_fbank(cuts, out.parent, name, FbankSettings(num_mel_bins=num_mel_bins, pitch=pitch), num_jobs=jobs)
+    settings = FbankSettings(num_mel_bins=num_mel_bins, pitch=pitch)
+    cuts = compute_fbank(cuts, out.parent, name, settings, num_jobs=jobs)
     save_cuts_atomic(cuts, out)
     typer.echo(f"wrote {out} ({len(cuts)} cuts)")
 

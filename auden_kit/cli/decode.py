@@ -158,7 +158,7 @@ def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: fl
     if first.has_features and first.num_features != m.features.num_features:
         pitch = " --pitch" if m.features.pitch else ""
         raise UserError(f"'{cuts_path}' has {first.num_features}-dim features but the model was trained on "
-                        f"{m.features.num_features}-dim ones; recompute features (`auden-kit data fbank "
+                        f"{m.features.describe()}; recompute features (`auden-kit data fbank "
                         f"--num-mel-bins {m.features.num_mel_bins}{pitch}`) or decode the audio files")
     loader, _ = make_loader(cfg, [str(cuts_path)], train=False, task=m.task)
     results = []

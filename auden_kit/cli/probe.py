@@ -15,8 +15,9 @@ from auden_kit.errors import UserError
 EPILOG = ("Example: auden-kit probe --model exp/ssl/model-avg --train-cuts data/fbank/kw_train.jsonl.gz "
           "--test-cuts data/fbank/kw_test.jsonl.gz --label custom.keyword --label speaker --layers weighted   |   "
           "add --random-init for the untrained baseline of the same architecture   |   a label on its own split: "
-          "--label custom.keyword --train-cuts kw_tr --test-cuts kw_te --label speaker --train-cuts spk_tr --test-cuts spk_te   |   frame-level phones (SUPERB): --label alignment.phone "
-          "--train-cuts dev.jsonl.gz --test-cuts test.jsonl.gz --frame-stride 1")
+          "--label custom.keyword --train-cuts kw_tr --test-cuts kw_te --label speaker --train-cuts spk_tr --test-cuts spk_te"
+          "   |   frame-level phones (SUPERB): --label alignment.phone --train-cuts dev.jsonl.gz "
+          "--test-cuts test.jsonl.gz --frame-stride 1")
 
 
 def probe(
@@ -65,7 +66,8 @@ def probe(
         tr = extract(enc, lm, train_cuts[min(i, len(train_cuts) - 1)], lab, level=level, frame_stride=frame_stride)
         te = extract(enc, lm, test_cuts[min(i, len(test_cuts) - 1)], lab, level=level, frame_stride=frame_stride)
         for r in run_probes(tr, te, ms, layers=layers, k=k, temperature=temperature, epochs=epochs, seed=seed):
-            rows.append({"label": lab, "level": "frame" if lab.startswith("alignment.") else level, "encoder": "random-init" if random_init else "trained", **r})
+            rows.append({"label": lab, "level": "frame" if lab.startswith("alignment.") else level,
+                         "encoder": "random-init" if random_init else "trained", **r})
     typer.echo(f"{'label':<16} {'method':<7} {'layer':<9} {'accuracy':>8}  classes  train/test")
     for r in rows:
         typer.echo(f"{r['label']:<16} {r['method']:<7} {r['layer']:<9} {r['accuracy']:8.2f}  {r['classes']:7d}  "

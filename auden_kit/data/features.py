@@ -41,6 +41,10 @@ class FbankSettings:
 
         return self.num_mel_bins + (NUM_PITCH_FEATURES if self.pitch else 0)
 
+    def describe(self) -> str:
+        """What a frame holds, for messages: e.g. "84-dim features (80 mel bins + 4 pitch)"."""
+        return f"{self.num_features}-dim features ({self.num_mel_bins} mel bins{' + 4 pitch' if self.pitch else ''})"
+
     def extractor(self):
         if self.pitch:  # its own module: it imports Lhotse, which every command's start should not
             from auden_kit.data.fbank_pitch import FbankPitch

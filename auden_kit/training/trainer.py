@@ -102,37 +102,20 @@ class TrainConfig:
             raise UserError("config keys 'tokenizer' and 'tokenizers.text' both name the text tokenizer; keep one")
 
 
-def _default_feature_dim(task, model: dict, num_features: int) -> None:
-    """An encoder config without ``feature_dim`` reads what data.fbank gives (e.g. 84 with pitch)
-    rather than the encoder's default 80: ``model.encoder.feature_dim`` is written into ``model``."""
-    import dataclasses
-
-    from auden_kit.hub import get_encoder_class
-
-    if not isinstance(model, dict) or "encoder" not in {f.name for f in dataclasses.fields(task.model_config_cls)}:
-        return
-    enc = model.get("encoder") or {}
-    if not isinstance(enc, dict) or "feature_dim" in enc:
-        return
-    try:
-        cls = get_encoder_class(model.get("encoder_type", "zipformer")).config_cls
-    except Exception:  # an unknown encoder: from_dict reports it with its key
-        return
-    if "feature_dim" in {f.name for f in dataclasses.fields(cls)} and cls().feature_dim != num_features:
-        model["encoder"] = {**enc, "feature_dim": num_features}
-
-
 def resolve(cfg: TrainConfig):
     """Validate the task-specific model section; returns (task, model config)."""
     task = get_task(cfg.task)
-    fb = cfg.data.fbank
-    _default_feature_dim(task, cfg.model, fb.num_features)
     model_cfg = from_dict(task.model_config_cls, cfg.model, prefix="model.")
-    dim = getattr(getattr(model_cfg, "encoder", None), "feature_dim", None)
-    if isinstance(dim, int) and dim != fb.num_features:
-        raise UserError(f"config key 'model.encoder.feature_dim' is {dim} but data.fbank gives {fb.num_features} "
-                        f"features per frame ({fb.num_mel_bins} mel bins{' + 4 pitch' if fb.pitch else ''}); set "
-                        f"model.encoder.feature_dim={fb.num_features} or change data.fbank")
+    # an encoder reads what data.fbank gives (e.g. 84 rows with pitch) unless its width is set
+    enc, fb = getattr(model_cfg, "encoder", None), cfg.data.fbank
+    if isinstance(getattr(enc, "feature_dim", None), int):
+        given = (cfg.model or {}).get("encoder")
+        if not (isinstance(given, dict) and "feature_dim" in given):
+            enc.feature_dim = fb.num_features
+        elif enc.feature_dim != fb.num_features:
+            raise UserError(f"config key 'model.encoder.feature_dim' is {enc.feature_dim} but data.fbank gives "
+                            f"{fb.describe()}; set model.encoder.feature_dim={fb.num_features} "
+                            "or change data.fbank")
     return task, model_cfg
 
 
@@ -268,9 +251,8 @@ class Trainer:
         if first is not None and first.has_features and not cfg.data.on_the_fly_feats and \
                 first.num_features != fb.num_features:
             raise UserError(f"cut '{first.id}' of {', '.join(cfg.data.train_cuts)} has {first.num_features}-dim "
-                            f"features but data.fbank describes {fb.num_features} ({fb.num_mel_bins} mel bins"
-                            f"{' + 4 pitch' if fb.pitch else ''}); set data.fbank to what the fbank stage computed "
-                            "(e.g. data.fbank.pitch=true after `auden-kit data fbank --pitch`)")
+                            f"features but data.fbank describes {fb.describe()}; set data.fbank to what the fbank "
+                            "stage computed (e.g. data.fbank.pitch=true after `auden-kit data fbank --pitch`)")
         assets = self.task.build_assets(cfg, self.model_cfg, train_cuts)
         assets.data_stats = {**duration_stats(train_cuts), **assets.data_stats}  # the task's facts kept
         if self.rank == 0:
