@@ -161,10 +161,31 @@ def test_attention_rescoring_picks_the_best_combined_score():
                 assert got[i].tokens == best.tokens
                 if scale == 0.0:
                     assert got[i].tokens == max(hs, key=lambda h: h.score).tokens
+        # a decoder that continues after the hypothesis (ST's chained "<src> transcript <tgt>"):
+        # the wrapped sequence is scored without an end of sentence
+        wrap = (lambda i, toks: [9 + i, *toks, 11])
+        got = AsrTask.attention_rescoring(m, enc, lens, beam=4, wrap=wrap)
+        for i, hs in enumerate(nbest):
+            alone = [float(m.attention_decoder.score(enc[i:i + 1], lens[i:i + 1], [wrap(i, list(h.tokens))],
+                                                     eos=False)) for h in hs]
+            combined = [h.score + a for h, a in zip(hs, alone)]
+            assert got[i].tokens == hs[max(range(len(hs)), key=combined.__getitem__)].tokens
         # CTC-only first pass
         m.cfg.use_transducer = False
         got = AsrTask.attention_rescoring(m, enc, lens, beam=3)
         assert len(got) == 2
+
+
+def test_attention_score_without_eos_leaves_out_only_the_end_of_sentence():
+    m = _attention_model(0)
+    ad = m.attention_decoder
+    enc, lens = torch.randn(2, 20, 32), torch.tensor([20, 13])
+    toks = [[3, 4, 5], [7]]
+    with torch.no_grad():
+        ys_in, ys_out, pad = ad._inputs(toks, enc.device)
+        lp = ad.logits(enc, lens, ys_in, pad).log_softmax(-1)
+        eos_lp = torch.stack([lp[i, len(t), ad.eos_id] for i, t in enumerate(toks)])
+        assert torch.allclose(ad.score(enc, lens, toks, eos=False), ad.score(enc, lens, toks) - eos_lp, atol=1e-5)
 
 
 def test_ctc_only_model_validates_with_ctc_greedy():

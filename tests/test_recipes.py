@@ -529,3 +529,36 @@ def test_alimeeting_recipe_on_a_synthesized_layout(meetings, tmp_path, monkeypat
     monkeypatch.chdir(recipe)  # feature paths are relative to the recipe
     assert all(c.load_features().ndim == 2 for c in cuts)  # one channel read
     assert {s.speaker for c in cuts for s in c.supervisions} and (recipe / "data/ref_test.rttm").is_file()
+
+
+@pytest.mark.slow
+def test_mini_synth_st_recipe_tiny(tmp_path):
+    """egs/mini_synth_st end to end with a tiny corpus and model: synthesis with translations,
+    validation, fbank, the shared BPE with language tags, training, averaging, decoding with the
+    transcript's n-best rescored by the decoder (the recipe's default), the gloss baseline and the
+    summary against the goals; then stage 6 again with another transcript search, whose results
+    go beside the default's."""
+    recipe = _copy_recipe("mini_synth_st", tmp_path)
+    p = recipe / "conf" / "train.yaml"
+    cfg = yaml.safe_load(p.read_text())
+    cfg["model"].update({"encoder": dict(TINY_ENCODER), "decoder_dim": 32, "joiner_dim": 32, "warm_step": 2,
+                         "attention_decoder_dim": 32, "attention_decoder_layers": 1, "attention_decoder_heads": 2,
+                         "attention_decoder_ff_dim": 64})
+    cfg["data"].update({"max_duration": 12, "num_buckets": 2, "num_workers": 0, "warmup_batches": 0})
+    cfg["trainer"].update({"progress": False, "average_period": 1})
+    p.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run(["./run.sh", "--nj", "1", "--speakers-per-language", "2", "--train-utts", "8", "--dev-utts", "2",
+                        "--test-utts", "2", "--bpe-size", "100", "--num-epochs", "1"],
+                       cwd=recipe, capture_output=True, text=True, env=_env(), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for n in range(9):
+        assert f"Stage {n}:" in r.stdout
+    summary = json.loads((recipe / "exp" / "decode" / "summary.json").read_text())
+    assert set(summary["goals"]) == {"bleu", "chrf", "wer", "lid_acc"} and summary["gloss"]["bleu"] is not None
+    assert "wer" in summary["model"] and "bleu" in summary["model"]
+    dec = recipe / "exp" / "decode"
+    assert (dec / "metrics-test-beam4.json").is_file() and (dec / "metrics-test-greedy.json").is_file()
+    r = subprocess.run(["./run.sh", "--stage", "6", "--stop-stage", "6", "--asr-method", "greedy"],
+                       cwd=recipe, capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (dec / "metrics-test-beam4-greedy.json").is_file() and (dec / "bleu-summary-test-beam4-greedy.txt").is_file()

@@ -460,6 +460,37 @@ def test_st_decode_files_forced_target_and_a_corrupt_file(st_model, tmp_path):
     assert r.returncode != 0 and "--asr-method" in r.stderr
 
 
+def test_st_joint_rescoring_picks_the_transcript_the_decoder_and_transducer_agree_on(st_model):
+    """--asr-method attention_rescoring: the transducer's n-best transcripts, each scored by the
+    decoder as it reads it before translating (<src> transcript <tgt>); the one with the best sum
+    is the transcript and the translation's prefix."""
+    from lhotse import CutSet
+
+    from auden_kit.api import load
+    from auden_kit.decoding.transducer import modified_beam_search
+
+    m = load(st_model / "model")
+    task, model = m.task, m.model
+    cuts = CutSet.from_file(st_model / "fbank" / "cuts_test.jsonl.gz").to_eager()
+    x = [torch.from_numpy(c.load_features()) for c in cuts]
+    lens = torch.tensor([len(f) for f in x])
+    batch = {"inputs": torch.nn.utils.rnn.pad_sequence(x, batch_first=True), "input_lens": lens,
+             "cut_ids": [c.id for c in cuts]}
+    got = task.infer(model, batch, method="greedy", beam=4, asr_method="attention_rescoring")
+    with torch.no_grad():
+        enc, enc_lens = model.encode(batch["inputs"], lens)
+        nbest = modified_beam_search(model, enc, enc_lens, beam=4, return_nbest=True)
+        for i, (r, hs) in enumerate(zip(got, nbest)):
+            seqs = [task.prompt(r.src_lang, r.tgt_lang, list(h.tokens)) for h in hs]
+            att = model.attention_decoder.score(enc[[i] * len(hs)], enc_lens[[i] * len(hs)], seqs, eos=False)
+            best = hs[int(torch.tensor([h.score for h in hs]).add(att).argmax())]
+            assert r.transcript == task.tokenizer.decode(best.tokens)
+    assert len(got) == len(cuts) and all(r.text is not None for r in got)
+    r = _cli("decode", "--model", st_model / "model", "--asr-method", "attention_rescoring", "--output", "json",
+             sorted((st_model / "audio" / "test").rglob("*.flac"))[0])
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["transcript"] is not None, r.stderr[-2000:]
+
+
 def test_st_decode_cuts_bleu_agrees_with_the_sacrebleu_command(st_model, tmp_path):
     import shutil
     import sys

@@ -205,6 +205,24 @@ def test_windows_link_speakers_by_voice():
         (0.0, "spk1", "w1"), (1.0, "spk2", "w2"), (30.0, "spk2", "w3"), (31.0, "spk1", "w4"), (32.0, "spk3", "w5")]
 
 
+def test_ctc_words_fill_segments_by_time():
+    """words_from=ctc: each CTC token goes to the segment its time falls in (in an overlap: the
+    segment that started last; in a gap: the nearest one); a segment with none keeps its words."""
+    from auden_kit.decoding import Hypothesis
+    from auden_kit.tasks.tagspeech import ctc_words
+
+    shift = 0.04  # token time = (frame + 0.5) * shift
+    hyp = Hypothesis(tokens=[10, 11, 12, 13], frames=[12, 27, 40, 52])  # 0.5 s, 1.1 s (overlap), 1.62 s, 2.1 s (gap)
+    out = ctc_words(SEGS, hyp, shift, WordTok())
+    assert [(s.start, s.speaker, s.text) for s in out] == [
+        (0.0, "bob", "w10"), (0.96, "ann", "w11 w12 w13"), (2.4, "bob", "w6 w7 w8")]
+    assert ctc_words([], hyp, shift, WordTok()) == []
+    with pytest.raises(Exception, match="model.words_from"):
+        TagSpeechModelConfig(semantic_model="a", voice_model="b", words_from="asr").validate()
+    with pytest.raises(Exception, match="no CTC head"):
+        TagSpeechModelConfig(semantic_model="a", voice_model="b", words_from="ctc", semantic_ctc=False).validate()
+
+
 def test_config_errors_name_the_key():
     from auden_kit.config import from_dict
     from auden_kit.errors import UserError

@@ -66,8 +66,10 @@ def decode(
                                                         "model's usual target for the identified source)."),
     src_lang: str = typer.Option("", "--src-lang", help="Speech translation: the spoken language, when known "
                                                         "(default: identified by the model)."),
-    asr_method: str = typer.Option("", "--asr-method", help="Speech translation: the transcript's search "
-                                                            "(greedy, modified_beam_search, ctc_greedy, ...)."),
+    asr_method: str = typer.Option(
+        "", "--asr-method", help="Speech translation: the transcript's search (greedy, modified_beam_search, "
+                                 "ctc_greedy, ctc_prefix_beam, or attention_rescoring: the n-best rescored by the "
+                                 "decoder that translates)."),
 ):
     """Decode audio files (one line per file) or a manifest (result files and a summary)."""
     from auden_kit.api import load

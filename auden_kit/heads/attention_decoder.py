@@ -167,9 +167,13 @@ class AttentionDecoder(nn.Module):
                                            ignore_index=-100, label_smoothing=label_smoothing, reduction="sum")
 
     @torch.no_grad()
-    def score(self, enc: Tensor, enc_lens: Tensor, tokens: list[list[int]]) -> Tensor:
-        """log P(tokens + eos | enc) for each hypothesis; enc rows are repeated per hypothesis by the caller."""
+    def score(self, enc: Tensor, enc_lens: Tensor, tokens: list[list[int]], eos: bool = True) -> Tensor:
+        """log P(tokens + eos | enc) for each hypothesis (``eos=False``: log P(tokens | enc), for a
+        sequence that the decoder continues, e.g. ST's ``<src> transcript <tgt>``); enc rows are
+        repeated per hypothesis by the caller."""
         ys_in, ys_out, pad = self._inputs(tokens, enc.device)
+        if not eos:
+            ys_out[torch.arange(len(tokens), device=ys_out.device), torch.tensor([len(t) for t in tokens], device=ys_out.device)] = -100
         lp = self.logits(enc, enc_lens, ys_in, pad).log_softmax(-1)
         tok_lp = torch.gather(lp, 2, ys_out.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         return tok_lp.masked_fill(ys_out < 0, 0.0).sum(-1)

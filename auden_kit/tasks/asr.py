@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -309,9 +309,12 @@ class AsrTask(Task):
         return _result(hyp, self.tokenizer, cut_id, model.encoder.frame_shift)
 
     @staticmethod
-    def attention_rescoring(model: AsrModel, enc: Tensor, enc_lens: Tensor, beam: int, scale: float = 1.0):
+    def attention_rescoring(model: AsrModel, enc: Tensor, enc_lens: Tensor, beam: int, scale: float = 1.0,
+                            wrap: Callable[[int, list[int]], list[int]] | None = None):
         """N-best from the transducer (modified beam search) or else CTC prefix beam search,
-        rescored with the attention decoder: score = first-pass score + scale * attention log-prob."""
+        rescored with the attention decoder: score = first-pass score + scale * attention log-prob.
+        ``wrap(row, tokens)``: the sequence the decoder scores for a hypothesis of that row, which
+        it continues (no end of sentence): ST's chained decoder reads ``<src> transcript <tgt>``."""
         if model.cfg.use_transducer:
             nbest = modified_beam_search(model, enc, enc_lens, beam=beam, return_nbest=True)
         else:
@@ -319,7 +322,8 @@ class AsrTask(Task):
             nbest = ctc_prefix_beam(lp, enc_lens, beam=beam, return_nbest=True)
         rows = [i for i, hs in enumerate(nbest) for _ in hs]
         flat = [h for hs in nbest for h in hs]
-        att = model.attention_decoder.score(enc[rows], enc_lens[rows], [h.tokens for h in flat])
+        seqs = [list(h.tokens) if wrap is None else wrap(i, list(h.tokens)) for i, h in zip(rows, flat)]
+        att = model.attention_decoder.score(enc[rows], enc_lens[rows], seqs, eos=wrap is None)
         best, k = [], 0
         for hs in nbest:
             scores = [h.score + scale * float(att[k + j]) for j, h in enumerate(hs)]

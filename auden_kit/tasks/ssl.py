@@ -5,7 +5,8 @@ BEST-RQ (Chiu et al., 2022), on the same fbank the ASR reads::
     clean fbank -> global mean/var normalisation -> stack ``s`` frames (s = encoder frame shift /
       10 ms, 4 for Zipformer) -> frozen random projection (s*F -> codebook_dim) -> nearest of
       ``codebook_size`` frozen random unit vectors = the target code of each output frame,
-      one code per codebook
+      one code per codebook (``codebook_init: kmeans``: the unit vectors are spherical k-means
+      centroids of the projected training patches instead, fitted once when a run starts)
     fbank with spans masked (start probability ``mask_prob`` per frame, ``mask_span`` frames,
       filled with noise around the global mean, never on padding, at least ``min_masks`` spans)
       -> encoder -> one linear softmax head per codebook
@@ -61,6 +62,11 @@ class SslModelConfig:
     codebook_size: int = 8192
     codebook_dim: int = 16
     quantizer_seed: int = 1234
+    # random: BEST-RQ's random unit vectors; kmeans: spherical k-means centroids of the projected
+    # training patches (HuBERT's first-iteration idea), fitted once before training, then frozen
+    codebook_init: str = "random"
+    kmeans_max_cuts: int = 1000
+    kmeans_frames: int = 100000  # projected output frames the k-means sees at most
     # global normalisation: a JSON from `auden-kit data cmvn`; "" = computed from training cuts
     feature_stats: str = ""
     stats_max_cuts: int = 1000
@@ -81,8 +87,10 @@ class SslModelConfig:
     def validate(self):
         if self.objective not in ("bestrq", "mae"):
             raise UserError(f"config key 'model.objective' must be bestrq or mae, got '{self.objective}'")
+        if self.codebook_init not in ("random", "kmeans"):
+            raise UserError(f"config key 'model.codebook_init' must be random or kmeans, got '{self.codebook_init}'")
         for key in ("num_codebooks", "codebook_size", "codebook_dim", "mask_span", "mae_decoder_dim",
-                    "mae_decoder_layers", "mae_decoder_heads", "stats_max_cuts"):
+                    "mae_decoder_layers", "mae_decoder_heads", "stats_max_cuts", "kmeans_max_cuts", "kmeans_frames"):
             if getattr(self, key) < 1:
                 raise UserError(f"config key 'model.{key}' must be >= 1, got {getattr(self, key)}")
         if not 0 < self.mask_prob < 1:
@@ -99,22 +107,29 @@ class SslModelConfig:
 
 
 # ------------------------------------------------------------------------------------ statistics
+def cut_features(cuts, max_cuts: int):
+    """The features (T, F) float32 tensor of each of up to ``max_cuts`` cuts; a cut without
+    precomputed features or with unreadable ones is a named error."""
+    for k, c in enumerate(cuts):
+        if k >= max_cuts:
+            return
+        if not c.has_features:
+            raise UserError(f"cut '{c.id}' has no precomputed features; run `auden-kit data fbank` on the "
+                            "manifest first")
+        try:
+            yield torch.from_numpy(c.load_features())
+        except OSError as e:
+            raise UserError(f"cut '{c.id}': its features cannot be read ({e}); paths in a manifest are relative "
+                            "to where it was made: run from that folder") from None
+
+
 def feature_stats(cuts, max_cuts: int = 1000) -> dict:
     """Per-bin mean and standard deviation of the precomputed features of (up to ``max_cuts``) cuts:
     {"mean": [F], "std": [F], "frames": n, "cuts": k}. Accumulated in float64."""
     s1 = s2 = None
     frames = k = 0
-    for c in cuts:
-        if k >= max_cuts:
-            break
-        if not c.has_features:
-            raise UserError(f"cut '{c.id}' has no precomputed features; run `auden-kit data fbank` on the "
-                            "manifest first")
-        try:
-            f = torch.from_numpy(c.load_features()).double()
-        except OSError as e:
-            raise UserError(f"cut '{c.id}': its features cannot be read ({e}); paths in a manifest are relative "
-                            "to where it was made: run from that folder") from None
+    for f in cut_features(cuts, max_cuts):
+        f = f.double()
         if s1 is None:
             s1, s2 = torch.zeros(f.shape[1], dtype=torch.float64), torch.zeros(f.shape[1], dtype=torch.float64)
         s1 += f.sum(0)
@@ -193,15 +208,32 @@ class RandomProjectionQuantizer(nn.Module):
         self.register_buffer("projection", proj)
         self.register_buffer("codebooks", nn.functional.normalize(books, dim=-1))
 
+    def project(self, x: Tensor, g: int) -> Tensor:
+        """(n, D) -> (n, codebook_dim): codebook g's projection, normalised to the unit sphere."""
+        return nn.functional.normalize(x.float() @ self.projection[g], dim=-1)
+
+    @torch.no_grad()
+    def fit_codebooks(self, patches: Tensor, seed: int, iters: int = 20) -> list[int]:
+        """Replace each codebook by spherical k-means centroids of the projected ``patches`` (n, D)
+        (Lloyd's k-means on the unit sphere, then renormalised). Returns how many codes each
+        codebook uses on ``patches``. Fewer patches than codes: the rest stay random."""
+        from auden_kit.nn.vq import kmeans
+
+        used = []
+        for g in range(self.codebooks.shape[0]):
+            c = kmeans(self.project(patches, g), self.codebooks.shape[1], iters, seed + g)
+            self.codebooks[g, :c.shape[0]] = nn.functional.normalize(c, dim=-1)
+            used.append(len(self(patches.unsqueeze(0))[0, :, g].unique()))
+        return used
+
     @torch.no_grad()
     def forward(self, x: Tensor, chunk: int = 4096) -> Tensor:
         N, T, D = x.shape
-        flat = x.reshape(N * T, D).float()
+        flat = x.reshape(N * T, D)
         out = torch.empty(N * T, self.projection.shape[0], dtype=torch.long, device=x.device)
         for g in range(self.projection.shape[0]):
             for a in range(0, N * T, chunk):  # bounded memory: chunk x codebook_size scores at a time
-                y = nn.functional.normalize(flat[a:a + chunk] @ self.projection[g], dim=-1)
-                out[a:a + chunk, g] = (y @ self.codebooks[g].t()).argmax(-1)
+                out[a:a + chunk, g] = (self.project(flat[a:a + chunk], g) @ self.codebooks[g].t()).argmax(-1)
         return out.reshape(N, T, -1)
 
 
@@ -269,6 +301,7 @@ class SslTask(Task):
     model_config_cls = SslModelConfig
     needs_clean_inputs = True
     metric = "loss"
+    _kmeans_cuts = None  # a new run's training cuts, while its k-means codebooks are still to fit
 
     def build_assets(self, train_cfg, model_cfg, train_cuts) -> ModelAssets:
         from auden_kit.data.datamodule import load_cuts
@@ -283,6 +316,8 @@ class SslTask(Task):
                      "once with `auden-kit data cmvn` (config key model.feature_stats)", st["cuts"], st["frames"])
         assets.data_stats["feature_mean"] = [round(v, 6) for v in st["mean"]]
         assets.data_stats["feature_std"] = [round(v, 6) for v in st["std"]]
+        if model_cfg.objective == "bestrq" and model_cfg.codebook_init == "kmeans":
+            self._kmeans_cuts = train_cuts  # a new run: the codebooks are fitted when the model is built
         return assets
 
     def build_model(self) -> SslModel:
@@ -291,7 +326,29 @@ class SslTask(Task):
         F = self.model_cfg.encoder.feature_dim if hasattr(self.model_cfg.encoder, "feature_dim") else len(mean or [])
         if mean is not None and len(mean) != F:
             raise UserError(f"the feature statistics have {len(mean)} bins but model.encoder.feature_dim is {F}")
-        return SslModel(self.model_cfg, F, mean, std)
+        model = SslModel(self.model_cfg, F, mean, std)
+        cuts = self._kmeans_cuts
+        if cuts is not None:  # only for a new training run; a checkpoint or model folder brings its own
+            self._kmeans_cuts = None
+            self._fit_codebooks(model, cuts)
+        return model
+
+    def _fit_codebooks(self, model: SslModel, cuts) -> None:
+        cfg = self.model_cfg
+        patches = []
+        for f in cut_features(cuts, cfg.kmeans_max_cuts):
+            n = f.shape[0] // model.stack
+            if n:
+                patches.append(stack_frames(model.normalise(f.float()).unsqueeze(0), model.stack, n)[0])
+        if not patches:
+            raise UserError("model.codebook_init=kmeans: the training cuts hold no frames to fit codebooks on")
+        x = torch.cat(patches)
+        g = torch.Generator().manual_seed(cfg.quantizer_seed)
+        if x.shape[0] > cfg.kmeans_frames:
+            x = x[torch.randperm(x.shape[0], generator=g)[:cfg.kmeans_frames]]
+        used = model.quantizer.fit_codebooks(x, cfg.quantizer_seed)
+        log.info("k-means codebooks fitted on %d frames of %d cuts: codes used %s of %d", x.shape[0], len(patches),
+                 used, cfg.codebook_size)
 
     def batch_targets(self, cuts, train: bool) -> dict:
         return {}  # targets come from the clean features, on the device

@@ -45,7 +45,7 @@ from auden_kit.tasks.asr import AsrModel, AsrModelConfig, AsrTask, utterance_tex
 
 log = logging.getLogger(__name__)
 
-TRANSCRIPT_METHODS = ("greedy", "modified_beam_search", "ctc_greedy", "ctc_prefix_beam")
+TRANSCRIPT_METHODS = ("greedy", "modified_beam_search", "ctc_greedy", "ctc_prefix_beam", "attention_rescoring")
 
 
 @dataclasses.dataclass
@@ -256,6 +256,12 @@ class StTask(AsrTask):
             return [self.tag_ids[src], *transcript, self.tag_ids[tgt]]
         return [self.tag_ids[src], self.tag_ids[tgt]]
 
+    def _decoder_transcript(self, tokens: list[int]) -> list[int]:
+        """A transcript hypothesis (transducer/CTC tokens) in the decoder's vocabulary."""
+        if "tgt" in self.assets.tokenizers:
+            return self.tgt_tokenizer.encode(self.tokenizer.decode(tokens))
+        return tokens
+
     # ---------------------------------------------------------------- training
     def compute_loss(self, model: AsrModel, batch: dict, step: int):
         cfg = model.cfg
@@ -298,7 +304,11 @@ class StTask(AsrTask):
             raise UserError(f"unknown transcript method '{m}' (choose from {', '.join(TRANSCRIPT_METHODS)})")
         if m.startswith("ctc") and not model.cfg.use_ctc:
             raise UserError(f"transcript method {m} needs a CTC head (model.use_ctc=true)")
-        if not m.startswith("ctc") and not model.cfg.use_transducer:
+        if m == "attention_rescoring":
+            if not self.chained:
+                raise UserError("transcript method attention_rescoring needs a decoder that reads the transcript "
+                                "(model.decoder_format=chained)")
+        elif not m.startswith("ctc") and not model.cfg.use_transducer:
             raise UserError(f"transcript method {m} needs a transducer (model.use_transducer=true)")
         return m
 
@@ -323,7 +333,6 @@ class StTask(AsrTask):
         lp_pen = cfg.length_penalty if length_penalty is None else length_penalty
         enc, enc_lens = model.encode(batch["inputs"], batch["input_lens"], **encode_kw)
         N = enc.shape[0]
-        hyps = self.transcribe(model, enc, enc_lens, asr_method, beam)
         dec = model.attention_decoder
         langs = self.languages
         tag_ix = torch.tensor([self.tag_ids[x] for x in langs], device=enc.device)
@@ -338,10 +347,14 @@ class StTask(AsrTask):
             srcs.append(src)
             probs.append(float(first[i, langs.index(src)]))
             tgts.append(tgt_lang or (t["tgt_langs"][i] if t else defaults.get(src, src)))
+        if asr_method == "attention_rescoring":  # joint: the transducer's (or CTC's) n-best, rescored by the
+            # decoder reading <src> transcript <tgt>, as it does before translating
+            hyps = self.attention_rescoring(model, enc, enc_lens, beam, wrap=lambda i, toks: self.prompt(
+                srcs[i], tgts[i], self._decoder_transcript(toks)))
+        else:
+            hyps = self.transcribe(model, enc, enc_lens, asr_method, beam)
         if self.chained:  # the first-pass transcript, in the decoder's vocabulary, is the prefix
-            texts = [self.tokenizer.decode(h.tokens) for h in hyps]
-            firsts = [self.tgt_tokenizer.encode(x) if "tgt" in self.assets.tokenizers else list(h.tokens)
-                      for x, h in zip(texts, hyps)]
+            firsts = [self._decoder_transcript(list(h.tokens)) for h in hyps]
         else:
             firsts = [[] for _ in hyps]
         prefixes = [[dec.sos_id, *self.prompt(s, g, p)] for s, g, p in zip(srcs, tgts, firsts)]

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from auden_kit.data.segments import SegmentFilter, cut_segments
+from auden_kit.decoding.ctc import ctc_greedy
 from auden_kit.errors import UserError
 from auden_kit.heads.attention_decoder import AttentionDecoder
 from auden_kit.hub import build_encoder, encoder_config
@@ -115,6 +116,11 @@ class TagSpeechModelConfig:
     # swallow the rest of the window (measured on mini_synth_meeting: RESULTS.md)
     seconds_per_piece: float = 1.0
     segment_base_seconds: float = 2.0
+    # where a decoded segment's words come from: "decoder" (its own text tokens), or "ctc": the
+    # semantic model's CTC greedy tokens whose time falls in the segment (the decoder then gives
+    # who and when; a token in several segments goes to the one that started last, a token in none
+    # to the nearest; a segment that gets no token keeps the decoder's words)
+    words_from: str = "decoder"
     # cosine similarity above which speakers of two windows are one; measured on mini_synth_meeting's
     # 10-minute recording: 0.5 found 10 speakers of 24, 0.7 found 22, 0.85 found 36
     link_threshold: float = 0.7
@@ -172,6 +178,11 @@ class TagSpeechModelConfig:
         if self.seconds_per_piece < 0 or self.segment_base_seconds < 0:
             raise UserError("config keys 'model.seconds_per_piece' / 'model.segment_base_seconds' must be >= 0 "
                             "(seconds_per_piece 0: no bound)")
+        if self.words_from not in ("decoder", "ctc"):
+            raise UserError(f"config key 'model.words_from' must be decoder or ctc, got '{self.words_from}'")
+        if self.words_from == "ctc" and not self.semantic_ctc:
+            raise UserError("config key 'model.words_from' is ctc but the semantic stream has no CTC head "
+                            "(model.semantic_ctc with an ASR model folder that has one)")
         if self.no_repeat_ngram < 0:
             raise UserError(f"config key 'model.no_repeat_ngram' must be >= 0 (0: off), got {self.no_repeat_ngram}")
         if self.max_speakers < 1 or self.decoder_layers < 1:
@@ -307,6 +318,25 @@ def parse_tokens(ids: list[int], vocab: TagVocab, tokenizer, duration: float | N
             cur["words"].append(int(i))
     close(None)
     return segs
+
+
+def ctc_words(segs: list[Segment], hyp, frame_shift: float, tokenizer) -> list[Segment]:
+    """Segments whose words are the CTC hypothesis's tokens (``hyp.tokens`` at ``hyp.frames``)
+    that fall in their time span: a token inside several segments goes to the one that started
+    last (an overlapping talker interrupts), a token inside none to the nearest segment; a segment
+    that gets no token keeps its own words."""
+    if not segs:
+        return segs
+    got: list[list[int]] = [[] for _ in segs]
+    for tok, f in zip(hyp.tokens, hyp.frames):
+        t = (f + 0.5) * frame_shift
+        inside = [k for k, sg in enumerate(segs) if sg.start <= t <= sg.end]
+        if inside:
+            k = max(inside, key=lambda j: segs[j].start)
+        else:
+            k = min(range(len(segs)), key=lambda j: min(abs(segs[j].start - t), abs(segs[j].end - t)))
+        got[k].append(tok)
+    return [dataclasses.replace(sg, text=tokenizer.decode(g)) if g else sg for sg, g in zip(segs, got)]
 
 
 def speaker_turns(tokens: list[int], vocab: TagVocab):
@@ -521,6 +551,9 @@ class TagSpeechModel(nn.Module):
             self.time_query = nn.Linear(cfg.d_model, cfg.d_model)
             self.time_key = nn.Linear(cfg.d_model, cfg.d_model)
         self.copy_scale = None
+        if cfg.words_from == "ctc" and (self.semantic_ctc is None or cfg.semantic_vocab != vocab.text):
+            raise UserError(f"config key 'model.words_from' is ctc but the semantic model's CTC vocabulary "
+                            f"({cfg.semantic_vocab}) is not the text tokenizer's ({vocab.text})")
         if cfg.word_pointer and self.semantic_ctc is not None and cfg.semantic_vocab != vocab.text:
             log.warning("model.word_pointer is off: the semantic model's CTC vocabulary (%d) is not the text "
                         "tokenizer's (%d)", cfg.semantic_vocab, vocab.text)
@@ -658,6 +691,7 @@ class TagSpeechModel(nn.Module):
             probs = probs[:, :T] if probs is not None else None
         # the word pointer reads them while decoding this memory (set here, read by logits_with_pointer)
         self._copy_probs = probs if self.copy_scale is not None else None
+        self.ctc_probs = probs  # and words_from=ctc after decoding
         if self.cfg.fusion == "concat":
             mem = self.fuse(torch.cat([sem, voice], -1) if voice is not None else sem)
         else:
@@ -867,8 +901,13 @@ class TagSpeechTask(Task):
         refs = (batch.get("targets") or {}).get("refs")
         ids = batch.get("cut_ids") or [str(i) for i in range(N)]
         out = []
+        ctc = None
+        if c.words_from == "ctc":
+            ctc = ctc_greedy(model.ctc_probs.clamp(min=1e-9).log(), lens)
         for i in range(N):
             segs = parse_tokens(seqs[i], self.vocab, self.tokenizer, durs[i])
+            if ctc is not None:
+                segs = ctc_words(segs, ctc[i], model.frame_shift, self.tokenizer)
             emb = self._speaker_embeddings(segs, voice[i] if voice is not None else mem[i], int(lens[i]),
                                            model.frame_shift)
             out.append(SegmentsResult(cut_id=ids[i], segments=segs, refs=refs[i] if refs else None,

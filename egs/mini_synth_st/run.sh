@@ -19,12 +19,15 @@ bpe_size=400
 num_epochs=8
 avg=1
 beam=4
+asr_method=attention_rescoring  # the transcript: the n-best rescored by the decoder (joint; RESULTS.md), or greedy, modified_beam_search
 extra=""   # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"
 help_message="Offline English<->Spanish speech translation on a synthesized corpus. Example: ./run.sh --stage 6"
-__options="stage stop_stage nj speakers_per_language train_utts dev_utts test_utts bpe_size num_epochs avg beam extra"
+__options="stage stop_stage nj speakers_per_language train_utts dev_utts test_utts bpe_size num_epochs avg beam asr_method extra"
 . ../../tools/parse_options.sh
 . ../../tools/recipe_lib.sh
 dl_dir=download/st
+sfx=""; [ $asr_method = attention_rescoring ] || sfx=-$asr_method  # result names of another transcript search
+main_name=test-beam$beam$sfx  # what stage 8 scores
 parts="train dev test"
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
@@ -73,11 +76,12 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: translate and transcribe the held-out test sentences (BLEU, chrF, WER, language ID)"
   for m in beam_search greedy; do
     name=test-$m; [ $m = beam_search ] && name=test-beam$beam
+    name=$name$sfx
     if up_to_date exp/decode/metrics-$name.json exp/model-avg/config.yaml; then skip "decode $m"; continue; fi
     auden-kit decode --model exp/model-avg --cuts data/fbank/mini_st_cuts_test.jsonl.gz --method $m \
-      --beam $beam --out-dir exp/decode --name $name
+      --beam $beam --asr-method $asr_method --out-dir exp/decode --name $name
   done
-  cat exp/decode/bleu-summary-test-beam$beam.txt
+  cat exp/decode/bleu-summary-$main_name.txt
 fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
@@ -87,6 +91,6 @@ fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   log "Stage 8: summary against the goals (exp/decode/summary.json)"
-  python3 local/summary.py --metrics exp/decode/metrics-test-beam$beam.json --gloss exp/decode/gloss.json \
+  python3 local/summary.py --metrics exp/decode/metrics-$main_name.json --gloss exp/decode/gloss.json \
     --out exp/decode/summary.json
 fi
