@@ -205,18 +205,18 @@ def test_windows_link_speakers_by_voice():
         (0.0, "spk1", "w1"), (1.0, "spk2", "w2"), (30.0, "spk2", "w3"), (31.0, "spk1", "w4"), (32.0, "spk3", "w5")]
 
 
-def test_ctc_words_fill_segments_by_time():
+def test_asr_words_fill_segments_by_time():
     """words_from=ctc: each CTC token goes to the segment its time falls in (in an overlap: the
     segment that started last; in a gap: the nearest one); a segment with none keeps its words."""
     from auden_kit.decoding import Hypothesis
-    from auden_kit.tasks.tagspeech import ctc_words
+    from auden_kit.tasks.tagspeech import timed_words
 
     shift = 0.04  # token time = (frame + 0.5) * shift
     hyp = Hypothesis(tokens=[10, 11, 12, 13], frames=[12, 27, 40, 52])  # 0.5 s, 1.1 s (overlap), 1.62 s, 2.1 s (gap)
-    out = ctc_words(SEGS, hyp, shift, WordTok())
+    out = timed_words(SEGS, hyp, shift, WordTok())
     assert [(s.start, s.speaker, s.text) for s in out] == [
         (0.0, "bob", "w10"), (0.96, "ann", "w11 w12 w13"), (2.4, "bob", "w6 w7 w8")]
-    assert ctc_words([], hyp, shift, WordTok()) == []
+    assert timed_words([], hyp, shift, WordTok()) == []
     with pytest.raises(Exception, match="model.words_from"):
         TagSpeechModelConfig(semantic_model="a", voice_model="b", words_from="asr").validate()
     with pytest.raises(Exception, match="no CTC head"):
@@ -343,6 +343,52 @@ def test_tagspeech_learns_the_meetings(meetings, trained_model, decoder, tmp_pat
         back = load_pretrained(tmp_path / "model")
         again = back.task.infer(back.model.eval(), batch)
         assert [r.segments for r in again] == [r.segments for r in results]
+
+
+def test_words_from_the_semantic_models_transducer(meetings, trained_model, tmp_path):
+    """words_from=transducer: the ASR folder's prediction network and joiner are copied into the
+    model (frozen, saved with it), and each decoded segment's words are that transducer's greedy
+    tokens over the semantic stream, timed into the segments."""
+    from lhotse import load_manifest
+
+    from auden_kit.config import from_dict
+    from auden_kit.decoding.transducer import greedy_search
+    from auden_kit.hub import load_pretrained, load_state, save_pretrained
+    from auden_kit.tasks.tagspeech import parse_tokens, timed_words
+    from auden_kit.training.trainer import TrainConfig, resolve
+
+    cfg = from_dict(TrainConfig, {"task": "tagspeech", "exp_dir": "unused", "model": {
+        "semantic_model": str(trained_model), "voice_model": str(trained_model), "d_model": 32, "decoder_layers": 1,
+        "decoder_ff_dim": 64, "max_window": 20, "max_speakers": 4, "words_from": "transducer"}})
+    task, mcfg = resolve(cfg)
+    cuts = list(load_manifest(meetings[1]))[:2]
+    task.setup(mcfg, task.build_assets(cfg, mcfg, cuts))
+    model = task.build_model().eval()
+    asr = load_pretrained(trained_model).model
+    own = {k: v for k, v in asr.state_dict().items() if k.startswith(("decoder.", "joiner."))}
+    got = model.semantic_rnnt.state_dict()
+    assert own and all(torch.equal(got[k], v) for k, v in own.items())
+    assert not any(p.requires_grad for p in model.semantic_rnnt.parameters())
+    feats = [torch.from_numpy(c.load_features()) for c in cuts]
+    lens = torch.tensor([f.shape[0] for f in feats])
+    batch = {"inputs": torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), "input_lens": lens,
+             "cut_ids": [c.id for c in cuts]}
+    with torch.no_grad():  # the tiny ASR model says little on meetings: make both copies say word 5 now and then
+        for m in (model.semantic_rnnt, asr):
+            m.joiner.output_linear.bias[5] += 4.0
+    results = task.infer(model, batch)
+    with torch.no_grad():
+        sem, slens, _ = model.streams(batch["inputs"], lens)
+        hyps = greedy_search(asr, sem, slens)
+    assert all(len(h.tokens) > 3 for h in hyps), [len(h.tokens) for h in hyps]
+    assert any(task.tokenizer.decode([5]) in s.text for r in results for s in r.segments)
+    for r, h, n in zip(results, hyps, lens.tolist()):
+        segs = parse_tokens(r.tokens, task.vocab, task.tokenizer, n * 0.01)
+        assert r.segments == timed_words(segs, h, model.frame_shift, task.tokenizer)
+    save_pretrained(tmp_path / "m", "tagspeech", mcfg, model, task.assets, cfg.data.fbank)
+    assert any(k.startswith("semantic_rnnt.joiner.") for k in load_state(tmp_path / "m" / "model.safetensors"))
+    back = load_pretrained(tmp_path / "m")
+    assert [x.segments for x in back.task.infer(back.model.eval(), batch)] == [x.segments for x in results]
 
 
 def test_validate_reads_mixed_cuts(fbank_cuts, tmp_path):

@@ -42,8 +42,10 @@ from torch import Tensor, nn
 
 from auden_kit.data.segments import SegmentFilter, cut_segments
 from auden_kit.decoding.ctc import ctc_greedy
+from auden_kit.decoding.transducer import greedy_search
 from auden_kit.errors import UserError
 from auden_kit.heads.attention_decoder import AttentionDecoder
+from auden_kit.heads.transducer import Joiner, StatelessDecoder
 from auden_kit.hub import build_encoder, encoder_config
 from auden_kit.results import Segment, SegmentsResult
 from auden_kit.tasks.base import ModelAssets, Task
@@ -51,6 +53,7 @@ from auden_kit.tasks.base import ModelAssets, Task
 log = logging.getLogger(__name__)
 
 FUSIONS = ("concat", "add", "semantic")
+WORD_SOURCES = ("decoder", "ctc", "transducer")
 GENDERS = ("m", "f", "")  # gender tokens: male, female, unknown
 
 
@@ -116,11 +119,15 @@ class TagSpeechModelConfig:
     # swallow the rest of the window (measured on mini_synth_meeting: RESULTS.md)
     seconds_per_piece: float = 1.0
     segment_base_seconds: float = 2.0
-    # where a decoded segment's words come from: "decoder" (its own text tokens), or "ctc": the
-    # semantic model's CTC greedy tokens whose time falls in the segment (the decoder then gives
-    # who and when; a token in several segments goes to the one that started last, a token in none
-    # to the nearest; a segment that gets no token keeps the decoder's words)
+    # where a decoded segment's words come from: "decoder" (its own text tokens), or the semantic
+    # ASR model's own greedy search over the semantic stream, "ctc" or "transducer" (its
+    # prediction network and joiner are then part of this model, frozen): its tokens whose time
+    # falls in the segment (the decoder gives who and when; a token in several segments goes to
+    # the one that started last, a token in none to the nearest; a segment that gets no token
+    # keeps the decoder's words)
     words_from: str = "decoder"
+    # the semantic ASR model's transducer settings (copied from its folder for words_from=transducer)
+    semantic_transducer: dict = dataclasses.field(default_factory=dict)
     # cosine similarity above which speakers of two windows are one; measured on mini_synth_meeting's
     # 10-minute recording: 0.5 found 10 speakers of 24, 0.7 found 22, 0.85 found 36
     link_threshold: float = 0.7
@@ -178,8 +185,9 @@ class TagSpeechModelConfig:
         if self.seconds_per_piece < 0 or self.segment_base_seconds < 0:
             raise UserError("config keys 'model.seconds_per_piece' / 'model.segment_base_seconds' must be >= 0 "
                             "(seconds_per_piece 0: no bound)")
-        if self.words_from not in ("decoder", "ctc"):
-            raise UserError(f"config key 'model.words_from' must be decoder or ctc, got '{self.words_from}'")
+        if self.words_from not in WORD_SOURCES:
+            raise UserError(f"config key 'model.words_from' must be one of {', '.join(WORD_SOURCES)}, got "
+                            f"'{self.words_from}'")
         if self.words_from == "ctc" and not self.semantic_ctc:
             raise UserError("config key 'model.words_from' is ctc but the semantic stream has no CTC head "
                             "(model.semantic_ctc with an ASR model folder that has one)")
@@ -320,9 +328,9 @@ def parse_tokens(ids: list[int], vocab: TagVocab, tokenizer, duration: float | N
     return segs
 
 
-def ctc_words(segs: list[Segment], hyp, frame_shift: float, tokenizer) -> list[Segment]:
-    """Segments whose words are the CTC hypothesis's tokens (``hyp.tokens`` at ``hyp.frames``)
-    that fall in their time span: a token inside several segments goes to the one that started
+def timed_words(segs: list[Segment], hyp, frame_shift: float, tokenizer) -> list[Segment]:
+    """Segments whose words are an ASR hypothesis's tokens (``hyp.tokens`` at output frames
+    ``hyp.frames``, timed at the frame's centre) that fall in their time span: a token inside several segments goes to the one that started
     last (an overlapping talker interrupts), a token inside none to the nearest segment; a segment
     that gets no token keeps its own words."""
     if not segs:
@@ -550,6 +558,18 @@ class TagSpeechModel(nn.Module):
         if cfg.time_pointer:
             self.time_query = nn.Linear(cfg.d_model, cfg.d_model)
             self.time_key = nn.Linear(cfg.d_model, cfg.d_model)
+        self.semantic_rnnt = None
+        if cfg.words_from == "transducer":
+            t = cfg.semantic_transducer
+            if not t:
+                raise UserError("config key 'model.words_from' is transducer but the semantic model has no transducer "
+                                "(model.use_transducer in its folder)")
+            if t["vocab"] != vocab.text:
+                raise UserError(f"config key 'model.words_from' is transducer but the semantic model's vocabulary "
+                                f"({t['vocab']}) is not the text tokenizer's ({vocab.text})")
+            self.semantic_rnnt = nn.ModuleDict({
+                "decoder": StatelessDecoder(t["vocab"], t["decoder_dim"], blank_id=0, context_size=t["context_size"]),
+                "joiner": Joiner(self.semantic.output_dim, t["decoder_dim"], t["joiner_dim"], t["vocab"])})
         self.copy_scale = None
         if cfg.words_from == "ctc" and (self.semantic_ctc is None or cfg.semantic_vocab != vocab.text):
             raise UserError(f"config key 'model.words_from' is ctc but the semantic model's CTC vocabulary "
@@ -637,8 +657,10 @@ class TagSpeechModel(nn.Module):
         return (att @ probs[..., : self.vocab.text]).clamp(min=1e-6).log()
 
     def set_frozen(self):
-        if self.semantic_ctc is not None:  # the ASR model's own head: always as trained
+        if self.semantic_ctc is not None:  # the ASR model's own heads: always as trained
             self.semantic_ctc.requires_grad_(False)
+        if self.semantic_rnnt is not None:
+            self.semantic_rnnt.requires_grad_(False)
         if self.cfg.freeze_semantic:
             self.semantic.requires_grad_(False)
         if self.voice is not None and self.cfg.freeze_voice:
@@ -682,6 +704,7 @@ class TagSpeechModel(nn.Module):
         else:
             sem, lens, voice = self.streams(x, x_lens)
         probs = None
+        self.semantic_frames = sem  # what words_from=transducer searches after decoding
         if self.semantic_ctc is not None:
             probs = self.semantic_ctc(sem).softmax(-1)
             sem = torch.cat([sem, probs], -1)  # probabilities: spikes in [0, 1]
@@ -745,12 +768,19 @@ class TagSpeechTask(Task):
             setattr(model_cfg, f"{which}_encoder_type", m.get("encoder_type", "zipformer"))
             setattr(model_cfg, f"{which}_encoder", m.get("encoder", {}))
             if which == "semantic":
+                from auden_kit.hub import load_assets
+                from auden_kit.tasks.asr import AsrModelConfig
+
+                def vocab():
+                    return int(m.get("vocab_size") or 0) or load_assets(Path(path), cfg).tokenizer("text").vocab_size
+
+                if model_cfg.words_from == "transducer" and m.get("use_transducer", True):
+                    d = AsrModelConfig()
+                    model_cfg.semantic_transducer = {"vocab": vocab(), **{
+                        k: int(m.get(k, getattr(d, k))) for k in ("decoder_dim", "joiner_dim", "context_size")}}
                 model_cfg.semantic_ctc = bool(model_cfg.semantic_ctc and m.get("use_ctc"))
                 if model_cfg.semantic_ctc:
-                    from auden_kit.hub import load_assets
-
-                    model_cfg.semantic_vocab = int(m.get("vocab_size") or 0) or \
-                        load_assets(Path(path), cfg).tokenizer("text").vocab_size
+                    model_cfg.semantic_vocab = vocab()
             self._sources[which] = Path(path)
             feats[which] = (cfg.get("features") or {}).get("num_mel_bins", 80)
         if len(set(feats.values())) > 1:
@@ -785,6 +815,10 @@ class TagSpeechTask(Task):
                 model.semantic_ctc.load_state_dict({"weight": state["ctc_output.1.weight"],
                                                     "bias": state["ctc_output.1.bias"]})
                 log.info("semantic stream: the encoder output and its CTC posteriors")
+            if which == "semantic" and model.semantic_rnnt is not None:
+                model.semantic_rnnt.load_state_dict({k: v for k, v in state.items()
+                                                     if k.startswith(("decoder.", "joiner."))})
+                log.info("semantic stream: the ASR model's transducer gives the words")
         return model
 
     # ------------------------------------------------------------------ data
@@ -901,13 +935,15 @@ class TagSpeechTask(Task):
         refs = (batch.get("targets") or {}).get("refs")
         ids = batch.get("cut_ids") or [str(i) for i in range(N)]
         out = []
-        ctc = None
+        words = None
         if c.words_from == "ctc":
-            ctc = ctc_greedy(model.ctc_probs.clamp(min=1e-9).log(), lens)
+            words = ctc_greedy(model.ctc_probs.clamp(min=1e-9).log(), lens)
+        elif c.words_from == "transducer":
+            words = greedy_search(model.semantic_rnnt, model.semantic_frames[:, :int(lens.max())], lens)
         for i in range(N):
             segs = parse_tokens(seqs[i], self.vocab, self.tokenizer, durs[i])
-            if ctc is not None:
-                segs = ctc_words(segs, ctc[i], model.frame_shift, self.tokenizer)
+            if words is not None:
+                segs = timed_words(segs, words[i], model.frame_shift, self.tokenizer)
             emb = self._speaker_embeddings(segs, voice[i] if voice is not None else mem[i], int(lens[i]),
                                            model.frame_shift)
             out.append(SegmentsResult(cut_id=ids[i], segments=segs, refs=refs[i] if refs else None,
