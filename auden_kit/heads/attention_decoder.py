@@ -172,8 +172,9 @@ class AttentionDecoder(nn.Module):
         sequence that the decoder continues, e.g. ST's ``<src> transcript <tgt>``); enc rows are
         repeated per hypothesis by the caller."""
         ys_in, ys_out, pad = self._inputs(tokens, enc.device)
-        if not eos:
-            ys_out[torch.arange(len(tokens), device=ys_out.device), torch.tensor([len(t) for t in tokens], device=ys_out.device)] = -100
+        if not eos:  # the end-of-sentence target sits right after each sequence
+            rows = torch.arange(len(tokens), device=ys_out.device)
+            ys_out[rows, torch.tensor([len(t) for t in tokens], device=ys_out.device)] = -100
         lp = self.logits(enc, enc_lens, ys_in, pad).log_softmax(-1)
         tok_lp = torch.gather(lp, 2, ys_out.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         return tok_lp.masked_fill(ys_out < 0, 0.0).sum(-1)

@@ -330,9 +330,9 @@ def parse_tokens(ids: list[int], vocab: TagVocab, tokenizer, duration: float | N
 
 def timed_words(segs: list[Segment], hyp, frame_shift: float, tokenizer) -> list[Segment]:
     """Segments whose words are an ASR hypothesis's tokens (``hyp.tokens`` at output frames
-    ``hyp.frames``, timed at the frame's centre) that fall in their time span: a token inside several segments goes to the one that started
-    last (an overlapping talker interrupts), a token inside none to the nearest segment; a segment
-    that gets no token keeps its own words."""
+    ``hyp.frames``, timed at the frame's centre) that fall in their time span: a token inside
+    several segments goes to the one that started last (an overlapping talker interrupts), a token
+    inside none to the nearest segment; a segment that gets no token keeps its own words."""
     if not segs:
         return segs
     got: list[list[int]] = [[] for _ in segs]
@@ -582,6 +582,9 @@ class TagSpeechModel(nn.Module):
             self.copy_key = nn.Linear(cfg.d_model, cfg.d_model)
             self.copy_scale = nn.Parameter(torch.tensor(1.0))
         self._copy_probs: Tensor | None = None  # (N, T, text) CTC posteriors of the last encode()
+        # the last encode()'s semantic stream and its CTC posteriors, which words_from reads after decoding
+        self.semantic_frames: Tensor | None = None
+        self.ctc_probs: Tensor | None = None
         self.spk_proj = None
         if cfg.speaker_pointer and self.voice is not None:
             self.spk_proj = nn.Linear(d_voice, d_voice)
@@ -704,7 +707,7 @@ class TagSpeechModel(nn.Module):
         else:
             sem, lens, voice = self.streams(x, x_lens)
         probs = None
-        self.semantic_frames = sem  # what words_from=transducer searches after decoding
+        self.semantic_frames = sem
         if self.semantic_ctc is not None:
             probs = self.semantic_ctc(sem).softmax(-1)
             sem = torch.cat([sem, probs], -1)  # probabilities: spikes in [0, 1]
@@ -714,7 +717,7 @@ class TagSpeechModel(nn.Module):
             probs = probs[:, :T] if probs is not None else None
         # the word pointer reads them while decoding this memory (set here, read by logits_with_pointer)
         self._copy_probs = probs if self.copy_scale is not None else None
-        self.ctc_probs = probs  # and words_from=ctc after decoding
+        self.ctc_probs = probs
         if self.cfg.fusion == "concat":
             mem = self.fuse(torch.cat([sem, voice], -1) if voice is not None else sem)
         else:
