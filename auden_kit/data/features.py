@@ -43,7 +43,8 @@ class FbankSettings:
 
     def describe(self) -> str:
         """What a frame holds, for messages: e.g. "84-dim features (80 mel bins + 4 pitch)"."""
-        return f"{self.num_features}-dim features ({self.num_mel_bins} mel bins{' + 4 pitch' if self.pitch else ''})"
+        pitch = f" + {self.num_features - self.num_mel_bins} pitch" if self.pitch else ""
+        return f"{self.num_features}-dim features ({self.num_mel_bins} mel bins{pitch})"
 
     def extractor(self):
         if self.pitch:  # its own module: it imports Lhotse, which every command's start should not

@@ -219,12 +219,11 @@ class RandomProjectionQuantizer(nn.Module):
         codebook uses on ``patches``. Fewer patches than codes: the rest stay random."""
         from auden_kit.nn.vq import kmeans
 
-        used = []
         for g in range(self.codebooks.shape[0]):
             c = kmeans(self.project(patches, g), self.codebooks.shape[1], iters, seed + g)
             self.codebooks[g, :c.shape[0]] = nn.functional.normalize(c, dim=-1)
-            used.append(len(self(patches.unsqueeze(0))[0, :, g].unique()))
-        return used
+        codes = self(patches.unsqueeze(0))[0]  # (n, G), every codebook at once
+        return [len(codes[:, g].unique()) for g in range(codes.shape[1])]
 
     @torch.no_grad()
     def forward(self, x: Tensor, chunk: int = 4096) -> Tensor:
