@@ -25,12 +25,13 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from auden_kit.data.features import PAD_VALUE
+from auden_kit.data.pauses import speech_segments, split_at_pauses
 from auden_kit.errors import UserError
 from auden_kit.results import Result
 
 log = logging.getLogger(__name__)
 
-PAD_VALUE = -23.025850929940457  # log(1e-10): Lhotse's padding value for log-mel features
 AudioLike = Union[str, Path, np.ndarray, torch.Tensor]
 
 
@@ -40,90 +41,6 @@ class AudioItem:
 
     item_id: str
     load: object  # () -> 1-D float tensor
-
-
-def frame_log_energy(wav: torch.Tensor, sample_rate: int, smooth: int) -> torch.Tensor:
-    """Log energy of each 10 ms frame of ``wav``, averaged over ``2 * smooth + 1`` frames."""
-    hop = sample_rate // 100
-    n = wav.numel()
-    frames = wav[: n - n % hop].reshape(-1, hop) if n >= hop else wav.reshape(1, -1)
-    e = frames.pow(2).mean(-1).add(1e-10).log()
-    return torch.nn.functional.avg_pool1d(e.view(1, 1, -1), 2 * smooth + 1, stride=1, padding=smooth,
-                                          count_include_pad=False).view(-1)
-
-
-def speech_segments(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30.0, merge_up_to: float = 0.0,
-                    min_pause: float = 0.2, margin: float = 0.0) -> list[tuple[int, int]]:
-    """Sample ranges of the speech in ``wav``: an energy detector finds pauses of at least
-    ``min_pause`` seconds (10 ms frames below a threshold set between the quiet and loud ends of
-    the file's own energy distribution, so it adapts to level and noise floor); the stretches
-    between them are the segments (with ``margin`` seconds of context: 0 by default, since extra
-    silence at the edges cost the quick-start model 3 to 10 WER points in bench/long_audio.py
-    while no margin matched per-utterance decoding), silence-only stretches are dropped,
-    neighbours are merged while the result stays under ``merge_up_to`` seconds, and a segment longer than ``max_seconds`` is cut at its quietest frames (:func:`split_at_pauses`).
-    Without a clear quiet/loud contrast the whole signal is one stretch."""
-    n = wav.numel()
-    hop = sample_rate // 100
-    if n < 2 * hop:
-        return [(0, n)]
-    # 50 ms of smoothing: enough against single-frame dips, short enough to keep pauses
-    e = frame_log_energy(wav, sample_rate, smooth=2)
-    lo, hi = float(torch.quantile(e, 0.05)), float(torch.quantile(e, 0.95))
-    spans: list[tuple[int, int]] = []
-    if hi - lo < 3.0:  # < ~13 dB between quiet and loud: no pauses to trust
-        spans = [(0, n)]
-    else:
-        speech = (e > lo + 0.3 * (hi - lo)).tolist()
-        min_run = int(min_pause * 100)
-        start, quiet, T = None, 0, len(speech)
-        for t, v in enumerate(speech + [False] * (min_run + 1)):
-            if v:
-                if start is None:
-                    start = t
-                quiet = 0
-            elif start is not None:
-                quiet += 1
-                if quiet >= min_run or t >= T:
-                    spans.append((start, t - quiet + 1))
-                    start, quiet = None, 0
-        pad = int(margin * 100)
-        spans = [(max(0, a - pad) * hop, min(n, (b + pad) * hop)) for a, b in spans]
-        if not spans:
-            return []
-    merged: list[tuple[int, int]] = []
-    limit = merge_up_to * sample_rate
-    for a, b in spans:
-        if merged and b - merged[-1][0] <= limit:
-            merged[-1] = (merged[-1][0], b)
-        else:
-            merged.append((a, b))
-    out = []
-    for a, b in merged:
-        out += [(a + x, a + y) for x, y in split_at_pauses(wav[a:b], sample_rate, max_seconds)]
-    return out
-
-
-def split_at_pauses(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30.0,
-                    search_seconds: float = 8.0) -> list[tuple[int, int]]:
-    """(start, end) sample ranges covering ``wav``, each at most ``max_seconds`` long, cut at the
-    quietest 10 ms frame (energy smoothed over ~100 ms) among the last ``search_seconds`` of each
-    window: in speech that is a pause between words."""
-    n = wav.numel()
-    max_len = int(max_seconds * sample_rate)
-    if n <= max_len:
-        return [(0, n)]
-    hop = sample_rate // 100
-    smooth = frame_log_energy(wav, sample_rate, smooth=5)
-    out, start = [], 0
-    search = int(min(search_seconds, max_seconds / 2) * sample_rate)
-    while n - start > max_len:
-        lo, hi = (start + max_len - search) // hop, (start + max_len) // hop
-        cut = (lo + int(smooth[lo:hi].argmin())) * hop if hi > lo else start + max_len
-        cut = max(cut, start + hop)
-        out.append((start, cut))
-        start = cut
-    out.append((start, n))
-    return out
 
 
 def _items(audio, sample_rate: Optional[int], model_rate: int) -> list[AudioItem]:

@@ -2,7 +2,7 @@
 clustered), then what (the ASR model on each speaker turn). The same segments, formats and
 metrics as the one-model ``tagspeech`` task, for comparison in the same run.
 
-1. Speech regions: the energy detector of :func:`auden_kit.api.speech_segments`.
+1. Speech regions: the energy detector of :func:`auden_kit.data.pauses.speech_segments`.
 2. Windows of ``window`` seconds every ``hop`` seconds over each region (a short region is one
    window); each embedded by the voice model (its utterance embedding, L2-normalised).
 3. Agglomerative clustering (average linkage, cosine distance) cut at ``threshold``: the number
@@ -59,7 +59,7 @@ def cluster(emb: np.ndarray, threshold: float, num_speakers: int = 0) -> np.ndar
 def diarize_waveform(wav: torch.Tensor, rate: int, voice, asr, opts: CascadeOptions, cut_id: str = "audio",
                      asr_method: str = "") -> SegmentsResult:
     """Segments of one recording (``voice`` and ``asr``: :class:`auden_kit.api.Model`)."""
-    from auden_kit.api import speech_segments
+    from auden_kit.data.pauses import speech_segments
 
     regions = speech_segments(wav, rate, max_seconds=1e9, min_pause=0.2)
     win, hop = int(opts.window * rate), int(opts.hop * rate)

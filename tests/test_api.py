@@ -183,3 +183,31 @@ def test_readme_python_snippet_runs(learned_ctc, synth_corpus, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip()
+
+
+def test_pauses_found_the_same_in_audio_and_in_its_features(synth_corpus):
+    """The pause detector reads 10 ms frames of energy: from the waveform (long-audio decoding,
+    the cascade) or from log-mel features (tagspeech re-reading a window's speech); on speech with
+    room-tone pauses both find every pause, within two frames, and cap stretches the same way."""
+    from lhotse.features.kaldi.extractors import Fbank, FbankConfig
+
+    from auden_kit.data.pauses import feature_log_energy, speech_frames, speech_segments
+
+    rng = np.random.RandomState(1)
+    parts, edges, pos = [], [], 0
+    for f in _train_files(synth_corpus)[:6]:
+        x = load_audio(f).numpy()
+        gap = (rng.randn(int(0.5 * 16000)) * 10 ** (-66 / 20)).astype(np.float32)
+        parts += [x, gap]
+        edges.append((pos / 16000, (pos + len(x)) / 16000))
+        pos += len(x) + len(gap)
+    wav = torch.from_numpy(np.concatenate(parts))
+    from_audio = [(a / 16000, b / 16000) for a, b in speech_segments(wav, 16000, max_seconds=1e9)]
+    feats = torch.as_tensor(Fbank(FbankConfig(num_mel_bins=80)).extract(wav.numpy(), 16000))
+    from_feats = [(a / 100, b / 100) for a, b in speech_frames(feature_log_energy(feats), max_seconds=1e9)]
+    assert len(from_audio) == len(from_feats) >= len(edges)
+    assert all(abs(p - q) <= 0.02 for r, s in zip(from_audio, from_feats) for p, q in zip(r, s))
+    for a, b in edges:  # every utterance lies inside one stretch, no cut within it
+        assert any(s <= a + 0.1 and b - 0.1 <= e for s, e in from_feats), (a, b)
+    capped = speech_frames(feature_log_energy(feats), max_seconds=1.0)
+    assert all(b - a <= 100 for a, b in capped) and len(capped) > len(from_feats)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from auden_kit.data.features import PAD_VALUE
 from auden_kit.decoding.ctc import ctc_greedy, ctc_prefix_beam
 from auden_kit.decoding.transducer import StreamingGreedyDecoder, greedy_search, modified_beam_search
 from auden_kit.encoders.zipformer import ZipformerConfig
@@ -45,7 +46,7 @@ def test_streaming_greedy_equals_full_chunk_masked_decode():
             dec.accept(x[:, s:s + piece])
         tail = dec.tail_frames()
         stream = dec.finish()
-        padded = torch.cat([x, torch.full((2, tail, 80), StreamingGreedyDecoder.PAD_VALUE)], dim=1)
+        padded = torch.cat([x, torch.full((2, tail, 80), PAD_VALUE)], dim=1)
         L = padded.shape[1]
         full, _ = m.encoder(padded, torch.tensor([L, L]), chunk_size=8, left_context_frames=16)
         n = dec.search.frames_done

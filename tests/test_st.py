@@ -328,6 +328,7 @@ def test_a_causal_st_model_streams_its_transcript():
     by chunk exactly as on the chunk-masked full utterance."""
     from conftest import TINY_ENCODER
 
+    from auden_kit.data.features import PAD_VALUE
     from auden_kit.decoding.transducer import StreamingGreedyDecoder, greedy_search
     from auden_kit.encoders.zipformer import ZipformerConfig
     from auden_kit.tasks.st import StModel, StModelConfig, StTask
@@ -348,7 +349,7 @@ def test_a_causal_st_model_streams_its_transcript():
         dec.accept(x[:, s:s + 29])
     tail = dec.tail_frames()
     stream = dec.finish()
-    padded = torch.cat([x, torch.full((1, tail, 80), StreamingGreedyDecoder.PAD_VALUE)], dim=1)
+    padded = torch.cat([x, torch.full((1, tail, 80), PAD_VALUE)], dim=1)
     full, _ = model.encoder(padded, torch.tensor([padded.shape[1]]), chunk_size=8, left_context_frames=16)
     n = dec.search.frames_done
     ref = greedy_search(model, full[:, :n], torch.tensor([n]))

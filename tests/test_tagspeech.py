@@ -207,7 +207,7 @@ def test_windows_link_speakers_by_voice():
 
 def test_asr_words_fill_segments_by_time():
     """words_from=ctc: each CTC token goes to the segment its time falls in (in an overlap: the
-    segment that started last; in a gap: the nearest one); a segment with none keeps its words."""
+    segment that started last; in a gap: the nearest one); a segment with none has no words."""
     from auden_kit.decoding import Hypothesis
     from auden_kit.tasks.tagspeech import timed_words
 
@@ -215,10 +215,10 @@ def test_asr_words_fill_segments_by_time():
     hyp = Hypothesis(tokens=[10, 11, 12, 13], frames=[12, 27, 40, 52])  # 0.5 s, 1.1 s (overlap), 1.62 s, 2.1 s (gap)
     out = timed_words(SEGS, hyp, shift, WordTok())
     assert [(s.start, s.speaker, s.text) for s in out] == [
-        (0.0, "bob", "w10"), (0.96, "ann", "w11 w12 w13"), (2.4, "bob", "w6 w7 w8")]
+        (0.0, "bob", "w10"), (0.96, "ann", "w11 w12 w13"), (2.4, "bob", "")]
     assert timed_words([], hyp, shift, WordTok()) == []
     with pytest.raises(Exception, match="model.words_from"):
-        TagSpeechModelConfig(semantic_model="a", voice_model="b", words_from="asr").validate()
+        TagSpeechModelConfig(semantic_model="a", voice_model="b", words_from="whisper").validate()
     with pytest.raises(Exception, match="no CTC head"):
         TagSpeechModelConfig(semantic_model="a", voice_model="b", words_from="ctc", semantic_ctc=False).validate()
 
@@ -345,26 +345,24 @@ def test_tagspeech_learns_the_meetings(meetings, trained_model, decoder, tmp_pat
         assert [r.segments for r in again] == [r.segments for r in results]
 
 
-def test_words_from_the_semantic_models_transducer(meetings, trained_model, tmp_path):
-    """words_from=transducer: the ASR folder's prediction network and joiner are copied into the
-    model (frozen, saved with it), and each decoded segment's words are that transducer's greedy
-    tokens over the semantic stream, timed into the segments."""
+def _with_asr_words(meetings, trained_model, words_from: str):
+    """A tagspeech model whose words come from the semantic ASR folder (``words_from``), the ASR
+    model itself, and a batch of two meetings; both transducers made to say word 5 now and then
+    (the tiny ASR model says little on meetings)."""
     from lhotse import load_manifest
 
     from auden_kit.config import from_dict
-    from auden_kit.decoding.transducer import greedy_search
-    from auden_kit.hub import load_pretrained, load_state, save_pretrained
-    from auden_kit.tasks.tagspeech import parse_tokens, timed_words
+    from auden_kit.hub import load_pretrained
     from auden_kit.training.trainer import TrainConfig, resolve
 
     cfg = from_dict(TrainConfig, {"task": "tagspeech", "exp_dir": "unused", "model": {
         "semantic_model": str(trained_model), "voice_model": str(trained_model), "d_model": 32, "decoder_layers": 1,
-        "decoder_ff_dim": 64, "max_window": 20, "max_speakers": 4, "words_from": "transducer"}})
+        "decoder_ff_dim": 64, "max_window": 20, "max_speakers": 4, "words_from": words_from}})
     task, mcfg = resolve(cfg)
     cuts = list(load_manifest(meetings[1]))[:2]
     task.setup(mcfg, task.build_assets(cfg, mcfg, cuts))
     model = task.build_model().eval()
-    asr = load_pretrained(trained_model).model
+    asr = load_pretrained(trained_model).model.eval()
     own = {k: v for k, v in asr.state_dict().items() if k.startswith(("decoder.", "joiner."))}
     got = model.semantic_rnnt.state_dict()
     assert own and all(torch.equal(got[k], v) for k, v in own.items())
@@ -373,9 +371,22 @@ def test_words_from_the_semantic_models_transducer(meetings, trained_model, tmp_
     lens = torch.tensor([f.shape[0] for f in feats])
     batch = {"inputs": torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), "input_lens": lens,
              "cut_ids": [c.id for c in cuts]}
-    with torch.no_grad():  # the tiny ASR model says little on meetings: make both copies say word 5 now and then
+    with torch.no_grad():
         for m in (model.semantic_rnnt, asr):
             m.joiner.output_linear.bias[5] += 4.0
+    return cfg, task, mcfg, model, asr, batch, feats
+
+
+def test_words_from_the_semantic_models_transducer(meetings, trained_model, tmp_path):
+    """words_from=transducer: the ASR folder's prediction network and joiner are copied into the
+    model (frozen, saved with it), and each decoded segment's words are that transducer's greedy
+    tokens over the semantic stream, timed into the segments."""
+    from auden_kit.decoding.transducer import greedy_search
+    from auden_kit.hub import load_pretrained, load_state, save_pretrained
+    from auden_kit.tasks.tagspeech import parse_tokens, timed_words
+
+    cfg, task, mcfg, model, asr, batch, _ = _with_asr_words(meetings, trained_model, "transducer")
+    lens = batch["input_lens"]
     results = task.infer(model, batch)
     with torch.no_grad():
         sem, slens, _ = model.streams(batch["inputs"], lens)
@@ -389,6 +400,34 @@ def test_words_from_the_semantic_models_transducer(meetings, trained_model, tmp_
     assert any(k.startswith("semantic_rnnt.joiner.") for k in load_state(tmp_path / "m" / "model.safetensors"))
     back = load_pretrained(tmp_path / "m")
     assert [x.segments for x in back.task.infer(back.model.eval(), batch)] == [x.segments for x in results]
+
+
+def test_words_from_the_asr_reading_each_stretch_of_speech(meetings, trained_model):
+    """words_from=asr: the ASR model reads each stretch of speech between pauses alone (its
+    encoder and transducer, as on utterances); batched over stretches and rows, the words equal
+    reading every stretch one by one, timed into the decoded segments."""
+    from auden_kit.data.pauses import feature_log_energy, speech_frames
+    from auden_kit.decoding import Hypothesis
+    from auden_kit.decoding.transducer import greedy_search
+    from auden_kit.tasks.tagspeech import parse_tokens, timed_words
+
+    _, task, _, model, asr, batch, feats = _with_asr_words(meetings, trained_model, "asr")
+    results = task.infer(model, batch)
+    n_words = 0
+    for r, f in zip(results, feats):
+        stretches = speech_frames(feature_log_energy(f))
+        assert len(stretches) > 1  # the meetings have pauses
+        own = Hypothesis()
+        with torch.no_grad():
+            for a, b in stretches:
+                enc, enc_lens = asr.encoder(f[None, a:b], torch.tensor([b - a]))
+                h = greedy_search(asr, enc, enc_lens)[0]
+                own.tokens += h.tokens
+                own.frames += [a / 4 + x for x in h.frames]  # 4 fbank frames per output frame
+        n_words += len(own.tokens)
+        segs = parse_tokens(r.tokens, task.vocab, task.tokenizer, f.shape[0] * 0.01)
+        assert r.segments == timed_words(segs, own, model.frame_shift, task.tokenizer)
+    assert n_words > 3
 
 
 def test_validate_reads_mixed_cuts(fbank_cuts, tmp_path):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+PAD_VALUE = -23.025850929940457  # log(1e-10): Lhotse's padding value for log-mel features
+
 log = logging.getLogger(__name__)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from auden_kit.data.features import PAD_VALUE
 from auden_kit.decoding import Hypothesis
 
 
@@ -83,7 +84,6 @@ class StreamingGreedyDecoder:
     :meth:`tail_frames` frames of padding (tested).
     """
 
-    PAD_VALUE = -23.025850929940457  # log(1e-10): Lhotse's padding value for log-mel features
 
     def __init__(self, model, batch_size: int = 1, max_sym_per_frame: int = 1):
         enc = model.encoder
@@ -118,7 +118,7 @@ class StreamingGreedyDecoder:
         n = self.tail_frames()
         if n:
             N, F = self.states["fbank"].shape[0], self.states["fbank"].shape[2]
-            self.accept(torch.full((N, n, F), self.PAD_VALUE, device=self.device))
+            self.accept(torch.full((N, n, F), PAD_VALUE, device=self.device))
         return self.search.hyps
 
 

@@ -41,6 +41,9 @@ import torch
 from torch import Tensor, nn
 
 from auden_kit.data.segments import SegmentFilter, cut_segments
+from auden_kit.data.features import PAD_VALUE
+from auden_kit.data.pauses import feature_log_energy, speech_frames
+from auden_kit.decoding import Hypothesis
 from auden_kit.decoding.ctc import ctc_greedy
 from auden_kit.decoding.transducer import greedy_search
 from auden_kit.errors import UserError
@@ -53,7 +56,8 @@ from auden_kit.tasks.base import ModelAssets, Task
 log = logging.getLogger(__name__)
 
 FUSIONS = ("concat", "add", "semantic")
-WORD_SOURCES = ("decoder", "ctc", "transducer")
+MIN_REREAD_FRAMES = 20  # words_from=asr: stretches of speech shorter than 0.2 s are not read
+WORD_SOURCES = ("decoder", "ctc", "transducer", "asr")
 GENDERS = ("m", "f", "")  # gender tokens: male, female, unknown
 
 
@@ -124,8 +128,12 @@ class TagSpeechModelConfig:
     # prediction network and joiner are then part of this model, frozen): its tokens whose time
     # falls in the segment (the decoder gives who and when; a token in several segments goes to
     # the one that started last, a token in none to the nearest; a segment that gets no token
-    # keeps the decoder's words)
+    # keeps the decoder's words). "asr": the ASR model reads each stretch of speech between pauses
+    # of the window again on its own, as it was trained (utterances, not windows of overlapping
+    # chunks), with its transducer (its CTC head when it has none), and its timed tokens go to
+    # the segments the same way (measured on mini_synth_meeting: RESULTS.md)
     words_from: str = "decoder"
+    reread_max_seconds: float = 30.0  # words_from=asr: longer stretches of speech are cut at their quietest frame
     # the semantic ASR model's transducer settings (copied from its folder for words_from=transducer)
     semantic_transducer: dict = dataclasses.field(default_factory=dict)
     # cosine similarity above which speakers of two windows are one; measured on mini_synth_meeting's
@@ -188,6 +196,8 @@ class TagSpeechModelConfig:
         if self.words_from not in WORD_SOURCES:
             raise UserError(f"config key 'model.words_from' must be one of {', '.join(WORD_SOURCES)}, got "
                             f"'{self.words_from}'")
+        if self.reread_max_seconds <= 0:
+            raise UserError(f"config key 'model.reread_max_seconds' must be positive, got {self.reread_max_seconds}")
         if self.words_from == "ctc" and not self.semantic_ctc:
             raise UserError("config key 'model.words_from' is ctc but the semantic stream has no CTC head "
                             "(model.semantic_ctc with an ASR model folder that has one)")
@@ -332,7 +342,8 @@ def timed_words(segs: list[Segment], hyp, frame_shift: float, tokenizer) -> list
     """Segments whose words are an ASR hypothesis's tokens (``hyp.tokens`` at output frames
     ``hyp.frames``, timed at the frame's centre) that fall in their time span: a token inside
     several segments goes to the one that started last (an overlapping talker interrupts), a token
-    inside none to the nearest segment; a segment that gets no token keeps its own words."""
+    inside none to the nearest segment; a segment that gets no token has no words (keeping the
+    decoder's own words there cost 4.6 to 4.8 cpWER points on mini_synth_meeting's dev meetings)."""
     if not segs:
         return segs
     got: list[list[int]] = [[] for _ in segs]
@@ -344,7 +355,7 @@ def timed_words(segs: list[Segment], hyp, frame_shift: float, tokenizer) -> list
         else:
             k = min(range(len(segs)), key=lambda j: min(abs(segs[j].start - t), abs(segs[j].end - t)))
         got[k].append(tok)
-    return [dataclasses.replace(sg, text=tokenizer.decode(g)) if g else sg for sg, g in zip(segs, got)]
+    return [dataclasses.replace(sg, text=tokenizer.decode(g)) for sg, g in zip(segs, got)]
 
 
 def speaker_turns(tokens: list[int], vocab: TagVocab):
@@ -559,7 +570,10 @@ class TagSpeechModel(nn.Module):
             self.time_query = nn.Linear(cfg.d_model, cfg.d_model)
             self.time_key = nn.Linear(cfg.d_model, cfg.d_model)
         self.semantic_rnnt = None
-        if cfg.words_from == "transducer":
+        if cfg.words_from == "asr" and not (cfg.semantic_transducer or self.semantic_ctc is not None):
+            raise UserError("config key 'model.words_from' is asr but the semantic model has neither a transducer nor "
+                            "a CTC head (model.semantic_ctc)")
+        if cfg.words_from == "transducer" or (cfg.words_from == "asr" and cfg.semantic_transducer):
             t = cfg.semantic_transducer
             if not t:
                 raise UserError("config key 'model.words_from' is transducer but the semantic model has no transducer "
@@ -777,7 +791,7 @@ class TagSpeechTask(Task):
                 def vocab():
                     return int(m.get("vocab_size") or 0) or load_assets(Path(path), cfg).tokenizer("text").vocab_size
 
-                if model_cfg.words_from == "transducer" and m.get("use_transducer", True):
+                if model_cfg.words_from in ("transducer", "asr") and m.get("use_transducer", True):
                     d = AsrModelConfig()
                     model_cfg.semantic_transducer = {"vocab": vocab(), **{
                         k: int(m.get(k, getattr(d, k))) for k in ("decoder_dim", "joiner_dim", "context_size")}}
@@ -943,6 +957,8 @@ class TagSpeechTask(Task):
             words = ctc_greedy(model.ctc_probs.clamp(min=1e-9).log(), lens)
         elif c.words_from == "transducer":
             words = greedy_search(model.semantic_rnnt, model.semantic_frames[:, :int(lens.max())], lens)
+        elif c.words_from == "asr":
+            words = self.reread_speech(model, x, x_lens)
         for i in range(N):
             segs = parse_tokens(seqs[i], self.vocab, self.tokenizer, durs[i])
             if words is not None:
@@ -951,6 +967,45 @@ class TagSpeechTask(Task):
                                            model.frame_shift)
             out.append(SegmentsResult(cut_id=ids[i], segments=segs, refs=refs[i] if refs else None,
                                       embeddings=emb, tokens=seqs[i]))
+        return out
+
+    def reread_speech(self, model: TagSpeechModel, x: Tensor, x_lens: Tensor, batch_seconds: float = 200.0
+                      ) -> list[Hypothesis]:
+        """The semantic ASR model's own greedy search over each stretch of speech between pauses
+        (found in the features' energy) of every row, read alone: per row one hypothesis whose
+        frames are output frames of the whole window (fractional where a stretch starts between
+        them)."""
+        rows = x[..., : model.input_dims["semantic"]] if model.input_dims.get("semantic") else x
+        spans = []  # (row, first frame, end frame) in 10 ms frames
+        for i, L in enumerate(x_lens.tolist()):
+            spans += [(i, a, b) for a, b in speech_frames(feature_log_energy(rows[i, :L]),
+                                                          self.model_cfg.reread_max_seconds)
+                      if b - a >= MIN_REREAD_FRAMES]
+        out = [Hypothesis() for _ in range(x.shape[0])]
+        spans.sort(key=lambda s: s[2] - s[1])
+        step = model.frame_shift / 0.01  # input frames per output frame
+        k = 0
+        while k < len(spans):
+            group = [spans[k]]
+            while k + len(group) < len(spans) and \
+                    (len(group) + 1) * (spans[k + len(group)][2] - spans[k + len(group)][1]) <= batch_seconds * 100:
+                group.append(spans[k + len(group)])
+            k += len(group)
+            lens = torch.tensor([b - a for _, a, b in group], device=x.device)
+            xb = rows.new_full((len(group), int(lens.max()), rows.shape[2]), PAD_VALUE)
+            for j, (i, a, b) in enumerate(group):
+                xb[j, : b - a] = rows[i, a:b]
+            enc, enc_lens = model.semantic(xb, lens)
+            if model.semantic_rnnt is not None:
+                hyps = greedy_search(model.semantic_rnnt, enc, enc_lens)
+            else:
+                hyps = ctc_greedy(model.semantic_ctc(enc).log_softmax(-1), enc_lens)
+            for (i, a, _), h in zip(group, hyps):
+                out[i].tokens += h.tokens
+                out[i].frames += [a / step + f for f in h.frames]
+        for h in out:  # stretches were read shortest first: back in time order
+            order = sorted(range(len(h.frames)), key=h.frames.__getitem__)
+            h.tokens, h.frames = [h.tokens[j] for j in order], [h.frames[j] for j in order]
         return out
 
     @staticmethod
