@@ -154,6 +154,27 @@ def test_grammar_blocks_repeated_ngrams_within_a_segment():
     assert g2.mask()[5]  # a new segment starts its own count
 
 
+def test_grammar_does_not_end_before_the_last_speech():
+    """speech_end: the output may not end until a segment has ended that late (the decoder ended
+    early on some windows, leaving their last speech unsaid); at the window's end, or with no room
+    left, it may."""
+    g = Grammar(VOCAB, 9.0, 200, speech_end=6.0)
+    assert not g.mask()[VOCAB.eos]
+    for t in [VOCAB.time_id(0.0), VOCAB.spk_id(0), 5, VOCAB.time_id(2.0)]:
+        g.update(t)
+    assert not g.mask()[VOCAB.eos] and g.mask()[VOCAB.time_id(3.0)]
+    for t in [VOCAB.time_id(3.0), VOCAB.spk_id(1), 6, VOCAB.time_id(6.0)]:
+        g.update(t)
+    assert g.mask()[VOCAB.eos]
+    late = Grammar(VOCAB, 9.0, 200, speech_end=20.0)  # past the window: the last bin ends it anyway
+    for t in [VOCAB.time_id(0.0), VOCAB.spk_id(0), 5]:
+        late.update(t)
+    assert late.mask()[VOCAB.text + late.last_bin]
+    late.update(VOCAB.text + late.last_bin)
+    assert late.mask()[VOCAB.eos]
+    assert Grammar(VOCAB, 9.0, 200).mask()[VOCAB.eos]  # off by default
+
+
 class FrameEncoder(torch.nn.Module):
     """Stand-in encoder with no context: output frame j = mean of input frames 4j..4j+3."""
 
