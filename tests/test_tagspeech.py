@@ -449,6 +449,23 @@ def test_words_from_the_asr_reading_each_stretch_of_speech(meetings, trained_mod
         segs = parse_tokens(r.tokens, task.vocab, task.tokenizer, f.shape[0] * 0.01)
         assert r.segments == timed_words(segs, own, model.frame_shift, task.tokenizer)
     assert n_words > 3
+    # an ASR model without a transducer: its CTC head reads the stretches
+    from auden_kit.decoding.ctc import ctc_greedy
+
+    model.semantic_rnnt = None
+    with torch.no_grad():
+        model.semantic_ctc.bias[7] += 6.0  # say word 7 now and then
+    for r, f in zip(task.infer(model, batch), feats):
+        own = Hypothesis()
+        with torch.no_grad():
+            for a, b in speech_frames(feature_log_energy(f)):
+                enc, enc_lens = asr.encoder(f[None, a:b], torch.tensor([b - a]))
+                h = ctc_greedy(model.semantic_ctc(enc).log_softmax(-1), enc_lens)[0]
+                own.tokens += h.tokens
+                own.frames += [a / 4 + x for x in h.frames]
+        assert own.tokens
+        segs = parse_tokens(r.tokens, task.vocab, task.tokenizer, f.shape[0] * 0.01)
+        assert r.segments == timed_words(segs, own, model.frame_shift, task.tokenizer)
 
 
 def test_validate_reads_mixed_cuts(fbank_cuts, tmp_path):
