@@ -154,6 +154,37 @@ def test_grammar_blocks_repeated_ngrams_within_a_segment():
     assert g2.mask()[5]  # a new segment starts its own count
 
 
+def test_segments_cut_at_pauses_and_regrouped_by_voice():
+    """voice_regroup: a decoded segment over two stretches of speech is cut at the pause, and a
+    piece whose voice is another speaker's goes to that speaker; pieces stay with a speaker whose
+    voice they share; speakers numbered again by first appearance."""
+    from auden_kit.tasks.tagspeech import regroup_by_voice
+
+    shift = 0.04
+    frames = torch.zeros(100, 3)  # 4 s: ann's voice on axis 0, bob's on axis 1
+    frames[0:25, 0] = 1  # 0-1 s ann
+    frames[25:50, 1] = 1  # 1-2 s bob
+    frames[50:75, 1] = 1  # 2-3 s bob
+    frames[75:100, 0] = 1  # 3-4 s ann
+    frames += 0.05
+    frames = torch.nn.functional.normalize(frames, dim=-1)
+    stretches = [(0.0, 0.95), (1.05, 1.95), (2.05, 2.95), (3.05, 4.0)]
+    segs = [S(0.0, 1.95, "spk1", "a b"), S(2.05, 2.95, "spk2", "c"), S(3.05, 4.0, "spk1", "d")]
+    out = regroup_by_voice(segs, stretches, frames, shift)
+    assert [(s.start, s.end, s.speaker) for s in out] == [
+        (0.0, 0.95, "spk1"), (1.05, 1.95, "spk2"), (2.05, 2.95, "spk2"), (3.05, 4.0, "spk1")]
+    assert [s.text for s in out] == ["", "", "c", "d"]  # a cut segment's words come from the ASR
+    # one speaker only, or no frames: nothing to regroup, only the cut
+    assert [s.speaker for s in regroup_by_voice([S(0.0, 1.95, "spk1", "a")], stretches, frames, shift)] == ["spk1"] * 2
+    # a speaker whose every piece goes elsewhere is gone, the rest renumbered
+    segs = [S(0.0, 0.95, "spk1", "a"), S(1.05, 1.95, "spk2", "b"), S(2.05, 2.95, "spk3", "c"),
+            S(3.05, 4.0, "spk2", "d")]
+    out = regroup_by_voice(segs, stretches, frames, shift)
+    assert [s.speaker for s in out] == ["spk1", "spk2", "spk2", "spk1"]
+    with pytest.raises(Exception, match="model.voice_regroup"):
+        TagSpeechModelConfig(semantic_model="a", voice_model="b", voice_regroup=True).validate()
+
+
 def test_grammar_does_not_end_before_the_last_speech():
     """speech_end: the output may not end until a segment has ended that late (the decoder ended
     early on some windows, leaving their last speech unsaid); at the window's end, or with no room

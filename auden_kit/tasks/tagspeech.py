@@ -56,7 +56,8 @@ from auden_kit.tasks.base import ModelAssets, Task
 log = logging.getLogger(__name__)
 
 FUSIONS = ("concat", "add", "semantic")
-MIN_REREAD_FRAMES = 20  # words_from=asr: stretches of speech shorter than 0.2 s are not read
+MIN_REREAD_FRAMES = 20
+REGROUP_ROUNDS = 10  # voice_regroup: at most this many rounds of moving pieces (measured: 5 rounds are enough)  # words_from=asr: stretches of speech shorter than 0.2 s are not read
 WORD_SOURCES = ("decoder", "ctc", "transducer", "asr")
 GENDERS = ("m", "f", "")  # gender tokens: male, female, unknown
 
@@ -139,6 +140,11 @@ class TagSpeechModelConfig:
     # early on 7 of 40 mini_synth_meeting test windows (28 s of speech after its last segment):
     # test cpWER 38.37 -> 37.57, DER 24.55 -> 23.43; dev 42.96 -> 41.85 (RESULTS.md)
     cover_speech: float = 1.0
+    # after decoding, cut each segment at the pauses inside it and give every piece to the speaker
+    # whose voice (the speaker pointer's projected voice frames, averaged) is closest to its own;
+    # needs words from the ASR (words_from other than decoder) and the speaker pointer (RESULTS.md of
+    # mini_synth_meeting measures it)
+    voice_regroup: bool = False
     # the semantic ASR model's transducer settings (copied from its folder for words_from=transducer)
     semantic_transducer: dict = dataclasses.field(default_factory=dict)
     # cosine similarity above which speakers of two windows are one; measured on mini_synth_meeting's
@@ -201,6 +207,9 @@ class TagSpeechModelConfig:
         if self.words_from not in WORD_SOURCES:
             raise UserError(f"config key 'model.words_from' must be one of {', '.join(WORD_SOURCES)}, got "
                             f"'{self.words_from}'")
+        if self.voice_regroup and self.words_from == "decoder":
+            raise UserError("config key 'model.voice_regroup' cuts segments at pauses, which splits the decoder's "
+                            "own words: set model.words_from (asr, ctc or transducer) or voice_regroup: false")
         if self.cover_speech < 0:
             raise UserError(f"config key 'model.cover_speech' must be >= 0 (0: off), got {self.cover_speech}")
         if self.reread_max_seconds <= 0:
@@ -363,6 +372,51 @@ def timed_words(segs: list[Segment], hyp, frame_shift: float, tokenizer) -> list
             k = min(range(len(segs)), key=lambda j: min(abs(segs[j].start - t), abs(segs[j].end - t)))
         got[k].append(tok)
     return [dataclasses.replace(sg, text=tokenizer.decode(g)) for sg, g in zip(segs, got)]
+
+
+def regroup_by_voice(segs: list[Segment], stretches: list[tuple[float, float]], frames: Tensor,
+                     frame_shift: float) -> list[Segment]:
+    """Decoded segments cut at the pauses inside them and each piece given to the speaker whose
+    voice is closest to its own. ``stretches``: (start, end) seconds of speech between pauses;
+    ``frames``: the window's voice frames (T, C), L2-normalised. A segment over several stretches
+    becomes one piece per stretch (the first and last keep the segment's own edges); a piece's
+    voice is the mean of its frames, a speaker's the length-weighted mean of its pieces' voices
+    (normalised); a piece moves when another speaker's voice is closer than its own speaker's,
+    and the speakers' voices are computed again until no piece moves (k-means started from the
+    decoder's speakers). Text stays with the unsplit segments only (words come from the ASR
+    afterwards); speakers are numbered again by first appearance."""
+    pieces: list[Segment] = []
+    for sg in segs:
+        parts = [(max(sg.start, a), min(sg.end, b)) for a, b in stretches if min(sg.end, b) - max(sg.start, a) > 0.05]
+        if len(parts) <= 1:
+            pieces.append(sg)
+            continue
+        parts[0], parts[-1] = (sg.start, parts[0][1]), (parts[-1][0], sg.end)
+        pieces += [dataclasses.replace(sg, start=round(a, 3), end=round(b, 3), text="") for a, b in parts]
+    n = frames.shape[0]
+    if n == 0 or len({p.speaker for p in pieces}) < 2:
+        return pieces
+
+    def voice_of(p: Segment) -> Tensor:
+        a = min(int(p.start / frame_shift), n - 1)
+        return nn.functional.normalize(frames[a: max(int(p.end / frame_shift), a + 1)].mean(0), dim=-1)
+
+    own = torch.stack([voice_of(p) for p in pieces])
+    weight = torch.tensor([p.end - p.start for p in pieces], dtype=own.dtype)
+    for _ in range(REGROUP_ROUNDS):  # until no piece moves
+        names = sorted({p.speaker for p in pieces})
+        cent = torch.stack([(own * weight[:, None])[[p.speaker == s for p in pieces]].sum(0) for s in names])
+        sim = own @ nn.functional.normalize(cent, dim=-1).T  # (pieces, speakers)
+        best = sim.argmax(-1).tolist()
+        new = [dataclasses.replace(p, speaker=names[b]) if float(sim[k, b]) > float(sim[k, names.index(p.speaker)])
+               else p for k, (p, b) in enumerate(zip(pieces, best))]
+        if [p.speaker for p in new] == [p.speaker for p in pieces]:
+            break
+        pieces = new
+    order: dict[str, str] = {}  # speakers numbered again by first appearance (one may have gone)
+    for p in pieces:
+        order.setdefault(p.speaker, f"spk{len(order) + 1}")
+    return [dataclasses.replace(p, speaker=order[p.speaker]) for p in pieces]
 
 
 def speaker_turns(tokens: list[int], vocab: TagVocab):
@@ -931,10 +985,11 @@ class TagSpeechTask(Task):
         durs = [float(n) * 0.01 for n in x_lens.tolist()]  # 10 ms fbank frames
         N = x.shape[0]
         c = self.model_cfg
+        stretches = self.speech_stretches(model, x, x_lens) \
+            if c.cover_speech > 0 or c.words_from == "asr" or c.voice_regroup else None
         ends = [0.0] * N  # a segment must end this late before the output may end
         if c.cover_speech > 0:
-            for i, st in enumerate(self.speech_stretches(model, x, x_lens)):
-                ends[i] = max(0.0, st[-1][1] / 100 - c.cover_speech) if st else 0.0
+            ends = [max(0.0, st[-1][1] / 100 - c.cover_speech) if st else 0.0 for st in stretches]
         gram = [Grammar(self.vocab, durs[i], int(durs[i] * c.max_tokens_per_second) + 8, c.no_repeat_ngram,
                         c.seconds_per_piece, c.segment_base_seconds, ends[i]) for i in range(N)]
         seqs: list[list[int]] = [[] for _ in range(N)]
@@ -972,9 +1027,12 @@ class TagSpeechTask(Task):
         elif c.words_from == "transducer":
             words = greedy_search(model.semantic_rnnt, model.semantic_frames[:, :int(lens.max())], lens)
         elif c.words_from == "asr":
-            words = self.reread_speech(model, x, x_lens)
+            words = self.reread_speech(model, x, stretches)
         for i in range(N):
             segs = parse_tokens(seqs[i], self.vocab, self.tokenizer, durs[i])
+            if c.voice_regroup and pointer and segs:
+                f = nn.functional.normalize(model.spk_proj(voice[i, : int(lens[i])].float()), dim=-1)
+                segs = regroup_by_voice(segs, [(a / 100, b / 100) for a, b in stretches[i]], f, model.frame_shift)
             if words is not None:
                 segs = timed_words(segs, words[i], model.frame_shift, self.tokenizer)
             emb = self._speaker_embeddings(segs, voice[i] if voice is not None else mem[i], int(lens[i]),
@@ -994,14 +1052,14 @@ class TagSpeechTask(Task):
         return [[(a, b) for a, b in speech_frames(feature_log_energy(rows[i, :L]), self.model_cfg.reread_max_seconds)
                  if b - a >= MIN_REREAD_FRAMES] for i, L in enumerate(x_lens.tolist())]
 
-    def reread_speech(self, model: TagSpeechModel, x: Tensor, x_lens: Tensor, batch_seconds: float = 200.0
+    def reread_speech(self, model: TagSpeechModel, x: Tensor, stretches: list, batch_seconds: float = 200.0
                       ) -> list[Hypothesis]:
         """The semantic ASR model's own greedy search over each stretch of speech between pauses
-        (found in the features' energy) of every row, read alone: per row one hypothesis whose
-        frames are output frames of the whole window (fractional where a stretch starts between
-        them)."""
+        of every row (``stretches``: :meth:`speech_stretches`), read alone: per row one hypothesis
+        whose frames are output frames of the whole window (fractional where a stretch starts
+        between them)."""
         rows = self._semantic_rows(model, x)
-        spans = [(i, a, b) for i, st in enumerate(self.speech_stretches(model, x, x_lens)) for a, b in st]
+        spans = [(i, a, b) for i, st in enumerate(stretches) for a, b in st]
         out = [Hypothesis() for _ in range(x.shape[0])]
         spans.sort(key=lambda s: s[2] - s[1])
         step = model.frame_shift / 0.01  # input frames per output frame
