@@ -181,8 +181,26 @@ def test_segments_cut_at_pauses_and_regrouped_by_voice():
             S(3.05, 4.0, "spk2", "d")]
     out = regroup_by_voice(segs, stretches, frames, shift)
     assert [s.speaker for s in out] == ["spk1", "spk2", "spk2", "spk1"]
+    # chunks: one segment over 1-3 s with no pause in it (bob, then ann from 2 s) is cut into
+    # chunks of about 0.5 s, each goes to its voice, neighbours that kept one speaker are joined
+    stretches2 = [(0.0, 0.95), (1.05, 4.0)]
+    frames2 = frames.clone()
+    frames2[50:75] = frames[0]  # 2-3 s: ann
+    segs = [S(0.0, 0.95, "spk1", "a"), S(1.05, 3.05, "spk2", "b c")]
+    out = regroup_by_voice(segs, stretches2, frames2, shift, chunk=0.5)
+    assert [(s.start, s.end, s.speaker) for s in out] == [
+        (0.0, 0.95, "spk1"), (1.05, 2.05, "spk2"), (2.05, 3.05, "spk1")], out
+    # fill: speech in no segment (3.05-4.0 s, ann's voice) becomes a piece of the nearest segment's
+    # speaker, then goes to the closest voice
+    assert [(s.start, s.end, s.speaker) for s in regroup_by_voice(segs, stretches2, frames2, shift, fill=0.3)] == [
+        (0.0, 0.95, "spk1"), (1.05, 3.05, "spk2"), (3.05, 4.0, "spk1")]
+    from auden_kit.tasks.tagspeech import uncovered
+
+    assert uncovered([(0.0, 2.0), (3.0, 5.0)], [(0.5, 1.0), (1.1, 1.5), (3.0, 4.8)], 0.3) == [(0.0, 0.5), (1.5, 2.0)]
     with pytest.raises(Exception, match="model.voice_regroup"):
         TagSpeechModelConfig(semantic_model="a", voice_model="b", voice_regroup=True).validate()
+    with pytest.raises(Exception, match="model.regroup_fill"):
+        TagSpeechModelConfig(semantic_model="a", voice_model="b", words_from="asr", regroup_fill=-1).validate()
 
 
 def test_grammar_does_not_end_before_the_last_speech():

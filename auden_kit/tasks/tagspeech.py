@@ -145,6 +145,13 @@ class TagSpeechModelConfig:
     # needs words from the ASR (words_from other than decoder) and the speaker pointer (RESULTS.md of
     # mini_synth_meeting measures it)
     voice_regroup: bool = False
+    # voice_regroup: pieces at least twice this long are cut into chunks of about this many seconds
+    # first (0: pieces are whole stretches); chosen on mini_synth_meeting's dev meetings (1.0 / 1.25 /
+    # 1.5 / 1.75 / 2.0 s: cpWER 36.22 / 34.84 / 35.79 / 36.17 / 36.86; whole stretches 37.60)
+    regroup_chunk: float = 1.25
+    # voice_regroup: speech in no decoded segment (at least this many seconds of a stretch) joins the
+    # closest speaker too (0: off; the decoder left 47 of 1,026 s of test speech in no segment)
+    regroup_fill: float = 0.3
     # the semantic ASR model's transducer settings (copied from its folder for words_from=transducer)
     semantic_transducer: dict = dataclasses.field(default_factory=dict)
     # cosine similarity above which speakers of two windows are one; measured on mini_synth_meeting's
@@ -210,6 +217,9 @@ class TagSpeechModelConfig:
         if self.voice_regroup and self.words_from == "decoder":
             raise UserError("config key 'model.voice_regroup' cuts segments at pauses, which splits the decoder's "
                             "own words: set model.words_from (asr, ctc or transducer) or voice_regroup: false")
+        for k in ("regroup_chunk", "regroup_fill"):
+            if getattr(self, k) < 0:
+                raise UserError(f"config key 'model.{k}' must be >= 0 (0: off), got {getattr(self, k)}")
         if self.cover_speech < 0:
             raise UserError(f"config key 'model.cover_speech' must be >= 0 (0: off), got {self.cover_speech}")
         if self.reread_max_seconds <= 0:
@@ -375,16 +385,21 @@ def timed_words(segs: list[Segment], hyp, frame_shift: float, tokenizer) -> list
 
 
 def regroup_by_voice(segs: list[Segment], stretches: list[tuple[float, float]], frames: Tensor,
-                     frame_shift: float) -> list[Segment]:
+                     frame_shift: float, chunk: float = 0.0, fill: float = 0.0) -> list[Segment]:
     """Decoded segments cut at the pauses inside them and each piece given to the speaker whose
     voice is closest to its own. ``stretches``: (start, end) seconds of speech between pauses;
     ``frames``: the window's voice frames (T, C), L2-normalised. A segment over several stretches
-    becomes one piece per stretch (the first and last keep the segment's own edges); a piece's
+    becomes one piece per stretch (the first and last keep the segment's own edges), and with
+    ``chunk`` > 0 a piece at least twice that long is cut into equal chunks of about ``chunk``
+    seconds (talkers also change without a pause), and with ``fill`` > 0 speech that no segment
+    covers (a stretch's part at least ``fill`` seconds long) becomes a piece too, first given to
+    the speaker of the segment nearest in time; a piece's
     voice is the mean of its frames, a speaker's the length-weighted mean of its pieces' voices
     (normalised); a piece moves when another speaker's voice is closer than its own speaker's,
     and the speakers' voices are computed again until no piece moves (k-means started from the
-    decoder's speakers). Text stays with the unsplit segments only (words come from the ASR
-    afterwards); speakers are numbered again by first appearance."""
+    decoder's speakers). Neighbouring chunks that kept one speaker are joined again. Text stays
+    with the unsplit segments only (words come from the ASR afterwards); speakers are numbered
+    again by first appearance."""
     pieces: list[Segment] = []
     for sg in segs:
         parts = [(max(sg.start, a), min(sg.end, b)) for a, b in stretches if min(sg.end, b) - max(sg.start, a) > 0.05]
@@ -393,9 +408,30 @@ def regroup_by_voice(segs: list[Segment], stretches: list[tuple[float, float]], 
             continue
         parts[0], parts[-1] = (sg.start, parts[0][1]), (parts[-1][0], sg.end)
         pieces += [dataclasses.replace(sg, start=round(a, 3), end=round(b, 3), text="") for a, b in parts]
+    if fill > 0 and pieces:  # speech in no segment: a piece of the speaker nearest in time, to start with
+        gaps = uncovered(stretches, sorted((p.start, p.end) for p in pieces), fill)
+        for a, b in gaps:
+            mid = (a + b) / 2
+            near = min(pieces, key=lambda q: min(abs(q.start - mid), abs(q.end - mid)))
+            pieces.append(dataclasses.replace(near, start=round(a, 3), end=round(b, 3), text=""))
+        pieces.sort(key=lambda q: (q.start, q.end))
+    origin = list(range(len(pieces)))  # pieces cut from one stretch of one segment share an origin
+    if chunk > 0:
+        fine, origin = [], []
+        for o, p in enumerate(pieces):
+            k = int((p.end - p.start) / chunk + 1e-6)  # whole chunks (times are rounded to ms)
+            if k < 2:
+                fine.append(p)
+                origin.append(o)
+                continue
+            w = (p.end - p.start) / k
+            fine += [dataclasses.replace(p, start=round(p.start + j * w, 3), end=round(p.start + (j + 1) * w, 3),
+                                         text="") for j in range(k)]
+            origin += [o] * k
+        pieces = fine
     n = frames.shape[0]
     if n == 0 or len({p.speaker for p in pieces}) < 2:
-        return pieces
+        return _join_chunks(pieces, origin)
 
     def voice_of(p: Segment) -> Tensor:
         a = min(int(p.start / frame_shift), n - 1)
@@ -413,10 +449,40 @@ def regroup_by_voice(segs: list[Segment], stretches: list[tuple[float, float]], 
         if [p.speaker for p in new] == [p.speaker for p in pieces]:
             break
         pieces = new
+    pieces = _join_chunks(pieces, origin)
     order: dict[str, str] = {}  # speakers numbered again by first appearance (one may have gone)
     for p in pieces:
         order.setdefault(p.speaker, f"spk{len(order) + 1}")
     return [dataclasses.replace(p, speaker=order[p.speaker]) for p in pieces]
+
+
+def uncovered(stretches: list[tuple[float, float]], spans: list[tuple[float, float]], least: float
+              ) -> list[tuple[float, float]]:
+    """The parts of ``stretches`` that no span of ``spans`` (sorted by start) covers, at least
+    ``least`` seconds long."""
+    out = []
+    for a, b in stretches:
+        t = a
+        for s0, s1 in spans:
+            if s1 <= t or s0 >= b:
+                continue
+            if s0 - t >= least:
+                out.append((t, s0))
+            t = max(t, s1)
+        if b - t >= least:
+            out.append((t, b))
+    return out
+
+
+def _join_chunks(pieces: list[Segment], origin: list[int]) -> list[Segment]:
+    """Neighbouring chunks of one origin that kept one speaker, joined again."""
+    out: list[Segment] = []
+    for k, p in enumerate(pieces):
+        if out and origin[k] == origin[k - 1] and out[-1].speaker == p.speaker:
+            out[-1] = dataclasses.replace(out[-1], end=p.end)
+        else:
+            out.append(p)
+    return out
 
 
 def speaker_turns(tokens: list[int], vocab: TagVocab):
@@ -1032,7 +1098,8 @@ class TagSpeechTask(Task):
             segs = parse_tokens(seqs[i], self.vocab, self.tokenizer, durs[i])
             if c.voice_regroup and pointer and segs:
                 f = nn.functional.normalize(model.spk_proj(voice[i, : int(lens[i])].float()), dim=-1)
-                segs = regroup_by_voice(segs, [(a / 100, b / 100) for a, b in stretches[i]], f, model.frame_shift)
+                segs = regroup_by_voice(segs, [(a / 100, b / 100) for a, b in stretches[i]], f, model.frame_shift,
+                                        c.regroup_chunk, c.regroup_fill)
             if words is not None:
                 segs = timed_words(segs, words[i], model.frame_shift, self.tokenizer)
             emb = self._speaker_embeddings(segs, voice[i] if voice is not None else mem[i], int(lens[i]),
