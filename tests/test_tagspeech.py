@@ -277,7 +277,8 @@ def test_windows_link_speakers_by_voice():
 
 def test_asr_words_fill_segments_by_time():
     """words_from=ctc: each CTC token goes to the segment its time falls in (in an overlap: the
-    segment that started last; in a gap: the nearest one); a segment with none has no words."""
+    segment that started last; in a gap: the nearest one), a word at a time; a segment with none
+    has no words."""
     from auden_kit.decoding import Hypothesis
     from auden_kit.tasks.tagspeech import timed_words
 
@@ -287,6 +288,14 @@ def test_asr_words_fill_segments_by_time():
     assert [(s.start, s.speaker, s.text) for s in out] == [
         (0.0, "bob", "w10"), (0.96, "ann", "w11 w12 w13"), (2.4, "bob", "")]
     assert timed_words([], hyp, shift, WordTok()) == []
+
+    class PieceTok(WordTok):  # w10 and w12 begin words, w11 and w13 continue them
+        def id_to_piece(self, i):
+            return ("\u2581" if i in (10, 12) else "") + self.words[i]
+
+    # w11 (1.1 s) lies in both segments and w13 (2.1 s) in none: both stay with their word's start
+    out = timed_words(SEGS, hyp, shift, PieceTok())
+    assert [s.text for s in out] == ["w10 w11", "w12 w13", ""]
     with pytest.raises(Exception, match="model.words_from"):
         TagSpeechModelConfig(semantic_model="a", voice_model="b", words_from="whisper").validate()
     with pytest.raises(Exception, match="no CTC head"):

@@ -40,9 +40,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from auden_kit.data.segments import SegmentFilter, cut_segments
 from auden_kit.data.features import PAD_VALUE
 from auden_kit.data.pauses import feature_log_energy, speech_frames
+from auden_kit.data.segments import SegmentFilter, cut_segments
 from auden_kit.decoding import Hypothesis
 from auden_kit.decoding.ctc import ctc_greedy
 from auden_kit.decoding.transducer import greedy_search
@@ -52,6 +52,7 @@ from auden_kit.heads.transducer import Joiner, StatelessDecoder
 from auden_kit.hub import build_encoder, encoder_config
 from auden_kit.results import Segment, SegmentsResult
 from auden_kit.tasks.base import ModelAssets, Task
+from auden_kit.tokenizers import SPACE
 
 log = logging.getLogger(__name__)
 
@@ -366,20 +367,25 @@ def parse_tokens(ids: list[int], vocab: TagVocab, tokenizer, duration: float | N
 
 def timed_words(segs: list[Segment], hyp, frame_shift: float, tokenizer) -> list[Segment]:
     """Segments whose words are an ASR hypothesis's tokens (``hyp.tokens`` at output frames
-    ``hyp.frames``, timed at the frame's centre) that fall in their time span: a token inside
-    several segments goes to the one that started last (an overlapping talker interrupts), a token
-    inside none to the nearest segment; a segment that gets no token has no words (keeping the
-    decoder's own words there cost 4.6 to 4.8 cpWER points on mini_synth_meeting's dev meetings)."""
+    ``hyp.frames``, timed at the frame's centre) that fall in their time span, a word at a time
+    (a piece without SentencePiece's word mark stays with the word before it, so no word is cut
+    between segments; a word's time is its first piece's): a word inside several segments goes to
+    the one that started last (an overlapping talker interrupts), a word inside none to the
+    nearest segment; a segment that gets no word has none (keeping the decoder's own words there
+    cost 4.6 to 4.8 cpWER points on mini_synth_meeting's dev meetings)."""
     if not segs:
         return segs
+    piece = getattr(tokenizer, "id_to_piece", None)
     got: list[list[int]] = [[] for _ in segs]
+    k = -1
     for tok, f in zip(hyp.tokens, hyp.frames):
-        t = (f + 0.5) * frame_shift
-        inside = [k for k, sg in enumerate(segs) if sg.start <= t <= sg.end]
-        if inside:
-            k = max(inside, key=lambda j: segs[j].start)
-        else:
-            k = min(range(len(segs)), key=lambda j: min(abs(segs[j].start - t), abs(segs[j].end - t)))
+        if k < 0 or piece is None or piece(int(tok)).startswith(SPACE):  # a new word: where does it go
+            t = (f + 0.5) * frame_shift
+            inside = [j for j, sg in enumerate(segs) if sg.start <= t <= sg.end]
+            if inside:
+                k = max(inside, key=lambda j: segs[j].start)
+            else:
+                k = min(range(len(segs)), key=lambda j: min(abs(segs[j].start - t), abs(segs[j].end - t)))
         got[k].append(tok)
     return [dataclasses.replace(sg, text=tokenizer.decode(g)) for sg, g in zip(segs, got)]
 
