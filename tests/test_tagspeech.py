@@ -194,7 +194,12 @@ def test_segments_cut_at_pauses_and_regrouped_by_voice():
     # speaker, then goes to the closest voice
     assert [(s.start, s.end, s.speaker) for s in regroup_by_voice(segs, stretches2, frames2, shift, fill=0.3)] == [
         (0.0, 0.95, "spk1"), (1.05, 3.05, "spk2"), (3.05, 4.0, "spk1")]
-    from auden_kit.tasks.tagspeech import uncovered
+    from auden_kit.tasks.tagspeech import _join_touching, uncovered
+
+    joined = _join_touching([S(2.0, 3.0, "spk1", "c"), S(0.0, 1.0, "spk1", "a"), S(0.5, 1.5, "spk2", "b"),
+                             S(1.01, 1.8, "spk1", ""), S(1.5, 1.7, "spk1", "")])
+    assert [(s.start, s.end, s.speaker, s.text) for s in joined] == [
+        (0.0, 1.8, "spk1", "a"), (0.5, 1.5, "spk2", "b"), (2.0, 3.0, "spk1", "c")]
 
     assert uncovered([(0.0, 2.0), (3.0, 5.0)], [(0.5, 1.0), (1.1, 1.5), (3.0, 4.8)], 0.3) == [(0.0, 0.5), (1.5, 2.0)]
     with pytest.raises(Exception, match="model.voice_regroup"):

@@ -403,7 +403,7 @@ def regroup_by_voice(segs: list[Segment], stretches: list[tuple[float, float]], 
     voice is the mean of its frames, a speaker's the length-weighted mean of its pieces' voices
     (normalised); a piece moves when another speaker's voice is closer than its own speaker's,
     and the speakers' voices are computed again until no piece moves (k-means started from the
-    decoder's speakers). Neighbouring chunks that kept one speaker are joined again. Text stays
+    decoder's speakers). Pieces of one speaker that touch are joined. Text stays
     with the unsplit segments only (words come from the ASR afterwards); speakers are numbered
     again by first appearance."""
     pieces: list[Segment] = []
@@ -421,23 +421,20 @@ def regroup_by_voice(segs: list[Segment], stretches: list[tuple[float, float]], 
             near = min(pieces, key=lambda q: min(abs(q.start - mid), abs(q.end - mid)))
             pieces.append(dataclasses.replace(near, start=round(a, 3), end=round(b, 3), text=""))
         pieces.sort(key=lambda q: (q.start, q.end))
-    origin = list(range(len(pieces)))  # pieces cut from one stretch of one segment share an origin
     if chunk > 0:
-        fine, origin = [], []
-        for o, p in enumerate(pieces):
+        fine = []
+        for p in pieces:
             k = int((p.end - p.start) / chunk + 1e-6)  # whole chunks (times are rounded to ms)
             if k < 2:
                 fine.append(p)
-                origin.append(o)
                 continue
             w = (p.end - p.start) / k
             fine += [dataclasses.replace(p, start=round(p.start + j * w, 3), end=round(p.start + (j + 1) * w, 3),
                                          text="") for j in range(k)]
-            origin += [o] * k
         pieces = fine
     n = frames.shape[0]
     if n == 0 or len({p.speaker for p in pieces}) < 2:
-        return _join_chunks(pieces, origin)
+        return _join_touching(pieces)
 
     def voice_of(p: Segment) -> Tensor:
         a = min(int(p.start / frame_shift), n - 1)
@@ -455,7 +452,7 @@ def regroup_by_voice(segs: list[Segment], stretches: list[tuple[float, float]], 
         if [p.speaker for p in new] == [p.speaker for p in pieces]:
             break
         pieces = new
-    pieces = _join_chunks(pieces, origin)
+    pieces = _join_touching(pieces)
     order: dict[str, str] = {}  # speakers numbered again by first appearance (one may have gone)
     for p in pieces:
         order.setdefault(p.speaker, f"spk{len(order) + 1}")
@@ -480,13 +477,19 @@ def uncovered(stretches: list[tuple[float, float]], spans: list[tuple[float, flo
     return out
 
 
-def _join_chunks(pieces: list[Segment], origin: list[int]) -> list[Segment]:
-    """Neighbouring chunks of one origin that kept one speaker, joined again."""
+def _join_touching(pieces: list[Segment]) -> list[Segment]:
+    """Pieces of one speaker that touch or overlap (the next starts at most 20 ms after the
+    previous one's end), joined into one segment: neighbouring chunks that kept their speaker, and
+    decoded segments that met."""
     out: list[Segment] = []
-    for k, p in enumerate(pieces):
-        if out and origin[k] == origin[k - 1] and out[-1].speaker == p.speaker:
-            out[-1] = dataclasses.replace(out[-1], end=p.end)
+    last: dict[str, int] = {}  # speaker -> index in out of its latest piece
+    for p in sorted(pieces, key=lambda q: (q.start, q.end)):
+        j = last.get(p.speaker)
+        if j is not None and p.start - out[j].end <= 0.02:  # touching or overlapping: one span
+            out[j] = dataclasses.replace(out[j], end=max(p.end, out[j].end),
+                                         text=" ".join(t for t in (out[j].text, p.text) if t))
         else:
+            last[p.speaker] = len(out)
             out.append(p)
     return out
 
