@@ -57,8 +57,8 @@ from auden_kit.tokenizers import SPACE
 log = logging.getLogger(__name__)
 
 FUSIONS = ("concat", "add", "semantic")
-MIN_REREAD_FRAMES = 20
-REGROUP_ROUNDS = 10  # voice_regroup: at most this many rounds of moving pieces (measured: 5 rounds are enough)  # words_from=asr: stretches of speech shorter than 0.2 s are not read
+MIN_REREAD_FRAMES = 20  # words_from=asr: stretches of speech shorter than 0.2 s are not read
+REGROUP_ROUNDS = 10  # voice_regroup: at most this many rounds of moving pieces (it stops when none moves)
 WORD_SOURCES = ("decoder", "ctc", "transducer", "asr")
 GENDERS = ("m", "f", "")  # gender tokens: male, female, unknown
 
@@ -141,10 +141,11 @@ class TagSpeechModelConfig:
     # early on 7 of 40 mini_synth_meeting test windows (28 s of speech after its last segment):
     # test cpWER 38.37 -> 37.57, DER 24.55 -> 23.43; dev 42.96 -> 41.85 (RESULTS.md)
     cover_speech: float = 1.0
-    # after decoding, cut each segment at the pauses inside it and give every piece to the speaker
-    # whose voice (the speaker pointer's projected voice frames, averaged) is closest to its own;
-    # needs words from the ASR (words_from other than decoder) and the speaker pointer (RESULTS.md of
-    # mini_synth_meeting measures it)
+    # after decoding, cut each segment at the pauses inside it (and into regroup_chunk pieces), add
+    # the speech no segment covers (regroup_fill), and give every piece to the speaker whose voice
+    # (the speaker pointer's projected voice frames, averaged) is closest to its own, until none
+    # moves (`regroup_by_voice`); needs words from the ASR (words_from other than decoder) and the
+    # speaker pointer. mini_synth_meeting test cpWER 37.57 -> 27.78, DER 23.43 -> 11.66 (RESULTS.md)
     voice_regroup: bool = False
     # voice_regroup: pieces at least twice this long are cut into chunks of about this many seconds
     # first (0: pieces are whole stretches); chosen on mini_synth_meeting's dev meetings (1.0 / 1.25 /
@@ -399,13 +400,12 @@ def regroup_by_voice(segs: list[Segment], stretches: list[tuple[float, float]], 
     ``chunk`` > 0 a piece at least twice that long is cut into equal chunks of about ``chunk``
     seconds (talkers also change without a pause), and with ``fill`` > 0 speech that no segment
     covers (a stretch's part at least ``fill`` seconds long) becomes a piece too, first given to
-    the speaker of the segment nearest in time; a piece's
-    voice is the mean of its frames, a speaker's the length-weighted mean of its pieces' voices
-    (normalised); a piece moves when another speaker's voice is closer than its own speaker's,
-    and the speakers' voices are computed again until no piece moves (k-means started from the
-    decoder's speakers). Pieces of one speaker that touch are joined. Text stays
-    with the unsplit segments only (words come from the ASR afterwards); speakers are numbered
-    again by first appearance."""
+    the speaker of the segment nearest in time. A piece's voice is the mean of its frames, a
+    speaker's the length-weighted mean of its pieces' voices (normalised); a piece moves when
+    another speaker's voice is closer than its own speaker's, and the speakers' voices are
+    computed again until no piece moves (k-means started from the decoder's speakers). Pieces of
+    one speaker that touch are joined. Text stays with the unsplit segments only (words come from
+    the ASR afterwards); speakers are numbered again by first appearance."""
     pieces: list[Segment] = []
     for sg in segs:
         parts = [(max(sg.start, a), min(sg.end, b)) for a, b in stretches if min(sg.end, b) - max(sg.start, a) > 0.05]
