@@ -415,10 +415,10 @@ def regroup_by_voice(segs: list[Segment], stretches: list[tuple[float, float]], 
         parts[0], parts[-1] = (sg.start, parts[0][1]), (parts[-1][0], sg.end)
         pieces += [dataclasses.replace(sg, start=round(a, 3), end=round(b, 3), text="") for a, b in parts]
     if fill > 0 and pieces:  # speech in no segment: a piece of the speaker nearest in time, to start with
-        gaps = uncovered(stretches, sorted((p.start, p.end) for p in pieces), fill)
-        for a, b in gaps:
+        decoded = list(pieces)
+        for a, b in uncovered(stretches, sorted((p.start, p.end) for p in decoded), fill):
             mid = (a + b) / 2
-            near = min(pieces, key=lambda q: min(abs(q.start - mid), abs(q.end - mid)))
+            near = min(decoded, key=lambda q: min(abs(q.start - mid), abs(q.end - mid)))
             pieces.append(dataclasses.replace(near, start=round(a, 3), end=round(b, 3), text=""))
         pieces.sort(key=lambda q: (q.start, q.end))
     if chunk > 0:
@@ -611,6 +611,12 @@ def sinusoids(pos: Tensor, dim: int) -> Tensor:
     return nn.functional.pad(out, (0, dim - 2 * half))
 
 
+def speaker_space(proj: nn.Module, voice: Tensor) -> Tensor:
+    """Voice frames (T, C) where the speaker pointer compares voices (``proj``: its learned
+    projection), L2-normalised; ``voice_regroup`` compares pieces there too."""
+    return nn.functional.normalize(proj(voice.float()), dim=-1)
+
+
 def chunked_encode(enc, x: Tensor, x_lens: Tensor, chunk: int, ctx: int) -> tuple[Tensor, Tensor]:
     """``enc(x, x_lens)`` computed on overlapping chunks: each chunk of ``chunk`` input frames is
     encoded with ``ctx`` frames of context on each side, and the output frames of its central
@@ -777,7 +783,7 @@ class TagSpeechModel(nn.Module):
     def speaker_frames(self, voice: Tensor, n: int) -> Tensor:
         """One window's voice frames (T, C), of which the first ``n`` are real, projected and
         normalised, as prefix sums (n + 1, C): what :meth:`speaker_bias` reads, once per window."""
-        f = nn.functional.normalize(self.spk_proj(voice[: max(n, 1)].float()), dim=-1)
+        f = speaker_space(self.spk_proj, voice[: max(n, 1)])
         return nn.functional.pad(f.cumsum(0), (0, 0, 1, 0))  # cs[b] - cs[a] = sum of frames a..b-1
 
     def speaker_bias(self, cs: Tensor, start: int, done) -> Tensor:
@@ -1106,7 +1112,7 @@ class TagSpeechTask(Task):
         for i in range(N):
             segs = parse_tokens(seqs[i], self.vocab, self.tokenizer, durs[i])
             if c.voice_regroup and pointer and segs:
-                f = nn.functional.normalize(model.spk_proj(voice[i, : int(lens[i])].float()), dim=-1)
+                f = speaker_space(model.spk_proj, voice[i, : int(lens[i])])
                 segs = regroup_by_voice(segs, [(a / 100, b / 100) for a, b in stretches[i]], f, model.frame_shift,
                                         c.regroup_chunk, c.regroup_fill)
             if words is not None:
@@ -1117,14 +1123,10 @@ class TagSpeechTask(Task):
                                       embeddings=emb, tokens=seqs[i]))
         return out
 
-    @staticmethod
-    def _semantic_rows(model: TagSpeechModel, x: Tensor) -> Tensor:
-        return x[..., : model.input_dims["semantic"]] if model.input_dims.get("semantic") else x
-
     def speech_stretches(self, model: TagSpeechModel, x: Tensor, x_lens: Tensor) -> list[list[tuple[int, int]]]:
         """Per row, the stretches of speech between pauses (10 ms frame ranges, from the
         features' energy; none shorter than 0.2 s or longer than ``reread_max_seconds``)."""
-        rows = self._semantic_rows(model, x)
+        rows = x[..., : model.input_dims["semantic"]]  # None: every row
         return [[(a, b) for a, b in speech_frames(feature_log_energy(rows[i, :L]), self.model_cfg.reread_max_seconds)
                  if b - a >= MIN_REREAD_FRAMES] for i, L in enumerate(x_lens.tolist())]
 
@@ -1134,7 +1136,7 @@ class TagSpeechTask(Task):
         of every row (``stretches``: :meth:`speech_stretches`), read alone: per row one hypothesis
         whose frames are output frames of the whole window (fractional where a stretch starts
         between them)."""
-        rows = self._semantic_rows(model, x)
+        rows = x[..., : model.input_dims["semantic"]]
         spans = [(i, a, b) for i, st in enumerate(stretches) for a, b in st]
         out = [Hypothesis() for _ in range(x.shape[0])]
         spans.sort(key=lambda s: s[2] - s[1])
