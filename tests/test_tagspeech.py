@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -265,6 +266,17 @@ def test_incremental_decoder_matches_full():
     logits, attn = d.decode_with_attention(mem, pad, ys, torch.zeros(3, 7, dtype=torch.bool))
     assert torch.allclose(full, logits, atol=1e-5)
     assert torch.allclose(attn.sum(-1), torch.ones(3, 7), atol=1e-5) and float(attn[2, :, 9:].sum()) == 0
+    # training mode: the cross-attention dropout is its own setting (0: what eval mode computes, when
+    # the decoder's other dropouts are 0 too)
+    nd = AttentionDecoder(50, 32, d_model=64, num_layers=2, num_heads=4, ff_dim=128, dropout=0.0)
+    nd.load_state_dict(d.state_dict())
+    nd.train()
+    nd.cross_attention_dropout = 0.0
+    assert torch.allclose(nd.decode_with_attention(mem, pad, ys, torch.zeros(3, 7, dtype=torch.bool))[0], full,
+                          atol=1e-5)
+    nd.cross_attention_dropout = 0.5
+    assert not torch.allclose(nd.decode_with_attention(mem, pad, ys, torch.zeros(3, 7, dtype=torch.bool))[0],
+                              full, atol=1e-3)
 
 
 def test_windows_link_speakers_by_voice():
@@ -278,6 +290,25 @@ def test_windows_link_speakers_by_voice():
     m = task.merge([(0.0, w1), (30.0, w2)], "r")
     assert [(s.start, s.speaker, s.text) for s in m.segments] == [
         (0.0, "spk1", "w1"), (1.0, "spk2", "w2"), (30.0, "spk2", "w3"), (31.0, "spk1", "w4"), (32.0, "spk3", "w5")]
+
+
+def test_link_speakers_never_merges_one_windows_speakers():
+    """Linking across windows: speakers of one window stay apart however alike their voices
+    (the decoder told them apart there), a speaker who comes back windows later is found again,
+    and clusters join by their average similarity, not by one close pair."""
+    from auden_kit.tasks.tagspeech import link_speakers
+
+    a, a2, b, c = [1.0, 0.0, 0.0], [0.95, 0.05, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
+    # windows: 0 {a, a2 (alike, yet two people there)}, 1 {b, c}, 2 {c}, 3 {a}
+    emb = np.array([a, a2, b, c, c, a])
+    assert link_speakers(emb, [0, 0, 1, 1, 2, 3], 0.7) == [0, 1, 2, 3, 3, 0]
+    # with no window constraint the two alike voices are one speaker
+    assert link_speakers(emb, [0, 1, 2, 3, 4, 5], 0.7) == [0, 0, 1, 2, 2, 0]
+    # average linkage: x joins {y, z} only if it is close to both on average
+    x, y, z = [1.0, 0.0], [1.0, 0.2], [0.2, 1.0]
+    assert link_speakers(np.array([y, z, x]), [0, 0, 1], 0.9) == [0, 1, 0]
+    assert link_speakers(np.array([y, z, x]), [0, 0, 1], 0.999) == [0, 1, 2]
+    assert link_speakers(np.zeros((0, 3)), [], 0.7) == []
 
 
 def test_asr_words_fill_segments_by_time():
@@ -638,6 +669,12 @@ def test_speaker_pointer_compares_voices():
     assert first.tolist() == [5.0, 0, 0, 0]  # nobody yet: only "new" scores
     assert int(second[:2].argmax()) == 1  # B is not A: the next new number wins
     assert int(third[:3].argmax()) == 0 and third[0] == pytest.approx(10.0)  # A again
+    # decoding's new_speaker_bias moves only the new-speaker threshold (B vs A: cosine 0, new 0.5)
+    with torch.no_grad():
+        u, start, done = turns[1]
+        shifted = TagSpeechModel.speaker_bias(fake, cs, start, done, -0.6)
+    assert shifted[0] == second[0] and shifted[1] == pytest.approx(second[1] - 6.0)
+    assert int(shifted[:2].argmax()) == 0  # the threshold below cosine 0: B is taken for A
 
 
 def _tiny_llm(path, with_tokenizer: bool = False):

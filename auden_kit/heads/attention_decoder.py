@@ -33,6 +33,9 @@ class AttentionDecoder(nn.Module):
         # optional replacement of ``out``: fn(h (N, U, d) normalised, mem (N, T, d), mem_pad) ->
         # logits (N, U, V); e.g. a pointer over memory frames for time tokens (task tagspeech)
         self.output_fn = None
+        # dropout on the cross-attention weights in :meth:`decode_with_attention` (None: ``dropout``,
+        # as in :meth:`decode`); over minute-long memories it is the costliest op of a training step
+        self.cross_attention_dropout: float | None = None
 
     def _output(self, h: Tensor, mem: Tensor, mem_pad: Tensor) -> Tensor:
         h = self.norm(h)
@@ -102,11 +105,15 @@ class AttentionDecoder(nn.Module):
             q = self._heads(nn.functional.linear(layer.norm2(x), w[:d], b[:d]), H)
             k = self._heads(nn.functional.linear(mem, w[d: 2 * d], b[d: 2 * d]), H)
             v = self._heads(nn.functional.linear(mem, w[2 * d:], b[2 * d:]), H)
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(d // H)
-            probs = scores.masked_fill(~cross_mask, float("-inf")).softmax(-1)
-            attn = probs.mean(1)
-            probs = nn.functional.dropout(probs, mha.dropout, self.training)
-            a = probs @ v
+            p = (mha.dropout if self.cross_attention_dropout is None else self.cross_attention_dropout) \
+                if self.training else 0.0
+            if layer is not self.layers.layers[-1]:  # only the last layer's weights are returned: fused kernel
+                a = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=cross_mask, dropout_p=p)
+            else:
+                scores = (q @ k.transpose(-1, -2)) / math.sqrt(d // H)
+                probs = scores.masked_fill(~cross_mask, float("-inf")).softmax(-1)
+                attn = probs.mean(1)
+                a = nn.functional.dropout(probs, p, self.training) @ v
             x = x + layer.dropout2(mha.out_proj(a.transpose(1, 2).reshape(x.shape[0], U, d)))
             h = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm3(x)))))
             x = x + layer.dropout3(h)

@@ -22,8 +22,9 @@ foreign decoder's) and never raises.
 
 Long recordings are decoded in windows (:mod:`auden_kit.api` splits at pauses); each window's
 speakers carry a voice embedding (the voice stream averaged over their segments), and
-:meth:`TagSpeechTask.merge` links them across windows (cosine similarity, Hungarian
-assignment, ``link_threshold``), so speaker labels are global.
+:meth:`TagSpeechTask.merge` links them across windows (:func:`link_speakers`: agglomerative
+clustering of all windows' speakers on cosine similarity down to ``link_threshold``, two speakers
+of one window never joined), so speaker labels are global.
 
 Results: :class:`~auden_kit.results.SegmentsResult`; metrics (cpWER, tcpWER, DER, speaker
 counting): :mod:`auden_kit.metrics.diarization`; file formats: :mod:`auden_kit.data.segments`.
@@ -37,6 +38,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -89,6 +91,10 @@ class TagSpeechModelConfig:
     decoder_heads: int = 4
     decoder_ff_dim: int = 1024
     dropout: float = 0.1
+    # dropout on the decoder's attention weights over the encoder frames (ESPnet's decoders default
+    # to 0 too): over minute-long windows the costliest op of a training step. mini_synth_meeting:
+    # 0.1 -> 0 made training 711 -> 600 s, test cpWER 34.19 -> 31.75 (same seed, RESULTS.md)
+    cross_attention_dropout: float = 0.0
     time_bin: float = 0.08  # seconds per time token
     max_window: float = 60.0  # longest window (seconds) the time tokens cover
     max_speakers: int = 8  # speaker tokens per window
@@ -116,6 +122,9 @@ class TagSpeechModelConfig:
     # behind arbitrary speaker numbers
     speaker_pointer: bool = True
     speaker_window: float = 1.5
+    # decoding: added to the learned new-speaker threshold (cosine; > 0: a new voice becomes a new
+    # speaker more readily, < 0: less); 0 decodes as trained
+    new_speaker_bias: float = 0.0
     max_tokens_per_second: float = 15.0  # output length cap while decoding
     # decoding never repeats an n-gram of text pieces within one segment (0: off): a young or
     # unsure decoder's loops ("and the king and the king ...") end at their first repeat
@@ -156,9 +165,10 @@ class TagSpeechModelConfig:
     regroup_fill: float = 0.3
     # the semantic ASR model's transducer settings (copied from its folder for words_from=transducer)
     semantic_transducer: dict = dataclasses.field(default_factory=dict)
-    # cosine similarity above which speakers of two windows are one; measured on mini_synth_meeting's
-    # 10-minute recording: 0.5 found 10 speakers of 24, 0.7 found 22, 0.85 found 36
-    link_threshold: float = 0.7
+    # long recordings: average cosine similarity above which speakers of different windows are one
+    # (`link_speakers`); chosen on a 12-minute recording of mini_synth_meeting's dev meetings
+    # (0.7 / 0.75 / 0.8 / 0.85: cpWER 63.46 / 61.07 / 57.57 / 63.09)
+    link_threshold: float = 0.8
     # the encoders read windows in overlapping chunks of this many seconds (0: whole windows):
     # attention cost grows with the square of the length, and the encoders were trained on
     # utterances, not minutes (measured: 60 s windows cost 10 s per 200 s of audio whole)
@@ -319,6 +329,40 @@ def segment_tokens(segs: list[Segment], vocab: TagVocab, tokenizer, cut_id: str 
         if spans is not None:
             spans += [(s.start, s.end)] * len(toks)
     return out
+
+
+def link_speakers(emb: np.ndarray, groups: list[int], threshold: float) -> list[int]:
+    """Global speaker numbers (0.., by first appearance) of per-window speakers: agglomerative
+    clustering of their voice embeddings (rows of ``emb``), average linkage on cosine
+    similarity, merging while the closest pair is at least ``threshold`` similar, never merging
+    two clusters that hold speakers of one window (``groups``: each row's window; a window's
+    decoder already told its speakers apart). All windows are compared with all, so a speaker
+    who comes back after many windows is found again, and no early mistake is carried forward."""
+    n = len(emb)
+    if n == 0:
+        return []
+    x = emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-9)
+    total = x @ x.T  # summed pairwise similarity between clusters
+    size = np.ones(n)
+    g = np.asarray(groups)
+    apart = g[:, None] == g[None, :]  # clusters that share a window
+    alive = np.ones(n, dtype=bool)
+    member = list(range(n))
+    while True:
+        avg = total / np.outer(size, size)
+        avg[apart | ~alive[:, None] | ~alive[None, :]] = -np.inf
+        i, j = np.unravel_index(int(np.argmax(avg)), avg.shape)
+        if not np.isfinite(avg[i, j]) or avg[i, j] < threshold:
+            break
+        total[i] += total[j]
+        total[:, i] += total[:, j]
+        size[i] += size[j]
+        apart[i] |= apart[j]
+        apart[:, i] |= apart[:, j]
+        alive[j] = False
+        member = [i if m == j else m for m in member]
+    order: dict[int, int] = {}
+    return [order.setdefault(m, len(order)) for m in member]
 
 
 def parse_tokens(ids: list[int], vocab: TagVocab, tokenizer, duration: float | None = None) -> list[Segment]:
@@ -711,6 +755,7 @@ class TagSpeechModel(nn.Module):
                                             cfg.decoder_heads, cfg.decoder_ff_dim, cfg.dropout, sos_id=vocab.sos,
                                             eos_id=vocab.eos, max_len=2048)
         self.decoder.embed = TagEmbedding(vocab, cfg.d_model, cfg.time_anchors)
+        self.decoder.cross_attention_dropout = cfg.cross_attention_dropout
         if cfg.time_pointer:
             self.time_query = nn.Linear(cfg.d_model, cfg.d_model)
             self.time_key = nn.Linear(cfg.d_model, cfg.d_model)
@@ -786,9 +831,10 @@ class TagSpeechModel(nn.Module):
         f = speaker_space(self.spk_proj, voice[: max(n, 1)])
         return nn.functional.pad(f.cumsum(0), (0, 0, 1, 0))  # cs[b] - cs[a] = sum of frames a..b-1
 
-    def speaker_bias(self, cs: Tensor, start: int, done) -> Tensor:
+    def speaker_bias(self, cs: Tensor, start: int, done, new_bias: float = 0.0) -> Tensor:
         """The speaker pointer's logits (speakers,) for the segment starting at bin ``start`` after
-        the completed segments ``done`` ((start bin, end bin, speaker)), from :meth:`speaker_frames`."""
+        the completed segments ``done`` ((start bin, end bin, speaker)), from :meth:`speaker_frames`
+        (``new_bias``: added to the learned new-speaker threshold)."""
         v, n = self.vocab, cs.shape[0] - 1
         per_bin = v.time_bin / self.frame_shift
 
@@ -806,7 +852,7 @@ class TagSpeechModel(nn.Module):
             ref = torch.stack([sums.get(k, torch.zeros_like(cur)) for k in range(known)])
             bias[:known] = nn.functional.cosine_similarity(ref, cur[None], dim=-1)
         if known < v.speakers:
-            bias[known] = self.spk_new
+            bias[known] = self.spk_new + new_bias
         return self.spk_scale * bias
 
     def _copy_logprobs(self, h: Tensor, mem: Tensor, mem_pad: Tensor) -> Tensor:
@@ -1086,7 +1132,7 @@ class TagSpeechTask(Task):
                     if not done[i] and gram[i].state == "spk":  # this step writes a speaker token
                         if i not in frames:
                             frames[i] = model.speaker_frames(voice[i], int(lens[i]))
-                        b = model.speaker_bias(frames[i], gram[i].start_bin, gram[i].done)
+                        b = model.speaker_bias(frames[i], gram[i].start_bin, gram[i].done, c.new_speaker_bias)
                         logits[i, t1: t1 + self.vocab.speakers] += b.to(logits.dtype)
             masks = torch.stack([g.mask() for g in gram]).to(logits.device)
             best = logits.float().masked_fill(~masks, float("-inf")).argmax(-1)
@@ -1177,40 +1223,29 @@ class TagSpeechTask(Task):
 
     def merge(self, pieces, cut_id: str) -> SegmentsResult:
         """Stitch windows of one recording: global times; speakers linked across windows by
-        their voice embeddings (Hungarian assignment on cosine similarity; below
-        ``link_threshold`` a speaker is new)."""
-        from scipy.optimize import linear_sum_assignment
-
+        their voice embeddings (:func:`link_speakers`: clustering in which two speakers of one
+        window never merge; below ``link_threshold`` a speaker stays apart)."""
         if len(pieces) == 1:
             return dataclasses.replace(pieces[0][1], cut_id=cut_id)
-        glob: list[dict] = []  # {"name", "sum": Tensor, "n"}
+        keys = [(w, spk) for w, (_, r) in enumerate(pieces) for spk in sorted(r.embeddings)]
+        emb = np.array([pieces[w][1].embeddings[spk] for w, spk in keys], dtype=np.float64)
+        labels = link_speakers(emb, [w for w, _ in keys], self.model_cfg.link_threshold)
+        names = {key: f"spk{k + 1}" for key, k in zip(keys, labels)}
         segs, refs, toks = [], [], []
-        for off, r in pieces:
-            local = sorted(r.embeddings)
-            names: dict[str, str] = {}
-            if local and glob:
-                L = nn.functional.normalize(torch.tensor([r.embeddings[s] for s in local]), dim=-1)
-                G = nn.functional.normalize(torch.stack([g["sum"] / g["n"] for g in glob]), dim=-1)
-                sim = (L @ G.T).numpy()
-                for a, b in zip(*linear_sum_assignment(-sim)):
-                    if sim[a, b] >= self.model_cfg.link_threshold:
-                        names[local[a]] = glob[b]["name"]
-                        glob[b]["sum"] += torch.tensor(r.embeddings[local[a]])
-                        glob[b]["n"] += 1
-            for s in local:
-                if s not in names:
-                    names[s] = f"spk{len(glob) + 1}"
-                    glob.append({"name": names[s], "sum": torch.tensor(r.embeddings[s]), "n": 1})
+        glob: dict[str, list] = {}
+        for key, k in zip(keys, labels):
+            glob.setdefault(names[key], []).append(pieces[key[0]][1].embeddings[key[1]])
+        for w, (off, r) in enumerate(pieces):
             for s in r.segments:
                 segs.append(dataclasses.replace(s, start=round(s.start + off, 3), end=round(s.end + off, 3),
-                                                speaker=names.get(s.speaker, s.speaker)))
+                                                speaker=names.get((w, s.speaker), s.speaker)))
             if r.refs:
                 refs += [dataclasses.replace(s, start=round(s.start + off, 3), end=round(s.end + off, 3))
                          for s in r.refs]
             toks += r.tokens
         return SegmentsResult(cut_id=cut_id, segments=sorted(segs, key=lambda s: (s.start, s.end)),
                               refs=refs or None, tokens=toks,
-                              embeddings={g["name"]: (g["sum"] / g["n"]).tolist() for g in glob})
+                              embeddings={n: np.mean(v, 0).tolist() for n, v in glob.items()})
 
     # ------------------------------------------------------------------ scoring and files
     def evaluate(self, results) -> dict:
