@@ -122,9 +122,6 @@ class TagSpeechModelConfig:
     # behind arbitrary speaker numbers
     speaker_pointer: bool = True
     speaker_window: float = 1.5
-    # decoding: added to the learned new-speaker threshold (cosine; > 0: a new voice becomes a new
-    # speaker more readily, < 0: less); 0 decodes as trained
-    new_speaker_bias: float = 0.0
     max_tokens_per_second: float = 15.0  # output length cap while decoding
     # decoding never repeats an n-gram of text pieces within one segment (0: off): a young or
     # unsure decoder's loops ("and the king and the king ...") end at their first repeat
@@ -831,10 +828,9 @@ class TagSpeechModel(nn.Module):
         f = speaker_space(self.spk_proj, voice[: max(n, 1)])
         return nn.functional.pad(f.cumsum(0), (0, 0, 1, 0))  # cs[b] - cs[a] = sum of frames a..b-1
 
-    def speaker_bias(self, cs: Tensor, start: int, done, new_bias: float = 0.0) -> Tensor:
+    def speaker_bias(self, cs: Tensor, start: int, done) -> Tensor:
         """The speaker pointer's logits (speakers,) for the segment starting at bin ``start`` after
-        the completed segments ``done`` ((start bin, end bin, speaker)), from :meth:`speaker_frames`
-        (``new_bias``: added to the learned new-speaker threshold)."""
+        the completed segments ``done`` ((start bin, end bin, speaker)), from :meth:`speaker_frames`."""
         v, n = self.vocab, cs.shape[0] - 1
         per_bin = v.time_bin / self.frame_shift
 
@@ -852,7 +848,7 @@ class TagSpeechModel(nn.Module):
             ref = torch.stack([sums.get(k, torch.zeros_like(cur)) for k in range(known)])
             bias[:known] = nn.functional.cosine_similarity(ref, cur[None], dim=-1)
         if known < v.speakers:
-            bias[known] = self.spk_new + new_bias
+            bias[known] = self.spk_new
         return self.spk_scale * bias
 
     def _copy_logprobs(self, h: Tensor, mem: Tensor, mem_pad: Tensor) -> Tensor:
@@ -1132,7 +1128,7 @@ class TagSpeechTask(Task):
                     if not done[i] and gram[i].state == "spk":  # this step writes a speaker token
                         if i not in frames:
                             frames[i] = model.speaker_frames(voice[i], int(lens[i]))
-                        b = model.speaker_bias(frames[i], gram[i].start_bin, gram[i].done, c.new_speaker_bias)
+                        b = model.speaker_bias(frames[i], gram[i].start_bin, gram[i].done)
                         logits[i, t1: t1 + self.vocab.speakers] += b.to(logits.dtype)
             masks = torch.stack([g.mask() for g in gram]).to(logits.device)
             best = logits.float().masked_fill(~masks, float("-inf")).argmax(-1)
