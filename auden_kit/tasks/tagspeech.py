@@ -1225,12 +1225,9 @@ class TagSpeechTask(Task):
             return dataclasses.replace(pieces[0][1], cut_id=cut_id)
         keys = [(w, spk) for w, (_, r) in enumerate(pieces) for spk in sorted(r.embeddings)]
         emb = np.array([pieces[w][1].embeddings[spk] for w, spk in keys], dtype=np.float64)
-        labels = link_speakers(emb, [w for w, _ in keys], self.model_cfg.link_threshold)
+        labels = np.array(link_speakers(emb, [w for w, _ in keys], self.model_cfg.link_threshold), dtype=int)
         names = {key: f"spk{k + 1}" for key, k in zip(keys, labels)}
         segs, refs, toks = [], [], []
-        glob: dict[str, list] = {}
-        for key, k in zip(keys, labels):
-            glob.setdefault(names[key], []).append(pieces[key[0]][1].embeddings[key[1]])
         for w, (off, r) in enumerate(pieces):
             for s in r.segments:
                 segs.append(dataclasses.replace(s, start=round(s.start + off, 3), end=round(s.end + off, 3),
@@ -1241,7 +1238,8 @@ class TagSpeechTask(Task):
             toks += r.tokens
         return SegmentsResult(cut_id=cut_id, segments=sorted(segs, key=lambda s: (s.start, s.end)),
                               refs=refs or None, tokens=toks,
-                              embeddings={n: np.mean(v, 0).tolist() for n, v in glob.items()})
+                              embeddings={f"spk{k + 1}": emb[labels == k].mean(0).tolist()
+                                          for k in range(labels.max() + 1 if len(labels) else 0)})
 
     # ------------------------------------------------------------------ scoring and files
     def evaluate(self, results) -> dict:
