@@ -129,3 +129,85 @@ def test_voice_training_with_pitch_and_the_mismatch_errors(fbank_cuts, synth_cut
         assert voice is not None and torch.allclose(sem, alone, atol=1e-5)
         with pytest.raises(UserError, match="--pitch"):
             model.streams(x[..., :80], lens)
+
+
+def test_prosody_statistics_read_the_intonation_not_the_register():
+    from auden_kit.data.pitch import pitch_features
+    from auden_kit.heads.pooling import ProsodyStats
+
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    contour = 2 ** (4 * np.sin(2 * np.pi * 1.5 * t) / 12)  # +-4 semitones, 1.5 times a second
+    sigs = [_harmonic(np.full_like(t, 150.0)), _harmonic(150 * contour), _harmonic(300 * contour)]
+    P = [torch.from_numpy(pitch_features(x, sr)) for x in sigs]
+    x = torch.zeros(3, P[0].shape[0] + 40, 4)
+    x[:, -40:, 0] = 1.0  # padding that looks voiced, with a wild f0: must be ignored
+    x[:, -40:, 1] = 30.0
+    for i, p in enumerate(P):
+        x[i, :p.shape[0]] = p
+    lens = torch.tensor([p.shape[0] for p in P])
+    stats = ProsodyStats().raw(x, lens)
+    flat, low, high = stats
+    assert flat[0] < 0.1 and abs(float(low[0]) - 4 / 2 ** 0.5) < 0.3  # the spread of a sine: amplitude / sqrt(2)
+    assert abs(float(low[1]) - 2 * 4 * np.sin(0.4 * np.pi)) < 0.6  # 90-10 percentile range
+    assert torch.allclose(low, high, atol=0.3)  # an octave higher, the same intonation
+    # octave errors (a halved f0 on a few frames) are left out of the spread
+    y = x.clone()
+    y[0, 50:55, 1] -= 12
+    assert abs(float(ProsodyStats().raw(y, lens)[0, 0] - flat[0])) < 0.05
+    # nothing voiced (silence): zeros, no NaN; one utterance in training mode uses running statistics
+    z = ProsodyStats().train()(torch.zeros(1, 50, 4), torch.tensor([50]))
+    assert torch.isfinite(z).all()
+
+
+def test_prosody_heads_take_the_pitch_rows_and_the_encoder_the_filterbank(fbank_cuts, synth_cuts, tmp_path):
+    from lhotse import CutSet
+
+    from auden_kit.config import from_dict
+    from auden_kit.errors import UserError
+    from auden_kit.training.trainer import TrainConfig, resolve
+
+    base = voice_config(tmp_path / "exp", fbank_cuts, head_inputs={"gender": "prosody"})
+    with pytest.raises(UserError, match="model.head_inputs.*--pitch"):
+        resolve(from_dict(TrainConfig, base))
+    for bad in ({"emotion": "prosody"}, {"gender": "pitch"}):
+        with pytest.raises(UserError, match="model.head_inputs"):
+            resolve(from_dict(TrainConfig, voice_config(tmp_path / "exp", fbank_cuts, head_inputs=bad)))
+    out = tmp_path / "p.jsonl.gz"
+    r = subprocess.run(CLI + ["data", "fbank", str(synth_cuts["dev-clean"]), "--out", str(out), "--pitch",
+                              "--jobs", "1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = voice_config(tmp_path / "exp", {"train-clean-100": out, "dev-clean": out},
+                       head_inputs={"gender": "pooled+prosody"})
+    cfg["data"].update(fbank={"pitch": True}, spec_augment=True)
+    cfg["trainer"].update(num_epochs=1, max_steps=3)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run(CLI + ["train", "--config", str(tmp_path / "c.yaml")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run(CLI + ["average", "--exp-dir", str(tmp_path / "exp"), "--out", str(tmp_path / "m")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    folder = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())
+    assert folder["features"]["pitch"] is True and folder["model"]["encoder"]["feature_dim"] == 80
+    # the gender head reads the prosody statistics too: changing only the pitch rows changes its
+    # probabilities, not the speaker embedding
+    from auden_kit.hub import load_pretrained
+
+    lm = load_pretrained(tmp_path / "m")
+    task, model = lm.task, lm.model.eval()
+    cuts = list(CutSet.from_file(out))[:2]
+    feats = [torch.from_numpy(c.load_features()) for c in cuts]
+    T = max(f.shape[0] for f in feats)
+    x = torch.zeros(2, T, 84)
+    for i, f in enumerate(feats):
+        x[i, :f.shape[0]] = f
+    batch = {"inputs": x, "input_lens": torch.tensor([f.shape[0] for f in feats])}
+    a = task.infer(model, batch)
+    x2 = x.clone()
+    x2[..., 81] *= 1.5  # a wider intonation, same filterbank
+    b = task.infer(model, {**batch, "inputs": x2})
+    assert np.allclose(a[0].embedding, b[0].embedding, atol=1e-5)
+    assert a[0].labels["gender"] != b[0].labels["gender"]
+    wav = next(iter(CutSet.from_file(synth_cuts["test-clean"]))).recording.sources[0].source
+    r = subprocess.run(CLI + ["decode", "--model", str(tmp_path / "m"), wav], capture_output=True, text=True)
+    assert r.returncode == 0 and "gender" in r.stdout, r.stderr[-2000:]

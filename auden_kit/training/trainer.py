@@ -107,14 +107,16 @@ def resolve(cfg: TrainConfig):
     task = get_task(cfg.task)
     model_cfg = from_dict(task.model_config_cls, cfg.model, prefix="model.")
     # an encoder reads what data.fbank gives (e.g. 84 rows with pitch) unless its width is set
+    # (a model config's ``encoder_rows(fbank)`` may keep some rows for itself, e.g. pitch for prosody)
     enc, fb = getattr(model_cfg, "encoder", None), cfg.data.fbank
     if isinstance(getattr(enc, "feature_dim", None), int):
+        rows = model_cfg.encoder_rows(fb) if hasattr(model_cfg, "encoder_rows") else fb.num_features
         given = (cfg.model or {}).get("encoder")
         if not (isinstance(given, dict) and "feature_dim" in given):
-            enc.feature_dim = fb.num_features
-        elif enc.feature_dim != fb.num_features:
+            enc.feature_dim = rows
+        elif enc.feature_dim != rows:
             raise UserError(f"config key 'model.encoder.feature_dim' is {enc.feature_dim} but data.fbank gives "
-                            f"{fb.describe()}; set model.encoder.feature_dim={fb.num_features} "
+                            f"{fb.describe()}, of which the encoder reads {rows}; set model.encoder.feature_dim={rows} "
                             "or change data.fbank")
     return task, model_cfg
 

@@ -17,7 +17,8 @@ test_utts=12
 num_epochs=7
 avg=1
 perturbed_speakers=true   # 0.9x/1.1x speed copies of the training set as new speakers (false: none)
-pitch=false               # true: fbank + 4 pitch features (voicing, f0, intonation, slope), as Kaldi's fbank+pitch
+pitch=true                # fbank + 4 pitch rows (Kaldi's fbank+pitch) for the style head's intonation statistics;
+                          # false: fbank only, every head reads the encoder
 asr_model=""              # stage 8: an ASR model folder with the same encoder (e.g. ../mini_synth/exp/model-avg)
 extra=""                  # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"
 help_message="Offline voice-encoder recipe on synthesized speakers. Example: ./run.sh --stage 6"
@@ -27,7 +28,7 @@ __options="stage stop_stage nj train_variants test_variants train_utts dev_utts 
 dl_dir=download/voices
 parts="train dev test"
 feats=""; [ $pitch = true ] && feats="--pitch"
-train_feats=""; [ $pitch = true ] && train_feats="data.fbank.pitch=true"
+train_feats=""; [ $pitch = true ] || train_feats="data.fbank.pitch=false model.head_inputs={}"
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: synthesize the voice corpus with espeak-ng"
