@@ -133,7 +133,7 @@ def test_voice_training_with_pitch_and_the_mismatch_errors(fbank_cuts, synth_cut
 
 def test_prosody_statistics_read_the_intonation_not_the_register():
     from auden_kit.data.pitch import pitch_features
-    from auden_kit.heads.pooling import ProsodyStats
+    from auden_kit.heads.pooling import PitchStats
 
     sr = 16000
     t = np.arange(2 * sr) / sr
@@ -146,17 +146,21 @@ def test_prosody_statistics_read_the_intonation_not_the_register():
     for i, p in enumerate(P):
         x[i, :p.shape[0]] = p
     lens = torch.tensor([p.shape[0] for p in P])
-    stats = ProsodyStats().raw(x, lens)
-    flat, low, high = stats
+    stats = PitchStats().raw(x, lens)
+    assert stats.shape == (3, PitchStats.NUM_STATS)
+    pro, reg = stats[:, PitchStats.GROUPS["prosody"]], stats[:, PitchStats.GROUPS["register"]]
+    flat, low, high = pro
     assert flat[0] < 0.1 and abs(float(low[0]) - 4 / 2 ** 0.5) < 0.3  # the spread of a sine: amplitude / sqrt(2)
     assert abs(float(low[1]) - 2 * 4 * np.sin(0.4 * np.pi)) < 0.6  # 90-10 percentile range
-    assert torch.allclose(low, high, atol=0.3)  # an octave higher, the same intonation
+    assert torch.allclose(low, high, atol=0.3)  # an octave higher, the same intonation...
+    assert abs(float(reg[2, 0] - reg[1, 0]) - 12) < 0.3  # ...in a register an octave higher
+    assert abs(float(reg[0, 0]) - 12 * np.log2(1.5)) < 0.2  # 150 Hz: 7.02 semitones above 100 Hz
     # octave errors (a halved f0 on a few frames) are left out of the spread
     y = x.clone()
     y[0, 50:55, 1] -= 12
-    assert abs(float(ProsodyStats().raw(y, lens)[0, 0] - flat[0])) < 0.05
+    assert abs(float(PitchStats().raw(y, lens)[0, 0] - flat[0])) < 0.05
     # nothing voiced (silence): zeros, no NaN; one utterance in training mode uses running statistics
-    z = ProsodyStats().train()(torch.zeros(1, 50, 4), torch.tensor([50]))
+    z = PitchStats().train()(torch.zeros(1, 50, 4), torch.tensor([50]))
     assert torch.isfinite(z).all()
 
 
@@ -170,15 +174,21 @@ def test_prosody_heads_take_the_pitch_rows_and_the_encoder_the_filterbank(fbank_
     base = voice_config(tmp_path / "exp", fbank_cuts, head_inputs={"gender": "prosody"})
     with pytest.raises(UserError, match="model.head_inputs.*--pitch"):
         resolve(from_dict(TrainConfig, base))
-    for bad in ({"emotion": "prosody"}, {"gender": "pitch"}):
+    for bad in ({"emotion": "prosody"}, {"gender": "pitch"}, {"gender": "prosody+prosody"}):
         with pytest.raises(UserError, match="model.head_inputs"):
             resolve(from_dict(TrainConfig, voice_config(tmp_path / "exp", fbank_cuts, head_inputs=bad)))
     out = tmp_path / "p.jsonl.gz"
     r = subprocess.run(CLI + ["data", "fbank", str(synth_cuts["dev-clean"]), "--out", str(out), "--pitch",
                               "--jobs", "1"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    cfg = voice_config(tmp_path / "exp", {"train-clean-100": out, "dev-clean": out},
-                       head_inputs={"gender": "pooled+prosody"})
+    from auden_kit.io import save_cuts_atomic
+
+    every = list(CutSet.from_file(out))
+    rare = every[0].supervisions[0].gender
+    kept = [c for c in every if c.supervisions[0].gender != rare] + [c for c in every if c.supervisions[0].gender == rare][:2]
+    save_cuts_atomic(CutSet.from_cuts(kept), tmp_path / "tr.jsonl.gz")  # one gender rarer
+    cfg = voice_config(tmp_path / "exp", {"train-clean-100": tmp_path / "tr.jsonl.gz", "dev-clean": out},
+                       head_inputs={"gender": "pooled+prosody"}, balanced_heads=["gender"])
     cfg["data"].update(fbank={"pitch": True}, spec_augment=True)
     cfg["trainer"].update(num_epochs=1, max_steps=3)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
@@ -189,6 +199,12 @@ def test_prosody_heads_take_the_pitch_rows_and_the_encoder_the_filterbank(fbank_
     assert r.returncode == 0, r.stderr[-2000:]
     folder = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())
     assert folder["features"]["pitch"] is True and folder["model"]["encoder"]["feature_dim"] == 80
+    # balanced_heads: the class counts of the training cuts travel with the model; the weights
+    # average 1 over those cuts and favour the rarer class
+    genders = [c.supervisions[0].gender for c in kept]
+    labels = (tmp_path / "m" / "labels" / "gender.txt").read_text().split()
+    counts = folder["data_stats"]["class_counts"]["gender"]
+    assert counts == [genders.count(g) for g in labels] and min(counts) < max(counts)
     # the gender head reads the prosody statistics too: changing only the pitch rows changes its
     # probabilities, not the speaker embedding
     from auden_kit.hub import load_pretrained
@@ -202,6 +218,9 @@ def test_prosody_heads_take_the_pitch_rows_and_the_encoder_the_filterbank(fbank_
     for i, f in enumerate(feats):
         x[i, :f.shape[0]] = f
     batch = {"inputs": x, "input_lens": torch.tensor([f.shape[0] for f in feats])}
+    w = task.class_weights("gender")
+    assert abs(float((w * torch.tensor(counts, dtype=torch.float32)).sum()) - sum(counts)) < 1e-3
+    assert float(w[counts.index(min(counts))]) > 1 > float(w[counts.index(max(counts))])
     a = task.infer(model, batch)
     x2 = x.clone()
     x2[..., 81] *= 1.5  # a wider intonation, same filterbank

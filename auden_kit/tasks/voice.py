@@ -5,7 +5,7 @@ classification heads for paralinguistic labels (gender, emotion, age, ...), trai
     pooled -> Linear -> embedding -> AAM-softmax speaker head (scale, margin ramped 0 -> margin,
                                      sub-centres)
     pooled -> one linear head per extra label, each with its loss weight
-    pitch rows -> prosody statistics -> the heads that ``head_inputs`` points there (optional)
+    pitch rows -> pitch statistics (prosody, register) -> the heads that ``head_inputs`` points there
 
 The extra heads read the pooled statistics, not the speaker embedding: the AAM loss makes the
 embedding invariant to whatever varies within a speaker (speaking style, emotion), which is
@@ -18,13 +18,14 @@ from the training cuts and saved in the model folder. A label missing on a cut (
 "Null") is left out of that head's loss, never guessed. ``crop_seconds`` trains on a random crop
 of each cut, drawn anew every epoch (seeded per batch, so resuming is exact).
 
-``head_inputs`` lets a head (e.g. a speaking style or emotion) read six intonation statistics of
-the utterance (:class:`~auden_kit.heads.pooling.ProsodyStats`, from the pitch rows of ``auden-kit
-data fbank --pitch`` features before SpecAugment) instead of, or besides, the pooled encoder
-statistics; the encoder then reads the filterbank rows only. Measured on mini_synth_voice (RESULTS):
-the pooled statistics learn the style of the training voices (99 %) but not of new ones (64-78 %),
-the intonation statistics alone carry over (97 %); the encoder fed the pitch rows leaned on
-absolute pitch and lost gender on unseen voices.
+``head_inputs`` lets a head read statistics of the utterance's pitch instead of, or besides, the
+pooled encoder statistics (:class:`~auden_kit.heads.pooling.PitchStats`: ``prosody``, the
+intonation; ``register``, where the voice sits), computed from the pitch rows of ``auden-kit data
+fbank --pitch`` features before SpecAugment; the encoder then reads the filterbank rows only.
+Measured on mini_synth_voice (RESULTS): with 48 training voices the pooled statistics learn the
+training voices' style and gender (99-100 %) but not those of new voices (64-83 %); the pitch
+statistics carry over. ``balanced_heads`` weights a head's classes by their inverse frequency in
+the training cuts (counts kept in the model folder's ``data_stats``).
 
 Targets (``batch["targets"]``): ``{head: long (B,)}`` class ids (-100 = missing) and
 ``refs: {head: [str|None] * B}``. The loss is normalised by the number of utterances.
@@ -35,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+from collections import Counter
 from typing import Any
 
 import torch
@@ -42,7 +44,7 @@ from torch import nn
 
 from auden_kit.errors import UserError
 from auden_kit.data.pitch import NUM_PITCH_FEATURES
-from auden_kit.heads.pooling import ProsodyStats, build_pooling
+from auden_kit.heads.pooling import PitchStats, build_pooling
 from auden_kit.hub import build_encoder, encoder_config
 from auden_kit.losses.margin import AAMSoftmax, margin_schedule
 from auden_kit.results import ClassificationResult, EmbeddingResult
@@ -50,7 +52,7 @@ from auden_kit.tasks.base import ModelAssets, Task
 from auden_kit.tasks.classify import cut_label
 
 log = logging.getLogger(__name__)
-HEAD_INPUTS = ("pooled", "prosody", "pooled+prosody")
+HEAD_SOURCES = ("pooled", *PitchStats.GROUPS)  # a head reads one or several, joined by "+"
 MAX_REPORTED_CLASSES = 12  # per-class F1 for heads up to this size (not for hundreds of speakers)
 
 
@@ -90,9 +92,11 @@ class VoiceModelConfig:
     # numeric labels as groups: {head: [edges]}, e.g. {custom.age: [18, 40, 61]} gives the classes
     # "<18", "18-39", "40-60", ">=61" (Auden-Voice's age groups)
     label_bins: dict = dataclasses.field(default_factory=dict)
-    # what a head reads: {head: "pooled" (the default) | "prosody" | "pooled+prosody"}; prosody
-    # statistics need data.fbank.pitch=true
+    # what a head reads: {head: "pooled" (the default), "prosody", "register" or several joined by
+    # "+", e.g. "pooled+prosody"}; the pitch statistics need data.fbank.pitch=true
     head_inputs: dict = dataclasses.field(default_factory=dict)
+    # heads whose classes are weighted by inverse frequency in the training cuts (e.g. [gender])
+    balanced_heads: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         self.encoder = encoder_config(self.encoder_type, self.encoder)
@@ -119,21 +123,28 @@ class VoiceModelConfig:
             if h not in self.heads:
                 raise UserError(f"config key 'model.head_inputs' names '{h}', which is not in model.heads "
                                 f"({self.heads}; the speaker head reads the embedding only)")
-            if src not in HEAD_INPUTS:
-                raise UserError(f"config key 'model.head_inputs.{h}' must be one of {', '.join(HEAD_INPUTS)}, got '{src}'")
+            parts = str(src).split("+")
+            if not parts or any(p not in HEAD_SOURCES for p in parts) or len(set(parts)) != len(parts):
+                raise UserError(f"config key 'model.head_inputs.{h}' must name one or more of "
+                                f"{', '.join(HEAD_SOURCES)} joined by '+', got '{src}'")
+        bad = [h for h in self.balanced_heads if h not in self.heads]
+        if bad:
+            raise UserError(f"config key 'model.balanced_heads' names {bad}, which are not in model.heads ({self.heads})")
 
-    def reads_prosody(self, head: str | None = None) -> bool:
-        """Whether ``head`` (None: any head) reads the prosody statistics."""
-        heads = [head] if head else list(self.head_inputs)
-        return any("prosody" in self.head_inputs.get(h, "pooled") for h in heads)
+    def head_sources(self, head: str) -> list[str]:
+        return str(self.head_inputs.get(head, "pooled")).split("+")
+
+    def reads_pitch(self) -> bool:
+        """Whether any head reads pitch statistics."""
+        return any(p != "pooled" for h in self.head_inputs for p in self.head_sources(h))
 
     def encoder_rows(self, fbank) -> int:
         """Feature rows the encoder reads: all of them, or the filterbank only when the pitch rows
-        go to the prosody statistics."""
-        if not self.reads_prosody():
+        go to the pitch statistics."""
+        if not self.reads_pitch():
             return fbank.num_features
         if not fbank.pitch:
-            raise UserError("config key 'model.head_inputs' reads prosody, which needs pitch features: compute them with "
+            raise UserError("config key 'model.head_inputs' reads pitch statistics, which need pitch features: compute them with "
                             "`auden-kit data fbank --pitch` and train with data.fbank.pitch=true")
         return fbank.num_mel_bins
 
@@ -152,15 +163,14 @@ class VoiceEncoder(nn.Module):
         self.pooling = build_pooling(cfg.pooling, self.encoder.output_dim)
         pooled_dim = self.pooling.output_dim(self.encoder.output_dim)
         self.embedding = nn.Linear(pooled_dim, cfg.embed_dim)
-        self.prosody = ProsodyStats() if cfg.reads_prosody() else None
+        self.pitch_stats = PitchStats() if cfg.reads_pitch() else None
         self.heads = nn.ModuleDict()
         for head, n in num_classes.items():
             if head == cfg.speaker_key:
                 self.heads[_name(head)] = AAMSoftmax(cfg.embed_dim, n, cfg.aam_scale, cfg.aam_margin, cfg.sub_centers)
             else:
-                src = cfg.head_inputs.get(head, "pooled")
-                dim = (pooled_dim if "pooled" in src else 0) + (ProsodyStats.NUM_STATS if "prosody" in src else 0)
-                self.heads[_name(head)] = nn.Linear(dim, n)
+                sizes = {"pooled": pooled_dim, **{g: sl.stop - sl.start for g, sl in PitchStats.GROUPS.items()}}
+                self.heads[_name(head)] = nn.Linear(sum(sizes[p] for p in cfg.head_sources(head)), n)
 
     def pooled_and_embedding(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows = getattr(self.cfg.encoder, "feature_dim", None)  # None: all; pitch rows, if any, come last
@@ -168,27 +178,24 @@ class VoiceEncoder(nn.Module):
         pooled = self.pooling(enc, lens)
         return pooled, self.embedding(pooled)
 
-    def prosody_stats(self, x: torch.Tensor, x_lens: torch.Tensor) -> torch.Tensor | None:
-        """(N, ProsodyStats.NUM_STATS) from the pitch rows of ``x`` (clean features), or None."""
-        if self.prosody is None:
+    def pitch_statistics(self, x: torch.Tensor, x_lens: torch.Tensor) -> torch.Tensor | None:
+        """(N, PitchStats.NUM_STATS) from the pitch rows of ``x`` (clean features), or None."""
+        if self.pitch_stats is None:
             return None
-        return self.prosody(x[..., -NUM_PITCH_FEATURES:], x_lens)
+        return self.pitch_stats(x[..., -NUM_PITCH_FEATURES:], x_lens)
 
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> torch.Tensor:
         return self.pooled_and_embedding(x, x_lens)[1]
 
     def logits(self, head: str, pooled: torch.Tensor, emb: torch.Tensor,
-               labels: torch.Tensor | None = None, prosody: torch.Tensor | None = None) -> torch.Tensor:
+               labels: torch.Tensor | None = None, pitch: torch.Tensor | None = None) -> torch.Tensor:
         """Training logits (the speaker head adds its margin to ``labels``); inference: plain."""
         h = self.heads[_name(head)]
         if isinstance(h, AAMSoftmax):
             return h(emb, labels) if labels is not None else h.scale * h.cosine(emb)
-        src = self.cfg.head_inputs.get(head, "pooled")
-        if src == "prosody":
-            return h(prosody.to(pooled.dtype))
-        if src == "pooled+prosody":
-            return h(torch.cat([pooled, prosody.to(pooled.dtype)], dim=-1))
-        return h(pooled)
+        parts = [pooled if p == "pooled" else pitch[:, PitchStats.GROUPS[p]].to(pooled.dtype)
+                 for p in self.cfg.head_sources(head)]
+        return h(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1))
 
 
 def _name(head: str) -> str:
@@ -242,25 +249,40 @@ class VoiceTask(Task):
     model_config_cls = VoiceModelConfig
 
     @property
-    def needs_clean_inputs(self) -> bool:  # prosody statistics read the pitch rows before SpecAugment
+    def needs_clean_inputs(self) -> bool:  # pitch statistics read the pitch rows before SpecAugment
         cfg = getattr(self, "model_cfg", None)
-        return bool(cfg is not None and cfg.reads_prosody())
+        return bool(cfg is not None and cfg.reads_pitch())
 
     def build_assets(self, train_cfg, model_cfg, train_cuts) -> ModelAssets:
         assets = super().build_assets(train_cfg, model_cfg, train_cuts)
-        found: dict[str, set] = {h: set() for h in model_cfg.all_heads()}
+        found: dict[str, Counter] = {h: Counter() for h in model_cfg.all_heads()}
         for c in train_cuts:
             for h in found:
                 lab = voice_label(c, h, model_cfg)
                 if lab is not None:
-                    found[h].add(lab)
+                    found[h][lab] += 1
         for h, labs in found.items():
             if len(labs) < 2:
                 raise UserError(f"voice head '{h}': the training cuts hold {len(labs)} distinct value(s) of it; "
                                 "a head needs at least 2 (check the manifests' supervisions)")
             assets.label_maps[_name(h)] = sorted(labs)
             log.info("head '%s': %d classes", h, len(labs))
+        if model_cfg.balanced_heads:
+            assets.data_stats["class_counts"] = {
+                h: [found[h][lab] for lab in assets.label_maps[_name(h)]] for h in model_cfg.balanced_heads}
         return assets
+
+    def class_weights(self, head: str) -> torch.Tensor | None:
+        """Inverse-frequency class weights of a balanced head (mean weight over the training cuts
+        1), or None."""
+        if head not in self.model_cfg.balanced_heads:
+            return None
+        counts = (self.assets.data_stats.get("class_counts") or {}).get(head)
+        if counts is None:
+            raise UserError(f"config key 'model.balanced_heads' names '{head}', but the model's data_stats hold no "
+                            "class counts for it (they are counted when a training starts; start it afresh)")
+        counts = torch.tensor(counts, dtype=torch.float32)
+        return counts.sum() / (len(counts) * counts.clamp(min=1))
 
     def build_model(self) -> VoiceEncoder:
         return VoiceEncoder(self.model_cfg, {h: len(self.assets.labels(_name(h))) for h in self.model_cfg.all_heads()})
@@ -289,7 +311,7 @@ class VoiceTask(Task):
     def compute_loss(self, model: VoiceEncoder, batch: dict, step: int):
         cfg = model.cfg
         pooled, emb = model.pooled_and_embedding(batch["inputs"], batch["input_lens"])
-        prosody = model.prosody_stats(batch.get("clean_inputs", batch["inputs"]), batch["input_lens"])
+        pitch = model.pitch_statistics(batch.get("clean_inputs", batch["inputs"]), batch["input_lens"])
         if cfg.speaker_key:
             model.heads[_name(cfg.speaker_key)].margin = margin_schedule(step, cfg.aam_margin, cfg.margin_start_step,
                                                                         cfg.margin_end_step)
@@ -300,8 +322,10 @@ class VoiceTask(Task):
             known = y != -100
             if not bool(known.any()):
                 continue
-            logits = model.logits(h, pooled, emb, y, prosody)
-            ce = nn.functional.cross_entropy(logits.float(), y, ignore_index=-100, reduction="sum")
+            logits = model.logits(h, pooled, emb, y, pitch)
+            weight = self.class_weights(h)
+            ce = nn.functional.cross_entropy(logits.float(), y, ignore_index=-100, reduction="sum",
+                                             weight=None if weight is None else weight.to(logits.device))
             w = cfg.speaker_weight if h == cfg.speaker_key else float(cfg.head_weights.get(h, 1.0))
             loss = loss + w * ce
             stats[f"{_name(h)}_loss"] = float(ce.detach())
@@ -312,7 +336,7 @@ class VoiceTask(Task):
     @torch.no_grad()
     def infer(self, model: VoiceEncoder, batch: dict, top_k: int = 5, **_) -> list[VoiceResult]:
         pooled, emb = model.pooled_and_embedding(batch["inputs"], batch["input_lens"])
-        prosody = model.prosody_stats(batch["inputs"], batch["input_lens"])
+        pitch = model.pitch_statistics(batch["inputs"], batch["input_lens"])
         emb = emb.float()
         n = emb.shape[0]
         ids = batch.get("cut_ids") or [str(i) for i in range(n)]
@@ -320,7 +344,7 @@ class VoiceTask(Task):
         labels: list[dict] = [{} for _ in range(n)]
         for h in model.cfg.all_heads():
             names = self.assets.labels(_name(h))
-            probs = model.logits(h, pooled, emb, prosody=prosody).float().softmax(-1)
+            probs = model.logits(h, pooled, emb, pitch=pitch).float().softmax(-1)
             top = probs.topk(min(top_k, probs.shape[1]), dim=-1)
             for i, (vals, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
                 labels[i][h] = [(names[j], p) for j, p in zip(idx, vals)]

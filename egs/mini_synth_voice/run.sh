@@ -17,7 +17,7 @@ test_utts=12
 num_epochs=7
 avg=1
 perturbed_speakers=true   # 0.9x/1.1x speed copies of the training set as new speakers (false: none)
-pitch=true                # fbank + 4 pitch rows (Kaldi's fbank+pitch) for the style head's intonation statistics;
+pitch=true                # fbank + 4 pitch rows (Kaldi's fbank+pitch) for the gender and style heads' pitch statistics;
                           # false: fbank only, every head reads the encoder
 asr_model=""              # stage 8: an ASR model folder with the same encoder (e.g. ../mini_synth/exp/model-avg)
 extra=""                  # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"
