@@ -5,8 +5,10 @@ metrics as the one-model ``tagspeech`` task, for comparison in the same run.
 1. Speech regions: the energy detector of :func:`auden_kit.data.pauses.speech_segments`.
 2. Windows of ``window`` seconds every ``hop`` seconds over each region (a short region is one
    window); each embedded by the voice model (its utterance embedding, L2-normalised).
-3. Agglomerative clustering (average linkage, cosine distance) cut at ``threshold``: the number
-   of speakers is estimated (or fixed with ``num_speakers``).
+3. Agglomerative clustering (:func:`auden_kit.clustering.agglomerate`: average linkage, cosine
+   distance) cut at ``threshold``: the number of speakers is estimated (or fixed with
+   ``num_speakers``). Long recordings of the ``tagspeech`` task link their windows' speakers with
+   the same function.
 4. Every 10 ms frame of speech takes the label of the window whose centre is nearest; runs of
    one label are the speaker turns (one speaker at a time: overlapped speech is the cascade's
    known weakness).
@@ -20,6 +22,7 @@ import dataclasses
 import numpy as np
 import torch
 
+from auden_kit.clustering import agglomerate
 from auden_kit.errors import UserError
 from auden_kit.results import Segment, SegmentsResult
 
@@ -39,21 +42,6 @@ class CascadeOptions:
             raise UserError(f"--threshold is a cosine distance in (0, 2), got {self.threshold}")
         if self.num_speakers < 0:
             raise UserError(f"--num-speakers must be >= 0, got {self.num_speakers}")
-
-
-def cluster(emb: np.ndarray, threshold: float, num_speakers: int = 0) -> np.ndarray:
-    """Cluster labels 0..K-1 (numbered by first appearance) of L2-normalised rows of ``emb``."""
-    from scipy.cluster.hierarchy import fcluster, linkage
-
-    if len(emb) == 1:
-        return np.zeros(1, dtype=int)
-    z = linkage(emb, method="average", metric="cosine")
-    if num_speakers:
-        lab = fcluster(z, t=min(num_speakers, len(emb)), criterion="maxclust")
-    else:
-        lab = fcluster(z, t=threshold, criterion="distance")
-    order: dict[int, int] = {}
-    return np.array([order.setdefault(int(v), len(order)) for v in lab])
 
 
 def diarize_waveform(wav: torch.Tensor, rate: int, voice, asr, opts: CascadeOptions, cut_id: str = "audio",
@@ -76,7 +64,7 @@ def diarize_waveform(wav: torch.Tensor, rate: int, voice, asr, opts: CascadeOpti
     embs = [np.asarray(r.embedding, dtype=np.float64) for r in voice.infer([wav[a:b] for a, b in spans], rate)]
     emb = np.stack(embs)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-9
-    labels = cluster(emb, opts.threshold, opts.num_speakers)
+    labels = np.array(agglomerate(emb, 1.0 - opts.threshold, num_speakers=opts.num_speakers), dtype=int)
     centres = np.array([(a + b) / 2 for a, b in spans]) / rate
     turns: list[list] = []  # [start s, end s, label]
     for a, b in regions:

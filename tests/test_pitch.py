@@ -159,6 +159,12 @@ def test_prosody_statistics_read_the_intonation_not_the_register():
     y = x.clone()
     y[0, 50:55, 1] -= 12
     assert abs(float(PitchStats().raw(y, lens)[0, 0] - flat[0])) < 0.05
+    # windows of a training crop's length: a longer utterance of the same intonation reads alike,
+    # and an utterance no longer than the window is read whole
+    L = int(lens[1])
+    twice = torch.cat([x[1:2, :L], x[1:2, :L]], dim=1)
+    windowed = PitchStats().raw(twice, torch.tensor([2 * L]), span=L)[0]
+    assert torch.allclose(windowed[:6], low, atol=0.4) and torch.equal(PitchStats().raw(x, lens, span=L), stats)
     # nothing voiced (silence): zeros, no NaN; one utterance in training mode uses running statistics
     z = PitchStats().train()(torch.zeros(1, 50, 4), torch.tensor([50]))
     assert torch.isfinite(z).all()

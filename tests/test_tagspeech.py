@@ -296,19 +296,43 @@ def test_link_speakers_never_merges_one_windows_speakers():
     """Linking across windows: speakers of one window stay apart however alike their voices
     (the decoder told them apart there), a speaker who comes back windows later is found again,
     and clusters join by their average similarity, not by one close pair."""
-    from auden_kit.tasks.tagspeech import link_speakers
+    from auden_kit.clustering import agglomerate
 
     a, a2, b, c = [1.0, 0.0, 0.0], [0.95, 0.05, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
     # windows: 0 {a, a2 (alike, yet two people there)}, 1 {b, c}, 2 {c}, 3 {a}
     emb = np.array([a, a2, b, c, c, a])
-    assert link_speakers(emb, [0, 0, 1, 1, 2, 3], 0.7) == [0, 1, 2, 3, 3, 0]
+    assert agglomerate(emb, 0.7, [0, 0, 1, 1, 2, 3]) == [0, 1, 2, 3, 3, 0]
     # with no window constraint the two alike voices are one speaker
-    assert link_speakers(emb, [0, 1, 2, 3, 4, 5], 0.7) == [0, 0, 1, 2, 2, 0]
+    assert agglomerate(emb, 0.7, [0, 1, 2, 3, 4, 5]) == [0, 0, 1, 2, 2, 0]
     # average linkage: x joins {y, z} only if it is close to both on average
     x, y, z = [1.0, 0.0], [1.0, 0.2], [0.2, 1.0]
-    assert link_speakers(np.array([y, z, x]), [0, 0, 1], 0.9) == [0, 1, 0]
-    assert link_speakers(np.array([y, z, x]), [0, 0, 1], 0.999) == [0, 1, 2]
-    assert link_speakers(np.zeros((0, 3)), [], 0.7) == []
+    assert agglomerate(np.array([y, z, x]), 0.9, [0, 0, 1]) == [0, 1, 0]
+    assert agglomerate(np.array([y, z, x]), 0.999, [0, 0, 1]) == [0, 1, 2]
+    assert agglomerate(np.zeros((0, 3)), 0.7, []) == []
+    # a fixed number of speakers stops there, and never crosses a constraint to get there
+    assert agglomerate(emb, 0.99, None, num_speakers=3) == [0, 0, 1, 2, 2, 0]
+    lab = agglomerate(emb, 0.99, [0, 0, 1, 1, 2, 3], num_speakers=1)  # two windows hold two speakers
+    assert len(set(lab)) == 2 and lab[0] != lab[1] and lab[2] != lab[3]
+
+
+def test_agglomerate_without_constraints_is_scipys_average_linkage():
+    """The cascade's clustering: the same partition as scipy's average linkage on cosine distance,
+    cut at a distance or at a number of clusters (scipy only in this test)."""
+    hierarchy = pytest.importorskip("scipy.cluster.hierarchy")
+    from auden_kit.clustering import agglomerate
+
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        centres = rng.normal(size=(rng.integers(2, 6), 16))
+        emb = centres[rng.integers(0, len(centres), size=40)] + rng.normal(scale=0.6, size=(40, 16))
+        z = hierarchy.linkage(emb, method="average", metric="cosine")
+        for dist in (0.3, 0.6, 0.9):
+            ref = hierarchy.fcluster(z, t=dist, criterion="distance")
+            ours = agglomerate(emb, 1 - dist)
+            assert len(set(zip(ref, ours))) == len(set(ref)) == len(set(ours)), (trial, dist)  # same partition
+        ref = hierarchy.fcluster(z, t=4, criterion="maxclust")
+        ours = agglomerate(emb, 0.0, num_speakers=4)
+        assert len(set(zip(ref, ours))) == len(set(ref)) == len(set(ours)) == 4
 
 
 def test_asr_words_fill_segments_by_time():

@@ -17,6 +17,9 @@ PAD_VALUE = -23.025850929940457  # log(1e-10): Lhotse's padding value for log-me
 log = logging.getLogger(__name__)
 
 
+FRAME_SHIFT = 0.01  # seconds per feature frame: the toolkit's features all use it
+
+
 @dataclasses.dataclass
 class FbankSettings:
     """Kaldi-compatible log-mel filterbank (Lhotse's ``Fbank``); ``pitch``: four pitch features
@@ -25,7 +28,7 @@ class FbankSettings:
 
     sample_rate: int = 16000
     num_mel_bins: int = 80
-    frame_shift: float = 0.01
+    frame_shift: float = FRAME_SHIFT
     frame_length: float = 0.025
     dither: float = 0.0
     pitch: bool = False

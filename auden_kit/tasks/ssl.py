@@ -43,13 +43,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from auden_kit.data.features import FRAME_SHIFT
 from auden_kit.errors import UserError
 from auden_kit.hub import build_encoder, encoder_config
 from auden_kit.results import EmbeddingResult
 from auden_kit.tasks.base import ModelAssets, Task
 
 log = logging.getLogger(__name__)
-FBANK_SHIFT = 0.01  # seconds per fbank frame
 
 
 @dataclasses.dataclass
@@ -258,7 +258,7 @@ class SslModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = build_encoder(cfg.encoder_type, cfg.encoder)
-        self.stack = max(1, round(self.encoder.frame_shift / FBANK_SHIFT))
+        self.stack = max(1, round(self.encoder.frame_shift / FRAME_SHIFT))
         patch = self.stack * feature_dim
         self.register_buffer("feature_mean", torch.tensor(mean, dtype=torch.float32) if mean is not None
                              else torch.zeros(feature_dim))

@@ -22,7 +22,7 @@ foreign decoder's) and never raises.
 
 Long recordings are decoded in windows (:mod:`auden_kit.api` splits at pauses); each window's
 speakers carry a voice embedding (the voice stream averaged over their segments), and
-:meth:`TagSpeechTask.merge` links them across windows (:func:`link_speakers`: agglomerative
+:meth:`TagSpeechTask.merge` links them across windows (:func:`auden_kit.clustering.agglomerate`: agglomerative
 clustering of all windows' speakers on cosine similarity down to ``link_threshold``, two speakers
 of one window never joined), so speaker labels are global.
 
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from auden_kit.clustering import agglomerate
 from auden_kit.data.features import PAD_VALUE
 from auden_kit.data.pauses import feature_log_energy, speech_frames
 from auden_kit.data.segments import SegmentFilter, cut_segments
@@ -163,7 +164,7 @@ class TagSpeechModelConfig:
     # the semantic ASR model's transducer settings (copied from its folder for words_from=transducer)
     semantic_transducer: dict = dataclasses.field(default_factory=dict)
     # long recordings: average cosine similarity above which speakers of different windows are one
-    # (`link_speakers`); chosen on a 12-minute recording of mini_synth_meeting's dev meetings
+    # (`clustering.agglomerate` with each window's speakers kept apart); chosen on a 12-minute recording of mini_synth_meeting's dev meetings
     # (0.7 / 0.75 / 0.8 / 0.85: cpWER 63.46 / 61.07 / 57.57 / 63.09)
     link_threshold: float = 0.8
     # the encoders read windows in overlapping chunks of this many seconds (0: whole windows):
@@ -326,40 +327,6 @@ def segment_tokens(segs: list[Segment], vocab: TagVocab, tokenizer, cut_id: str 
         if spans is not None:
             spans += [(s.start, s.end)] * len(toks)
     return out
-
-
-def link_speakers(emb: np.ndarray, groups: list[int], threshold: float) -> list[int]:
-    """Global speaker numbers (0.., by first appearance) of per-window speakers: agglomerative
-    clustering of their voice embeddings (rows of ``emb``), average linkage on cosine
-    similarity, merging while the closest pair is at least ``threshold`` similar, never merging
-    two clusters that hold speakers of one window (``groups``: each row's window; a window's
-    decoder already told its speakers apart). All windows are compared with all, so a speaker
-    who comes back after many windows is found again, and no early mistake is carried forward."""
-    n = len(emb)
-    if n == 0:
-        return []
-    x = emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-9)
-    total = x @ x.T  # summed pairwise similarity between clusters
-    size = np.ones(n)
-    g = np.asarray(groups)
-    apart = g[:, None] == g[None, :]  # clusters that share a window
-    alive = np.ones(n, dtype=bool)
-    member = list(range(n))
-    while True:
-        avg = total / np.outer(size, size)
-        avg[apart | ~alive[:, None] | ~alive[None, :]] = -np.inf
-        i, j = np.unravel_index(int(np.argmax(avg)), avg.shape)
-        if not np.isfinite(avg[i, j]) or avg[i, j] < threshold:
-            break
-        total[i] += total[j]
-        total[:, i] += total[:, j]
-        size[i] += size[j]
-        apart[i] |= apart[j]
-        apart[:, i] |= apart[:, j]
-        alive[j] = False
-        member = [i if m == j else m for m in member]
-    order: dict[int, int] = {}
-    return [order.setdefault(m, len(order)) for m in member]
 
 
 def parse_tokens(ids: list[int], vocab: TagVocab, tokenizer, duration: float | None = None) -> list[Segment]:
@@ -1219,13 +1186,13 @@ class TagSpeechTask(Task):
 
     def merge(self, pieces, cut_id: str) -> SegmentsResult:
         """Stitch windows of one recording: global times; speakers linked across windows by
-        their voice embeddings (:func:`link_speakers`: clustering in which two speakers of one
+        their voice embeddings (:func:`~auden_kit.clustering.agglomerate`: clustering in which two speakers of one
         window never merge; below ``link_threshold`` a speaker stays apart)."""
         if len(pieces) == 1:
             return dataclasses.replace(pieces[0][1], cut_id=cut_id)
         keys = [(w, spk) for w, (_, r) in enumerate(pieces) for spk in sorted(r.embeddings)]
         emb = np.array([pieces[w][1].embeddings[spk] for w, spk in keys], dtype=np.float64)
-        labels = np.array(link_speakers(emb, [w for w, _ in keys], self.model_cfg.link_threshold), dtype=int)
+        labels = np.array(agglomerate(emb, self.model_cfg.link_threshold, groups=[w for w, _ in keys]), dtype=int)
         names = {key: f"spk{k + 1}" for key, k in zip(keys, labels)}
         segs, refs, toks = [], [], []
         for w, (off, r) in enumerate(pieces):

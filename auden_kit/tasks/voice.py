@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from auden_kit.errors import UserError
+from auden_kit.data.features import FRAME_SHIFT
 from auden_kit.data.pitch import NUM_PITCH_FEATURES
 from auden_kit.heads.pooling import PitchStats, build_pooling
 from auden_kit.hub import build_encoder, encoder_config
@@ -179,10 +180,12 @@ class VoiceEncoder(nn.Module):
         return pooled, self.embedding(pooled)
 
     def pitch_statistics(self, x: torch.Tensor, x_lens: torch.Tensor) -> torch.Tensor | None:
-        """(N, PitchStats.NUM_STATS) from the pitch rows of ``x`` (clean features), or None."""
+        """(N, PitchStats.NUM_STATS) from the pitch rows of ``x`` (clean features), or None. Out of
+        training, an utterance longer than the training crops is read in windows of their length."""
         if self.pitch_stats is None:
             return None
-        return self.pitch_stats(x[..., -NUM_PITCH_FEATURES:], x_lens)
+        span = 0 if self.training else int(round(self.cfg.crop_seconds / FRAME_SHIFT))
+        return self.pitch_stats(x[..., -NUM_PITCH_FEATURES:], x_lens, span)
 
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> torch.Tensor:
         return self.pooled_and_embedding(x, x_lens)[1]
@@ -348,7 +351,7 @@ class VoiceTask(Task):
             top = probs.topk(min(top_k, probs.shape[1]), dim=-1)
             for i, (vals, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
                 labels[i][h] = [(names[j], p) for j, p in zip(idx, vals)]
-        seconds = (batch["input_lens"].float() * 0.01).tolist()  # 10 ms feature frames
+        seconds = (batch["input_lens"].float() * FRAME_SHIFT).tolist()
         return [VoiceResult(cut_id=ids[i], labels=labels[i],
                             refs={h: r[i] for h, r in refs.items() if r[i] is not None},
                             embedding=emb[i].tolist(), weight=seconds[i]) for i in range(n)]
