@@ -191,7 +191,8 @@ def test_prosody_heads_take_the_pitch_rows_and_the_encoder_the_filterbank(fbank_
 
     every = list(CutSet.from_file(out))
     rare = every[0].supervisions[0].gender
-    kept = [c for c in every if c.supervisions[0].gender != rare] + [c for c in every if c.supervisions[0].gender == rare][:2]
+    kept = ([c for c in every if c.supervisions[0].gender != rare]
+            + [c for c in every if c.supervisions[0].gender == rare][:2])
     save_cuts_atomic(CutSet.from_cuts(kept), tmp_path / "tr.jsonl.gz")  # one gender rarer
     cfg = voice_config(tmp_path / "exp", {"train-clean-100": tmp_path / "tr.jsonl.gz", "dev-clean": out},
                        head_inputs={"gender": "pooled+prosody"}, balanced_heads=["gender"])

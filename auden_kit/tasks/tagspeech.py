@@ -22,8 +22,8 @@ foreign decoder's) and never raises.
 
 Long recordings are decoded in windows (:mod:`auden_kit.api` splits at pauses); each window's
 speakers carry a voice embedding (the voice stream averaged over their segments), and
-:meth:`TagSpeechTask.merge` links them across windows (:func:`auden_kit.clustering.agglomerate`: agglomerative
-clustering of all windows' speakers on cosine similarity down to ``link_threshold``, two speakers
+:meth:`TagSpeechTask.merge` links them across windows (:func:`auden_kit.clustering.agglomerate`:
+agglomerative clustering of all windows' speakers on cosine similarity down to ``link_threshold``, two speakers
 of one window never joined), so speaker labels are global.
 
 Results: :class:`~auden_kit.results.SegmentsResult`; metrics (cpWER, tcpWER, DER, speaker
@@ -164,7 +164,8 @@ class TagSpeechModelConfig:
     # the semantic ASR model's transducer settings (copied from its folder for words_from=transducer)
     semantic_transducer: dict = dataclasses.field(default_factory=dict)
     # long recordings: average cosine similarity above which speakers of different windows are one
-    # (`clustering.agglomerate` with each window's speakers kept apart); chosen on a 12-minute recording of mini_synth_meeting's dev meetings
+    # (`clustering.agglomerate`, each window's speakers kept apart); chosen on a 12-minute
+    # recording of mini_synth_meeting's dev meetings
     # (0.7 / 0.75 / 0.8 / 0.85: cpWER 63.46 / 61.07 / 57.57 / 63.09)
     link_threshold: float = 0.8
     # the encoders read windows in overlapping chunks of this many seconds (0: whole windows):
@@ -1186,8 +1187,8 @@ class TagSpeechTask(Task):
 
     def merge(self, pieces, cut_id: str) -> SegmentsResult:
         """Stitch windows of one recording: global times; speakers linked across windows by
-        their voice embeddings (:func:`~auden_kit.clustering.agglomerate`: clustering in which two speakers of one
-        window never merge; below ``link_threshold`` a speaker stays apart)."""
+        their voice embeddings (:func:`~auden_kit.clustering.agglomerate`: clustering in which two
+        speakers of one window never merge; below ``link_threshold`` a speaker stays apart)."""
         if len(pieces) == 1:
             return dataclasses.replace(pieces[0][1], cut_id=cut_id)
         keys = [(w, spk) for w, (_, r) in enumerate(pieces) for spk in sorted(r.embeddings)]

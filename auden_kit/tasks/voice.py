@@ -42,9 +42,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from auden_kit.errors import UserError
 from auden_kit.data.features import FRAME_SHIFT
 from auden_kit.data.pitch import NUM_PITCH_FEATURES
+from auden_kit.errors import UserError
 from auden_kit.heads.pooling import PitchStats, build_pooling
 from auden_kit.hub import build_encoder, encoder_config
 from auden_kit.losses.margin import AAMSoftmax, margin_schedule
@@ -130,7 +130,8 @@ class VoiceModelConfig:
                                 f"{', '.join(HEAD_SOURCES)} joined by '+', got '{src}'")
         bad = [h for h in self.balanced_heads if h not in self.heads]
         if bad:
-            raise UserError(f"config key 'model.balanced_heads' names {bad}, which are not in model.heads ({self.heads})")
+            raise UserError(f"config key 'model.balanced_heads' names {bad}, which are not in model.heads "
+                            f"({self.heads})")
 
     def head_sources(self, head: str) -> list[str]:
         return str(self.head_inputs.get(head, "pooled")).split("+")
@@ -145,7 +146,8 @@ class VoiceModelConfig:
         if not self.reads_pitch():
             return fbank.num_features
         if not fbank.pitch:
-            raise UserError("config key 'model.head_inputs' reads pitch statistics, which need pitch features: compute them with "
+            raise UserError("config key 'model.head_inputs' reads pitch statistics, which need pitch features: "
+                            "compute them with "
                             "`auden-kit data fbank --pitch` and train with data.fbank.pitch=true")
         return fbank.num_mel_bins
 
