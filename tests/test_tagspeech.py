@@ -315,6 +315,22 @@ def test_link_speakers_never_merges_one_windows_speakers():
     assert len(set(lab)) == 2 and lab[0] != lab[1] and lab[2] != lab[3]
 
 
+def test_short_speakers_join_the_closest_voice():
+    from auden_kit.tasks.tagspeech import absorb_short_speakers
+
+    segs = [S(0, 4, "spk1", "a b"), S(4, 5.5, "spk2", "c"), S(5.5, 9, "spk3", "d e", "f"), S(9, 10, "spk2", "g")]
+    emb = {"spk1": [1.0, 0.0], "spk2": [0.1, 1.0], "spk3": [0.0, 1.0]}
+    out = absorb_short_speakers(segs, emb, 3.0)  # spk2 (2.5 s) sounds like spk3: joins it, renumbered
+    assert [(s.speaker, s.text, s.gender) for s in out] == [
+        ("spk1", "a b", ""), ("spk2", "c", ""), ("spk2", "d e", "f"), ("spk2", "g", "")]
+    assert absorb_short_speakers(segs, emb, 1.0) == segs  # nobody that short
+    assert absorb_short_speakers(segs, emb, 60.0) == segs  # everybody that short: kept as decoded
+    from auden_kit.errors import UserError
+
+    with pytest.raises(UserError, match="model.min_speaker_seconds"):
+        TagSpeechModelConfig(semantic_model="x", voice_model="y", min_speaker_seconds=-1).validate()
+
+
 def test_agglomerate_without_constraints_is_scipys_average_linkage():
     """The cascade's clustering: the same partition as scipy's average linkage on cosine distance,
     cut at a distance or at a number of clusters (scipy only in this test)."""

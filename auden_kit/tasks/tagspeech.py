@@ -161,6 +161,11 @@ class TagSpeechModelConfig:
     # voice_regroup: speech in no decoded segment (at least this many seconds of a stretch) joins the
     # closest speaker too (0: off; the decoder left 47 of 1,026 s of test speech in no segment)
     regroup_fill: float = 0.3
+    # a decoded speaker with less speech than this (seconds, in one window) is taken for a piece of
+    # another: its segments join the remaining speaker whose voice is closest (0: off;
+    # `absorb_short_speakers`). Diarization's minimum-speaker-duration rule; depends on how much
+    # a speaker says in a window of the data, so chosen per recipe on dev meetings
+    min_speaker_seconds: float = 0.0
     # the semantic ASR model's transducer settings (copied from its folder for words_from=transducer)
     semantic_transducer: dict = dataclasses.field(default_factory=dict)
     # long recordings: average cosine similarity above which speakers of different windows are one
@@ -228,7 +233,7 @@ class TagSpeechModelConfig:
         if self.voice_regroup and self.words_from == "decoder":
             raise UserError("config key 'model.voice_regroup' cuts segments at pauses, which splits the decoder's "
                             "own words: set model.words_from (asr, ctc or transducer) or voice_regroup: false")
-        for k in ("regroup_chunk", "regroup_fill"):
+        for k in ("regroup_chunk", "regroup_fill", "min_speaker_seconds"):
             if getattr(self, k) < 0:
                 raise UserError(f"config key 'model.{k}' must be >= 0 (0: off), got {getattr(self, k)}")
         if self.cover_speech < 0:
@@ -328,6 +333,25 @@ def segment_tokens(segs: list[Segment], vocab: TagVocab, tokenizer, cut_id: str 
         if spans is not None:
             spans += [(s.start, s.end)] * len(toks)
     return out
+
+
+def absorb_short_speakers(segs: list[Segment], emb: dict, least: float) -> list[Segment]:
+    """Speakers with less than ``least`` seconds of segments give them to the remaining speaker
+    whose voice embedding (``emb``: {speaker: vector}) is most similar (cosine); the speakers left
+    are renumbered spk1.. by first appearance. Nothing changes when no speaker, or every speaker,
+    is that short (a window with one short utterance keeps it)."""
+    dur: dict[str, float] = {}
+    for sg in segs:
+        dur[sg.speaker] = dur.get(sg.speaker, 0.0) + sg.end - sg.start
+    keep = [k for k in dur if dur[k] >= least and k in emb]
+    if not keep or len(keep) == len(dur):
+        return segs
+    unit = {k: np.asarray(v, dtype=np.float64) / (np.linalg.norm(v) + 1e-9) for k, v in emb.items()}
+    to = {k: k if k in keep or k not in unit else max(keep, key=lambda q: float(unit[k] @ unit[q])) for k in dur}
+    order: dict[str, str] = {}
+    for sg in segs:
+        order.setdefault(to[sg.speaker], f"spk{len(order) + 1}")
+    return [dataclasses.replace(sg, speaker=order[to[sg.speaker]]) for sg in segs]
 
 
 def parse_tokens(ids: list[int], vocab: TagVocab, tokenizer, duration: float | None = None) -> list[Segment]:
@@ -1127,8 +1151,11 @@ class TagSpeechTask(Task):
                                         c.regroup_chunk, c.regroup_fill)
             if words is not None:
                 segs = timed_words(segs, words[i], model.frame_shift, self.tokenizer)
-            emb = self._speaker_embeddings(segs, voice[i] if voice is not None else mem[i], int(lens[i]),
-                                           model.frame_shift)
+            frames_i = voice[i] if voice is not None else mem[i]
+            emb = self._speaker_embeddings(segs, frames_i, int(lens[i]), model.frame_shift)
+            if c.min_speaker_seconds > 0 and len(emb) > 1:
+                segs = absorb_short_speakers(segs, emb, c.min_speaker_seconds)
+                emb = self._speaker_embeddings(segs, frames_i, int(lens[i]), model.frame_shift)
             out.append(SegmentsResult(cut_id=ids[i], segments=segs, refs=refs[i] if refs else None,
                                       embeddings=emb, tokens=seqs[i]))
         return out
