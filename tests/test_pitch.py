@@ -20,6 +20,18 @@ def _harmonic(f0, sr=16000, seed=0):
     return x + np.random.RandomState(seed).randn(len(x)) * 0.01
 
 
+def _train_and_average(cfg: dict, tmp_path) -> dict:
+    """Train ``cfg`` (exp_dir inside ``tmp_path``) with the CLI, average into ``tmp_path/m``; the
+    folder's config.yaml."""
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run(CLI + ["train", "--config", str(tmp_path / "c.yaml")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run(CLI + ["average", "--exp-dir", cfg["exp_dir"], "--out", str(tmp_path / "m")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())
+
+
 def test_pitch_follows_a_known_contour_and_marks_noise_unvoiced():
     from auden_kit.data.pitch import num_frames, pitch_features
 
@@ -86,13 +98,7 @@ def test_voice_training_with_pitch_and_the_mismatch_errors(fbank_cuts, synth_cut
     assert r.returncode != 0 and "84-dim" in r.stderr and "data.fbank.pitch=true" in r.stderr
     assert "Traceback" not in r.stderr
     cfg["data"]["fbank"] = {"pitch": True}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    r = subprocess.run(CLI + ["train", "--config", str(tmp_path / "c.yaml")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run(CLI + ["average", "--exp-dir", str(tmp_path / "exp"), "--out", str(tmp_path / "m")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    folder = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())
+    folder = _train_and_average(cfg, tmp_path)
     assert folder["features"]["pitch"] is True and folder["model"]["encoder"]["feature_dim"] == 84
     # the model folder computes the same 84 features for an audio file, and rejects 80-dim cuts
     wav = next(iter(CutSet.from_file(synth_cuts["test-clean"]))).recording.sources[0].source
@@ -198,13 +204,7 @@ def test_prosody_heads_take_the_pitch_rows_and_the_encoder_the_filterbank(fbank_
                        head_inputs={"gender": "pooled+prosody"}, balanced_heads=["gender"])
     cfg["data"].update(fbank={"pitch": True}, spec_augment=True)
     cfg["trainer"].update(num_epochs=1, max_steps=3)
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    r = subprocess.run(CLI + ["train", "--config", str(tmp_path / "c.yaml")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run(CLI + ["average", "--exp-dir", str(tmp_path / "exp"), "--out", str(tmp_path / "m")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    folder = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())
+    folder = _train_and_average(cfg, tmp_path)
     assert folder["features"]["pitch"] is True and folder["model"]["encoder"]["feature_dim"] == 80
     # balanced_heads: the class counts of the training cuts travel with the model; the weights
     # average 1 over those cuts and favour the rarer class
