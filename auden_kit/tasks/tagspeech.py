@@ -23,8 +23,8 @@ foreign decoder's) and never raises.
 Long recordings are decoded in windows (:mod:`auden_kit.api` splits at pauses); each window's
 speakers carry a voice embedding (the voice stream averaged over their segments), and
 :meth:`TagSpeechTask.merge` links them across windows (:func:`auden_kit.clustering.agglomerate`:
-agglomerative clustering of all windows' speakers on cosine similarity down to ``link_threshold``, two speakers
-of one window never joined), so speaker labels are global.
+agglomerative clustering of all windows' speakers on cosine similarity down to
+``link_threshold``, two speakers of one window never joined), so speaker labels are global.
 
 Results: :class:`~auden_kit.results.SegmentsResult`; metrics (cpWER, tcpWER, DER, speaker
 counting): :mod:`auden_kit.metrics.diarization`; file formats: :mod:`auden_kit.data.segments`.
@@ -348,10 +348,7 @@ def absorb_short_speakers(segs: list[Segment], emb: dict, least: float) -> list[
         return segs
     unit = {k: np.asarray(v, dtype=np.float64) / (np.linalg.norm(v) + 1e-9) for k, v in emb.items()}
     to = {k: k if k in keep or k not in unit else max(keep, key=lambda q: float(unit[k] @ unit[q])) for k in dur}
-    order: dict[str, str] = {}
-    for sg in segs:
-        order.setdefault(to[sg.speaker], f"spk{len(order) + 1}")
-    return [dataclasses.replace(sg, speaker=order[to[sg.speaker]]) for sg in segs]
+    return renumber_speakers([dataclasses.replace(sg, speaker=to[sg.speaker]) for sg in segs])
 
 
 def parse_tokens(ids: list[int], vocab: TagVocab, tokenizer, duration: float | None = None) -> list[Segment]:
@@ -485,11 +482,15 @@ def regroup_by_voice(segs: list[Segment], stretches: list[tuple[float, float]], 
         if [p.speaker for p in new] == [p.speaker for p in pieces]:
             break
         pieces = new
-    pieces = _join_touching(pieces)
-    order: dict[str, str] = {}  # speakers numbered again by first appearance (one may have gone)
-    for p in pieces:
-        order.setdefault(p.speaker, f"spk{len(order) + 1}")
-    return [dataclasses.replace(p, speaker=order[p.speaker]) for p in pieces]
+    return renumber_speakers(_join_touching(pieces))  # one speaker may have gone
+
+
+def renumber_speakers(segs: list[Segment]) -> list[Segment]:
+    """The same segments with their speakers named spk1.. again by first appearance."""
+    order: dict[str, str] = {}
+    for sg in segs:
+        order.setdefault(sg.speaker, f"spk{len(order) + 1}")
+    return [dataclasses.replace(sg, speaker=order[sg.speaker]) for sg in segs]
 
 
 def uncovered(stretches: list[tuple[float, float]], spans: list[tuple[float, float]], least: float

@@ -168,11 +168,11 @@ class VoiceEncoder(nn.Module):
         self.embedding = nn.Linear(pooled_dim, cfg.embed_dim)
         self.pitch_stats = PitchStats() if cfg.reads_pitch() else None
         self.heads = nn.ModuleDict()
+        sizes = {"pooled": pooled_dim, **{g: sl.stop - sl.start for g, sl in PitchStats.GROUPS.items()}}
         for head, n in num_classes.items():
             if head == cfg.speaker_key:
                 self.heads[_name(head)] = AAMSoftmax(cfg.embed_dim, n, cfg.aam_scale, cfg.aam_margin, cfg.sub_centers)
             else:
-                sizes = {"pooled": pooled_dim, **{g: sl.stop - sl.start for g, sl in PitchStats.GROUPS.items()}}
                 self.heads[_name(head)] = nn.Linear(sum(sizes[p] for p in cfg.head_sources(head)), n)
 
     def pooled_and_embedding(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
