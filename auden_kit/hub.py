@@ -224,10 +224,12 @@ def load_pretrained(model_dir: str | Path, device: str | torch.device = "cpu") -
     cfg = read_model_config(d)
     task = get_task(cfg.get("task", ""))
     assets = load_assets(d, cfg)
-    model_cfg = from_dict(task.model_config_cls, cfg.get("model", {}), prefix="model.")
+    model_cfg = task.inference_config(from_dict(task.model_config_cls, cfg.get("model", {}), prefix="model."))
     task.setup(model_cfg, assets)
     model = task.build_model()
     state = load_state(d / "model.safetensors")
+    if task.training_only:
+        state = {k: v for k, v in state.items() if not k.startswith(task.training_only)}
     own = model.state_dict()
     bad = [k for k in state if k in own and own[k].shape != state[k].shape]
     missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in bad}, strict=False)

@@ -87,20 +87,29 @@ def test_kmeans_codebooks_use_every_code_where_random_ones_do_not():
 
 def test_kmeans_codebooks_are_fitted_once_and_kept(fbank_cuts, tmp_path):
     """codebook_init=kmeans fits the codebooks on the training cuts when a run starts; they are
-    saved with the model and a resumed run keeps them (no refit)."""
+    saved with the model and a resumed run keeps them (no refit). The code heads sit behind a
+    projection layer (head_hidden), saved with the model too."""
+    import yaml
+
     from auden_kit.hub import load_pretrained
     from auden_kit.tasks.ssl import RandomProjectionQuantizer
     from auden_kit.training.trainer import Trainer, export_model_folder
 
     model = {"codebook_size": 32, "mask_prob": 0.04, "mask_span": 10, "codebook_init": "kmeans",
-             "kmeans_max_cuts": 20}
+             "kmeans_max_cuts": 20, "head_hidden": 24}
     t = Trainer(train_config("ssl", tmp_path / "exp", fbank_cuts, model))
     books = t.model.quantizer.codebooks.clone()
     random = RandomProjectionQuantizer(*t.model.quantizer.projection.shape[1:2], 1, 32, 16, seed=1234).codebooks
     assert not torch.equal(books, random)
     t.train()
     folder = export_model_folder(tmp_path / "exp", tmp_path / "model", avg=1)
-    assert torch.equal(load_pretrained(folder).model.quantizer.codebooks, books)
+    # the statistics file named in the config is read for training only: the folder keeps the statistics
+    cfg = yaml.safe_load((folder / "config.yaml").read_text())
+    cfg["model"]["feature_stats"] = "data/fbank/feature_stats.json"  # relative to a recipe folder
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    loaded = load_pretrained(folder).model
+    assert torch.equal(loaded.quantizer.codebooks, books)
+    assert loaded.head_proj[0].weight.shape[0] == 24 and loaded.heads[0].weight.shape == (32, 24)
     # a refit on other cuts would give other codebooks: the resumed run keeps the saved ones
     again = Trainer(train_config("ssl", tmp_path / "exp", fbank_cuts, {**model, "kmeans_max_cuts": 5}, num_epochs=2))
     assert again.epoch == 2 and torch.equal(again.model.quantizer.codebooks, books)
@@ -182,6 +191,7 @@ def test_ssl_config_errors_name_the_key(fbank_cuts, tmp_path):
     from auden_kit.training.trainer import Trainer
 
     for model, key in (({"objective": "hubert"}, "model.objective"), ({"mask_prob": 0}, "model.mask_prob"),
+                       ({"head_hidden": -1}, "model.head_hidden"),
                        ({"feature_stats": str(tmp_path / "none.json")}, "model.feature_stats")):
         with pytest.raises(UserError, match=key.replace(".", r"\.")):
             Trainer(train_config("ssl", tmp_path / "x", fbank_cuts, model, max_steps=1))

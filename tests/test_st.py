@@ -426,6 +426,28 @@ def test_st_trains_validates_and_keeps_its_languages(st_model):
     assert cfg["data_stats"]["default_targets"] == {"en": "es", "es": "en"}
 
 
+def test_a_model_folder_decodes_without_its_training_only_text_tower(st_model, tmp_path):
+    """The alignment loss's text tower serves training only: a folder whose config names a Hugging
+    Face tower that is not on this machine still loads, without the tower, and translates as before."""
+    import shutil
+
+    import yaml
+
+    from auden_kit.hub import load_pretrained
+
+    folder = shutil.copytree(st_model / "model", tmp_path / "moved")
+    cfg = yaml.safe_load((folder / "config.yaml").read_text())
+    cfg["model"]["align_text_model"] = str(tmp_path / "bert-on-the-training-machine")
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    from safetensors.torch import load_file
+
+    saved = load_file(str(folder / "model.safetensors"))
+    assert any(k.startswith("text_tower.") for k in saved)  # trained with the loss: the tower was saved
+    moved, original = load_pretrained(folder).model.state_dict(), load_pretrained(st_model / "model").model.state_dict()
+    assert not any(k.startswith(("text_tower.", "speech_proj.", "siglip.")) for k in moved)
+    assert moved.keys() == original.keys() and all(torch.equal(moved[k], saved[k]) for k in moved)
+
+
 def test_st_decode_files_forced_target_and_a_corrupt_file(st_model, tmp_path):
     import soundfile as sf
     import torchaudio

@@ -96,6 +96,9 @@ class Task:
     validate_options: dict = {}
     #: further keyword options of :meth:`infer` that the CLI may pass (e.g. ``tgt_lang``)
     infer_options: tuple[str, ...] = ()
+    #: parameter-name prefixes of training-only modules (an auxiliary loss's towers): a model folder
+    #: loaded for inference builds the model of :meth:`inference_config` and leaves them out
+    training_only: tuple[str, ...] = ()
 
     def __init__(self):
         self.model_cfg: Any = None
@@ -116,6 +119,12 @@ class Task:
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError
+
+    def inference_config(self, model_cfg):
+        """The model config a loaded model folder is built from (default: as trained). A task with
+        training-only parts switches them off here, so that inference needs nothing outside the
+        folder (e.g. the Hugging Face text tower of an alignment loss)."""
+        return model_cfg
 
     # ---------------------------------------------------------------- data
     def cut_transforms(self, data_cfg, train: bool) -> list[Callable]:

@@ -62,6 +62,10 @@ class SslModelConfig:
     codebook_size: int = 8192
     codebook_dim: int = 16
     quantizer_seed: int = 1234
+    # > 0: a shared Linear-GELU-LayerNorm layer of this width between the encoder and the code heads
+    # (SimCLR's projection head): it takes up the code-specific part, so the encoder's output keeps
+    # more of what probes and fine-tuning read (RESULTS.md of egs/mini_synth_ssl); 0 = linear heads
+    head_hidden: int = 0
     # random: BEST-RQ's random unit vectors; kmeans: spherical k-means centroids of the projected
     # training patches (HuBERT's first-iteration idea), fitted once before training, then frozen
     codebook_init: str = "random"
@@ -93,6 +97,8 @@ class SslModelConfig:
                     "mae_decoder_layers", "mae_decoder_heads", "stats_max_cuts", "kmeans_max_cuts", "kmeans_frames"):
             if getattr(self, key) < 1:
                 raise UserError(f"config key 'model.{key}' must be >= 1, got {getattr(self, key)}")
+        if self.head_hidden < 0:
+            raise UserError(f"config key 'model.head_hidden' must be >= 0, got {self.head_hidden}")
         if not 0 < self.mask_prob < 1:
             raise UserError(f"config key 'model.mask_prob' must be in (0, 1), got {self.mask_prob}")
         if self.min_masks < 0 or self.mask_noise_std < 0:
@@ -100,10 +106,6 @@ class SslModelConfig:
         if self.mae_decoder_dim % self.mae_decoder_heads:
             raise UserError(f"config key 'model.mae_decoder_dim' ({self.mae_decoder_dim}) must be divisible by "
                             f"model.mae_decoder_heads ({self.mae_decoder_heads})")
-        if self.feature_stats and not Path(self.feature_stats).is_file():
-            raise UserError(f"config key 'model.feature_stats': '{self.feature_stats}' does not exist (write it "
-                            "with `auden-kit data cmvn CUTS --out FILE`, or leave the key empty to compute the "
-                            "statistics from the training cuts)")
 
 
 # ------------------------------------------------------------------------------------ statistics
@@ -268,7 +270,10 @@ class SslModel(nn.Module):
         if cfg.objective == "bestrq":
             self.quantizer = RandomProjectionQuantizer(patch, cfg.num_codebooks, cfg.codebook_size,
                                                        cfg.codebook_dim, cfg.quantizer_seed)
-            self.heads = nn.ModuleList(nn.Linear(d, cfg.codebook_size) for _ in range(cfg.num_codebooks))
+            h = cfg.head_hidden or d
+            self.head_proj = (nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.LayerNorm(h)) if cfg.head_hidden
+                              else nn.Identity())
+            self.heads = nn.ModuleList(nn.Linear(h, cfg.codebook_size) for _ in range(cfg.num_codebooks))
         else:
             self.decoder = MaeDecoder(d, cfg.mae_decoder_dim, cfg.mae_decoder_layers, cfg.mae_decoder_heads, patch)
 
@@ -306,7 +311,11 @@ class SslTask(Task):
         from auden_kit.data.datamodule import load_cuts
 
         assets = super().build_assets(train_cfg, model_cfg, train_cuts)
-        if model_cfg.feature_stats:
+        if model_cfg.feature_stats:  # read for training only: a model folder keeps them in its data_stats
+            if not Path(model_cfg.feature_stats).is_file():
+                raise UserError(f"config key 'model.feature_stats': '{model_cfg.feature_stats}' does not exist "
+                                "(write it with `auden-kit data cmvn CUTS --out FILE`, or leave the key empty to "
+                                "compute the statistics from the training cuts)")
             st = read_feature_stats(model_cfg.feature_stats)
             log.info("feature statistics from %s (%s frames)", model_cfg.feature_stats, st.get("frames", "?"))
         else:
@@ -377,6 +386,7 @@ class SslTask(Task):
             loss = enc.new_zeros(())
             correct = 0.0
             G = tgt.shape[-1]
+            h = model.head_proj(h)
             for g, head in enumerate(model.heads):
                 logits = head(h).float()
                 loss = loss + nn.functional.cross_entropy(logits, tgt[:, g], reduction="sum")

@@ -28,6 +28,7 @@ tags as whole pieces (``auden-kit data tokenizer --translations --lang-tags``), 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import random
@@ -152,6 +153,13 @@ class StTask(AsrTask):
     validate_options = {"method": "greedy"}
     #: options of :meth:`infer` the CLI may pass through
     infer_options = ("tgt_lang", "src_lang", "asr_method", "length_penalty")
+    #: the alignment loss's speech projection and text tower serve training only
+    training_only = ("speech_proj.", "text_tower.", "siglip.")
+
+    def inference_config(self, model_cfg: StModelConfig) -> StModelConfig:
+        cfg = copy.copy(model_cfg)
+        cfg.align_loss_scale = 0.0  # no text tower: a Hugging Face one need not be on this machine
+        return cfg
 
     # ---------------------------------------------------------------- assets
     @property

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The recipe's figures beside its goals: test WER of the ASR fine-tuned from the pretrained
 encoder vs the same ASR from scratch (goal: <= 0.7x), probe accuracies of the frozen BEST-RQ
-(and MAE) encoder vs a randomly initialised one (goal: +10 points absolute on a content probe,
-the clip-level keyword or the frame-level phone, and on the speaker probe, kNN and linear). Printed, and written to exp/summary.json."""
+(and MAE) encoder vs a randomly initialised one (goal: +10 points absolute on the content probe,
+the frame-level phone of SUPERB, and on the speaker probe, kNN and linear). The clip-level keyword
+probe is reported but is no goal: a random encoder reads it at 94.5 % with a linear probe already.
+Printed, and written to exp/summary.json."""
 
 import json
 from pathlib import Path
@@ -19,7 +21,7 @@ def wer(name: str):
 
 def probes(name: str) -> dict:
     p = EXP / "probes" / f"{name}.json"
-    kinds = {"custom.keyword": "content", "speaker": "speaker", "alignment.phone": "phone"}
+    kinds = {"custom.keyword": "keyword", "speaker": "speaker", "alignment.phone": "phone"}
     return {f"{kinds[r['label']]}/{r['method']}": r["accuracy"]
             for r in json.loads(p.read_text())["rows"]} if p.is_file() else {}
 
@@ -40,7 +42,7 @@ def main():
         print(f"{key:<18} " + " ".join(f"{'-' if v is None else f'{v:.2f}':>8}" for v in row))
         for n in ("bestrq", "mae"):
             v = res["probes"][n].get(key)
-            if v is not None:
+            if v is not None and not key.startswith("keyword/"):
                 res["goals"][f"{n} {key} >= random + 10"] = v >= rnd[key] + 10
     print()
     for k, ok in res["goals"].items():
