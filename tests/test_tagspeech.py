@@ -282,7 +282,7 @@ def test_incremental_decoder_matches_full():
 def test_windows_link_speakers_by_voice():
     task = TagSpeechTask()
     task.model_cfg = TagSpeechModelConfig(semantic_model="x", voice_model="y", link_threshold=0.5)
-    a, b = [1.0, 0.0, 0.1], [0.0, 1.0, 0.1]
+    a, b = [1.0, 0.0, 0.5], [0.0, 1.0, 0.5]  # cosine 0.2
     w1 = SegmentsResult("r:0", [S(0, 1, "spk1", "w1"), S(1, 2, "spk2", "w2")], embeddings={"spk1": a, "spk2": b})
     # the next window meets the same people in the other order, and a stranger
     w2 = SegmentsResult("r:1", [S(0, 1, "spk1", "w3"), S(1, 2, "spk2", "w4"), S(2, 3, "spk3", "w5")],
@@ -329,6 +329,56 @@ def test_short_speakers_join_the_closest_voice():
 
     with pytest.raises(UserError, match="model.min_speaker_seconds"):
         TagSpeechModelConfig(semantic_model="x", voice_model="y", min_speaker_seconds=-1).validate()
+
+
+def test_speakers_of_two_voices_are_split():
+    from auden_kit.errors import UserError
+    from auden_kit.tasks.tagspeech import split_by_voice
+
+    a, b = [1.0, 0.0, 0.5], [0.0, 1.0, 0.5]  # cosine 0.2
+    segs = [S(0, 3, "spk1", "a"), S(3, 6, "spk2", "b"), S(6, 9, "spk1", "c"), S(9, 12, "spk1", "d"),
+            S(12, 12.5, "spk1", "e"), S(13, 16, "spk2", "f")]
+    emb = {0: a, 1: a, 2: a, 3: b, 5: a}  # spk1: two voices (a 6 s, b 3 s); spk2 one; 4: too short, not embedded
+    out = split_by_voice(segs, emb, threshold=0.5, least=3.0)
+    assert [(s.speaker, s.text) for s in out] == [
+        ("spk1", "a"), ("spk2", "b"), ("spk1", "c"), ("spk3", "d"), ("spk1", "e"), ("spk2", "f")]
+    assert split_by_voice(segs, emb, threshold=0.5, least=4.0) == segs  # the second voice holds too little
+    assert split_by_voice(segs, emb, threshold=0.1, least=3.0) == segs  # the voices are not that far apart
+    for bad in ({"split_voices": 1.0}, {"split_voices": 0.5, "fusion": "semantic"}, {"split_min_seconds": -1}):
+        with pytest.raises(UserError, match=r"model\.split_"):
+            TagSpeechModelConfig(semantic_model="x", voice_model="y", **bad).validate()
+
+
+def test_split_voices_reads_segments_as_the_voice_model_does(meetings, trained_model, voice_model):
+    """split_voices copies the voice folder's pooling and embedding into the model (frozen, saved),
+    and a segment's embedding is the voice model's own embedding of that stretch of features."""
+    from lhotse import load_manifest
+
+    from auden_kit.config import from_dict
+    from auden_kit.errors import UserError
+    from auden_kit.hub import load_pretrained
+    from auden_kit.training.trainer import TrainConfig, resolve
+
+    def build(voice):
+        cfg = from_dict(TrainConfig, {"task": "tagspeech", "exp_dir": "unused", "model": {
+            "semantic_model": str(trained_model), "voice_model": str(voice), "d_model": 32, "decoder_layers": 1,
+            "decoder_ff_dim": 64, "max_window": 20, "max_speakers": 4, "split_voices": 0.5}})
+        task, mcfg = resolve(cfg)
+        task.setup(mcfg, task.build_assets(cfg, mcfg, []))
+        return task.build_model().eval()
+
+    model = build(voice_model / "model")
+    own = load_pretrained(voice_model / "model").model.eval()
+    assert torch.equal(model.voice_embed.weight, own.embedding.weight)
+    assert not any(p.requires_grad for p in [*model.voice_pool.parameters(), *model.voice_embed.parameters()])
+    assert any(k.startswith("voice_embed.") for k in model.state_dict())  # saved with the model folder
+    x = torch.from_numpy(next(iter(load_manifest(meetings[1]))).load_features())
+    got = model.segment_embeddings(x, [(0.5, 2.5), (1.0, 4.0)])
+    with torch.no_grad():
+        want = own(x[None, 100:400], torch.tensor([300]))[0]
+    assert got.shape[0] == 2 and torch.allclose(got[1], want, atol=1e-4)
+    with pytest.raises(UserError, match="no utterance embedding"):  # an ASR folder
+        build(trained_model)
 
 
 def test_agglomerate_without_constraints_is_scipys_average_linkage():

@@ -166,6 +166,17 @@ class TagSpeechModelConfig:
     # `absorb_short_speakers`). Diarization's minimum-speaker-duration rule; depends on how much
     # a speaker says in a window of the data, so chosen per recipe on dev meetings
     min_speaker_seconds: float = 0.0
+    # after that: a speaker whose segments fall into two voices by the voice model's own utterance
+    # embeddings (its pooling and embedding layers, copied from the voice folder into this model) is
+    # split in two (`split_by_voice`): its segments of at least 0.8 s are parted in two groups
+    # (average linkage) and, when each group holds at least split_min_seconds and their mean voices
+    # are less similar than this cosine, the second group becomes a new speaker (0: off). The
+    # decoder's speaker pointer merges voices that the voice model tells apart (mini_synth_meeting:
+    # 6 of 9 merged test speakers; RESULTS.md); chosen per recipe on dev meetings
+    split_voices: float = 0.0
+    split_min_seconds: float = 4.0
+    # the voice folder's pooling and embedding settings (copied at set-up when split_voices > 0)
+    voice_embedding: dict = dataclasses.field(default_factory=dict)
     # the semantic ASR model's transducer settings (copied from its folder for words_from=transducer)
     semantic_transducer: dict = dataclasses.field(default_factory=dict)
     # long recordings: average cosine similarity above which speakers of different windows are one
@@ -233,7 +244,11 @@ class TagSpeechModelConfig:
         if self.voice_regroup and self.words_from == "decoder":
             raise UserError("config key 'model.voice_regroup' cuts segments at pauses, which splits the decoder's "
                             "own words: set model.words_from (asr, ctc or transducer) or voice_regroup: false")
-        for k in ("regroup_chunk", "regroup_fill", "min_speaker_seconds"):
+        if not 0 <= self.split_voices < 1:
+            raise UserError(f"config key 'model.split_voices' must be a cosine in [0, 1) (0: off), got {self.split_voices}")
+        if self.split_voices > 0 and self.fusion == "semantic":
+            raise UserError("config key 'model.split_voices' needs the voice stream (model.fusion is semantic)")
+        for k in ("regroup_chunk", "regroup_fill", "min_speaker_seconds", "split_min_seconds"):
             if getattr(self, k) < 0:
                 raise UserError(f"config key 'model.{k}' must be >= 0 (0: off), got {getattr(self, k)}")
         if self.cover_speech < 0:
@@ -485,6 +500,35 @@ def regroup_by_voice(segs: list[Segment], stretches: list[tuple[float, float]], 
     return renumber_speakers(_join_touching(pieces))  # one speaker may have gone
 
 
+SPLIT_MIN_SEGMENT = 0.8  # seconds: shorter segments are not embedded by split_by_voice (they follow their speaker)
+
+
+def split_by_voice(segs: list[Segment], emb: dict, threshold: float, least: float) -> list[Segment]:
+    """Speakers whose segments fall into two voices split in two. ``emb``: {segment index: voice
+    embedding} (segments without one stay with their speaker). A speaker's embedded segments are
+    parted in two groups (average linkage on cosine similarity); when each group holds at least
+    ``least`` seconds and the groups' duration-weighted mean voices have a cosine below
+    ``threshold``, the second group becomes a new speaker. Speakers are renumbered spk1.. by first
+    appearance."""
+    out = list(segs)
+    for spk in sorted({sg.speaker for sg in segs}):
+        idx = [i for i, sg in enumerate(segs) if sg.speaker == spk and i in emb]
+        if len(idx) < 2:
+            continue
+        x = np.stack([np.asarray(emb[i], dtype=np.float64) for i in idx])
+        x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-9
+        lab = np.array(agglomerate(x, -1.0, num_speakers=2))
+        w = np.array([segs[i].end - segs[i].start for i in idx])
+        if min(w[lab == 0].sum(), w[lab == 1].sum()) < least:
+            continue
+        a, b = ((x[lab == k] * w[lab == k, None]).sum(0) for k in (0, 1))
+        if float(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9) < threshold:
+            for i, k in zip(idx, lab):
+                if k == 1:
+                    out[i] = dataclasses.replace(out[i], speaker=spk + "+")
+    return renumber_speakers(out)
+
+
 def renumber_speakers(segs: list[Segment]) -> list[Segment]:
     """The same segments with their speakers named spk1.. again by first appearance."""
     order: dict[str, str] = {}
@@ -720,6 +764,17 @@ class TagSpeechModel(nn.Module):
             self.voice = build_encoder(cfg.voice_encoder_type, voice_cfg)
             self.input_dims["voice"] = getattr(voice_cfg, "feature_dim", None)
         d_voice = self.voice.output_dim if self.voice is not None else 0
+        self.voice_pool = self.voice_embed = None
+        if self.voice is not None and cfg.split_voices > 0:  # the voice model's own utterance embedding
+            from auden_kit.heads.pooling import build_pooling
+
+            if not cfg.voice_embedding:
+                raise UserError("config key 'model.split_voices' needs the voice model's embedding layers, which "
+                                "this model was trained without: set split_voices before training")
+            self.voice_pool = build_pooling(cfg.voice_embedding["pooling"], d_voice)
+            self.voice_embed = nn.Linear(self.voice_pool.output_dim(d_voice), int(cfg.voice_embedding["embed_dim"]))
+            self.voice_pool.requires_grad_(False)
+            self.voice_embed.requires_grad_(False)
         self.semantic_ctc = None
         if cfg.semantic_ctc and cfg.semantic_vocab:
             self.semantic_ctc = nn.Linear(d_sem, cfg.semantic_vocab)
@@ -865,6 +920,8 @@ class TagSpeechModel(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
+        if self.voice_pool is not None:  # copied from the voice folder, never trained here
+            self.voice_pool.eval()
         if self.cfg.freeze_semantic:  # frozen encoders run as at inference (no layer dropping, no noise)
             self.semantic.eval()
         if self.voice is not None and self.cfg.freeze_voice:
@@ -875,6 +932,17 @@ class TagSpeechModel(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             return chunked_encode(enc, x, x_lens, int(self.cfg.encoder_chunk * 100),
                                   int(self.cfg.encoder_context * 100))
+
+    @torch.no_grad()
+    def segment_embeddings(self, x: Tensor, spans: list[tuple[float, float]]) -> Tensor:
+        """The voice model's utterance embeddings (len(spans), E) of stretches (seconds) of one
+        window's features ``x`` (T, F), each read alone as the voice model reads an utterance."""
+        rows = x[..., : self.input_dims["voice"]]
+        feats = [rows[int(a * 100): max(int(b * 100), int(a * 100) + 1)] for a, b in spans]
+        lens = torch.tensor([f.shape[0] for f in feats], device=x.device)
+        padded = nn.utils.rnn.pad_sequence(feats, batch_first=True, padding_value=PAD_VALUE)
+        enc, enc_lens = self._run(self.voice, True, padded, lens)
+        return self.voice_embed(self.voice_pool(enc, enc_lens))
 
     def streams(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """The encoders' outputs: semantic (N, T, C), lengths, voice (N, T, C') or None. Each
@@ -978,6 +1046,11 @@ class TagSpeechTask(Task):
                 model_cfg.semantic_ctc = bool(model_cfg.semantic_ctc and m.get("use_ctc"))
                 if model_cfg.semantic_ctc:
                     model_cfg.semantic_vocab = vocab()
+            if which == "voice" and model_cfg.split_voices > 0:
+                from auden_kit.tasks.voice import VoiceModelConfig
+
+                model_cfg.voice_embedding = {"pooling": m.get("pooling", VoiceModelConfig.pooling),
+                                             "embed_dim": int(m.get("embed_dim", VoiceModelConfig.embed_dim))}
             self._sources[which] = Path(path)
             feats[which] = (cfg.get("features") or {}).get("num_mel_bins", 80)
         if len(set(feats.values())) > 1:
@@ -1008,6 +1081,13 @@ class TagSpeechTask(Task):
                 raise UserError(f"'{path}' holds no encoder weights (no 'encoder.*' keys)")
             getattr(model, which).load_state_dict(enc)
             log.info("%s encoder from %s", which, path)
+            if which == "voice" and model.voice_embed is not None:
+                if not any(k.startswith("embedding.") for k in state):
+                    raise UserError(f"config key 'model.split_voices': '{path}' holds no utterance embedding "
+                                    "('embedding.*' weights): it needs a voice model folder (task voice)")
+                for name, mod in (("pooling", model.voice_pool), ("embedding", model.voice_embed)):
+                    mod.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
+                log.info("voice stream: the voice model's utterance embedding, for split_voices")
             if which == "semantic" and model.semantic_ctc is not None:
                 model.semantic_ctc.load_state_dict({"weight": state["ctc_output.1.weight"],
                                                     "bias": state["ctc_output.1.bias"]})
@@ -1157,6 +1237,13 @@ class TagSpeechTask(Task):
             if c.min_speaker_seconds > 0 and len(emb) > 1:
                 segs = absorb_short_speakers(segs, emb, c.min_speaker_seconds)
                 emb = self._speaker_embeddings(segs, frames_i, int(lens[i]), model.frame_shift)
+            if model.voice_embed is not None and len(segs) > 1:
+                keep = [j for j, sg in enumerate(segs) if sg.end - sg.start >= SPLIT_MIN_SEGMENT]
+                if len(keep) > 1:
+                    e = model.segment_embeddings(x[i, : int(x_lens[i])], [(segs[j].start, segs[j].end) for j in keep])
+                    segs = split_by_voice(segs, dict(zip(keep, e.float().cpu().numpy())), c.split_voices,
+                                          c.split_min_seconds)
+                    emb = self._speaker_embeddings(segs, frames_i, int(lens[i]), model.frame_shift)
             out.append(SegmentsResult(cut_id=ids[i], segments=segs, refs=refs[i] if refs else None,
                                       embeddings=emb, tokens=seqs[i]))
         return out
