@@ -245,7 +245,8 @@ class TagSpeechModelConfig:
             raise UserError("config key 'model.voice_regroup' cuts segments at pauses, which splits the decoder's "
                             "own words: set model.words_from (asr, ctc or transducer) or voice_regroup: false")
         if not 0 <= self.split_voices < 1:
-            raise UserError(f"config key 'model.split_voices' must be a cosine in [0, 1) (0: off), got {self.split_voices}")
+            raise UserError(f"config key 'model.split_voices' must be a cosine in [0, 1) (0: off), got "
+                            f"{self.split_voices}")
         if self.split_voices > 0 and self.fusion == "semantic":
             raise UserError("config key 'model.split_voices' needs the voice stream (model.fusion is semantic)")
         for k in ("regroup_chunk", "regroup_fill", "min_speaker_seconds", "split_min_seconds"):
