@@ -330,7 +330,9 @@ def test_mini_synth_ssl_recipe_tiny(tmp_path, trained_model):
         assert f"Stage {n}:" in r.stdout
     summary = json.loads((recipe / "exp" / "summary.json").read_text())
     assert summary["wer"]["finetuned"] is not None and summary["wer"]["scratch"] is not None
-    assert set(summary["probes"]["bestrq"]) == {f"{a}/{b}" for a in ("content", "speaker", "phone") for b in ("knn", "linear")}
+    assert set(summary["probes"]["bestrq"]) == {f"{a}/{b}" for a in ("keyword", "speaker", "phone") for b in ("knn", "linear")}
+    assert set(summary["goals"]) == {"finetuned <= 0.7x scratch"} | {
+        f"bestrq {a}/{b} >= random + 10" for a in ("speaker", "phone") for b in ("knn", "linear")}
     assert summary["probes"]["random"] and not summary["probes"]["mae"]
     un = (recipe / "data" / "manifests" / "unlabeled_cuts.jsonl.gz")
     from lhotse import CutSet
