@@ -282,7 +282,7 @@ def test_incremental_decoder_matches_full():
 def test_windows_link_speakers_by_voice():
     task = TagSpeechTask()
     task.model_cfg = TagSpeechModelConfig(semantic_model="x", voice_model="y", link_threshold=0.5)
-    a, b = [1.0, 0.0, 0.5], [0.0, 1.0, 0.5]  # cosine 0.2
+    a, b = [1.0, 0.0, 0.1], [0.0, 1.0, 0.1]
     w1 = SegmentsResult("r:0", [S(0, 1, "spk1", "w1"), S(1, 2, "spk2", "w2")], embeddings={"spk1": a, "spk2": b})
     # the next window meets the same people in the other order, and a stranger
     w2 = SegmentsResult("r:1", [S(0, 1, "spk1", "w3"), S(1, 2, "spk2", "w4"), S(2, 3, "spk3", "w5")],
@@ -349,14 +349,14 @@ def test_speakers_of_two_voices_are_split():
             TagSpeechModelConfig(semantic_model="x", voice_model="y", **bad).validate()
 
 
-def test_split_voices_reads_segments_as_the_voice_model_does(meetings, trained_model, voice_model):
+def test_split_voices_reads_segments_as_the_voice_model_does(meetings, trained_model, voice_model, tmp_path):
     """split_voices copies the voice folder's pooling and embedding into the model (frozen, saved),
     and a segment's embedding is the voice model's own embedding of that stretch of features."""
     from lhotse import load_manifest
 
     from auden_kit.config import from_dict
     from auden_kit.errors import UserError
-    from auden_kit.hub import load_pretrained
+    from auden_kit.hub import load_pretrained, save_pretrained
     from auden_kit.training.trainer import TrainConfig, resolve
 
     def build(voice):
@@ -365,9 +365,9 @@ def test_split_voices_reads_segments_as_the_voice_model_does(meetings, trained_m
             "decoder_ff_dim": 64, "max_window": 20, "max_speakers": 4, "split_voices": 0.5}})
         task, mcfg = resolve(cfg)
         task.setup(mcfg, task.build_assets(cfg, mcfg, []))
-        return task.build_model().eval()
+        return task.build_model().eval(), (mcfg, task.assets, cfg.data.fbank)
 
-    model = build(voice_model / "model")
+    model, saved = build(voice_model / "model")
     own = load_pretrained(voice_model / "model").model.eval()
     assert torch.equal(model.voice_embed.weight, own.embedding.weight)
     assert not any(p.requires_grad for p in [*model.voice_pool.parameters(), *model.voice_embed.parameters()])
@@ -379,6 +379,13 @@ def test_split_voices_reads_segments_as_the_voice_model_does(meetings, trained_m
     assert got.shape[0] == 2 and torch.allclose(got[1], want, atol=1e-4)
     with pytest.raises(UserError, match="no utterance embedding"):  # an ASR folder
         build(trained_model)
+    # the split can be switched off in the model folder's config: its layers still load
+    save_pretrained(tmp_path / "m", "tagspeech", saved[0], model, *saved[1:])
+    cfg = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())
+    cfg["model"]["split_voices"] = 0.0
+    (tmp_path / "m" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    back = load_pretrained(tmp_path / "m").model
+    assert back.cfg.split_voices == 0 and torch.equal(back.voice_embed.weight, own.embedding.weight)
 
 
 def test_agglomerate_without_constraints_is_scipys_average_linkage():

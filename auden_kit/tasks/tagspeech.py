@@ -766,12 +766,12 @@ class TagSpeechModel(nn.Module):
             self.input_dims["voice"] = getattr(voice_cfg, "feature_dim", None)
         d_voice = self.voice.output_dim if self.voice is not None else 0
         self.voice_pool = self.voice_embed = None
-        if self.voice is not None and cfg.split_voices > 0:  # the voice model's own utterance embedding
+        if self.voice is not None and cfg.split_voices > 0 and not cfg.voice_embedding:
+            raise UserError("config key 'model.split_voices' needs the voice model's embedding layers, which "
+                            "this model was trained without: set split_voices before training")
+        if self.voice is not None and cfg.voice_embedding:  # the voice model's own utterance embedding
             from auden_kit.heads.pooling import build_pooling
 
-            if not cfg.voice_embedding:
-                raise UserError("config key 'model.split_voices' needs the voice model's embedding layers, which "
-                                "this model was trained without: set split_voices before training")
             self.voice_pool = build_pooling(cfg.voice_embedding["pooling"], d_voice)
             self.voice_embed = nn.Linear(self.voice_pool.output_dim(d_voice), int(cfg.voice_embedding["embed_dim"]))
             self.voice_pool.requires_grad_(False)
@@ -1238,7 +1238,7 @@ class TagSpeechTask(Task):
             if c.min_speaker_seconds > 0 and len(emb) > 1:
                 segs = absorb_short_speakers(segs, emb, c.min_speaker_seconds)
                 emb = self._speaker_embeddings(segs, frames_i, int(lens[i]), model.frame_shift)
-            if model.voice_embed is not None and len(segs) > 1:
+            if c.split_voices > 0 and model.voice_embed is not None and len(segs) > 1:
                 keep = [j for j, sg in enumerate(segs) if sg.end - sg.start >= SPLIT_MIN_SEGMENT]
                 if len(keep) > 1:
                     e = model.segment_embeddings(x[i, : int(x_lens[i])], [(segs[j].start, segs[j].end) for j in keep])
