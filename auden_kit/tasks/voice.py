@@ -147,8 +147,7 @@ class VoiceModelConfig:
             return fbank.num_features
         if not fbank.pitch:
             raise UserError("config key 'model.head_inputs' reads pitch statistics, which need pitch features: "
-                            "compute them with "
-                            "`auden-kit data fbank --pitch` and train with data.fbank.pitch=true")
+                            "compute them with `auden-kit data fbank --pitch` and train with data.fbank.pitch=true")
         return fbank.num_mel_bins
 
     def all_heads(self) -> list[str]:
