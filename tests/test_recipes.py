@@ -377,7 +377,7 @@ def test_mini_synth_meeting_recipe_tiny(tmp_path, trained_model, voice_model):
     recipe = _copy_recipe("mini_synth_meeting", tmp_path)
     _tiny_tagspeech(recipe, max_duration=120)
     cmd = ["./run.sh", "--nj", "1", "--seen-speakers", "4", "--train-utts", "6", "--test-utts", "3",
-           "--unseen-speakers", "2", "--train-meetings", "6", "--dev-meetings", "2", "--test-meetings", "3",
+           "--unseen-speakers", "2", "--dev-unseen-speakers", "2", "--train-meetings", "6", "--dev-meetings", "2", "--test-meetings", "3",
            "--min-seconds", "8", "--max-seconds", "30", "--thresholds", "0.5",
            "--num-epochs", "1", "--avg", "1", "--long-meetings", "2", "--asr-model", str(trained_model),
            "--voice-model", str(voice_model / "model"), "--extra", "trainer.max_steps=3"]

@@ -18,6 +18,8 @@ train_meetings=400
 dev_meetings=20
 test_meetings=40
 unseen_speakers=8      # test voices never heard in training (by any model of the run)
+dev_unseen_speakers=8  # dev voices never heard in training either (other than test's): settings tuned on
+                       # dev are then tuned for new voices too, as the test asks
 min_seconds=15         # meeting durations
 max_seconds=60
 thresholds="0.4 0.55 0.7"  # stage 8: the cascade's clustering thresholds tried on dev
@@ -28,7 +30,7 @@ asr_model=../mini_synth/exp/model-avg          # the semantic stream (built by .
 voice_model=../mini_synth_voice/exp/model-avg  # the voice stream (built by ../mini_synth_voice if absent)
 extra=""               # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"
 help_message="Offline TagSpeech-style diarized ASR on simulated meetings. Example: ./run.sh --stage 5"
-__options="stage stop_stage nj seen_speakers train_utts test_utts train_meetings dev_meetings test_meetings unseen_speakers min_seconds max_seconds thresholds num_epochs avg long_meetings asr_model voice_model extra"
+__options="stage stop_stage nj seen_speakers train_utts test_utts train_meetings dev_meetings test_meetings unseen_speakers dev_unseen_speakers min_seconds max_seconds thresholds num_epochs avg long_meetings asr_model voice_model extra"
 . ../../tools/parse_options.sh
 . ../../tools/recipe_lib.sh
 . ../../tools/meeting_lib.sh
@@ -48,7 +50,7 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  log "Stage 1: synthesize single-speaker speech (the voices and words of the ASR corpus; $unseen_speakers new voices)"
+  log "Stage 1: synthesize single-speaker speech (the voices and words of the ASR corpus; new voices: $unseen_speakers for test, $dev_unseen_speakers for dev)"
   if [ ! -f $dl_dir/.seen.done ]; then  # mini_synth's corpus settings: its 20 voices and 150-word vocabulary
     auden-kit data synth $dl_dir/seen --num-speakers $seen_speakers --train-utts $train_utts --dev-utts 5 \
       --test-utts $test_utts \
@@ -61,17 +63,24 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
       --manifest-dir data/manifests/unseen
     touch $dl_dir/.unseen.done
   fi
+  if [ $dev_unseen_speakers -gt 0 ] && [ ! -f $dl_dir/.unseen_dev.done ]; then  # the voices after those, for dev
+    auden-kit data synth $dl_dir/unseen_dev --num-speakers $dev_unseen_speakers --voice-seed 0 --seed 1 \
+      --voice-offset $((seen_speakers + unseen_speakers)) --train-utts 0 --dev-utts 5 --test-utts 0 --vocab-size 150 \
+      --jobs $nj --format lhotse --manifest-dir data/manifests/unseen_dev
+    touch $dl_dir/.unseen_dev.done
+  fi
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  log "Stage 2: simulate meetings (2-4 speakers, $min_seconds-$max_seconds s, overlaps; test: seen and unseen voices)"
+  log "Stage 2: simulate meetings (2-4 speakers, $min_seconds-$max_seconds s, overlaps; dev and test: seen and unseen voices)"
   sim="auden-kit data simulate-meetings --out-dir data/manifests --audio-dir $dl_dir/meetings --prefix meetings
     --min-duration $min_seconds --max-duration $max_seconds"
   m=data/manifests
+  dev_unseen=""; [ $dev_unseen_speakers -gt 0 ] && dev_unseen=$m/unseen_dev/synth_cuts_dev-clean.jsonl.gz
   [ -f $m/meetings_recordings_train.jsonl.gz ] || \
     $sim $m/seen/synth_cuts_train-clean-100.jsonl.gz --part train --num-meetings $train_meetings --seed 1
   [ -f $m/meetings_recordings_dev.jsonl.gz ] || \
-    $sim $m/seen/synth_cuts_dev-clean.jsonl.gz --part dev --num-meetings $dev_meetings --seed 2
+    $sim $m/seen/synth_cuts_dev-clean.jsonl.gz $dev_unseen --part dev --num-meetings $dev_meetings --seed 2
   [ -f $m/meetings_recordings_test.jsonl.gz ] || \
     $sim $m/seen/synth_cuts_test-clean.jsonl.gz $m/unseen/synth_cuts_test-clean.jsonl.gz \
       --part test --num-meetings $test_meetings --seed 3
