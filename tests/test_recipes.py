@@ -392,6 +392,14 @@ def test_mini_synth_meeting_recipe_tiny(tmp_path, trained_model, voice_model):
     for f in ("exp/tagspeech/decode/hyp-test.rttm", "exp/tagspeech/decode/ref-test.stm", "exp/cascade/hyp-test.json",
               "data/ref_test.rttm"):
         assert (recipe / f).is_file(), f
+    # the dev meetings hold voices of their own that no model heard (as the test meetings do)
+    from lhotse import load_manifest
+
+    m = recipe / "data" / "manifests"
+    dev_only = {c.supervisions[0].speaker for c in load_manifest(m / "unseen_dev" / "synth_cuts_dev-clean.jsonl.gz")}
+    test_only = {c.supervisions[0].speaker for c in load_manifest(m / "unseen" / "synth_cuts_test-clean.jsonl.gz")}
+    assert len(dev_only) == 2 and not dev_only & test_only
+    assert dev_only & {s.speaker for s in load_manifest(m / "meetings_supervisions_dev.jsonl.gz")}
 
 
 # ---------------------------------------------------------------------------- real meeting corpora
