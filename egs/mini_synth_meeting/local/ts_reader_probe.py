@@ -56,25 +56,25 @@ def examples(path, limit):
             continue
         emb = T.segment_embeddings(x, [(max(0, s.start), min(c.duration, s.end)) for s in sups])
         emb = nn.functional.normalize(emb, dim=-1)
+        def enrol(t):  # the target's voice: its other supervisions in the window (itself if none)
+            others = [k for k, q in enumerate(sups) if q.speaker == sups[t].speaker and k != t]
+            return nn.functional.normalize(emb[others].mean(0) if others else emb[t], dim=-1)
+
+        def example(t, lo, hi, ov, key, pair):
+            lo, hi = max(0, lo - 0.2), min(c.duration, hi + 0.2)
+            return {"x": x[int(lo * 100): int(hi * 100), :80].clone(), "text": sups[t].text, "e": enrol(t),
+                    "ov": ov, "id": f"{c.id}:{key}", "pair": pair}
+
         for i, s in enumerate(sups):
-            others = [j for j, o in enumerate(sups) if o.speaker == s.speaker and j != i]
-            e = emb[others].mean(0) if others else emb[i]
             ov = max([min(s.end, o.end) - max(s.start, o.start) for o in sups if o.speaker != s.speaker] + [0])
-            lo, hi = max(0, s.start - 0.2), min(c.duration, s.end + 0.2)
-            out.append({"x": x[int(lo * 100): int(hi * 100), :80].clone(), "text": s.text,
-                        "e": nn.functional.normalize(e, dim=-1), "ov": ov > 0.3, "id": f"{c.id}:{i}", "pair": False})
+            out.append(example(i, s.start, s.end, ov > 0.3, i, False))
         if a.pairs:  # both talkers of an overlap in one span (their union), each the target in turn
             for i, s in enumerate(sups):
                 for j, o in enumerate(sups):
                     if j <= i or o.speaker == s.speaker or min(s.end, o.end) - max(s.start, o.start) < 0.3:
                         continue
-                    lo, hi = max(0, min(s.start, o.start) - 0.2), min(c.duration, max(s.end, o.end) + 0.2)
                     for t in (i, j):
-                        others = [k for k, q in enumerate(sups) if q.speaker == sups[t].speaker and k != t]
-                        e = emb[others].mean(0) if others else emb[t]
-                        out.append({"x": x[int(lo * 100): int(hi * 100), :80].clone(), "text": sups[t].text,
-                                    "e": nn.functional.normalize(e, dim=-1), "ov": True, "id": f"{c.id}:{i}-{j}:{t}",
-                                    "pair": True})
+                        out.append(example(t, min(s.start, o.start), max(s.end, o.end), True, f"{i}-{j}:{t}", True))
     return out
 
 
