@@ -331,6 +331,40 @@ def test_short_speakers_join_the_closest_voice():
         TagSpeechModelConfig(semantic_model="x", voice_model="y", min_speaker_seconds=-1).validate()
 
 
+def test_overlap_regions_get_a_second_talker():
+    from auden_kit.tasks.tagspeech import add_overlap_talkers, overlap_regions, talker_counts
+
+    assert talker_counts([S(0, 0.4, "a"), S(0.2, 0.6, "b"), S(0.3, 0.5, "c")], 8, 0.1).tolist() == [
+        1, 1, 2, 2, 2, 1, 0, 0]
+    p = torch.tensor([0.1, 0.9, 0.8, 0.2, 0.7, 0.1, 0.95, 0.99])
+    assert overlap_regions(p, 0.5, 0.5, 0.0) == [(0.5, 1.5), (2.0, 2.5), (3.0, 4.0)]
+    assert overlap_regions(p, 0.5, 0.5, 0.6) == [(0.5, 1.5), (3.0, 4.0)]  # too short a run: dropped
+    emb = {"spk1": [1.0, 0.0], "spk2": [0.0, 1.0], "spk3": [0.7, 0.7]}
+    voices = {(4.5, 5.5): torch.tensor([0.1, 1.0]), (9.6, 10.0): torch.tensor([1.0, 0.1]),
+              (20.0, 21.0): torch.tensor([0.6, 0.8])}
+    segs = [S(0, 5.2, "spk1", "a b"), S(5.2, 9, "spk2", "c"), S(9.5, 12, "spk3", "d"),
+            S(19, 22, "spk2", "e"), S(30, 31, "spk1", "f")]
+    out = add_overlap_talkers(segs, [(4.5, 5.5), (9.6, 10.0), (20.0, 21.0), (30.2, 30.8), (40, 41)],
+                              lambda a, b: voices.get((a, b), torch.tensor([0.0, 1.0])), emb)
+    # 4.5-5.5: spk1 there (0.7 of its 1 s); spk2, which starts in it, sounds closest: its segment now
+    # starts at 4.5. 9.6-10: spk3 there; spk1 sounds closest but has no segment that meets it: a
+    # segment of its own without words. 20-21: spk2 there; spk3 (0.7, 0.7) is closest to (0.6, 0.8).
+    # 30.2-30.8: spk1 there, spk2 (voice (0, 1)) the closest other. 40-41: nobody there: unchanged
+    assert [(s.start, s.end, s.speaker, s.text) for s in out] == [
+        (0, 5.2, "spk1", "a b"), (4.5, 9, "spk2", "c"), (9.5, 12, "spk3", "d"), (9.6, 10.0, "spk1", ""),
+        (19, 22, "spk2", "e"), (20.0, 21.0, "spk3", ""), (30, 31, "spk1", "f"), (30.2, 30.8, "spk2", "")]
+    segs2 = [S(0, 3, "spk1", "a"), S(2.8, 6, "spk2", "b")]  # spk1 ends just before the region: stretched
+    out = add_overlap_talkers(segs2, [(3.0, 4.0)], lambda a, b: torch.tensor([1.0, 0.1]), emb)
+    assert [(s.start, s.end, s.speaker) for s in out] == [(0, 4.0, "spk1"), (2.8, 6, "spk2")]
+    both = [S(0, 5, "spk1", "a"), S(3, 8, "spk2", "b")]  # two talkers there already: nothing to add
+    assert add_overlap_talkers(both, [(3.0, 5.0)], lambda a, b: torch.tensor([1.0, 0.0]), emb) == both
+    from auden_kit.errors import UserError
+
+    for bad in ({"overlap_threshold": 1.0}, {"overlap_min_seconds": -1}, {"overlap_loss_scale": 0}):
+        with pytest.raises(UserError, match=r"model\.overlap_"):
+            TagSpeechModelConfig(semantic_model="x", voice_model="y", overlap_head=True, **bad).validate()
+
+
 def test_speakers_of_two_voices_are_split():
     from auden_kit.errors import UserError
     from auden_kit.tasks.tagspeech import split_by_voice
@@ -517,7 +551,7 @@ def test_tagspeech_learns_the_meetings(meetings, trained_model, decoder, tmp_pat
         "task": "tagspeech", "exp_dir": "unused",
         "model": {"semantic_model": str(trained_model), "voice_model": str(trained_model), "d_model": 64,
                   "decoder_layers": 2, "decoder_ff_dim": 128, "max_window": 20, "max_speakers": 4, "dropout": 0.0,
-                  "label_smoothing": 0.0, "gender_tokens": decoder == "small",
+                  "label_smoothing": 0.0, "gender_tokens": decoder == "small", "overlap_head": decoder == "small",
                   **({"llm_path": _tiny_llm(tmp_path / "llm"), "llm_anchor_every": 0.64, "llm_lora_rank": 16,
                      "llm_lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]} if decoder == "llm" else {})}})
     task, mcfg = resolve(cfg)
@@ -540,8 +574,18 @@ def test_tagspeech_learns_the_meetings(meetings, trained_model, decoder, tmp_pat
         (loss / n).backward()
         opt.step()
         first = first if first is not None else stats["ce"] / n
+        first_ov = stats.get("overlap") if step == 0 else first_ov
     assert stats["ce"] / n < 0.5 * first, (first, stats["ce"] / n)
     model.eval()
+    if decoder == "small":  # the overlap head learned the talker counts of the frames
+        from auden_kit.tasks.tagspeech import talker_counts
+
+        assert stats["overlap"] < 0.5 * first_ov, (first_ov, stats["overlap"])
+        with torch.no_grad():
+            pred = model.overlap(sem, voice).argmax(-1)
+        hit = sum(int((pred[i, : int(slens[i])] == talker_counts(r, int(slens[i]), model.frame_shift)).sum())
+                  for i, r in enumerate(batch["targets"]["refs"]))
+        assert hit / int(slens.sum()) > 0.9, hit / int(slens.sum())
     results = task.infer(model, batch)
     m = score_meetings([(r.cut_id, r.refs, r.segments) for r in results])
     assert m["fail_rate"] == 0 and m["cpwer"] < 60 and m["spk_count_acc"] >= 50, m
