@@ -726,11 +726,14 @@ class OverlapHead(nn.Module):
         self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, 5, padding=2 * d, dilation=d) for d in dilations)
         self.out = nn.Linear(hidden, 3)
 
-    def forward(self, sem: Tensor, voice: Tensor | None) -> Tensor:
+    def forward(self, sem: Tensor, voice: Tensor | None, lens: Tensor) -> Tensor:
+        """Logits (N, T, 3); frames at or past a row's length ``lens`` are zeroed inside, so a
+        row's output does not depend on what it is batched with."""
         x = sem if voice is None else torch.cat([sem[:, : voice.shape[1]], voice[:, : sem.shape[1]]], -1)
-        h = self.inp(x.detach()).transpose(1, 2)
+        keep = (torch.arange(x.shape[1], device=x.device)[None] < lens.to(x.device)[:, None]).unsqueeze(1)
+        h = self.inp(x.detach()).transpose(1, 2) * keep
         for conv in self.convs:
-            h = h + torch.relu(conv(h))
+            h = (h + torch.relu(conv(h))) * keep
         return self.out(h.transpose(1, 2))
 
 
@@ -1247,7 +1250,7 @@ class TagSpeechTask(Task):
     def overlap_loss(model: TagSpeechModel, voice: Tensor | None, lens: Tensor, refs: list) -> Tensor:
         """Mean cross-entropy per frame of the overlap head against the reference talker counts
         (two or more weighted twice: the rarest class, the one decoding acts on)."""
-        logits = model.overlap(model.semantic_frames, voice)
+        logits = model.overlap(model.semantic_frames, voice, lens)
         T = logits.shape[1]
         y = torch.full((len(refs), T), -1, dtype=torch.long)
         for i, segs in enumerate(refs):
@@ -1293,7 +1296,7 @@ class TagSpeechTask(Task):
         x, x_lens = batch["inputs"], batch["input_lens"]
         mem, lens, voice = model.encode(x, x_lens, (batch.get("targets") or {}).get("streams"))
         cache = model.decoder.start_cache(*model.decoder.memory(mem, lens))
-        ov_probs = model.overlap(model.semantic_frames, voice).softmax(-1)[..., 2] if model.overlap is not None else None
+        ov_probs = model.overlap(model.semantic_frames, voice, lens).softmax(-1)[..., 2] if model.overlap is not None else None
         durs = [float(n) * 0.01 for n in x_lens.tolist()]  # 10 ms fbank frames
         N = x.shape[0]
         c = self.model_cfg
@@ -1385,45 +1388,31 @@ class TagSpeechTask(Task):
         whose frames are output frames of the whole window (fractional where a stretch starts
         between them)."""
         spans = [(i, a, b) for i, st in enumerate(stretches) for a, b in st]
+        spans.sort(key=lambda s: s[2] - s[1])  # shortest first: little padding per batch
+        rows = x[..., : model.input_dims["semantic"]]
         out = [Hypothesis() for _ in range(x.shape[0])]
         step = model.frame_shift / 0.01  # input frames per output frame
-        for (i, a, _), h in zip(spans, self.read_spans(model, x, spans, batch_seconds)):
-            out[i].tokens += h.tokens
-            out[i].frames += [a / step + f for f in h.frames]
-        for h in out:  # back in time order
-            order = sorted(range(len(h.frames)), key=h.frames.__getitem__)
-            h.tokens, h.frames = [h.tokens[j] for j in order], [h.frames[j] for j in order]
-        return out
-
-    @staticmethod
-    def read_spans(model: TagSpeechModel, x: Tensor, spans: list[tuple[int, int, int]],
-                   batch_seconds: float = 200.0) -> list[Hypothesis]:
-        """The semantic ASR model's greedy search (its transducer, else its CTC head) over each
-        span ``(row, first, end)`` (10 ms frames) of ``x``, each read alone as an utterance:
-        one hypothesis per span, frames counted from the span's start. Spans are batched
-        shortest first, at most ``batch_seconds`` of padded audio per batch."""
-        rows = x[..., : model.input_dims["semantic"]]
-        order = sorted(range(len(spans)), key=lambda j: spans[j][2] - spans[j][1])
-        out: list[Hypothesis | None] = [None] * len(spans)
         k = 0
-        while k < len(order):
-            group = [order[k]]
-            while k + len(group) < len(order) and (len(group) + 1) * (
-                    spans[order[k + len(group)]][2] - spans[order[k + len(group)]][1]) <= batch_seconds * 100:
-                group.append(order[k + len(group)])
-            k += len(group)
-            lens = torch.tensor([spans[j][2] - spans[j][1] for j in group], device=x.device)
+        while k < len(spans):  # at most batch_seconds of padded audio per batch
+            n = 1
+            while k + n < len(spans) and (n + 1) * (spans[k + n][2] - spans[k + n][1]) <= batch_seconds * 100:
+                n += 1
+            group, k = spans[k: k + n], k + n
+            lens = torch.tensor([b - a for _, a, b in group], device=x.device)
             xb = rows.new_full((len(group), int(lens.max()), rows.shape[2]), PAD_VALUE)
-            for n, j in enumerate(group):
-                i, a, b = spans[j]
-                xb[n, : b - a] = rows[i, a:b]
+            for j, (i, a, b) in enumerate(group):
+                xb[j, : b - a] = rows[i, a:b]
             enc, enc_lens = model.semantic(xb, lens)
             if model.semantic_rnnt is not None:
                 hyps = greedy_search(model.semantic_rnnt, enc, enc_lens)
             else:
                 hyps = ctc_greedy(model.semantic_ctc(enc).log_softmax(-1), enc_lens)
-            for j, h in zip(group, hyps):
-                out[j] = h
+            for (i, a, _), h in zip(group, hyps):
+                out[i].tokens += h.tokens
+                out[i].frames += [a / step + f for f in h.frames]
+        for h in out:  # back in time order
+            order = sorted(range(len(h.frames)), key=h.frames.__getitem__)
+            h.tokens, h.frames = [h.tokens[j] for j in order], [h.frames[j] for j in order]
         return out
 
     @staticmethod
