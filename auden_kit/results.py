@@ -162,6 +162,11 @@ def _seg_dicts(segs) -> list:
              **({"gender": s.gender} if s.gender else {})} for s in segs]
 
 
+def shift_segments(segs: list, offset: float) -> list:
+    """``segs`` with ``offset`` seconds added to their times (a piece's times -> the recording's)."""
+    return [dataclasses.replace(s, start=round(s.start + offset, 3), end=round(s.end + offset, 3)) for s in segs]
+
+
 @dataclasses.dataclass
 class SegmentsResult(Result):
     """Who spoke what and when: ``segments`` ([:class:`Segment`] in time order); ``refs`` the
@@ -195,6 +200,6 @@ class SegmentsResult(Result):
     def merge(cls, pieces, cut_id):
         """Global times, speaker labels as they are (tasks that can link speakers across pieces
         override this: see ``TagSpeechTask.merge``)."""
-        segs = [dataclasses.replace(s, start=s.start + off, end=s.end + off) for off, r in pieces for s in r.segments]
-        refs = [dataclasses.replace(s, start=s.start + off, end=s.end + off) for off, r in pieces for s in (r.refs or [])]
+        segs = [s for off, r in pieces for s in shift_segments(r.segments, off)]
+        refs = [s for off, r in pieces for s in shift_segments(r.refs or [], off)]
         return cls(cut_id=cut_id, segments=segs, refs=refs or None, failed=any(r.failed for _, r in pieces))

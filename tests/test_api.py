@@ -211,3 +211,9 @@ def test_pauses_found_the_same_in_audio_and_in_its_features(synth_corpus):
         assert any(s <= a + 0.1 and b - 0.1 <= e for s, e in from_feats), (a, b)
     capped = speech_frames(feature_log_energy(feats), max_seconds=1.0)
     assert all(b - a <= 100 for a, b in capped) and len(capped) > len(from_feats)
+    # digital silence (and 90 dB below speech) holds no speech, in both readings
+    for quiet in (torch.zeros(16000 * 5), torch.randn(16000 * 5) * 1e-5):
+        assert speech_segments(quiet, 16000) == []
+        assert speech_frames(feature_log_energy(torch.as_tensor(Fbank(FbankConfig(num_mel_bins=80)).extract(
+            quiet.numpy(), 16000)))) == []
+    assert len(speech_segments(wav * 1e-3, 16000, max_seconds=1e9)) == len(from_audio)  # 60 dB down: still speech

@@ -184,3 +184,6 @@ def test_score_segments_cli(tmp_path):
     write_segments(tmp_path / "other.rttm", {"zz": REF}, "rttm")
     r = subprocess.run(cli + [str(tmp_path / "ref.rttm"), str(tmp_path / "other.rttm")], capture_output=True, text=True)
     assert r.returncode != 0 and "zz" in r.stderr and "m1" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "junk.rttm").write_text("not an rttm line\n")  # scored as all failed, and said so
+    r = subprocess.run(cli + [str(tmp_path / "ref.rttm"), str(tmp_path / "junk.rttm")], capture_output=True, text=True)
+    assert r.returncode == 0 and "fail rate 100.0" in r.stdout and "junk.rttm' holds no segments" in r.stderr

@@ -290,6 +290,9 @@ def test_windows_link_speakers_by_voice():
     m = task.merge([(0.0, w1), (30.0, w2)], "r")
     assert [(s.start, s.speaker, s.text) for s in m.segments] == [
         (0.0, "spk1", "w1"), (1.0, "spk2", "w2"), (30.0, "spk2", "w3"), (31.0, "spk1", "w4"), (32.0, "spk3", "w5")]
+    # a recording whose speech fits one window after leading silence: that window's offset still counts
+    one = task.merge([(70.0, w1)], "r")
+    assert [(s.start, s.end, s.speaker) for s in one.segments] == [(70.0, 71.0, "spk1"), (71.0, 72.0, "spk2")]
 
 
 def test_link_speakers_never_merges_one_windows_speakers():
@@ -688,6 +691,10 @@ def test_words_from_the_asr_reading_each_stretch_of_speech(meetings, trained_mod
 
     _, task, _, model, asr, batch, feats = _with_asr_words(meetings, trained_model, "asr")
     results = task.infer(model, batch)
+    # a window of digital silence (fbank's floor in every bin): no speech to read, so no segment,
+    # whatever the decoder writes there
+    silent = torch.full((1, 600, feats[0].shape[1]), float(np.log(np.finfo(np.float32).eps)))
+    assert task.infer(model, {"inputs": silent, "input_lens": torch.tensor([600])})[0].segments == []
     n_words = 0
     for r, f in zip(results, feats):
         stretches = speech_frames(feature_log_energy(f))

@@ -106,6 +106,9 @@ def score_segments(
                        for rid, segs in d.items()} for d in (refs, hyps))
     if not refs:
         raise UserError(f"reference '{ref}' holds no segments")
+    if not hyps:  # scored (every recording failed), but say so: a wrong file or format is the likelier cause
+        typer.echo(f"note: hypothesis '{hyp}' holds no segments (RTTM: no SPEAKER lines): every recording is "
+                   "scored as a failed output", err=True)
     unknown = sorted(set(hyps) - set(refs))
     if unknown and len(unknown) == len(hyps):
         raise UserError(f"no recording of '{hyp}' is in '{ref}' (hypothesis ids: {', '.join(unknown[:5])}; "

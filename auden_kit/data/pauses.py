@@ -13,6 +13,11 @@ import torch
 # a frame is speech above lo + SPEECH_LEVEL * (hi - lo) of the 5 % / 95 % energy quantiles
 SPEECH_LEVEL = 0.3
 MIN_CONTRAST = 3.0  # natural-log units (~13 dB) between quiet and loud: below it, no pauses to trust
+# loud ends (95 % quantile) below these are no signal at all (digital silence; speech 60 dB below a
+# normal level still measures -17.4 / -8.5): nothing is speech. Log mean power of a [-1, 1]
+# waveform's 10 ms frames (about -90 dBFS), and :func:`feature_log_energy` of the toolkit's fbank
+SILENT_WAVE = -21.0
+SILENT_FEATURES = -10.0
 
 
 def smooth_energy(e: torch.Tensor, smooth: int) -> torch.Tensor:
@@ -35,10 +40,13 @@ def feature_log_energy(feats: torch.Tensor) -> torch.Tensor:
     return feats.float().logsumexp(-1)
 
 
-def speech_runs(e: torch.Tensor, min_pause: float) -> list[tuple[int, int]] | None:
+def speech_runs(e: torch.Tensor, min_pause: float, silent: float) -> list[tuple[int, int]] | None:
     """Frame ranges of speech in smoothed per-frame log energy ``e``, split at pauses of at least
-    ``min_pause`` seconds; None when the signal has no quiet/loud contrast to trust."""
+    ``min_pause`` seconds; none when even the loud end is below ``silent``; None when the signal
+    has no quiet/loud contrast to trust."""
     lo, hi = float(torch.quantile(e, 0.05)), float(torch.quantile(e, 0.95))
+    if hi < silent:
+        return []
     if hi - lo < MIN_CONTRAST:
         return None
     speech = (e > lo + SPEECH_LEVEL * (hi - lo)).tolist()
@@ -87,7 +95,7 @@ def speech_segments(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30
     if n < 2 * hop:
         return [(0, n)]
     # 50 ms of smoothing: enough against single-frame dips, short enough to keep pauses
-    runs = speech_runs(frame_log_energy(wav, sample_rate, smooth=2), min_pause)
+    runs = speech_runs(frame_log_energy(wav, sample_rate, smooth=2), min_pause, SILENT_WAVE)
     if runs is None:
         spans = [(0, n)]
     else:
@@ -128,7 +136,7 @@ def speech_frames(log_energy: torch.Tensor, max_seconds: float = 30.0, min_pause
     T = len(log_energy)
     if T < 2:
         return [(0, T)]
-    runs = speech_runs(smooth_energy(log_energy, 2), min_pause)
+    runs = speech_runs(smooth_energy(log_energy, 2), min_pause, SILENT_FEATURES)
     max_len = int(max_seconds * 100)
     search = int(min(search_seconds, max_seconds / 2) * 100)
     out = []

@@ -53,7 +53,7 @@ from auden_kit.errors import UserError
 from auden_kit.heads.attention_decoder import AttentionDecoder
 from auden_kit.heads.transducer import Joiner, StatelessDecoder
 from auden_kit.hub import build_encoder, encoder_config
-from auden_kit.results import Segment, SegmentsResult
+from auden_kit.results import Segment, SegmentsResult, shift_segments
 from auden_kit.tasks.base import ModelAssets, Task
 from auden_kit.tokenizers import SPACE
 
@@ -1345,6 +1345,8 @@ class TagSpeechTask(Task):
             words = self.reread_speech(model, x, stretches)
         for i in range(N):
             segs = parse_tokens(seqs[i], self.vocab, self.tokenizer, durs[i])
+            if stretches is not None and not stretches[i]:  # a window with no signal: nobody spoke
+                segs = []
             if c.voice_regroup and pointer and segs:
                 f = speaker_space(model.spk_proj, voice[i, : int(lens[i])])
                 segs = regroup_by_voice(segs, [(a / 100, b / 100) for a, b in stretches[i]], f, model.frame_shift,
@@ -1429,20 +1431,19 @@ class TagSpeechTask(Task):
         """Stitch windows of one recording: global times; speakers linked across windows by
         their voice embeddings (:func:`~auden_kit.clustering.agglomerate`: clustering in which two
         speakers of one window never merge; below ``link_threshold`` a speaker stays apart)."""
-        if len(pieces) == 1:
-            return dataclasses.replace(pieces[0][1], cut_id=cut_id)
+        if len(pieces) == 1:  # one window, which may start after leading silence
+            off, r = pieces[0]
+            return dataclasses.replace(r, cut_id=cut_id, segments=shift_segments(r.segments, off),
+                                       refs=shift_segments(r.refs, off) if r.refs else r.refs)
         keys = [(w, spk) for w, (_, r) in enumerate(pieces) for spk in sorted(r.embeddings)]
         emb = np.array([pieces[w][1].embeddings[spk] for w, spk in keys], dtype=np.float64)
         labels = np.array(agglomerate(emb, self.model_cfg.link_threshold, groups=[w for w, _ in keys]), dtype=int)
         names = {key: f"spk{k + 1}" for key, k in zip(keys, labels)}
         segs, refs, toks = [], [], []
         for w, (off, r) in enumerate(pieces):
-            for s in r.segments:
-                segs.append(dataclasses.replace(s, start=round(s.start + off, 3), end=round(s.end + off, 3),
-                                                speaker=names.get((w, s.speaker), s.speaker)))
-            if r.refs:
-                refs += [dataclasses.replace(s, start=round(s.start + off, 3), end=round(s.end + off, 3))
-                         for s in r.refs]
+            segs += [dataclasses.replace(s, speaker=names.get((w, s.speaker), s.speaker))
+                     for s in shift_segments(r.segments, off)]
+            refs += shift_segments(r.refs or [], off)
             toks += r.tokens
         return SegmentsResult(cut_id=cut_id, segments=sorted(segs, key=lambda s: (s.start, s.end)),
                               refs=refs or None, tokens=toks,
