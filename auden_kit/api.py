@@ -209,27 +209,28 @@ class Model:
     def require(self, *tasks: str, verb: str):
         if self.task.name not in tasks:
             want = " or ".join(f"'{t}'" for t in tasks)
-            raise UserError(f"{verb}() needs a {want} model; '{self.loaded.directory}' is a '{self.task.name}' model")
+            raise UserError(f"{verb} needs a model of task {want}; '{self.loaded.directory}' is a "
+                            f"'{self.task.name}' model")
 
     def transcribe(self, audio, sample_rate: Optional[int] = None, method: str = "", beam: int = 4, **kw):
         """Text results (:class:`~auden_kit.results.TextResult`: text, tokens, times) for ``audio``."""
-        self.require("asr", verb="transcribe")
+        self.require("asr", verb="transcribe()")
         return self.infer(audio, sample_rate, method=method, beam=beam, **kw)
 
     def classify(self, audio, sample_rate: Optional[int] = None, top_k: int = 5, **kw):
         """Labels with probabilities (:class:`~auden_kit.results.ClassificationResult`)."""
-        self.require("classify", verb="classify")
+        self.require("classify", verb="classify()")
         return self.infer(audio, sample_rate, top_k=top_k, **kw)
 
     def embed(self, audio, sample_rate: Optional[int] = None, **kw):
         """Voice models: utterance embeddings with the heads' labels (:class:`~auden_kit.tasks.voice.VoiceResult`);
         long recordings are embedded piece by piece and averaged by duration."""
-        self.require("voice", verb="embed")
+        self.require("voice", verb="embed()")
         return self.infer(audio, sample_rate, **kw)
 
     def stream(self) -> "Stream":
         """A streaming decoder for one audio stream (causal ASR models)."""
-        self.require("asr", verb="stream")
+        self.require("asr", verb="stream()")
         return Stream(self)
 
 

@@ -39,7 +39,7 @@ def test_voice_decode_and_embed(voice_model, synth_corpus):
     res = m.embed([str(f) for f in files])
     e = np.array([x.embedding for x in res])
     assert e.shape == (3, 32) and np.isfinite(e).all()
-    with pytest.raises(auden_kit.AudenKitError, match="needs a .asr. model"):
+    with pytest.raises(auden_kit.AudenKitError, match=r"transcribe\(\) needs a model of task .asr."):
         auden_kit.load(voice_model / "model").transcribe(files[0])
 
 

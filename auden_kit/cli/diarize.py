@@ -47,8 +47,8 @@ def diarize(
     if not files and cuts is None:
         raise UserError("give audio files, or --cuts MANIFEST")
     voice, asr = load(voice_model, device=device), load(asr_model, device=device)
-    voice.require("voice", verb="diarize (--voice-model)")
-    asr.require("asr", verb="diarize (--asr-model)")
+    voice.require("voice", verb="auden-kit diarize --voice-model")
+    asr.require("asr", verb="auden-kit diarize --asr-model")
     rate = asr.features.sample_rate
     if cuts is not None:
         from auden_kit.data.datamodule import load_cuts

@@ -67,7 +67,7 @@ def embed(
     if per_speaker and cuts is None:
         raise UserError("--per-speaker needs --cuts (the manifest names each cut's speaker)")
     m = load(model, device=device)
-    m.require("voice", verb="embed")
+    m.require("voice", verb="auden-kit embed")
     keys: dict = {}
     if cuts is not None:
         from auden_kit.data.datamodule import load_cuts
@@ -190,7 +190,7 @@ def verify(
 
     setup_logging()
     m = load(model)
-    m.require("voice", verb="verify")
+    m.require("voice", verb="auden-kit verify")
     stored = yaml.safe_load((model / THRESHOLD_FILE).read_text()) if (model / THRESHOLD_FILE).is_file() else {}
     if threshold is None:
         if "threshold" not in stored:
