@@ -521,6 +521,60 @@ def test_ami_recipe_on_a_synthesized_layout(meetings, tmp_path, trained_model, v
 
 
 @pytest.mark.slow
+def test_tagspeech_template_on_a_folder_of_meetings(meetings, tmp_path, trained_model, voice_model):
+    """`recipe new NAME --task tagspeech` on what a user brings: per part, meeting recordings and a
+    segments.stm beside them. Manifests (one supervision per segment, overlaps kept), utterance
+    groups, stream cache, training, decoding dev/test with references, the cascade."""
+    from lhotse import load_manifest
+
+    from auden_kit.data.segments import write_segments
+    from auden_kit.results import Segment
+
+    d, _ = meetings
+    recs = load_manifest(d / "m" / "meetings_recordings_train.jsonl.gz")
+    sups = list(load_manifest(d / "m" / "meetings_supervisions_train.jsonl.gz"))
+    ids = sorted(r.id for r in recs)
+    corpus = tmp_path / "corpus"
+    for part, chosen in (("train", ids[:4]), ("dev", ids[4:5]), ("test", ids[5:])):
+        (corpus / part / "audio").mkdir(parents=True)
+        for rid in chosen:
+            src = Path(recs[rid].sources[0].source).resolve()
+            (corpus / part / "audio" / f"{rid}{src.suffix}").symlink_to(src)
+        write_segments(corpus / part / "segments.stm", {rid: [Segment(s.start, s.end, s.speaker, s.text)
+                                                              for s in sups if s.recording_id == rid]
+                                                        for rid in chosen}, "stm")
+    egs = tmp_path / "egs"
+    egs.mkdir()
+    shutil.copytree(ROOT / "egs" / "TEMPLATE_tagspeech", egs / "TEMPLATE_tagspeech")
+    shutil.copytree(ROOT / "tools", tmp_path / "tools")
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    r = subprocess.run([str(ROOT / ".venv" / "bin" / "auden-kit"), "recipe", "new", "mytalks", "--task", "tagspeech",
+                        "--egs", str(egs)], capture_output=True, text=True, env=_env())
+    assert r.returncode == 0, r.stderr
+    recipe = egs / "mytalks"
+    _tiny_tagspeech(recipe, max_duration=30)
+    r = subprocess.run(["./run.sh", "--corpus-dir", str(corpus), "--nj", "1", "--max-group", "10", "--thresholds", "0.5",
+                        "--num-epochs", "1", "--avg", "1", "--asr-model", str(trained_model),
+                        "--voice-model", str(voice_model / "model")], cwd=recipe, capture_output=True, text=True,
+                       env=_env(), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    got = load_manifest(recipe / "data/manifests/mydata_supervisions_train.jsonl.gz")
+    assert len(got) == sum(s.recording_id in ids[:4] for s in sups) and all(s.text for s in got)
+    for part in ("dev", "test"):
+        m = json.loads((recipe / f"exp/tagspeech/decode/metrics-{part}.json").read_text())
+        assert m["meetings"] >= 1 and m["fail_rate"] == 0 and m["ref_words"] > 0, m
+        assert (recipe / f"data/ref_{part}.stm").is_file()
+    assert json.loads((recipe / "exp/cascade/metrics-test.json").read_text())["meetings"] >= 1
+    assert "tagspeech" in r.stdout and "cascade" in r.stdout
+    # a segment outside its recording: stage 0 stops and names it
+    (corpus / "dev" / "segments.stm").write_text(f"{ids[4]} 1 x 999.0 1000.0 hello\n")
+    shutil.rmtree(recipe / "data")
+    r = subprocess.run(["./run.sh", "--corpus-dir", str(corpus), "--stop-stage", "0"], cwd=recipe, capture_output=True,
+                       text=True, env=_env(), timeout=300)
+    assert r.returncode != 0 and ids[4] in r.stderr and "999.000" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
 def test_alimeeting_recipe_on_a_synthesized_layout(meetings, tmp_path, monkeypatch):
     """egs/alimeeting from a local AliMeeting-layout folder (8-channel far-field WAVs + TextGrids),
     stages 1-2: Lhotse manifests, one array channel, utterance groups with fbank, references

@@ -522,7 +522,8 @@ def tokenizer(
 
 
 @app.command(epilog="Example: auden-kit data folder download/voices --parts train dev test --prefix voices "
-                    "--out-dir data/manifests")
+                    "--out-dir data/manifests   |   auden-kit data folder /data/mymeetings --prefix meetings "
+                    "(each part: audio + segments.stm)")
 def folder(
     corpus_dir: Path = typer.Argument(..., help="Folder with one sub-folder per part."),
     parts: str = typer.Option("train dev test", help="Sub-folders to prepare (space- or comma-separated)."),
@@ -530,7 +531,10 @@ def folder(
     prefix: str = typer.Option("mydata", help="Manifest name prefix."),
 ):
     """Manifests from folders of audio files plus Kaldi-style maps: text, utt2spk, utt2gender,
-    utt2lang and any utt2<key> (-> supervision.custom[key]); the file name is the utterance id."""
+    utt2lang and any utt2<key> (-> supervision.custom[key]); the file name is the utterance id.
+    Meetings: a part folder with segments.stm, segments.json (SegLST) or segments.rttm beside its
+    audio gives recordings of several speakers, one supervision per segment (recording id = file
+    name)."""
     from auden_kit.data.corpora.folder import prepare_folder
 
     setup_logging()

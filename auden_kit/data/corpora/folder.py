@@ -11,6 +11,11 @@ per line:
 - any other ``utt2<key>`` (``utt2emotion``, ``utt2age``, ``utt2style``, ...): ``custom[<key>]``.
 
 The utterances are those named in ``text`` or ``utt2spk``; without either, every audio file.
+
+Meetings (diarized ASR): a part folder holding ``segments.stm``, ``segments.json`` (SegLST) or
+``segments.rttm`` (speaker times only, no words) beside the audio files is read as recordings of
+several speakers instead: the file name is the recording id, and each segment of that recording
+becomes a supervision (speaker, start, end, words, gender where the file gives one), overlaps kept.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from auden_kit.io import save_cuts_atomic
 
 log = logging.getLogger(__name__)
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a")
+SEGMENT_FILES = ("segments.stm", "segments.json", "segments.rttm")
 GENDERS = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F"}
 
 
@@ -67,6 +73,10 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
                 raise UserError(f"two audio files share the utterance id '{p.stem}': '{audio[p.stem]}' and '{p}' "
                                 "(ids are file names without extension; rename one)")
             audio[p.stem] = p
+    seg_file = next((d / n for d in [Path(maps_dir) if maps_dir else audio_dir] for n in SEGMENT_FILES
+                     if (d / n).is_file()), None)
+    if seg_file is not None:
+        return _prepare_meetings(audio, seg_file, out_dir, prefix, part)
     named = maps.get("text") or maps.get("spk")
     utts = sorted(named) if named else sorted(audio)
     if not utts:
@@ -96,4 +106,46 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
     save_cuts_atomic(RecordingSet.from_recordings(recs), rp)
     save_cuts_atomic(SupervisionSet.from_segments(sups), sp)
     log.info("%s: %d utterances, maps %s -> %s, %s", part, len(recs), sorted(maps) or "none", rp, sp)
+    return rp, sp
+
+
+def _prepare_meetings(audio: dict[str, Path], seg_file: Path, out_dir: Path, prefix: str, part: str
+                      ) -> tuple[Path, Path]:
+    """Recordings of the audio files that ``seg_file`` names, one supervision per segment."""
+    from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    from auden_kit.data.segments import read_segments
+
+    segs = read_segments(seg_file)
+    if not segs:
+        raise UserError(f"'{seg_file}' holds no segments")
+    missing = sorted(r for r in segs if r not in audio)
+    if missing:
+        raise UserError(f"{len(missing)} recording(s) of '{seg_file}' have no audio file beside it (the file name "
+                        f"without extension is the recording id), e.g. '{missing[0]}'")
+    unused = sorted(set(audio) - set(segs))
+    if unused:
+        log.warning("%s: %d audio file(s) have no segments in %s and are left out, e.g. '%s'", part, len(unused),
+                    seg_file.name, unused[0])
+    recs, sups = [], []
+    for rid in sorted(segs):
+        try:
+            rec = Recording.from_file(audio[rid], recording_id=rid)
+        except Exception as e:  # noqa: BLE001 - name the file
+            raise UserError(f"cannot read audio file '{audio[rid]}' ({e})") from None
+        recs.append(rec)
+        for k, sg in enumerate(segs[rid]):
+            if sg.start < 0 or sg.end <= sg.start or sg.start >= rec.duration:
+                raise UserError(f"'{seg_file}': segment {sg.start:.3f}-{sg.end:.3f} s of '{rid}' ({sg.speaker}) is not "
+                                f"inside the recording (0-{rec.duration:.3f} s); fix or remove it")
+            sups.append(SupervisionSegment(
+                id=f"{rid}-{k:05d}", recording_id=rid, start=sg.start,
+                duration=round(min(sg.end, rec.duration) - sg.start, 3), channel=0, text=sg.text or None,
+                speaker=sg.speaker, gender={"m": "M", "f": "F"}.get(sg.gender)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rp = out_dir / f"{prefix}_recordings_{part}.jsonl.gz"
+    sp = out_dir / f"{prefix}_supervisions_{part}.jsonl.gz"
+    save_cuts_atomic(RecordingSet.from_recordings(recs), rp)
+    save_cuts_atomic(SupervisionSet.from_segments(sups), sp)
+    log.info("%s: %d recordings, %d segments from %s -> %s, %s", part, len(recs), len(sups), seg_file.name, rp, sp)
     return rp, sp
