@@ -27,6 +27,19 @@ def _copy_recipe(name: str, dst: Path) -> Path:
     return dst / "egs" / name
 
 
+def _new_recipe(root: Path, name: str, task: str) -> Path:
+    """`auden-kit recipe new NAME --task TASK` in a copy of the repository's layout under ``root``."""
+    egs = root / "egs"
+    egs.mkdir()
+    shutil.copytree(ROOT / "egs" / f"TEMPLATE_{task}", egs / f"TEMPLATE_{task}")
+    shutil.copytree(ROOT / "tools", root / "tools")
+    (root / ".venv").symlink_to(ROOT / ".venv")
+    r = subprocess.run([str(ROOT / ".venv" / "bin" / "auden-kit"), "recipe", "new", name, "--task", task,
+                        "--egs", str(egs)], capture_output=True, text=True, env=_env())
+    assert r.returncode == 0, r.stderr
+    return egs / name
+
+
 def _tiny_config(recipe: Path, base: str) -> Path:
     cfg = yaml.safe_load((recipe / base).read_text())
     cfg["model"] = {"encoder": dict(TINY_ENCODER), "decoder_dim": 32, "joiner_dim": 32, "use_ctc": True,
@@ -146,15 +159,7 @@ def test_voice_template_on_a_folder_with_labels(voice_corpus, tmp_path):
         ages = {s: 12 + 11 * i for i, s in enumerate(sorted(set(spk.values())))}
         (corpus / part / "utt2age").write_text("".join(
             f"{u} {ages[s] if i % 5 else 'Null'}\n" for i, (u, s) in enumerate(sorted(spk.items()))))
-    egs = tmp_path / "egs"
-    egs.mkdir()
-    shutil.copytree(ROOT / "egs" / "TEMPLATE_voice", egs / "TEMPLATE_voice")
-    shutil.copytree(ROOT / "tools", tmp_path / "tools")
-    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
-    r = subprocess.run([str(ROOT / ".venv" / "bin" / "auden-kit"), "recipe", "new", "myvoices", "--task", "voice",
-                        "--egs", str(egs)], capture_output=True, text=True, env=_env())
-    assert r.returncode == 0, r.stderr
-    recipe = egs / "myvoices"
+    recipe = _new_recipe(tmp_path, "myvoices", "voice")
     cfg = yaml.safe_load((recipe / "conf" / "train.yaml").read_text())
     cfg["model"].update({"encoder": dict(TINY_ENCODER), "embed_dim": 16})
     cfg["data"].update({"max_duration": 12, "num_workers": 0})
@@ -543,15 +548,7 @@ def test_tagspeech_template_on_a_folder_of_meetings(meetings, tmp_path, trained_
         write_segments(corpus / part / "segments.stm", {rid: [Segment(s.start, s.end, s.speaker, s.text)
                                                               for s in sups if s.recording_id == rid]
                                                         for rid in chosen}, "stm")
-    egs = tmp_path / "egs"
-    egs.mkdir()
-    shutil.copytree(ROOT / "egs" / "TEMPLATE_tagspeech", egs / "TEMPLATE_tagspeech")
-    shutil.copytree(ROOT / "tools", tmp_path / "tools")
-    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
-    r = subprocess.run([str(ROOT / ".venv" / "bin" / "auden-kit"), "recipe", "new", "mytalks", "--task", "tagspeech",
-                        "--egs", str(egs)], capture_output=True, text=True, env=_env())
-    assert r.returncode == 0, r.stderr
-    recipe = egs / "mytalks"
+    recipe = _new_recipe(tmp_path, "mytalks", "tagspeech")
     _tiny_tagspeech(recipe, max_duration=30)
     r = subprocess.run(["./run.sh", "--corpus-dir", str(corpus), "--nj", "1", "--max-group", "10", "--thresholds", "0.5",
                         "--num-epochs", "1", "--avg", "1", "--asr-model", str(trained_model),
