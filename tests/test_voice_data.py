@@ -1,6 +1,7 @@
 """Voice data: the synthesized voice corpus, folder manifests with any utt2<label>, trial lists,
 age groups and classification reports."""
 
+import json
 import random
 import subprocess
 import sys
@@ -90,6 +91,36 @@ def test_folder_manifests_read_every_map(voice_corpus, tmp_path):
     r = subprocess.run(CLI + ["data", "folder", str(tmp_path), "--parts", "train", "--out-dir", str(tmp_path / "m")],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "ghost" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_folder_of_meetings_with_a_seglst_file(voice_corpus, tmp_path):
+    """A part folder with segments.json (SegLST) beside its audio: recordings named by their files,
+    one supervision per segment (overlaps kept, words and gender carried); a segment of a recording
+    with no audio file is an error naming it."""
+    from lhotse import load_manifest
+
+    part = tmp_path / "dev"
+    (part / "wav").mkdir(parents=True)
+    files = sorted((voice_corpus / "train").rglob("*.flac"))[:2]
+    for name, f in zip(("mtgA", "mtgB"), files):
+        (part / "wav" / f"{name}.flac").symlink_to(f)
+    rows = [{"session_id": "mtgA", "speaker": "ann", "start_time": 0.0, "end_time": 1.0, "words": "hello there",
+             "gender": "f"},
+            {"session_id": "mtgA", "speaker": "bob", "start_time": 0.5, "end_time": 1.2, "words": "hi"},
+            {"session_id": "mtgB", "speaker": "ann", "start_time": 0.1, "end_time": 0.6, "words": "bye"}]
+    (part / "segments.json").write_text(json.dumps(rows))
+    r = subprocess.run(CLI + ["data", "folder", str(tmp_path), "--parts", "dev", "--prefix", "mt", "--out-dir",
+                              str(tmp_path / "m")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    sups = sorted(load_manifest(tmp_path / "m" / "mt_supervisions_dev.jsonl.gz"), key=lambda s: (s.recording_id, s.start))
+    assert [(s.recording_id, s.speaker, s.start, s.end, s.text) for s in sups] == [
+        ("mtgA", "ann", 0.0, 1.0, "hello there"), ("mtgA", "bob", 0.5, 1.2, "hi"), ("mtgB", "ann", 0.1, 0.6, "bye")]
+    assert sups[0].gender == "F" and sups[1].gender is None
+    assert {r.id for r in load_manifest(tmp_path / "m" / "mt_recordings_dev.jsonl.gz")} == {"mtgA", "mtgB"}
+    (part / "segments.json").write_text(json.dumps(rows + [dict(rows[2], session_id="mtgC")]))
+    r = subprocess.run(CLI + ["data", "folder", str(tmp_path), "--parts", "dev", "--out-dir", str(tmp_path / "m")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "mtgC" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_trials_every_pair_or_balanced_sample():

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Diarized multi-speaker ASR (TagSpeech-style: who spoke what and when) on your own meetings:
-# audio folders + segments.stm (or SegLST json / RTTM) -> manifests -> utterance groups with fbank
+# audio folders + segments.stm (or SegLST json) -> manifests -> utterance groups with fbank
 # -> frozen semantic (ASR) and voice encoder streams cached -> train the decoder -> decode dev/test
 # (cpWER, tcpWER, DER, speaker count; RTTM/STM/SegLST) -> the cascade baseline on the same groups.
 # Usage: ./run.sh --corpus-dir /path/to/meetings --asr-model DIR --voice-model DIR [--stage N] [--stop-stage M]
@@ -30,7 +30,7 @@ exp=exp/tagspeech
 parts="train dev test"
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
-  log "Stage 0: manifests from your meetings (each part: audio files + segments.stm / segments.json / segments.rttm)"
+  log "Stage 0: manifests from your meetings (each part: audio files + segments.stm or segments.json)"
   if [ -f data/manifests/.done ]; then skip data/manifests; else
     [ -n "$corpus_dir" ] || { echo "run.sh: stage 0 needs --corpus-dir" >&2; exit 2; }
     auden-kit data folder "$corpus_dir" --parts "$parts" --prefix $prefix --out-dir data/manifests

@@ -73,8 +73,8 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
                 raise UserError(f"two audio files share the utterance id '{p.stem}': '{audio[p.stem]}' and '{p}' "
                                 "(ids are file names without extension; rename one)")
             audio[p.stem] = p
-    seg_file = next((d / n for d in [Path(maps_dir) if maps_dir else audio_dir] for n in SEGMENT_FILES
-                     if (d / n).is_file()), None)
+    seg_dir = Path(maps_dir) if maps_dir else audio_dir
+    seg_file = next((seg_dir / n for n in SEGMENT_FILES if (seg_dir / n).is_file()), None)
     if seg_file is not None:
         return _prepare_meetings(audio, seg_file, out_dir, prefix, part)
     named = maps.get("text") or maps.get("spk")
