@@ -59,7 +59,7 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
                    maps_dir: str | Path | None = None) -> tuple[Path, Path]:
     """Write ``{prefix}_recordings_{part}.jsonl.gz`` and ``{prefix}_supervisions_{part}.jsonl.gz``
     from the audio under ``audio_dir`` and the maps in ``maps_dir`` (default: ``audio_dir``)."""
-    from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+    from lhotse import Recording, SupervisionSegment
     from tqdm import tqdm
 
     audio_dir, out_dir = Path(audio_dir), Path(out_dir)
@@ -100,19 +100,27 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
             text=maps.get("text", {}).get(utt), speaker=maps.get("spk", {}).get(utt),
             language=maps.get("lang", {}).get(utt), gender=GENDERS.get(gender.lower(), gender) if gender else None,
             custom=custom or None))
+    rp, sp = _write(recs, sups, out_dir, prefix, part)
+    log.info("%s: %d utterances, maps %s -> %s, %s", part, len(recs), sorted(maps) or "none", rp, sp)
+    return rp, sp
+
+
+def _write(recs: list, sups: list, out_dir: Path, prefix: str, part: str) -> tuple[Path, Path]:
+    """``{prefix}_recordings_{part}.jsonl.gz`` and ``{prefix}_supervisions_{part}.jsonl.gz`` (atomically)."""
+    from lhotse import RecordingSet, SupervisionSet
+
     out_dir.mkdir(parents=True, exist_ok=True)
     rp = out_dir / f"{prefix}_recordings_{part}.jsonl.gz"
     sp = out_dir / f"{prefix}_supervisions_{part}.jsonl.gz"
     save_cuts_atomic(RecordingSet.from_recordings(recs), rp)
     save_cuts_atomic(SupervisionSet.from_segments(sups), sp)
-    log.info("%s: %d utterances, maps %s -> %s, %s", part, len(recs), sorted(maps) or "none", rp, sp)
     return rp, sp
 
 
 def _prepare_meetings(audio: dict[str, Path], seg_file: Path, out_dir: Path, prefix: str, part: str
                       ) -> tuple[Path, Path]:
     """Recordings of the audio files that ``seg_file`` names, one supervision per segment."""
-    from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+    from lhotse import Recording, SupervisionSegment
 
     from auden_kit.data.segments import read_segments
 
@@ -142,10 +150,6 @@ def _prepare_meetings(audio: dict[str, Path], seg_file: Path, out_dir: Path, pre
                 id=f"{rid}-{k:05d}", recording_id=rid, start=sg.start,
                 duration=round(min(sg.end, rec.duration) - sg.start, 3), channel=0, text=sg.text or None,
                 speaker=sg.speaker, gender={"m": "M", "f": "F"}.get(sg.gender)))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rp = out_dir / f"{prefix}_recordings_{part}.jsonl.gz"
-    sp = out_dir / f"{prefix}_supervisions_{part}.jsonl.gz"
-    save_cuts_atomic(RecordingSet.from_recordings(recs), rp)
-    save_cuts_atomic(SupervisionSet.from_segments(sups), sp)
+    rp, sp = _write(recs, sups, out_dir, prefix, part)
     log.info("%s: %d recordings, %d segments from %s -> %s, %s", part, len(recs), len(sups), seg_file.name, rp, sp)
     return rp, sp
