@@ -11,7 +11,9 @@ over it, so the CLI and Python give the same results.
 Audio of any length: inputs longer than ``max_segment`` seconds are cut into speech stretches at
 pauses (:func:`speech_segments`: an energy detector; stretches merged up to the median length of
 the model's training cuts, recorded in its folder; none longer than ``max_segment``), decoded in
-batches, and the pieces' results stitched with global times, so memory stays bounded. Errors are
+batches, and the pieces' results stitched with global times, so memory stays bounded. An input
+of digital silence is not decoded: transcripts, translations and diarized ASR come back empty
+(models read words into silence), embeddings and labels raise an error. Errors are
 :class:`auden_kit.AudenKitError` (a :class:`~auden_kit.errors.UserError`) naming the file.
 """
 
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 from auden_kit.data.features import PAD_VALUE
-from auden_kit.data.pauses import speech_segments, split_at_pauses
+from auden_kit.data.pauses import no_signal, speech_segments, split_at_pauses
 from auden_kit.errors import UserError
 from auden_kit.results import Result
 
@@ -163,6 +165,10 @@ class Model:
         for i, item in enumerate(items):
             try:
                 wav = item.load()
+                if no_signal(wav, rate):  # digital silence: the task's empty result, or an error
+                    done[i] = {"n": 1, "results": {0: (0.0, self.task.silent_result(item.item_id))}}
+                    yield from ready()
+                    continue
                 if wav.numel() <= max_segment * rate:
                     ranges = [(0, wav.numel())]
                 else:  # long: speech stretches between pauses, merged up to what the model trained on

@@ -61,6 +61,10 @@ def test_api_matches_cli_and_takes_any_input(learned_ctc, synth_corpus, tmp_path
         m.transcribe(bad, sample_rate=8000)
     with pytest.raises(auden_kit.AudenKitError, match="classify"):
         m.classify(files[0])
+    # digital silence, short and long (> max_segment): no words, without running the model (which
+    # reads words into it); the speech around it is still read
+    silent = m.transcribe([torch.zeros(16000 * 5), torch.zeros(16000 * 45), load_audio(files[0])], sample_rate=16000)
+    assert [(x.text, x.tokens) for x in silent[:2]] == [("", [])] * 2 and silent[2].text == one.text
 
 
 def test_long_audio_is_split_at_pauses_and_stitched(learned_ctc, synth_corpus, tmp_path):

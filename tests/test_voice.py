@@ -25,7 +25,7 @@ def test_voice_heads_learn_and_the_folder_carries_their_labels(voice_model):
     assert (voice_model / "model" / "labels" / "gender.txt").read_text().split() == ["F", "M"]
 
 
-def test_voice_decode_and_embed(voice_model, synth_corpus):
+def test_voice_decode_and_embed(voice_model, synth_corpus, tmp_path):
     import auden_kit
 
     files = sorted(synth_corpus.glob("dev-clean/*/*/*.flac"))[:3]
@@ -39,6 +39,12 @@ def test_voice_decode_and_embed(voice_model, synth_corpus):
     res = m.embed([str(f) for f in files])
     e = np.array([x.embedding for x in res])
     assert e.shape == (3, 32) and np.isfinite(e).all()
+    # digital silence has no voice to describe: an error naming the input, not an embedding
+    import soundfile as sf
+
+    sf.write(tmp_path / "silent.wav", np.zeros(16000 * 2), 16000)
+    with pytest.raises(auden_kit.AudenKitError, match="silent.wav' holds no signal"):
+        m.embed(tmp_path / "silent.wav")
     with pytest.raises(auden_kit.AudenKitError, match=r"transcribe\(\) needs a model of task .asr."):
         auden_kit.load(voice_model / "model").transcribe(files[0])
 

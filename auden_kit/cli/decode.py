@@ -114,7 +114,11 @@ def decode(
             typer.echo(f"error: {res}", err=True)
             failed += 1
             continue
-        typer.echo(_line(res, output))
+        line = _line(res, output)
+        if line:
+            typer.echo(line)
+        else:  # an RTTM/STM/text listing of nobody speaking is empty: say so where people read
+            typer.echo(f"{fid}: no speech found", err=True)
     if failed:
         typer.echo(f"{failed} of {len(files)} file(s) failed", err=True)
         raise typer.Exit(1)

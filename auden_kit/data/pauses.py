@@ -66,6 +66,12 @@ def speech_runs(e: torch.Tensor, min_pause: float, silent: float) -> list[tuple[
     return spans
 
 
+def no_signal(wav: torch.Tensor, sample_rate: int) -> bool:
+    """True when even the loud end of ``wav`` is below :data:`SILENT_WAVE` (digital silence):
+    there is nothing to read, embed or classify."""
+    return speech_runs(frame_log_energy(wav, sample_rate, smooth=2), 0.2, SILENT_WAVE) == []
+
+
 def quiet_cuts(smooth: torch.Tensor, n: int, max_len: int, search: int, hop: int) -> list[tuple[int, int]]:
     """(start, end) ranges covering ``n`` units (samples, or frames with ``hop`` 1), each at most
     ``max_len`` long, cut at the quietest frame of ``smooth`` (energy per frame of ``hop`` units)

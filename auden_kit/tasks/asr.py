@@ -271,6 +271,9 @@ class AsrTask(Task):
             raise UserError(f"--method {method} needs a transducer model; use ctc_greedy or ctc_prefix_beam")
         return method
 
+    def silent_result(self, cut_id: str) -> TextResult:
+        return TextResult(cut_id=cut_id)  # digital silence: no words (a model would invent some)
+
     @torch.no_grad()
     def infer(self, model: AsrModel, batch: dict, method: str = "", beam: int = 4, **encode_kw) -> list[TextResult]:
         method = self.check_method(model, method)

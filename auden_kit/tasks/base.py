@@ -195,6 +195,13 @@ class Task:
         return [EmbeddingResult(cut_id=c, embedding=e.tolist(), weight=float(n) * model.encoder.frame_shift)
                 for c, e, n in zip(ids, pooled, lens)]
 
+    def silent_result(self, cut_id: str) -> Result:
+        """The result of audio with no signal at all (digital silence), decoded without running
+        the model: tasks that read speech return an empty one (no words, no speakers); the others
+        (embeddings, labels) have nothing to describe, so the input is an error."""
+        raise UserError(f"audio '{cut_id}' holds no signal (digital silence, nothing above about -90 dBFS): "
+                        "nothing to embed or classify; check the file or leave it out")
+
     def merge(self, pieces: Sequence[tuple[float, Result]], cut_id: str) -> Result:
         """Stitch the results of consecutive pieces of one long recording; ``pieces`` holds
         (offset in seconds, result). Default: the results' own ``merge``."""

@@ -325,6 +325,9 @@ class StTask(AsrTask):
             raise UserError(f"{what} '{lang}' is not a language of this model (it has: {', '.join(self.languages)})")
         return lang
 
+    def silent_result(self, cut_id: str) -> TranslationResult:
+        return TranslationResult(cut_id=cut_id)
+
     @torch.no_grad()
     def infer(self, model: AsrModel, batch: dict, method: str = "", beam: int = 4, tgt_lang: str = "",
               src_lang: str = "", asr_method: str = "", length_penalty: float | None = None,

@@ -1287,6 +1287,9 @@ class TagSpeechTask(Task):
                     guided[i, u] = True
         return inside, guided
 
+    def silent_result(self, cut_id: str) -> SegmentsResult:
+        return SegmentsResult(cut_id=cut_id)  # digital silence: nobody spoke
+
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def infer(self, model: TagSpeechModel, batch: dict, method: str = "greedy", **_) -> list[SegmentsResult]:
