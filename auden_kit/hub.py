@@ -193,11 +193,29 @@ def save_pretrained(out_dir: str | Path, task_name: str, model_cfg, model: torch
     return out
 
 
+def _model_folder_hint(d: Path) -> str:
+    """What the user probably meant, when ``d`` is not a model folder: the folder of a file inside
+    one, a model folder inside it or beside the file (a training or recipe folder), or how to make
+    one from training checkpoints."""
+    if not d.exists():
+        return f": '{d}' does not exist"
+    if d.is_file():
+        if d.parent.joinpath("model.safetensors").is_file():
+            return f"; give the folder: --model {d.parent}"
+        d = d.parent
+    found = sorted(p.parent for p in d.glob("*/model.safetensors")) + \
+        sorted(p.parent for p in d.glob("*/*/model.safetensors"))
+    if found:
+        return "; model folders here: " + ", ".join(str(p) for p in found[:4])
+    if any(d.glob("epoch-*.pt")) or any(d.glob("checkpoint-*.pt")):
+        return f"; '{d}' holds training checkpoints: make a model folder with `auden-kit average --exp-dir {d} --out {d}/model-avg`"
+    return "; make one with `auden-kit average`"
+
+
 def read_model_config(model_dir: str | Path) -> dict:
     d = Path(model_dir)
     if not (d / "config.yaml").is_file() or not (d / "model.safetensors").is_file():
-        raise UserError(f"'{d}' is not a model folder (needs config.yaml and model.safetensors; "
-                        "make one with `auden-kit average`)")
+        raise UserError(f"'{d}' is not a model folder (needs config.yaml and model.safetensors){_model_folder_hint(d)}")
     try:
         cfg = yaml.safe_load((d / "config.yaml").read_text()) or {}
     except yaml.YAMLError as e:

@@ -238,6 +238,10 @@ def test_corrupt_model_folder_and_icefall_checkpoint(trained_model, tmp_path):
     shutil.copytree(trained_model, m)
     (m / "model.safetensors").write_bytes(b"garbage")
     fails(run("decode", "--model", m, "x.wav"), "model.safetensors")
+    # the training folder or one of its checkpoints instead of the model folder: the error names it
+    exp = trained_model.parent
+    fails(run("decode", "--model", exp, "x.wav"), "not a model folder", f"model folders here: {trained_model}")
+    fails(run("decode", "--model", exp / "epoch-2.pt", "x.wav"), f"model folders here: {trained_model}")
     (tmp_path / "pretrained.pt").write_bytes(b"\x80\x04not a checkpoint")
     fails(run("import-icefall", "--checkpoint", tmp_path / "pretrained.pt", "--tokenizer",
               trained_model / "tokenizers" / "text", "--out", tmp_path / "o"), "pretrained.pt", "cannot be read")
