@@ -93,3 +93,92 @@ def test_validate_recordings_and_supervisions(synth_corpus, tmp_path):
 def test_missing_manifest_is_a_clear_error(tmp_path):
     r = run("data", "stats", str(tmp_path / "none.jsonl.gz"))
     assert r.returncode == 1 and "none.jsonl.gz' does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def _trans(synth_corpus) -> dict:
+    return {k: v for t in synth_corpus.glob("dev-clean/*/*/*.trans.txt")
+            for k, v in (line.split(" ", 1) for line in t.read_text().splitlines())}
+
+
+def test_kaldi_data_directory(synth_corpus, tmp_path, monkeypatch):
+    """An ESPnet/Kaldi data directory: wav.scp with a relative path and a command (an 8 kHz
+    recording) that work from the recipe root, as Kaldi runs them, segments (two utterances of one recording, one ending
+    at -1), text with an empty transcript, utt2spk + spk2gender; the cuts load the audio. Bad
+    entries are errors naming the file, line and id."""
+    import numpy as np
+    import soundfile as sf
+    from lhotse import CutSet, load_manifest
+
+    flacs = sorted(synth_corpus.glob("dev-clean/*/*/*.flac"))[:3]
+    trans = _trans(synth_corpus)
+    root = tmp_path / "asr1"
+    (root / "data" / "train").mkdir(parents=True)
+    (root / "wav").mkdir()
+    a, sr = sf.read(flacs[0])
+    b, _ = sf.read(flacs[1])
+    sf.write(root / "wav" / "A.wav", np.concatenate([a, np.zeros(8000), b]), sr)
+    c, _ = sf.read(flacs[2])
+    sf.write(root / "wav" / "C8k.wav", c[::2], 8000)
+    d = root / "data" / "train"
+    (d / "wav.scp").write_text("A wav/A.wav\nC cat wav/C8k.wav |\n")
+    (d / "segments").write_text(f"A-1 A 0.0 {len(a) / sr:.3f}\nA-2 A {len(a) / sr + 0.5:.3f} -1\nC-1 C 0 -1\n")
+    (d / "text").write_text(f"A-1 {trans[flacs[0].stem]}\nA-2 {trans[flacs[1].stem]}\nC-1\n")
+    (d / "utt2spk").write_text("A-1 s1\nA-2 s2\nC-1 s1\n")
+    (d / "spk2gender").write_text("s1 m\ns2 f\n")
+    (d / "utt2dur").write_text("A-1 2.0\n")  # Kaldi's own bookkeeping: not a label
+    monkeypatch.chdir(tmp_path)  # paths in wav.scp are relative to asr1/, as Kaldi runs there
+    r = run("data", "folder", "asr1/data", "--parts", "tr=train", "--prefix", "k", "--out-dir", "man")
+    assert r.returncode == 0 and (tmp_path / "man" / "k_supervisions_tr.jsonl.gz").is_file(), r.stderr  # renamed part
+    r = run("data", "folder", "asr1/data", "--parts", "train", "--prefix", "k", "--out-dir", "man")
+    assert r.returncode == 0, r.stderr
+    recs = load_manifest(tmp_path / "man" / "k_recordings_train.jsonl.gz")
+    sups = load_manifest(tmp_path / "man" / "k_supervisions_train.jsonl.gz")
+    assert {x.id: x.sampling_rate for x in recs} == {"A": 16000, "C": 8000}
+    by = {s.id: s for s in sups}
+    assert by["A-2"].start == pytest.approx(len(a) / sr + 0.5, abs=1e-3)
+    assert by["A-2"].end == pytest.approx(recs["A"].duration, abs=1e-3)
+    assert (by["A-1"].text, by["A-2"].text, by["C-1"].text) == (trans[flacs[0].stem], trans[flacs[1].stem], "")
+    assert [(by[u].speaker, by[u].gender) for u in ("A-1", "A-2", "C-1")] == [("s1", "M"), ("s2", "F"), ("s1", "M")]
+    assert not any(s.custom for s in sups)
+    cuts = CutSet.from_manifests(recordings=recs, supervisions=sups).trim_to_supervisions()
+    audio = {c.supervisions[0].id: c.load_audio() for c in cuts}
+    assert audio["A-2"].shape[1] == pytest.approx(len(b), abs=20)
+    assert audio["C-1"].shape[1] == len(c[::2])
+    # bad entries: named with their file and line
+    cases = [
+        ("wav.scp", "A wav/none.wav\n", ["wav.scp' line 1", "'A'", "none.wav' not found"]),
+        ("wav.scp", "A false |\n", ["wav.scp' line 1", "the command 'false' failed"]),
+        ("wav.scp", "A raw.ark:123\n", ["Kaldi archive"]),
+        ("wav.scp", "A\n", ["wav.scp' line 1", "expected '<recording-id> <path>'"]),
+        ("segments", "A-1 A 0.0 99.0\n", ["segments' line 1", "'A-1'", "not inside recording 'A'"]),
+        ("segments", "A-1 B 0.0 1.0\n", ["segments' line 1", "recording 'B'"]),
+    ]
+    keep = {n: (d / n).read_text() for n in ("wav.scp", "segments")}
+    for name, text, needles in cases:
+        (d / name).write_text(text)
+        r = run("data", "folder", "asr1/data", "--parts", "train", "--out-dir", "bad")
+        assert r.returncode == 1 and "Traceback" not in r.stderr, (name, text, r.stderr)
+        assert all(n in r.stderr for n in needles), (needles, r.stderr)
+        (d / name).write_text(keep[name])
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+
+
+def test_folder_with_transcript_files_beside_the_audio(synth_corpus, tmp_path):
+    """a.wav + a.txt (or a.lab): the transcript of a; files without one are named in a warning."""
+    import shutil
+
+    from lhotse import load_manifest
+
+    flacs = sorted(synth_corpus.glob("dev-clean/*/*/*.flac"))[:3]
+    trans = _trans(synth_corpus)
+    part = tmp_path / "corpus" / "train"
+    part.mkdir(parents=True)
+    for i, f in enumerate(flacs):
+        shutil.copy(f, part / f.name)
+        if i < 2:
+            (part / f.name).with_suffix(".txt" if i == 0 else ".lab").write_text(trans[f.stem].lower() + "\n")
+    r = run("data", "folder", str(tmp_path / "corpus"), "--parts", "train", "--out-dir", str(tmp_path / "man"))
+    assert r.returncode == 0, r.stderr
+    assert "1 of 3 audio files have no transcript file" in r.stderr and flacs[2].name in r.stderr
+    sups = {s.id: s.text for s in load_manifest(tmp_path / "man" / "mydata_supervisions_train.jsonl.gz")}
+    assert sups == {flacs[0].stem: trans[flacs[0].stem].lower(), flacs[1].stem: trans[flacs[1].stem].lower()}

@@ -523,23 +523,27 @@ def tokenizer(
 
 @app.command(epilog="Example: auden-kit data folder download/voices --parts train dev test --prefix voices "
                     "--out-dir data/manifests   |   auden-kit data folder /data/mymeetings --prefix meetings "
-                    "(each part: audio + segments.stm)")
+                    "(each part: audio + segments.stm)   |   auden-kit data folder ../espnet/egs2/an4/asr1/data "
+                    "--parts 'train=train_nodev dev=train_dev test' --prefix an4 (Kaldi data directories)")
 def folder(
     corpus_dir: Path = typer.Argument(..., help="Folder with one sub-folder per part."),
-    parts: str = typer.Option("train dev test", help="Sub-folders to prepare (space- or comma-separated)."),
+    parts: str = typer.Option("train dev test", help="Sub-folders to prepare (space- or comma-separated); "
+                                                     "name=folder renames, e.g. 'train=train_nodev dev=train_dev test'."),
     out_dir: Path = typer.Option(Path("data/manifests"), help="Where the manifests go."),
     prefix: str = typer.Option("mydata", help="Manifest name prefix."),
 ):
     """Manifests from folders of audio files plus Kaldi-style maps: text, utt2spk, utt2gender,
-    utt2lang and any utt2<key> (-> supervision.custom[key]); the file name is the utterance id.
+    utt2lang and any utt2<key> (-> supervision.custom[key]); the file name is the utterance id;
+    without a text map, a.txt or a.lab beside a.wav is its transcript. A part folder with wav.scp
+    is a Kaldi/ESPnet data directory (wav.scp paths or pipes, segments, text, utt2spk, spk2gender).
     Meetings: a part folder with segments.stm, segments.json (SegLST) or segments.rttm beside its
     audio gives recordings of several speakers, one supervision per segment (recording id = file
     name)."""
-    from auden_kit.data.corpora.folder import prepare_folder
+    from auden_kit.data.corpora.folder import parse_parts, prepare_folder
 
     setup_logging()
-    for part in parts.replace(",", " ").split():
-        rp, sp = prepare_folder(corpus_dir / part, out_dir, prefix, part)
+    for part, sub in parse_parts(parts):
+        rp, sp = prepare_folder(corpus_dir / sub, out_dir, prefix, part)
         typer.echo(f"{part}: {rp} {sp}")
 
 

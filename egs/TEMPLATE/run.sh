@@ -7,6 +7,7 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=100
 corpus_dir=""
+corpus_parts="train dev test"  # the corpus folders of train, dev, test; rename with name=folder (train=train_nodev)
 nj=2
 bpe_size=0          # 0: from the data (about one piece per distinct word, 30..500)
 num_epochs=30
@@ -15,7 +16,7 @@ prefix=mydata
 config=conf/train.yaml
 extra=""
 help_message="ASR recipe for your own data (see README.md). Example: ./run.sh --corpus-dir /data/mycorpus"
-__options="stage stop_stage corpus_dir nj bpe_size num_epochs avg prefix config extra"
+__options="stage stop_stage corpus_dir corpus_parts nj bpe_size num_epochs avg prefix config extra"
 . ../../tools/parse_options.sh
 . ../../tools/recipe_lib.sh
 parts="train dev test"
@@ -24,7 +25,7 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: prepare manifests from your corpus (edit local/prepare.py)"
   if [ -f data/manifests/.done ]; then skip data/manifests; else
     [ -n "$corpus_dir" ] || { echo "run.sh: stage 0 needs --corpus-dir" >&2; exit 2; }
-    python local/prepare.py --corpus-dir "$corpus_dir" --out-dir data/manifests --prefix $prefix --parts $parts
+    python local/prepare.py --corpus-dir "$corpus_dir" --out-dir data/manifests --prefix $prefix --parts $corpus_parts
     validate_parts $prefix "$parts"
     touch data/manifests/.done
   fi

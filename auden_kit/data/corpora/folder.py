@@ -11,6 +11,16 @@ per line:
 - any other ``utt2<key>`` (``utt2emotion``, ``utt2age``, ``utt2style``, ...): ``custom[<key>]``.
 
 The utterances are those named in ``text`` or ``utt2spk``; without either, every audio file.
+Without a ``text`` map, a transcript file beside an audio file with the same name (``a.wav`` +
+``a.txt`` or ``a.lab``, as in aligner and TTS corpora) is its text.
+
+Kaldi / ESPnet data directories: a part folder holding ``wav.scp`` (``<recording-id> <path>`` or
+``<recording-id> <command> |``) is read as one: ``segments`` (``<utt> <recording> <start> <end>``;
+without it each recording is one utterance), ``text`` (empty transcripts allowed), ``utt2spk``,
+``spk2gender``, ``utt2lang`` and the other ``utt2<key>`` maps as above. Relative paths are tried
+from the working directory, then from the recipe root (two folders above the data directory, where
+Kaldi runs), then from the data directory; a command that fails from the working directory is run
+from the recipe root (and stored so). Every recording keeps its own rate and channels.
 
 Meetings (diarized ASR): a part folder holding ``segments.stm``, ``segments.json`` (SegLST) or
 ``segments.rttm`` (speaker times only, no words) beside the audio files is read as recordings of
@@ -32,39 +42,74 @@ SEGMENT_FILES = ("segments.stm", "segments.json", "segments.rttm")
 GENDERS = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F"}
 
 
-def _read_map(path: Path) -> dict[str, str]:
+def _read_map(path: Path, allow_empty: bool = False) -> dict[str, str]:
+    """``<id> <value>`` lines; ``allow_empty``: a line with an id alone has the value "" (an empty
+    Kaldi transcript)."""
     out = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split(maxsplit=1)
-        if len(parts) < 2:
+        if len(parts) < 2 and not allow_empty:
             raise UserError(f"'{path}' line {n}: expected '<utterance-id> <value>', got '{line}'")
-        out[parts[0]] = parts[1].strip()
+        out[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
     return out
 
 
-def read_maps(folder: Path) -> dict[str, dict[str, str]]:
+# maps Kaldi's own scripts write (durations, frame counts): not labels
+KALDI_DERIVED = ("dur", "num_frames", "uniq")
+
+
+def read_maps(folder: Path, allow_empty_text: bool = False) -> dict[str, dict[str, str]]:
     """{"text": {...}, "spk": {...}, "gender": {...}, <key>: {...}} from the maps in ``folder``."""
     maps = {}
     if (folder / "text").is_file():
-        maps["text"] = _read_map(folder / "text")
+        maps["text"] = _read_map(folder / "text", allow_empty=allow_empty_text)
     for f in sorted(folder.glob("utt2*")):
-        if f.is_file() and len(f.name) > 4:
+        if f.is_file() and len(f.name) > 4 and f.name[4:] not in KALDI_DERIVED:
             maps[f.name[4:]] = _read_map(f)
     return maps
+
+
+def _supervision(utt: str, rec, start: float, duration: float, maps: dict):
+    """The supervision of utterance ``utt`` with its labels from ``maps`` (text, spk, gender, lang,
+    any other key -> custom)."""
+    from lhotse import SupervisionSegment
+
+    gender = maps.get("gender", {}).get(utt)
+    custom = {k: m[utt] for k, m in maps.items() if k not in ("text", "spk", "gender", "lang") and utt in m}
+    return SupervisionSegment(
+        id=utt, recording_id=rec.id, start=start, duration=duration, channel=0,
+        text=maps.get("text", {}).get(utt), speaker=maps.get("spk", {}).get(utt),
+        language=maps.get("lang", {}).get(utt), gender=GENDERS.get(gender.lower(), gender) if gender else None,
+        custom=custom or None)
+
+
+def parse_parts(spec) -> list[tuple[str, str]]:
+    """Parts as (manifest name, sub-folder): ``"train dev test"`` or, to rename, ``"train=train_nodev
+    dev=train_dev test"`` (space- or comma-separated string, or a list)."""
+    items = spec.replace(",", " ").split() if isinstance(spec, str) else list(spec)
+    out = []
+    for it in items:
+        name, _, sub = it.partition("=")
+        if not name or (_ and not sub):
+            raise UserError(f"part '{it}': expected <name> or <name>=<sub-folder>")
+        out.append((name, sub or name))
+    return out
 
 
 def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part: str,
                    maps_dir: str | Path | None = None) -> tuple[Path, Path]:
     """Write ``{prefix}_recordings_{part}.jsonl.gz`` and ``{prefix}_supervisions_{part}.jsonl.gz``
     from the audio under ``audio_dir`` and the maps in ``maps_dir`` (default: ``audio_dir``)."""
-    from lhotse import Recording, SupervisionSegment
+    from lhotse import Recording
     from tqdm import tqdm
 
     audio_dir, out_dir = Path(audio_dir), Path(out_dir)
     if not audio_dir.is_dir():
         raise UserError(f"audio folder '{audio_dir}' does not exist")
+    if (audio_dir / "wav.scp").is_file():
+        return _prepare_kaldi(audio_dir, out_dir, prefix, part)
     maps = read_maps(Path(maps_dir) if maps_dir else audio_dir)
     audio: dict[str, Path] = {}
     for p in sorted(audio_dir.rglob("*")):
@@ -77,6 +122,13 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
     seg_file = next((seg_dir / n for n in SEGMENT_FILES if (seg_dir / n).is_file()), None)
     if seg_file is not None:
         return _prepare_meetings(audio, seg_file, out_dir, prefix, part)
+    if "text" not in maps:  # transcripts beside the audio: a.wav + a.txt / a.lab
+        side = {u: t for u, p in audio.items() for t in (p.with_suffix(".txt"), p.with_suffix(".lab")) if t.is_file()}
+        if side:
+            maps["text"] = {u: " ".join(t.read_text(encoding="utf-8", errors="replace").split()) for u, t in side.items()}
+            if len(side) < len(audio):
+                log.warning("%s: %d of %d audio files have no transcript file beside them (.txt/.lab) and are left out, e.g. '%s'",
+                            part, len(audio) - len(side), len(audio), next(p for u, p in audio.items() if u not in side))
     named = maps.get("text") or maps.get("spk")
     utts = sorted(named) if named else sorted(audio)
     if not utts:
@@ -92,14 +144,8 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
             rec = Recording.from_file(audio[utt], recording_id=utt)
         except Exception as e:  # noqa: BLE001 - name the file
             raise UserError(f"cannot read audio file '{audio[utt]}' ({e})") from None
-        gender = maps.get("gender", {}).get(utt)
-        custom = {k: m[utt] for k, m in maps.items() if k not in ("text", "spk", "gender", "lang") and utt in m}
         recs.append(rec)
-        sups.append(SupervisionSegment(
-            id=utt, recording_id=utt, start=0.0, duration=rec.duration, channel=0,
-            text=maps.get("text", {}).get(utt), speaker=maps.get("spk", {}).get(utt),
-            language=maps.get("lang", {}).get(utt), gender=GENDERS.get(gender.lower(), gender) if gender else None,
-            custom=custom or None))
+        sups.append(_supervision(utt, rec, 0.0, rec.duration, maps))
     rp, sp = _write(recs, sups, out_dir, prefix, part)
     log.info("%s: %d utterances, maps %s -> %s, %s", part, len(recs), sorted(maps) or "none", rp, sp)
     return rp, sp
@@ -152,4 +198,107 @@ def _prepare_meetings(audio: dict[str, Path], seg_file: Path, out_dir: Path, pre
                 speaker=sg.speaker, gender={"m": "M", "f": "F"}.get(sg.gender)))
     rp, sp = _write(recs, sups, out_dir, prefix, part)
     log.info("%s: %d recordings, %d segments from %s -> %s, %s", part, len(recs), len(sups), seg_file.name, rp, sp)
+    return rp, sp
+
+
+def _kaldi_recording(rid: str, entry: str, data_dir: Path, where: str):
+    """The recording of one ``wav.scp`` entry: a file path, or a command writing audio to stdout."""
+    import io
+    import re
+    import shlex
+    import subprocess
+
+    import soundfile as sf
+    from lhotse import AudioSource, Recording
+
+    if entry.endswith("|"):
+        cmd = entry[:-1].strip()
+        r = subprocess.run(cmd, shell=True, capture_output=True)
+        root = data_dir.parent.parent
+        if (r.returncode != 0 or not r.stdout) and root.resolve() != Path.cwd():  # Kaldi runs them from the recipe root
+            at_root = f"cd {shlex.quote(str(root.resolve()))} && {cmd}"
+            r2 = subprocess.run(at_root, shell=True, capture_output=True)
+            if r2.returncode == 0 and r2.stdout:
+                cmd, r = at_root, r2
+        err = r.stderr.decode(errors="replace").strip()[-300:]
+        if r.returncode != 0 or not r.stdout:
+            raise UserError(f"{where} ('{rid}'): the command '{cmd}' failed (exit {r.returncode}){': ' + err if err else ''} "
+                            f"(also from the recipe root '{root}'); is its program on PATH?")
+        try:
+            x, rate = sf.read(io.BytesIO(r.stdout), dtype="float32", always_2d=True)
+        except Exception as e:  # noqa: BLE001 - name the entry
+            raise UserError(f"{where} ('{rid}'): the command '{cmd}' did not write audio to stdout ({e})") from None
+        return Recording(id=rid, sources=[AudioSource(type="command", channels=list(range(x.shape[1])), source=cmd)],
+                         sampling_rate=rate, num_samples=x.shape[0], duration=x.shape[0] / rate)
+    if re.search(r"\.ark:\d+$", entry):
+        raise UserError(f"{where} ('{rid}'): '{entry}' is audio inside a Kaldi archive, which is not read here; "
+                        "write the recordings out as files first (Kaldi: wav-copy scp:wav.scp ark,t:- or a per-file loop)")
+    path = Path(entry)
+    tries = [path] if path.is_absolute() else [path, data_dir.parent.parent / path, data_dir / path]
+    found = next((p for p in tries if p.is_file()), None)
+    if found is None:
+        raise UserError(f"{where} ('{rid}'): audio file '{entry}' not found (tried {', '.join(str(p) for p in tries)})")
+    try:
+        return Recording.from_file(found, recording_id=rid)
+    except Exception as e:  # noqa: BLE001 - name the file
+        raise UserError(f"{where} ('{rid}'): cannot read audio file '{found}' ({e})") from None
+
+
+def _prepare_kaldi(data_dir: Path, out_dir: Path, prefix: str, part: str) -> tuple[Path, Path]:
+    """Manifests of a Kaldi / ESPnet data directory (``wav.scp``, ``segments``, ``text``,
+    ``utt2spk``, ``spk2gender``, ``utt2lang``, other ``utt2<key>``)."""
+    from tqdm import tqdm
+
+    scp = data_dir / "wav.scp"
+    entries: dict[str, tuple[int, str]] = {}
+    for n, line in enumerate(scp.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) < 2:
+            raise UserError(f"'{scp}' line {n}: expected '<recording-id> <path>' or '<recording-id> <command> |', "
+                            f"got '{line}'")
+        if parts[0] in entries:
+            raise UserError(f"'{scp}' line {n}: recording id '{parts[0]}' again (first on line {entries[parts[0]][0]})")
+        entries[parts[0]] = (n, parts[1].strip())
+    if not entries:
+        raise UserError(f"'{scp}' lists no recordings")
+    recs = {rid: _kaldi_recording(rid, entry, data_dir, f"'{scp}' line {n}")
+            for rid, (n, entry) in tqdm(entries.items(), desc=f"Reading {part}", unit="recording",
+                                        disable=len(entries) < 200)}
+    maps = read_maps(data_dir, allow_empty_text=True)
+    if (data_dir / "spk2gender").is_file():
+        spk2gender = _read_map(data_dir / "spk2gender")
+        maps.setdefault("gender", {}).update({u: spk2gender[s] for u, s in maps.get("spk", {}).items()
+                                              if s in spk2gender and u not in maps.get("gender", {})})
+    sups = []
+    seg_file = data_dir / "segments"
+    if seg_file.is_file():
+        for n, line in enumerate(seg_file.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            f = line.split()
+            where = f"'{seg_file}' line {n}"
+            try:
+                utt, rid, start, end = f[0], f[1], float(f[2]), float(f[3])
+            except (IndexError, ValueError):
+                raise UserError(f"{where}: expected '<utterance-id> <recording-id> <start> <end>', got '{line}'") from None
+            if rid not in recs:
+                raise UserError(f"{where}: recording '{rid}' of utterance '{utt}' is not in '{scp}'")
+            dur = recs[rid].duration
+            end = dur if end == -1 else min(end, dur) if end <= dur + 0.5 else end
+            if start < 0 or end <= start or end > dur:
+                raise UserError(f"{where}: utterance '{utt}' ({f[2]}-{f[3]} s) is not inside recording '{rid}' "
+                                f"(0-{dur:.3f} s); fix or remove it")
+            sups.append(_supervision(utt, recs[rid], start, round(end - start, 3), maps))
+    else:
+        sups = [_supervision(rid, rec, 0.0, rec.duration, maps) for rid, rec in recs.items()]
+    if maps.get("text"):
+        ids = {s.id for s in sups}
+        unknown = [u for u in maps["text"] if u not in ids]
+        if unknown:
+            log.warning("%s: %d utterance(s) of 'text' are not in %s and are left out, e.g. '%s'", part, len(unknown),
+                        "segments" if seg_file.is_file() else "wav.scp", unknown[0])
+    rp, sp = _write(list(recs.values()), sups, out_dir, prefix, part)
+    log.info("%s (Kaldi data directory): %d recordings, %d utterances -> %s, %s", part, len(recs), len(sups), rp, sp)
     return rp, sp

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from auden_kit.data.corpora.folder import prepare_folder
+from auden_kit.data.corpora.folder import parse_parts, prepare_folder
 from auden_kit.errors import UserError
 
 
@@ -21,12 +21,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus-dir", type=Path, required=True)
     p.add_argument("--out-dir", type=Path, default=Path("data/manifests"))
-    p.add_argument("--parts", nargs="+", default=["train", "dev", "test"])
+    p.add_argument("--parts", nargs="+", default=["train", "dev", "test"],
+                   help="sub-folders; name=folder renames (train=train_nodev: a Kaldi data dir's part)")
     p.add_argument("--prefix", default="mydata")
     a = p.parse_args()
     try:
-        for part in a.parts:
-            prepare_folder(a.corpus_dir / part, a.out_dir, a.prefix, part)
+        for part, sub in parse_parts(a.parts):
+            prepare_folder(a.corpus_dir / sub, a.out_dir, a.prefix, part)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
