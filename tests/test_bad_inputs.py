@@ -138,6 +138,38 @@ def test_decode_manifest_without_texts_refuses_a_wer(trained_model, fbank_cuts, 
     fails(run("decode", "--model", trained_model, "--cuts", tmp_path / "none.jsonl.gz"), "holds no cuts")
 
 
+def test_manifests_that_cannot_be_decoded_name_the_cut(trained_model, synth_cuts, fbank_cuts, tmp_path):
+    """A recording manifest given as cuts says how to make cuts; a cut whose audio (relative path,
+    another working directory) or feature file is missing or damaged is named with its file."""
+    from lhotse import CutSet
+
+    cuts = CutSet.from_file(synth_cuts["test-clean"]).subset(first=3).to_eager()
+    cuts.decompose()[0].to_file(tmp_path / "recs.jsonl.gz")
+    fails(run("decode", "--model", trained_model, "--cuts", tmp_path / "recs.jsonl.gz"), "is a recording manifest",
+          "auden-kit data fbank")
+    (tmp_path / "audio").mkdir()
+    rows = [json.loads(line) for line in gzip.open(synth_cuts["test-clean"], "rt")][:3]
+    for i, c in enumerate(rows):  # audio beside the manifest, named relatively
+        src = c["recording"]["sources"][0]
+        sf.write(tmp_path / "audio" / f"{i}.wav", sf.read(src["source"])[0], 16000)
+        src["source"] = f"audio/{i}.wav"
+    with gzip.open(tmp_path / "rel.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps(c) + "\n" for c in rows)
+    assert run("decode", "--model", trained_model, "--cuts", "rel.jsonl.gz", "--out-dir", "d", cwd=tmp_path).returncode == 0
+    fails(run("decode", "--model", trained_model, "--cuts", tmp_path / "rel.jsonl.gz", "--out-dir", tmp_path / "d"),
+          f"cut '{rows[0]['id']}'", "'audio/0.wav'", "no such file", "relative paths are read from the working directory")
+    feats = [json.loads(line) for line in gzip.open(fbank_cuts["test-clean"], "rt")][:3]
+    store = Path(feats[0]["features"]["storage_path"])
+    bad = tmp_path / "feats.lca"
+    bad.write_bytes(store.read_bytes()[:200] if store.is_file() else b"garbage")
+    for c in feats:
+        c["features"]["storage_path"] = str(bad)
+    with gzip.open(tmp_path / "feats.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps(c) + "\n" for c in feats)
+    fails(run("decode", "--model", trained_model, "--cuts", tmp_path / "feats.jsonl.gz", "--out-dir", tmp_path / "d"),
+          "cannot read its features", str(bad))
+
+
 def test_features_of_another_size_than_the_model(trained_model, fbank_cuts, tmp_path):
     from lhotse import CutSet
 

@@ -156,6 +156,8 @@ def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: fl
 
     try:
         first = next(iter(load_cuts([str(cuts_path)])), None)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - not a manifest, or a broken one
         raise UserError(f"cannot read cut manifest '{cuts_path}' ({e.__class__.__name__}: {e})") from None
     if first is None:

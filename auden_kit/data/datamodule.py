@@ -112,6 +112,26 @@ class DataConfig:
                             f"got {self.max_frames_mask_fraction}")
 
 
+def _require_cuts(path) -> None:
+    """A recording or supervision manifest where cuts are wanted is an error saying how to make
+    cuts (its first line tells what it holds)."""
+    import gzip
+    import json
+
+    try:
+        with (gzip.open(path, "rt") if str(path).endswith(".gz") else open(path)) as f:
+            first = json.loads(next((line for line in f if line.strip()), "{}"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return  # not JSON lines: the manifest reader says what is wrong
+    if not isinstance(first, dict) or "type" in first:
+        return
+    kind = "recording" if "sources" in first else "supervision" if "recording_id" in first else ""
+    if kind:
+        raise UserError(f"'{path}' is a {kind} manifest, not a cut manifest: make cuts from the recordings and "
+                        "supervisions with `auden-kit data fbank RECORDINGS SUPERVISIONS --out CUTS` (features), "
+                        "then give CUTS")
+
+
 def load_cuts(paths: Sequence[str] | str, rank: int = 0, world: int = 1, cuts_only: bool = False):
     """Open one or more cut manifests or Shar sources (:mod:`auden_kit.data.shar`) lazily; errors
     name the missing file. With ``world`` > 1, Shar sources give only rank ``rank``'s shards;
@@ -135,6 +155,7 @@ def load_cuts(paths: Sequence[str] | str, rank: int = 0, world: int = 1, cuts_on
             continue
         if not Path(p).is_file():
             raise UserError(f"cut manifest '{p}' does not exist (did the fbank stage run?)")
+        _require_cuts(p)
         sets.append(CutSet(LazyManifestIterator(p)))
     if len(sets) == 1:
         return sets[0]
@@ -194,6 +215,11 @@ class SpeechDataset(torch.utils.data.Dataset):
             return self._batch(cuts)
         except UserError as e:
             return {"error": str(e)}
+        except Exception:  # noqa: BLE001 - an unreadable cut: name it, else the error as it is
+            bad = unreadable_cut(cuts)
+            if bad is None:
+                raise
+            return {"error": bad}
 
     def _batch(self, cuts) -> dict:
         cuts = cuts.sort_by_duration(ascending=False)
@@ -208,6 +234,34 @@ class SpeechDataset(torch.utils.data.Dataset):
         batch["inputs"] = inputs
         batch["targets"] = self.task.batch_targets(cuts, self.train) if self.task is not None else {}
         return batch
+
+
+def unreadable_cut(cuts) -> Optional[str]:
+    """What is wrong with the first cut of ``cuts`` whose features or audio cannot be read (its id,
+    the file and the reason), or None when they all read."""
+    import os
+
+    for c in cuts:
+        what = "features" if c.has_features else "audio"
+        try:
+            c.load_features() if c.has_features else c.load_audio()
+        except Exception as e:  # noqa: BLE001 - reported, with the cut
+            rec = getattr(c, "recording", None)  # None for a mixture
+            if c.has_features:
+                path, is_file = str(c.features.storage_path), True
+            elif rec is not None:
+                path, is_file = str(rec.sources[0].source), rec.sources[0].type == "file"
+            else:
+                path, is_file = "", False
+            if is_file and not os.path.exists(path):
+                why = "no such file"
+                if not os.path.isabs(path):
+                    why += (f" (relative paths are read from the working directory, {os.getcwd()}: run from the "
+                            "folder the manifest was made in)")
+            else:
+                why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+            return f"cut '{c.id}': cannot read its {what}{f' (' + repr(path) + ')' if path else ''}: {why}"
+    return None
 
 
 class ResumableSampler:
