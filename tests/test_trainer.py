@@ -95,6 +95,30 @@ def test_step_checkpoints_keep_last_k_and_valid_interval(fbank_cuts, bpe_dir, tm
     assert [e.step for e in ea.Scalars("valid/loss")] == [3, 6]
 
 
+def test_running_training_follows_the_thread_file(fbank_cuts, bpe_dir, tmp_path, caplog):
+    """EXP_DIR/num_threads changes a running training's torch threads (a recipe hands a finished
+    job's core to the one still training); a bad value is ignored with a warning."""
+    import logging
+
+    import torch
+
+    from auden_kit.training.trainer import Trainer
+
+    before = torch.get_num_threads()
+    exp = tmp_path / "e"
+    exp.mkdir()
+    (exp / "num_threads").write_text("3\n")
+    try:
+        with caplog.at_level(logging.INFO, logger="auden_kit.training.trainer"):
+            Trainer(tiny_train_config(exp, fbank_cuts, bpe_dir, max_steps=2, num_threads=1)).train()
+        assert torch.get_num_threads() == 3 and "torch threads: 3" in caplog.text
+        (exp / "num_threads").write_text("many")
+        Trainer(tiny_train_config(tmp_path / "e", fbank_cuts, bpe_dir, max_steps=4, num_threads=1)).train()
+        assert torch.get_num_threads() == 1 and "expected a number of threads" in caplog.text
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bf16_training_step_and_non_finite_loss(fbank_cuts, bpe_dir, tmp_path):
     import math
 

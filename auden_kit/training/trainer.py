@@ -49,7 +49,9 @@ class TrainerConfig:
     # advance regularizer schedules this much faster (short runs); 0: from the run's length (the
     # schedules are tuned for ~30k steps: speed-up = 30000 / expected steps, at least 1)
     schedule_speedup: float = 1.0
-    num_threads: int = 0  # torch CPU threads per process (0: leave as is)
+    # torch CPU threads per process (0: leave as is). A running training follows a number written to
+    # EXP_DIR/num_threads (checked every log_interval steps): e.g. give it the cores another job freed
+    num_threads: int = 0
     progress: bool = True
     # start from pretrained weights: a model folder or a checkpoint (.pt), loaded once at the start
     init_from: str = ""
@@ -386,6 +388,26 @@ class Trainer:
             raise UserError(batch["error"])
         return _move(batch, self.device)
 
+    def _follow_thread_file(self) -> None:
+        """Take the torch thread count written to ``EXP_DIR/num_threads``, when it changed since the
+        last look (a bad value is logged and ignored)."""
+        p = self.exp_dir / "num_threads"
+        try:
+            mtime = p.stat().st_mtime
+        except OSError:
+            return
+        if mtime == getattr(self, "_threads_mtime", None):
+            return
+        self._threads_mtime = mtime
+        try:
+            n = int(p.read_text().strip())
+        except (OSError, ValueError):
+            log.warning("%s: expected a number of threads; ignored", p)
+            return
+        if n > 0 and n != torch.get_num_threads():
+            torch.set_num_threads(n)
+            log.info("torch threads: %d (from %s)", n, p)
+
     def _log(self, stats: dict, count: float, grad_norm: float, elapsed: float, input_frames: int = 0):
         if self.writer is None:
             return
@@ -479,6 +501,7 @@ class Trainer:
                     self._log(acc, acc_count, getattr(self.optimizer, "last_grad_norm", 0.0), time.time() - t0,
                               acc_input)
                     acc, acc_count, acc_input, t0 = {}, 0.0, 0, time.time()
+                    self._follow_thread_file()
                 if tc.valid_interval and self.step % tc.valid_interval == 0:
                     self.validate()
                 if tc.save_every_n and self.step % tc.save_every_n == 0:

@@ -63,16 +63,33 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
     done
   fi
 fi
-# wait_builds: stage 0's background builds finished, or the run stops naming the one that failed
+# wait_builds: stage 0's background builds finished, or the run stops naming the one that failed.
+# When one ends, the other takes its core: a training follows the thread count in EXP_DIR/num_threads
 wait_builds() {
-  local b name pid logf
-  for b in "${builds[@]}"; do
-    read -r name pid logf <<< "$b"
-    if wait $pid; then log "  ../$name/exp/model-avg built"; else
-      tail -n 20 $logf >&2; echo "building ../$name failed (log: $logf)" >&2; exit 1
-    fi
+  local b name pid logf left
+  while [ ${#builds[@]} -gt 0 ]; do
+    left=()
+    for b in "${builds[@]}"; do
+      read -r name pid logf <<< "$b"
+      if kill -0 $pid 2>/dev/null; then left+=("$b"); continue; fi
+      if wait $pid; then log "  ../$name/exp/model-avg built"; else
+        tail -n 20 $logf >&2; echo "building ../$name failed (log: $logf)" >&2
+        for b in "${builds[@]}"; do read -r name pid logf <<< "$b"; kill $pid 2>/dev/null || true; done
+        exit 1
+      fi
+      if [ ${#builds[@]} -eq 2 ]; then  # the other one is still running: all cores to it
+        for b in "${builds[@]}"; do
+          read -r name pid logf <<< "$b"
+          kill -0 $pid 2>/dev/null || continue
+          mkdir -p ../$name/exp && nproc > ../$name/exp/num_threads
+          log "  ../$name continues on $(nproc) threads"
+        done
+      fi
+    done
+    builds=("${left[@]}")
+    [ ${#builds[@]} -eq 0 ] || sleep 5
   done
-  builds=()
+  rm -f ../mini_synth/exp/num_threads ../mini_synth_voice/exp/num_threads
 }
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
