@@ -214,16 +214,17 @@ def _kaldi_recording(rid: str, entry: str, data_dir: Path, where: str):
     if entry.endswith("|"):
         cmd = entry[:-1].strip()
         r = subprocess.run(cmd, shell=True, capture_output=True)
-        root = data_dir.parent.parent
+        root, also = data_dir.parent.parent, ""
         if (r.returncode != 0 or not r.stdout) and root.resolve() != Path.cwd():  # Kaldi runs them from the recipe root
             at_root = f"cd {shlex.quote(str(root.resolve()))} && {cmd}"
             r2 = subprocess.run(at_root, shell=True, capture_output=True)
             if r2.returncode == 0 and r2.stdout:
                 cmd, r = at_root, r2
+            also = f" (here and from the recipe root '{root}')"
         err = r.stderr.decode(errors="replace").strip()[-300:]
         if r.returncode != 0 or not r.stdout:
-            raise UserError(f"{where} ('{rid}'): the command '{cmd}' failed (exit {r.returncode}){': ' + err if err else ''} "
-                            f"(also from the recipe root '{root}'); is its program on PATH?")
+            raise UserError(f"{where} ('{rid}'): the command '{cmd}' failed{also} (exit {r.returncode})"
+                            f"{': ' + err if err else ''}; is its program on PATH?")
         try:
             x, rate = sf.read(io.BytesIO(r.stdout), dtype="float32", always_2d=True)
         except Exception as e:  # noqa: BLE001 - name the entry
