@@ -165,10 +165,6 @@ class Model:
         for i, item in enumerate(items):
             try:
                 wav = item.load()
-                if no_signal(wav, rate):  # digital silence: the task's empty result, or an error
-                    done[i] = {"n": 1, "results": {0: (0.0, self.task.silent_result(item.item_id))}}
-                    yield from ready()
-                    continue
                 if wav.numel() <= max_segment * rate:
                     ranges = [(0, wav.numel())]
                 else:  # long: speech stretches between pauses, merged up to what the model trained on
@@ -183,6 +179,10 @@ class Model:
                                             f"({(b - a) / rate:.3f} s)")
                         continue  # a sliver at the end of a long file
                     pieces.append((a / rate, f))
+                if no_signal(wav, rate):  # digital silence: the task's empty result, or an error
+                    done[i] = {"n": 1, "results": {0: (0.0, self.task.silent_result(item.item_id))}}
+                    yield from ready()
+                    continue
             except UserError as e:
                 errors[i] = e
                 yield from ready()
