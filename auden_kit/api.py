@@ -254,7 +254,9 @@ class Stream:
     ``accept(samples, sample_rate)`` takes any number of samples (resampled to the model's rate by a
     :class:`~auden_kit.data.audio.StreamResampler`, equal to resampling the whole stream); features
     are computed online (:class:`~auden_kit.data.features.OnlineFbank`, equal to the
-    whole-file features) and encoded chunk by chunk by the causal encoder.
+    whole-file features) and encoded chunk by chunk by the causal encoder. Until the stream holds
+    a signal (:func:`~auden_kit.data.pauses.no_signal`: digital silence so far), its result is the
+    task's empty one, as offline decoding gives for a silent file.
     """
 
     def __init__(self, m: Model, cut_id: str = "stream"):
@@ -266,6 +268,8 @@ class Stream:
         self.fbank = OnlineFbank(m.features)
         self.resampler = None
         self.finished = False
+        self.heard = False  # a signal has arrived (checked on each piece plus the last 0.25 s before it)
+        self._tail = torch.zeros(0)
 
     def accept(self, samples, sample_rate: int) -> None:
         from auden_kit.data.audio import StreamResampler, check_waveform
@@ -279,6 +283,12 @@ class Stream:
         elif self.resampler.sr_in != int(sample_rate):
             raise UserError(f"stream '{self.cut_id}': the sample rate changed from {self.resampler.sr_in} to "
                             f"{sample_rate} Hz; start a new stream")
+        if not self.heard and x.numel():
+            from auden_kit.data.pauses import no_signal
+
+            seen = torch.cat([self._tail, x])
+            self.heard = not no_signal(seen, int(sample_rate))
+            self._tail = seen[-max(1, int(sample_rate) // 4):]
         self._feed(self.resampler.accept(x))
 
     def _feed(self, x: torch.Tensor) -> None:
@@ -289,6 +299,8 @@ class Stream:
     @property
     def partial(self):
         """The result so far (text, tokens, times)."""
+        if not self.heard:
+            return self.m.task.silent_result(self.cut_id)
         hyp = self.decoder.search.hyps[0]
         return self.m.task.streaming_result(self.m.model, hyp, self.cut_id)
 

@@ -115,6 +115,22 @@ def test_streaming_decode_of_files(trained_model, bpe_dir, synth_corpus, tmp_pat
         assert r.returncode == 0, r.stderr
         outs.append(json.loads(r.stdout))
     assert outs[0] == outs[1] and outs[0]["tokens"]
+    # digital silence streamed: no words (this random model reads tokens into it when unchecked)
+    import torch
+
+    import auden_kit
+    from auden_kit.data.audio import load_audio
+
+    silent = tmp_path / "silence.wav"
+    sf.write(silent, np.zeros(16000 * 5, dtype="float32"), 16000)
+    r = run("decode", "--model", folder, "--streaming", "--output", "json", silent)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["text"] == "" and json.loads(r.stdout)["tokens"] == []
+    s = auden_kit.load(folder).stream()
+    s.accept(torch.zeros(16000 * 3), 16000)
+    assert s.partial.tokens == [] and s.decoder.search.hyps[0].tokens
+    s.accept(load_audio(wav, 16000), 16000)  # speech after the silence is read
+    assert s.finish().tokens
     r = run("decode", "--model", trained_model, "--streaming", wav)
     assert r.returncode == 1 and "causal" in r.stderr and "Traceback" not in r.stderr
     r = run("decode", "--model", folder, "--streaming", "--method", "modified_beam_search", wav)
