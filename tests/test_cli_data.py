@@ -161,6 +161,23 @@ def test_kaldi_data_directory(synth_corpus, tmp_path, monkeypatch):
         assert all(n in r.stderr for n in needles), (needles, r.stderr)
         (d / name).write_text(keep[name])
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+    # an ESPnet st1 data directory: texts per language and case; the spoken language's is the transcript
+    (d / "text").unlink()
+    (d / "text.lc.rm.en").write_text("A-1 hello world\nA-2 good morning\nC-1 the cat\n")
+    (d / "text.tc.en").write_text("A-1 Hello world.\nA-2 Good morning.\nC-1 The cat.\n")
+    (d / "text.lc.rm.de").write_text("A-1 hallo welt\nA-2 guten morgen\n")
+    (d / "text.tc.de").write_text("A-1 Hallo Welt.\nA-2 Guten Morgen.\nC-1\n")
+    (d / "text.bak").write_text("A-1 not a language\n")
+    r = run("data", "folder", "asr1/data", "--parts", "train", "--out-dir", "st")
+    assert r.returncode == 1 and "--language" in r.stderr and "text.tc.de" in r.stderr, r.stderr
+    r = run("data", "folder", "asr1/data", "--parts", "train", "--out-dir", "st", "--language", "en")
+    assert r.returncode == 0, r.stderr
+    by = {x.id: x for x in load_manifest(tmp_path / "st" / "mydata_supervisions_train.jsonl.gz")}
+    assert [(by[u].text, by[u].language) for u in ("A-1", "C-1")] == [("Hello world.", "en"), ("The cat.", "en")]
+    assert by["A-2"].custom["translation"] == [{"language": "de", "text": "Guten Morgen."}]
+    assert not (by["C-1"].custom or {}).get("translation")  # an empty translation is none
+    r = run("data", "validate", tmp_path / "st" / "mydata_supervisions_train.jsonl.gz")
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_folder_with_transcript_files_beside_the_audio(synth_corpus, tmp_path):

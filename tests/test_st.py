@@ -617,3 +617,52 @@ def test_must_c_recipe_tiny(st_corpus, tmp_path):
     r = subprocess.run(["./run.sh", "--stage", "0", "--stop-stage", "0"], cwd=recipe, capture_output=True, text=True,
                        env=_env())
     assert r.returncode == 0 and "up to date" in r.stdout
+
+
+@pytest.mark.slow
+def test_st_template_on_a_folder_with_translations(st_corpus, tmp_path):
+    """`recipe new NAME --task st` on folders of wav files + text + text.<lang> + utt2lang (two
+    spoken languages, each translated into the other): manifests with the translation schema, a
+    tokenizer with both tags, training, BLEU/chrF/WER/language ID on test."""
+    import soundfile as sf
+    import yaml
+    from lhotse import load_manifest
+
+    from conftest import TINY_ENCODER
+    from test_recipes import _env, _new_recipe
+
+    corpus = tmp_path / "corpus"
+    m = st_corpus / "manifests"
+    for part in ("train", "dev", "test"):
+        d = corpus / part
+        d.mkdir(parents=True)
+        recs = load_manifest(m / f"mini_st_recordings_{part}.jsonl.gz")
+        maps: dict[str, list[str]] = {"text": [], "utt2lang": []}
+        for s in load_manifest(m / f"mini_st_supervisions_{part}.jsonl.gz"):
+            sf.write(d / f"{s.id}.wav", recs[s.recording_id].load_audio()[0], recs[s.recording_id].sampling_rate)
+            maps["text"].append(f"{s.id} {s.text}")
+            maps["utt2lang"].append(f"{s.id} {s.language}")
+            for t in s.custom["translation"]:
+                maps.setdefault(f"text.{t['language']}", []).append(f"{s.id} {t['text']}")
+        for name, lines in maps.items():
+            (d / name).write_text("\n".join(lines) + "\n")
+    recipe = _new_recipe(tmp_path, "mytrans", "st")
+    assert "recipe new mytrans --task st" in (recipe / "README.md").read_text()
+    cfg = yaml.safe_load((recipe / "conf" / "train.yaml").read_text())
+    cfg["model"].update({"encoder": dict(TINY_ENCODER), "decoder_dim": 32, "joiner_dim": 32, "warm_step": 2,
+                         "attention_decoder_dim": 32, "attention_decoder_layers": 1, "attention_decoder_heads": 2,
+                         "attention_decoder_ff_dim": 64, "max_len_ratio": 0.5})
+    cfg["data"].update({"max_duration": 20, "num_buckets": 2, "num_workers": 0})
+    cfg["trainer"].update({"progress": False, "average_period": 1})
+    (recipe / "conf" / "train.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run(["./run.sh", "--corpus-dir", str(corpus), "--nj", "1", "--bpe-size", "80", "--num-epochs", "1",
+                        "--avg", "1", "--beam", "2"], cwd=recipe, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    sups = load_manifest(recipe / "data" / "manifests" / "mydata_supervisions_test.jsonl.gz")
+    ref = {s.id: s for s in load_manifest(m / "mini_st_supervisions_test.jsonl.gz")}
+    assert all(s.language == ref[s.id].language and s.custom["translation"] == ref[s.id].custom["translation"]
+               for s in sups)
+    assert "<en>" in r.stdout and "<es>" in r.stdout  # the tokenizer's tags
+    metrics = json.loads((recipe / "exp" / "decode" / "metrics-test-beam2.json").read_text())
+    assert {"bleu", "bleu_lc", "chrf", "wer", "lid_acc"} <= set(metrics)
+    assert "tok:13a" in r.stdout

@@ -524,16 +524,20 @@ def tokenizer(
 @app.command(epilog="Example: auden-kit data folder download/voices --parts train dev test --prefix voices "
                     "--out-dir data/manifests   |   auden-kit data folder /data/mymeetings --prefix meetings "
                     "(each part: audio + segments.stm)   |   auden-kit data folder ../espnet/egs2/an4/asr1/data "
-                    "--parts 'train=train_nodev dev=train_dev test' --prefix an4 (Kaldi data directories)")
+                    "--parts 'train=train_nodev dev=train_dev test' --prefix an4 (Kaldi data directories)   |   "
+                    "auden-kit data folder /data/mytalks --language en (text + text.de: speech translation)")
 def folder(
     corpus_dir: Path = typer.Argument(..., help="Folder with one sub-folder per part."),
     parts: str = typer.Option("train dev test", help="Sub-folders to prepare (space- or comma-separated); "
                                                      "name=folder renames, e.g. 'train=train_nodev dev=train_dev test'."),
     out_dir: Path = typer.Option(Path("data/manifests"), help="Where the manifests go."),
     prefix: str = typer.Option("mydata", help="Manifest name prefix."),
+    language: str = typer.Option("", help="The spoken language of utterances no utt2lang names (speech "
+                                          "translation: the text in it is the transcript, the others translations)."),
 ):
     """Manifests from folders of audio files plus Kaldi-style maps: text, utt2spk, utt2gender,
-    utt2lang and any utt2<key> (-> supervision.custom[key]); the file name is the utterance id;
+    utt2lang and any utt2<key> (-> supervision.custom[key]), text.<lang> or ESPnet's
+    text.<case>.<lang> (translations -> custom['translation']); the file name is the utterance id;
     without a text map, a.txt or a.lab beside a.wav is its transcript. A part folder with wav.scp
     is a Kaldi/ESPnet data directory (wav.scp paths or pipes, segments, text, utt2spk, spk2gender).
     Meetings: a part folder with segments.stm, segments.json (SegLST) or segments.rttm beside its
@@ -543,7 +547,7 @@ def folder(
 
     setup_logging()
     for part, sub in parse_parts(parts):
-        rp, sp = prepare_folder(corpus_dir / sub, out_dir, prefix, part)
+        rp, sp = prepare_folder(corpus_dir / sub, out_dir, prefix, part, language=language or None)
         typer.echo(f"{part}: {rp} {sp}")
 
 

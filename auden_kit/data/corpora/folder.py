@@ -8,7 +8,12 @@ per line:
 - ``utt2spk``: the speaker,
 - ``utt2gender``: the gender (``m``/``male``/``f``/``female`` in any case become ``M``/``F``),
 - ``utt2lang``: the language,
-- any other ``utt2<key>`` (``utt2emotion``, ``utt2age``, ``utt2style``, ...): ``custom[<key>]``.
+- any other ``utt2<key>`` (``utt2emotion``, ``utt2age``, ``utt2style``, ...): ``custom[<key>]``,
+- ``text.<lang>`` (speech translation): the translation into ``<lang>`` (a two-letter code, with a
+  region if wanted: ``text.de``, ``text.pt-BR``), as ``custom["translation"]``; ESPnet's
+  ``text.<case>.<lang>`` names are read too (``text.tc.de``; of several forms of one language the
+  cased one: ``text.<lang>``, ``text.tc``, ``text.lc``, ``text.lc.rm``). Without a plain ``text``,
+  the one in the utterance's own language (``utt2lang``, or the ``language`` given) is the transcript.
 
 The utterances are those named in ``text`` or ``utt2spk``; without either, every audio file.
 Without a ``text`` map, a transcript file beside an audio file with the same name (``a.wav`` +
@@ -31,6 +36,7 @@ becomes a supervision (speaker, start, end, words, gender where the file gives o
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from auden_kit.errors import UserError
@@ -60,28 +66,74 @@ def _read_map(path: Path, allow_empty: bool = False) -> dict[str, str]:
 KALDI_DERIVED = ("dur", "num_frames", "uniq")
 
 
-def read_maps(folder: Path, allow_empty_text: bool = False) -> dict[str, dict[str, str]]:
-    """{"text": {...}, "spk": {...}, "gender": {...}, <key>: {...}} from the maps in ``folder``."""
+# text.<lang> / text.<case>.<lang>: the last part is a language code; of several forms of one
+# language, the first of these cases is taken (the cased text is what BLEU scores by default)
+LANGUAGE_SUFFIX = re.compile(r"^[a-z]{2}([-_][A-Za-z]{2,4})?$")
+CASES = ("", "tc", "lc", "lc.rm")
+TRANSLATION = "translation."  # maps key prefix of the texts in each language
+
+
+def language_texts(folder: Path) -> dict[str, Path]:
+    """{language: file} of the ``text.<lang>`` / ``text.<case>.<lang>`` files in ``folder``."""
+    found: dict[str, tuple[int, Path]] = {}
+    for f in sorted(folder.glob("text.*")):
+        *case, lang = f.name.split(".")[1:]
+        if not f.is_file() or not LANGUAGE_SUFFIX.match(lang):
+            continue
+        case = ".".join(case)
+        rank = CASES.index(case) if case in CASES else len(CASES)
+        if lang not in found or rank < found[lang][0]:
+            found[lang] = (rank, f)
+    return {lang: f for lang, (_, f) in found.items()}
+
+
+def read_maps(folder: Path, allow_empty_text: bool = False, language: str | None = None) -> dict[str, dict[str, str]]:
+    """{"text": {...}, "spk": {...}, "gender": {...}, <key>: {...}, "translation.<lang>": {...}} from
+    the maps in ``folder``; ``language``: the spoken language of utterances ``utt2lang`` does not name."""
     maps = {}
     if (folder / "text").is_file():
         maps["text"] = _read_map(folder / "text", allow_empty=allow_empty_text)
     for f in sorted(folder.glob("utt2*")):
         if f.is_file() and len(f.name) > 4 and f.name[4:] not in KALDI_DERIVED:
             maps[f.name[4:]] = _read_map(f)
+    texts = language_texts(folder)
+    for lang, f in texts.items():
+        maps[TRANSLATION + lang] = _read_map(f, allow_empty=True)
+    langs = maps.get("lang", {})
+    if texts and not language and not langs:
+        raise UserError(f"'{folder}' has texts in {', '.join(sorted(texts))} ({', '.join(f.name for f in texts.values())}): "
+                        "say which language is spoken (a utt2lang map, or --language) so that the others are "
+                        "its translations" + ("" if "text" in maps else " and its own is the transcript"))
+    if texts and "text" not in maps:  # the transcript: the text in each utterance's own language
+        ids = {u for lang in texts for u in maps[TRANSLATION + lang]}
+        maps["text"] = {u: maps[TRANSLATION + src][u] for u in sorted(ids)
+                        if (src := langs.get(u, language)) and TRANSLATION + src in maps and u in maps[TRANSLATION + src]}
+        if not maps["text"]:
+            raise UserError(f"'{folder}': no utterance has a text in its own language "
+                            f"({language or 'utt2lang'}; texts in {', '.join(sorted(texts))})")
     return maps
 
 
-def _supervision(utt: str, rec, start: float, duration: float, maps: dict):
+def _supervision(utt: str, rec, start: float, duration: float, maps: dict, language: str | None = None):
     """The supervision of utterance ``utt`` with its labels from ``maps`` (text, spk, gender, lang,
-    any other key -> custom)."""
+    translations -> custom["translation"], any other key -> custom); ``language``: the spoken
+    language when ``utt2lang`` does not name it."""
     from lhotse import SupervisionSegment
 
+    from auden_kit.data.translation import KEY
+
     gender = maps.get("gender", {}).get(utt)
-    custom = {k: m[utt] for k, m in maps.items() if k not in ("text", "spk", "gender", "lang") and utt in m}
+    lang = maps.get("lang", {}).get(utt) or language
+    custom = {k: m[utt] for k, m in maps.items()
+              if k not in ("text", "spk", "gender", "lang") and not k.startswith(TRANSLATION) and utt in m}
+    trans = [{"language": k[len(TRANSLATION):], "text": m[utt]} for k, m in maps.items()
+             if k.startswith(TRANSLATION) and k[len(TRANSLATION):] != lang and m.get(utt, "").strip()]
+    if trans:
+        custom[KEY] = trans
     return SupervisionSegment(
         id=utt, recording_id=rec.id, start=start, duration=duration, channel=0,
         text=maps.get("text", {}).get(utt), speaker=maps.get("spk", {}).get(utt),
-        language=maps.get("lang", {}).get(utt), gender=GENDERS.get(gender.lower(), gender) if gender else None,
+        language=lang, gender=GENDERS.get(gender.lower(), gender) if gender else None,
         custom=custom or None)
 
 
@@ -99,9 +151,10 @@ def parse_parts(spec) -> list[tuple[str, str]]:
 
 
 def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part: str,
-                   maps_dir: str | Path | None = None) -> tuple[Path, Path]:
+                   maps_dir: str | Path | None = None, language: str | None = None) -> tuple[Path, Path]:
     """Write ``{prefix}_recordings_{part}.jsonl.gz`` and ``{prefix}_supervisions_{part}.jsonl.gz``
-    from the audio under ``audio_dir`` and the maps in ``maps_dir`` (default: ``audio_dir``)."""
+    from the audio under ``audio_dir`` and the maps in ``maps_dir`` (default: ``audio_dir``);
+    ``language``: the spoken language of utterances that no ``utt2lang`` map names."""
     from lhotse import Recording
     from tqdm import tqdm
 
@@ -109,8 +162,8 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
     if not audio_dir.is_dir():
         raise UserError(f"audio folder '{audio_dir}' does not exist")
     if (audio_dir / "wav.scp").is_file():
-        return _prepare_kaldi(audio_dir, out_dir, prefix, part)
-    maps = read_maps(Path(maps_dir) if maps_dir else audio_dir)
+        return _prepare_kaldi(audio_dir, out_dir, prefix, part, language)
+    maps = read_maps(Path(maps_dir) if maps_dir else audio_dir, language=language)
     audio: dict[str, Path] = {}
     for p in sorted(audio_dir.rglob("*")):
         if p.suffix.lower() in AUDIO_EXTS:
@@ -145,7 +198,7 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
         except Exception as e:  # noqa: BLE001 - name the file
             raise UserError(f"cannot read audio file '{audio[utt]}' ({e})") from None
         recs.append(rec)
-        sups.append(_supervision(utt, rec, 0.0, rec.duration, maps))
+        sups.append(_supervision(utt, rec, 0.0, rec.duration, maps, language))
     rp, sp = _write(recs, sups, out_dir, prefix, part)
     log.info("%s: %d utterances, maps %s -> %s, %s", part, len(recs), sorted(maps) or "none", rp, sp)
     return rp, sp
@@ -245,7 +298,8 @@ def _kaldi_recording(rid: str, entry: str, data_dir: Path, where: str):
         raise UserError(f"{where} ('{rid}'): cannot read audio file '{found}' ({e})") from None
 
 
-def _prepare_kaldi(data_dir: Path, out_dir: Path, prefix: str, part: str) -> tuple[Path, Path]:
+def _prepare_kaldi(data_dir: Path, out_dir: Path, prefix: str, part: str, language: str | None = None
+                   ) -> tuple[Path, Path]:
     """Manifests of a Kaldi / ESPnet data directory (``wav.scp``, ``segments``, ``text``,
     ``utt2spk``, ``spk2gender``, ``utt2lang``, other ``utt2<key>``)."""
     from tqdm import tqdm
@@ -267,7 +321,7 @@ def _prepare_kaldi(data_dir: Path, out_dir: Path, prefix: str, part: str) -> tup
     recs = {rid: _kaldi_recording(rid, entry, data_dir, f"'{scp}' line {n}")
             for rid, (n, entry) in tqdm(entries.items(), desc=f"Reading {part}", unit="recording",
                                         disable=len(entries) < 200)}
-    maps = read_maps(data_dir, allow_empty_text=True)
+    maps = read_maps(data_dir, allow_empty_text=True, language=language)
     if (data_dir / "spk2gender").is_file():
         spk2gender = _read_map(data_dir / "spk2gender")
         maps.setdefault("gender", {}).update({u: spk2gender[s] for u, s in maps.get("spk", {}).items()
@@ -291,9 +345,9 @@ def _prepare_kaldi(data_dir: Path, out_dir: Path, prefix: str, part: str) -> tup
             if start < 0 or end <= start or end > dur:
                 raise UserError(f"{where}: utterance '{utt}' ({f[2]}-{f[3]} s) is not inside recording '{rid}' "
                                 f"(0-{dur:.3f} s); fix or remove it")
-            sups.append(_supervision(utt, recs[rid], start, round(end - start, 3), maps))
+            sups.append(_supervision(utt, recs[rid], start, round(end - start, 3), maps, language))
     else:
-        sups = [_supervision(rid, rec, 0.0, rec.duration, maps) for rid, rec in recs.items()]
+        sups = [_supervision(rid, rec, 0.0, rec.duration, maps, language) for rid, rec in recs.items()]
     if maps.get("text"):
         ids = {s.id for s in sups}
         unknown = [u for u in maps["text"] if u not in ids]
