@@ -222,3 +222,33 @@ def test_attention_decoder_trains_and_rescores(fbank_cuts, bpe_dir, tmp_path):
             "--beam", "3", "--out-dir", tmp_path / "dec")
     assert r.returncode == 0, r.stderr
     assert "%WER" in r.stdout and list((tmp_path / "dec").glob("recogs-*attention_rescoring*.txt"))
+
+
+def test_decode_a_kaldi_data_directory(trained_model, synth_corpus, tmp_path):
+    """`decode --data-dir`: a Kaldi/ESPnet data directory (a path and a command in wav.scp, two
+    segments of one recording, an 8 kHz recording) is decoded at the model's rate; with `text` it is
+    scored as a manifest (icefall-style files named after the folder), without one a line per utterance."""
+    flacs = sorted(synth_corpus.glob("test-clean/*/*/*.flac"))[:3]
+    trans = {}
+    for t in synth_corpus.glob("test-clean/*/*/*.trans.txt"):
+        trans.update(line.split(" ", 1) for line in t.read_text().splitlines())
+    d = tmp_path / "data" / "test"
+    d.mkdir(parents=True)
+    a, sr = sf.read(flacs[0])
+    b, _ = sf.read(flacs[1])
+    sf.write(tmp_path / "A.wav", np.concatenate([a, np.zeros(8000), b]), sr)
+    c, _ = sf.read(flacs[2])
+    sf.write(tmp_path / "C8k.wav", c[::2], 8000)
+    (d / "wav.scp").write_text(f"A {tmp_path / 'A.wav'}\nC cat {tmp_path / 'C8k.wav'} |\n")
+    (d / "segments").write_text(f"A-1 A 0.0 {len(a) / sr:.3f}\nA-2 A {len(a) / sr + 0.5:.3f} -1\nC-1 C 0 -1\n")
+    r = run("decode", "--model", trained_model, "--data-dir", d)
+    assert r.returncode == 0, r.stderr
+    assert [line.split("\t")[0] for line in r.stdout.splitlines()] == ["A-1", "A-2", "C-1"]
+    (d / "text").write_text(f"A-1 {trans[flacs[0].stem]}\nA-2 {trans[flacs[1].stem]}\nC-1 {trans[flacs[2].stem]}\n")
+    r = run("decode", "--model", trained_model, "--data-dir", d, "--out-dir", tmp_path / "dec")
+    assert r.returncode == 0, r.stderr
+    assert "test-greedy: %WER" in r.stdout
+    recogs = (tmp_path / "dec" / "recogs-test-greedy.txt").read_text()
+    assert all(f"{u}:\tref=" in recogs for u in ("A-1", "A-2", "C-1"))
+    r = run("decode", "--model", trained_model, "--data-dir", d, "--cuts", tmp_path / "x.jsonl.gz")
+    assert r.returncode == 1 and "one of them" in r.stderr

@@ -110,6 +110,56 @@ def test_template_recipe_with_a_folder_of_wavs(synth_corpus, tmp_path):
 
 
 @pytest.mark.slow
+def test_ssl_template_pretrains_on_long_unlabeled_audio_and_fine_tunes(synth_corpus, tmp_path):
+    """`recipe new NAME --task ssl`: unlabeled recordings of ~25 s (cut into windows), labeled
+    folders with `text`; BEST-RQ pretraining, fine-tuning from it and from scratch, test WER."""
+    import numpy as np
+    import soundfile as sf
+
+    from auden_kit.data.audio import load_audio
+
+    corpus = tmp_path / "corpus"
+    (corpus / "unlabeled" / "talks").mkdir(parents=True)
+    flacs = sorted((synth_corpus / "train-clean-100").rglob("*.flac"))
+    for k in range(4):  # long recordings: 10 utterances each
+        wav = np.concatenate([load_audio(f).numpy() for f in flacs[k * 10:(k + 1) * 10]])
+        sf.write(corpus / "unlabeled" / "talks" / f"talk{k}.wav", wav, 16000)
+    for part, src in {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}.items():
+        (corpus / part).mkdir()
+        lines = []
+        for trans in sorted((synth_corpus / src).rglob("*.trans.txt"))[:8]:
+            for line in trans.read_text().splitlines()[:3]:
+                utt, text = line.split(" ", 1)
+                (corpus / part / f"{utt}.flac").symlink_to(trans.parent / f"{utt}.flac")
+                lines.append(f"{utt} {text.lower()}")
+        (corpus / part / "text").write_text("\n".join(lines) + "\n")
+    recipe = _new_recipe(tmp_path, "mypre", "ssl")
+    for name in ("pretrain", "finetune"):
+        cfg = yaml.safe_load((recipe / "conf" / f"{name}.yaml").read_text())
+        cfg["model"]["encoder"] = dict(TINY_ENCODER)
+        if name == "pretrain":
+            cfg["model"].update({"codebook_size": 32, "codebook_dim": 8, "head_hidden": 16})
+        cfg["data"].update({"max_duration": 20, "num_buckets": 2, "num_workers": 0})
+        cfg["trainer"].update({"progress": False, "average_period": 1})
+        (recipe / "conf" / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run(["./run.sh", "--corpus-dir", str(corpus), "--nj", "1", "--bpe-size", "40", "--window", "8",
+                        "--pretrain-epochs", "1", "--finetune-epochs", "1", "--avg", "1", "--freeze-steps", "2",
+                        "--scratch", "true"], cwd=recipe, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    from lhotse import load_manifest
+
+    windows = load_manifest(recipe / "data" / "fbank" / "unlabeled_cuts_unlabeled.jsonl.gz")
+    assert len(windows) > 4 and max(c.duration for c in windows) <= 8.0 + 1e-6  # long recordings in windows
+    assert (recipe / "data" / "fbank" / "feature_stats.json").is_file()
+    for e in ("ssl", "finetune", "scratch"):
+        assert (recipe / "exp" / e / "model-avg" / "config.yaml").is_file()
+    assert "init_from" in (recipe / "exp" / "finetune" / "config.yaml").read_text()
+    for e in ("finetune", "scratch"):  # a WER line each
+        line = next(x for x in r.stdout.splitlines() if x.startswith(f"{e}: "))
+        assert float(line.split()[-1]) >= 0, line
+
+
+@pytest.mark.slow
 def test_mini_synth_voice_recipe_tiny(tmp_path):
     """Every stage of the offline voice recipe on a tiny corpus: baselines, training, EER (cosine
     and AS-norm), gender/style accuracy, identification, stored threshold, verify."""

@@ -19,7 +19,8 @@ EPILOG = ("Example: auden-kit decode --model exp/model-avg a.wav b.flac   |   "
           "auden-kit decode --model exp/st-model --tgt-lang es a.wav   |   "
           "auden-kit decode --model exp/streaming-model --streaming a.wav   |   "
           "auden-kit decode --model exp/tagspeech/model-avg --output rttm meeting.wav > meeting.rttm   |   "
-          "auden-kit decode --model exp/model-avg --cuts data/fbank/cuts_test.jsonl.gz --out-dir exp/decode")
+          "auden-kit decode --model exp/model-avg --cuts data/fbank/cuts_test.jsonl.gz --out-dir exp/decode   |   "
+          "auden-kit decode --model exp/model-avg --data-dir ../espnet/egs2/an4/asr1/data/test --out-dir exp/decode")
 
 
 def _line(res, output: str) -> str:
@@ -48,7 +49,10 @@ def decode(
     files: List[Path] = typer.Argument(None, help="Audio files (any rate, channels, length; wav/flac/ogg/mp3)."),
     model: Path = typer.Option(..., "--model", "-m", help="Model folder (from `auden-kit average`)."),
     cuts: Optional[Path] = typer.Option(None, help="Decode this cut manifest in batches instead of files."),
-    out_dir: Optional[Path] = typer.Option(None, help="With --cuts: where the result files go."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A Kaldi/ESPnet data directory (wav.scp, "
+                                            "segments, text) or a folder of audio files (+ text): with transcripts "
+                                            "decoded and scored as --cuts, without them one line per utterance."),
+    out_dir: Optional[Path] = typer.Option(None, help="With --cuts or --data-dir: where the result files go."),
     method: str = typer.Option("", help="ASR: greedy, modified_beam_search, ctc_greedy, ctc_prefix_beam, "
                                         "attention_rescoring (default: greedy, or ctc_greedy for CTC-only models)."),
     beam: int = typer.Option(4, help="Beam size for beam searches."),
@@ -57,7 +61,8 @@ def decode(
     max_duration: float = typer.Option(300.0, help="Seconds of audio per batch."),
     max_segment: float = typer.Option(30.0, help="Files longer than this (seconds) are split at pauses into "
                                                  "pieces of at most this length and stitched."),
-    name: str = typer.Option("", help="With --cuts: suffix of the result files (default: manifest name + method)."),
+    name: str = typer.Option("", help="With --cuts or --data-dir: suffix of the result files (default: manifest or "
+                                      "folder name + method)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     streaming: bool = typer.Option(False, help="Files only, causal ASR models: feed the audio in pieces of "
                                                "--piece-ms through the streaming encoder (greedy search)."),
@@ -75,8 +80,8 @@ def decode(
     from auden_kit.api import load
 
     setup_logging()
-    if not files and cuts is None:
-        raise UserError("give audio files to decode, or --cuts MANIFEST")
+    if sum(bool(x) for x in (files, cuts is not None, data_dir is not None)) != 1:
+        raise UserError("give audio files to decode, or --cuts MANIFEST, or --data-dir DIR (one of them)")
     if output not in ("text", "json", "rttm", "stm", "tagspeech"):
         raise UserError(f"--output must be text, json, rttm, stm or tagspeech, got '{output}'")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
@@ -98,17 +103,28 @@ def decode(
                 raise UserError(f"--{key.replace('_', '-')}: a '{m.task.name}' model does not take it "
                                 "(speech-translation models do)")
             opts[key] = value
-    if streaming and (cuts is not None or not hasattr(m.task, "streaming_decoder")):
-        raise UserError("--streaming decodes audio files with an ASR model; use it without --cuts")
+    if streaming and (not files or not hasattr(m.task, "streaming_decoder")):
+        raise UserError("--streaming decodes audio files with an ASR model; use it without --cuts or --data-dir")
     if cuts is not None:
         _decode_cuts(m, cuts, out_dir or Path("."), opts, max_duration, name)
         return
+    if data_dir is not None:
+        audio = _data_dir_cuts(data_dir, m.features.sample_rate)
+        if all(s.text for c in audio for s in c.supervisions):  # references: scored as a manifest
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"{data_dir.resolve().name}.jsonl.gz"
+                audio.to_file(path)
+                _decode_cuts(m, path, out_dir or Path("."), opts, max_duration, name)
+            return
+        files = [c.id for c in audio]
     failed = 0
     if streaming:
         results = _stream_files(m, files, piece_ms)
     else:
-        results = m.iter_results([str(f) for f in files], max_segment=max_segment, batch_duration=max_duration,
-                                 **opts)
+        results = m.iter_results(audio if data_dir is not None else [str(f) for f in files], max_segment=max_segment,
+                                 batch_duration=max_duration, **opts)
     for fid, res in results:
         if isinstance(res, UserError):
             typer.echo(f"error: {res}", err=True)
@@ -122,6 +138,29 @@ def decode(
     if failed:
         typer.echo(f"{failed} of {len(files)} file(s) failed", err=True)
         raise typer.Exit(1)
+
+
+def _data_dir_cuts(data_dir: Path, rate: int):
+    """The utterances of a Kaldi/ESPnet data directory or an audio folder (what `auden-kit data
+    folder` reads) as audio cuts at the model's sample rate."""
+    import tempfile
+
+    from lhotse import CutSet, load_manifest
+
+    from auden_kit.data.corpora.folder import prepare_folder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rp, sp = prepare_folder(data_dir, tmp, "dir", "part")
+        cuts = CutSet.from_manifests(recordings=load_manifest(rp), supervisions=load_manifest(sp))
+    cuts = cuts.trim_to_supervisions(keep_overlapping=False).to_eager()
+    # segments of a recording read through a command (`sph2pipe ... |`): run it once, not once per segment
+    import warnings
+
+    import lhotse
+
+    lhotse.set_caching_enabled(True)
+    warnings.filterwarnings("ignore", message="You requested a subset of a recording that is read from disk via a bash")
+    return CutSet.from_cuts(c if c.sampling_rate == rate else c.resample(rate) for c in cuts)
 
 
 def _stream_files(m, files, piece_ms: int):

@@ -57,7 +57,7 @@ def ls(egs: Optional[Path] = typer.Option(None, help="The egs/ folder (default: 
                            "|   auden-kit recipe new mytrans --task st   |   auden-kit recipe new mytalks --task tagspeech   "
                            "(then follow egs/NAME/README.md)")
 def new(name: str = typer.Argument(..., help="Folder name under egs/ (letters, digits, _ and -)."),
-        task: str = typer.Option("asr", help="asr, or a task with a template egs/TEMPLATE_<task> (voice, st, tagspeech)."),
+        task: str = typer.Option("asr", help="asr, or a task with a template egs/TEMPLATE_<task> (voice, st, ssl, tagspeech)."),
         egs: Optional[Path] = typer.Option(None, help="The egs/ folder (default: found from here).")):
     """Copy the task's template to egs/NAME; its README says what to give it."""
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
