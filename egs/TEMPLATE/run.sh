@@ -32,17 +32,13 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  log "Stage 1: compute fbank features"
-  for p in $parts; do
-    sp=""; [ $p = train ] && sp="--speed-perturb"
-    fbank_part $prefix $p data/fbank/${prefix}_cuts_$p.jsonl.gz $nj $sp
-  done
+  log "Stage 1: compute fbank features (train with 0.9x/1.1x speed copies)"
+  fbank_parts $prefix "$parts" $nj
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "Stage 2: train the BPE tokenizer"
-  [ -f data/lang_bpe/tokenizer.yaml ] || auden-kit data tokenizer data/manifests/${prefix}_supervisions_train.jsonl.gz \
-    --out-dir data/lang_bpe --vocab-size $bpe_size
+  bpe_model data/manifests/${prefix}_supervisions_train.jsonl.gz $bpe_size
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then

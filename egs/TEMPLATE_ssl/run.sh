@@ -45,10 +45,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   for p in $unlabeled; do
     fbank_part unlabeled $p data/fbank/unlabeled_cuts_$p.jsonl.gz $nj --split windows --window $window
   done
-  for p in $parts; do
-    sp=""; [ $p = train ] && sp="--speed-perturb"
-    fbank_part $prefix $p data/fbank/${prefix}_cuts_$p.jsonl.gz $nj $sp
-  done
+  fbank_parts $prefix "$parts" $nj
   if up_to_date data/fbank/feature_stats.json data/fbank/unlabeled_cuts_*.jsonl.gz; then skip feature_stats; else
     auden-kit data cmvn data/fbank/unlabeled_cuts_*.jsonl.gz --out data/fbank/feature_stats.json
   fi
@@ -56,28 +53,23 @@ fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "Stage 2: BPE tokenizer from the labeled transcripts"
-  [ -f data/lang_bpe/tokenizer.yaml ] || auden-kit data tokenizer data/manifests/${prefix}_supervisions_train.jsonl.gz \
-    --out-dir data/lang_bpe --vocab-size $bpe_size
+  bpe_model data/manifests/${prefix}_supervisions_train.jsonl.gz $bpe_size
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: BEST-RQ pretraining on the unlabeled audio (TensorBoard: tensorboard --logdir $(pwd)/exp/ssl/tensorboard)"
   train_cuts=$(for p in $unlabeled; do echo -n "data/fbank/unlabeled_cuts_$p.jsonl.gz,"; done)
-  [ -f exp/ssl/epoch-$pretrain_epochs.pt ] || auden-kit train --config conf/pretrain.yaml \
-    trainer.num_epochs=$pretrain_epochs "data.train_cuts=[${train_cuts%,}]" $extra
+  train_model conf/pretrain.yaml exp/ssl $pretrain_epochs "" "data.train_cuts=[${train_cuts%,}]" $extra
   average_model exp/ssl $pretrain_epochs $avg
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: ASR fine-tuned from the pretrained encoder$([ $scratch = true ] && echo ', and from scratch')"
   freeze=""; [ "$freeze_steps" -gt 0 ] && freeze="trainer.freeze=[encoder.*] trainer.freeze_steps=$freeze_steps"
-  [ -f exp/finetune/epoch-$finetune_epochs.pt ] || auden-kit train --config conf/finetune.yaml \
-    trainer.num_epochs=$finetune_epochs trainer.init_from=exp/ssl/model-avg "trainer.init_prefix_map={encoder.: encoder.}" \
-    $freeze $extra
+  train_model conf/finetune.yaml exp/finetune $finetune_epochs exp/ssl/model-avg $freeze $extra
   average_model exp/finetune $finetune_epochs $avg
   if [ $scratch = true ]; then
-    [ -f exp/scratch/epoch-$finetune_epochs.pt ] || auden-kit train --config conf/finetune.yaml exp_dir=exp/scratch \
-      trainer.num_epochs=$finetune_epochs $extra
+    train_model conf/finetune.yaml exp/scratch $finetune_epochs "" $extra
     average_model exp/scratch $finetune_epochs $avg
   fi
 fi

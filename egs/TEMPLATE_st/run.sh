@@ -39,28 +39,17 @@ fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: compute fbank features (train with 0.9x/1.1x speed copies)"
-  for p in $parts; do
-    sp=""; [ $p = train ] && sp="--speed-perturb"
-    fbank_part $prefix $p data/fbank/${prefix}_cuts_$p.jsonl.gz $nj $sp
-  done
+  fbank_parts $prefix "$parts" $nj
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "Stage 2: one BPE model over transcripts and translations, with language tags"
-  if [ -f data/lang_bpe/tokenizer.yaml ]; then skip data/lang_bpe; else
-    auden-kit data tokenizer data/manifests/${prefix}_supervisions_train.jsonl.gz --out-dir data/lang_bpe \
-      --vocab-size $bpe_size --translations --lang-tags
-  fi
+  bpe_model data/manifests/${prefix}_supervisions_train.jsonl.gz $bpe_size --translations --lang-tags
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: train (TensorBoard: tensorboard --logdir $(pwd)/exp/tensorboard)"
-  if [ -f exp/epoch-$num_epochs.pt ]; then skip exp; elif [ -n "$asr_model" ]; then
-    auden-kit train --config $config trainer.num_epochs=$num_epochs trainer.init_from=$asr_model \
-      "trainer.init_prefix_map={encoder.: encoder.}" $extra
-  else
-    auden-kit train --config $config trainer.num_epochs=$num_epochs $extra
-  fi
+  train_model $config exp $num_epochs "$asr_model" $extra
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then

@@ -46,20 +46,12 @@ fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "Stage 2: one BPE model over transcripts and translations, with language tags"
-  if [ -f data/lang_bpe/tokenizer.yaml ]; then skip data/lang_bpe; else
-    auden-kit data tokenizer data/manifests/must_c_supervisions_${pair}_train.jsonl.gz --out-dir data/lang_bpe \
-      --vocab-size $bpe_size --translations --lang-tags
-  fi
+  bpe_model data/manifests/must_c_supervisions_${pair}_train.jsonl.gz $bpe_size --translations --lang-tags
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: train (TensorBoard: tensorboard --logdir $(pwd)/exp/tensorboard)"
-  if [ -f exp/epoch-$num_epochs.pt ]; then skip exp; elif [ -n "$asr_model" ]; then
-    auden-kit train --config $config trainer.num_epochs=$num_epochs trainer.init_from=$asr_model \
-      "trainer.init_prefix_map={encoder.: encoder.}" $extra
-  else
-    auden-kit train --config $config trainer.num_epochs=$num_epochs $extra
-  fi
+  train_model $config exp $num_epochs "$asr_model" $extra
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
