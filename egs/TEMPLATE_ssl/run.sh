@@ -64,7 +64,7 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  log "Stage 4: ASR fine-tuned from the pretrained encoder$([ $scratch = true ] && echo ', and from scratch')"
+  log "Stage 4: ASR fine-tuned from the pretrained encoder (with --scratch true also from scratch, to compare)"
   freeze=""; [ "$freeze_steps" -gt 0 ] && freeze="trainer.freeze=[encoder.*] trainer.freeze_steps=$freeze_steps"
   train_model conf/finetune.yaml exp/finetune $finetune_epochs exp/ssl/model-avg $freeze $extra
   average_model exp/finetune $finetune_epochs $avg
