@@ -126,6 +126,7 @@ def test_kaldi_data_directory(synth_corpus, tmp_path, monkeypatch):
     (d / "utt2spk").write_text("A-1 s1\nA-2 s2\nC-1 s1\n")
     (d / "spk2gender").write_text("s1 m\ns2 f\n")
     (d / "utt2dur").write_text("A-1 2.0\n")  # Kaldi's own bookkeeping: not a label
+    (d / "utt2num_samples").write_text("A-1 32000\n")  # ESPnet's
     monkeypatch.chdir(tmp_path)  # paths in wav.scp are relative to asr1/, as Kaldi runs there
     r = run("data", "folder", "asr1/data", "--parts", "tr=train", "--prefix", "k", "--out-dir", "man")
     assert r.returncode == 0 and (tmp_path / "man" / "k_supervisions_tr.jsonl.gz").is_file(), r.stderr  # renamed part

@@ -62,8 +62,8 @@ def _read_map(path: Path, allow_empty: bool = False) -> dict[str, str]:
     return out
 
 
-# maps Kaldi's own scripts write (durations, frame counts): not labels
-KALDI_DERIVED = ("dur", "num_frames", "uniq")
+# maps Kaldi's and ESPnet's own scripts write (durations, frame and sample counts): not labels
+KALDI_DERIVED = ("dur", "num_frames", "num_samples", "uniq")
 
 
 # text.<lang> / text.<case>.<lang>: the last part is a language code; of several forms of one
