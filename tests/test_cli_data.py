@@ -162,6 +162,11 @@ def test_kaldi_data_directory(synth_corpus, tmp_path, monkeypatch):
         assert all(n in r.stderr for n in needles), (needles, r.stderr)
         (d / name).write_text(keep[name])
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+    feats = tmp_path / "feats_only"
+    feats.mkdir()
+    (feats / "feats.scp").write_text("A-1 raw_fbank.1.ark:10\n")
+    r = run("data", "folder", tmp_path, "--parts", "feats_only", "--out-dir", "bad")
+    assert r.returncode == 1 and "feats.scp but no wav.scp" in r.stderr, r.stderr
     # an ESPnet st1 data directory: texts per language and case; the spoken language's is the transcript
     (d / "text").unlink()
     (d / "text.lc.rm.en").write_text("A-1 hello world\nA-2 good morning\nC-1 the cat\n")

@@ -613,6 +613,10 @@ def test_tagspeech_template_on_a_folder_of_meetings(meetings, tmp_path, trained_
         assert (recipe / f"data/ref_{part}.stm").is_file()
     assert json.loads((recipe / "exp/cascade/metrics-test.json").read_text())["meetings"] >= 1
     assert "tagspeech" in r.stdout and "cascade" in r.stdout
+    # a meetings folder is not decoded utterance by utterance: said, not done
+    r = subprocess.run([str(ROOT / ".venv" / "bin" / "auden-kit"), "decode", "--model", "exp/tagspeech/model-avg",
+                        "--data-dir", str(corpus / "test")], cwd=recipe, capture_output=True, text=True, env=_env())
+    assert r.returncode == 1 and "whole recordings" in r.stderr and "Traceback" not in r.stderr, r.stderr
     # a segment outside its recording: stage 0 stops and names it
     (corpus / "dev" / "segments.stm").write_text(f"{ids[4]} 1 x 999.0 1000.0 hello\n")
     shutil.rmtree(recipe / "data")

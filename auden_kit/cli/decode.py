@@ -109,6 +109,9 @@ def decode(
         _decode_cuts(m, cuts, out_dir or Path("."), opts, max_duration, name)
         return
     if data_dir is not None:
+        if m.task.name == "tagspeech":
+            raise UserError("--data-dir decodes a directory's utterances one by one; a diarized-ASR model reads whole "
+                            "recordings: give the audio files, or --cuts from `auden-kit data fbank --split windows`")
         audio = _data_dir_cuts(data_dir, m.features.sample_rate)
         if all(s.text for c in audio for s in c.supervisions):  # references: scored as a manifest
             import tempfile

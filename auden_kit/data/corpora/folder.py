@@ -185,6 +185,9 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
     named = maps.get("text") or maps.get("spk")
     utts = sorted(named) if named else sorted(audio)
     if not utts:
+        if (audio_dir / "feats.scp").is_file():
+            raise UserError(f"'{audio_dir}' holds feats.scp but no wav.scp: Kaldi features are not read here (the "
+                            "toolkit computes its own from audio); give the data directory with its wav.scp")
         raise UserError(f"no audio files ({', '.join(AUDIO_EXTS)}) under '{audio_dir}'")
     missing = [u for u in utts if u not in audio]
     if missing:
