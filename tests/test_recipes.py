@@ -619,6 +619,7 @@ def test_tagspeech_template_on_a_folder_of_meetings(meetings, tmp_path, trained_
     assert r.returncode == 1 and "whole recordings" in r.stderr and "Traceback" not in r.stderr, r.stderr
     # a segment outside its recording: stage 0 stops and names it
     (corpus / "dev" / "segments.stm").write_text(f"{ids[4]} 1 x 999.0 1000.0 hello\n")
+    (corpus / "train" / "text.de").write_text(f"{ids[0]} hallo\n")  # a meetings folder's maps are not read
     shutil.rmtree(recipe / "data")
     r = subprocess.run(["./run.sh", "--corpus-dir", str(corpus), "--stop-stage", "0"], cwd=recipe, capture_output=True,
                        text=True, env=_env(), timeout=300)

@@ -163,7 +163,6 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
         raise UserError(f"audio folder '{audio_dir}' does not exist")
     if (audio_dir / "wav.scp").is_file():
         return _prepare_kaldi(audio_dir, out_dir, prefix, part, language)
-    maps = read_maps(Path(maps_dir) if maps_dir else audio_dir, language=language)
     audio: dict[str, Path] = {}
     for p in sorted(audio_dir.rglob("*")):
         if p.suffix.lower() in AUDIO_EXTS:
@@ -175,6 +174,7 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
     seg_file = next((seg_dir / n for n in SEGMENT_FILES if (seg_dir / n).is_file()), None)
     if seg_file is not None:
         return _prepare_meetings(audio, seg_file, out_dir, prefix, part)
+    maps = read_maps(seg_dir, language=language)  # utterance folders only: a meetings folder's maps are not read
     if "text" not in maps:  # transcripts beside the audio: a.wav + a.txt / a.lab
         side = {u: t for u, p in audio.items() for t in (p.with_suffix(".txt"), p.with_suffix(".lab")) if t.is_file()}
         if side:
