@@ -64,9 +64,7 @@ meeting_models() {
 # meeting_train CONFIG EXP EPOCHS ASR VOICE TRAIN_MANIFESTS(comma-separated) [OVERRIDES...]
 meeting_train() {
   local conf="$1" exp="$2" epochs="$3" asr="$4" voice="$5" train="$6"; shift 6
-  if [ -f $exp/epoch-$epochs.pt ]; then skip $exp; return; fi
-  auden-kit train --config $conf exp_dir=$exp trainer.num_epochs=$epochs model.semantic_model=$asr \
-    model.voice_model=$voice "data.train_cuts=[$train]" "$@"
+  train_model $conf $exp $epochs "" model.semantic_model=$asr model.voice_model=$voice "data.train_cuts=[$train]" "$@"
 }
 
 # meeting_decode EXP CUTS_PREFIX PART...: decode data/fbank/CUTS_PREFIX_cuts_PART.jsonl.gz with EXP/model-avg

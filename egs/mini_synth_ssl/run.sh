@@ -81,20 +81,16 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: BEST-RQ pretraining on the unlabeled audio (TensorBoard: exp/ssl/tensorboard)"
-  [ -f exp/ssl/epoch-$pretrain_epochs.pt ] || auden-kit train --config conf/pretrain.yaml \
-    trainer.num_epochs=$pretrain_epochs $extra
+  train_model conf/pretrain.yaml exp/ssl $pretrain_epochs "" $extra
   average_model exp/ssl $pretrain_epochs 1
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: ASR on the labeled subset, fine-tuned from the BEST-RQ encoder and from scratch"
   freeze=""; [ "$freeze_steps" -gt 0 ] && freeze="trainer.freeze=[encoder.*] trainer.freeze_steps=$freeze_steps"
-  [ -f exp/finetune/epoch-$finetune_epochs.pt ] || auden-kit train --config conf/finetune.yaml \
-    trainer.num_epochs=$finetune_epochs trainer.init_from=exp/ssl/model-avg "trainer.init_prefix_map={encoder.: encoder.}" \
-    $freeze $extra
+  train_model conf/finetune.yaml exp/finetune $finetune_epochs exp/ssl/model-avg $freeze $extra
   average_model exp/finetune $finetune_epochs 1
-  [ -f exp/scratch/epoch-$finetune_epochs.pt ] || auden-kit train --config conf/finetune.yaml exp_dir=exp/scratch \
-    trainer.num_epochs=$finetune_epochs $extra
+  train_model conf/finetune.yaml exp/scratch $finetune_epochs "" $extra
   average_model exp/scratch $finetune_epochs 1
 fi
 
@@ -129,8 +125,7 @@ fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ] && [ "$mae" = true ]; then
   log "Stage 8: MAE pretraining (objective=mae) and its probes, for comparison"
-  [ -f exp/mae/epoch-$mae_epochs.pt ] || auden-kit train --config conf/pretrain.yaml exp_dir=exp/mae \
-    model.objective=mae model.mask_prob=0.05 trainer.num_epochs=$mae_epochs $extra
+  train_model conf/pretrain.yaml exp/mae $mae_epochs "" model.objective=mae model.mask_prob=0.05 $extra
   average_model exp/mae $mae_epochs 1
   probe mae exp/mae/model-avg
 fi
