@@ -94,6 +94,12 @@ def test_recipe_ls_and_new(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (copy / "mydata" / "run.sh").is_file() and "mydata" in (copy / "mydata" / "README.md").read_text()
     assert run("recipe", "new", "mydata", "--egs", copy).returncode == 1
+    r = run("recipe", "new", "small", "--task", "distill", "--egs", copy)  # no TEMPLATE_ssl in the copy
+    assert r.returncode == 1 and "TEMPLATE_ssl" in r.stderr, r.stderr
+    shutil.copytree(egs / "TEMPLATE_ssl", copy / "TEMPLATE_ssl")
+    r = run("recipe", "new", "small", "--task", "distill", "--egs", copy)  # distillation: the ssl template
+    assert r.returncode == 0 and "--teacher DIR" in r.stdout, r.stderr
+    assert "teacher=" in (copy / "small" / "run.sh").read_text()
 
 
 def test_streaming_decode_of_files(trained_model, bpe_dir, synth_corpus, tmp_path):

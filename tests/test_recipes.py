@@ -112,7 +112,9 @@ def test_template_recipe_with_a_folder_of_wavs(synth_corpus, tmp_path):
 @pytest.mark.slow
 def test_ssl_template_pretrains_on_long_unlabeled_audio_and_fine_tunes(synth_corpus, tmp_path):
     """`recipe new NAME --task ssl`: unlabeled recordings of ~25 s (cut into windows), labeled
-    folders with `text`; BEST-RQ pretraining, fine-tuning from it and from scratch, test WER."""
+    folders with `text`; BEST-RQ pretraining, fine-tuning from it and from scratch, test WER; then
+    `--teacher DIR` (the fine-tuned model as the teacher): distillation, the student fine-tuned
+    from it, the teacher's WER beside the students'."""
     import numpy as np
     import soundfile as sf
 
@@ -134,11 +136,13 @@ def test_ssl_template_pretrains_on_long_unlabeled_audio_and_fine_tunes(synth_cor
                 lines.append(f"{utt} {text.lower()}")
         (corpus / part / "text").write_text("\n".join(lines) + "\n")
     recipe = _new_recipe(tmp_path, "mypre", "ssl")
-    for name in ("pretrain", "finetune"):
+    for name in ("pretrain", "finetune", "distill"):
         cfg = yaml.safe_load((recipe / "conf" / f"{name}.yaml").read_text())
         cfg["model"]["encoder"] = dict(TINY_ENCODER)
         if name == "pretrain":
             cfg["model"].update({"codebook_size": 32, "codebook_dim": 8, "head_hidden": 16})
+        if name == "distill":
+            cfg["model"].update({"head_hidden": 16, "stats_batches": 2})
         cfg["data"].update({"max_duration": 20, "num_buckets": 2, "num_workers": 0})
         cfg["trainer"].update({"progress": False, "average_period": 1})
         (recipe / "conf" / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
@@ -155,6 +159,23 @@ def test_ssl_template_pretrains_on_long_unlabeled_audio_and_fine_tunes(synth_cor
         assert (recipe / "exp" / e / "model-avg" / "config.yaml").is_file()
     assert "init_from" in (recipe / "exp" / "finetune" / "config.yaml").read_text()
     for e in ("finetune", "scratch"):  # a WER line each
+        line = next(x for x in r.stdout.splitlines() if x.startswith(f"{e}: "))
+        assert float(line.split()[-1]) >= 0, line
+
+    args = ["--corpus-dir", str(corpus), "--nj", "1", "--bpe-size", "40", "--pretrain-epochs", "1",
+            "--finetune-epochs", "1", "--avg", "1", "--freeze-steps", "2", "--scratch", "true", "--stage", "3"]
+    r = subprocess.run(["./run.sh", *args, "--teacher", "exp/nothing"], cwd=recipe, capture_output=True, text=True,
+                       env=_env(), timeout=60)
+    assert r.returncode == 2 and "--teacher 'exp/nothing' is not a model folder" in r.stderr, r.stderr
+    r = subprocess.run(["./run.sh", *args, "--teacher", "exp/finetune/model-avg", "--teacher-layers", "-1",
+                        "--student-taps", "-1"], cwd=recipe, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    cfg = yaml.safe_load((recipe / "exp" / "distill" / "config.yaml").read_text())
+    t = cfg["model"]["teachers"][0]
+    assert t["kind"] == "model" and t["path"] == str(recipe / "exp" / "finetune" / "model-avg"), t
+    assert t["layers"] == [2] and t["student_taps"] == [-1], t  # -1: the teacher's output (2 stacks, then it)
+    assert "exp/distill/model-avg" in (recipe / "exp" / "student" / "config.yaml").read_text()  # init_from
+    for e in ("teacher", "student", "scratch"):
         line = next(x for x in r.stdout.splitlines() if x.startswith(f"{e}: "))
         assert float(line.split()[-1]) >= 0, line
 

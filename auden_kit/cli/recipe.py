@@ -53,17 +53,23 @@ def ls(egs: Optional[Path] = typer.Option(None, help="The egs/ folder (default: 
                 typer.echo(f"    stage {n}: {title}")
 
 
+TEMPLATE_OF = {"distill": "ssl"}  # tasks whose recipe is another task's template
+
+
 @app.command("new", epilog="Example: auden-kit recipe new mydata   |   auden-kit recipe new myvoices --task voice   "
                            "|   auden-kit recipe new mytrans --task st   |   auden-kit recipe new mytalks --task tagspeech   "
+                           "|   auden-kit recipe new small --task distill   "
                            "(then follow egs/NAME/README.md)")
 def new(name: str = typer.Argument(..., help="Folder name under egs/ (letters, digits, _ and -)."),
-        task: str = typer.Option("asr", help="asr, or a task with a template egs/TEMPLATE_<task> (voice, st, ssl, tagspeech)."),
+        task: str = typer.Option("asr", help="asr, or a task with a template egs/TEMPLATE_<task> (voice, st, ssl, tagspeech); distill: the ssl template, "
+                                  "run with --teacher DIR."),
         egs: Optional[Path] = typer.Option(None, help="The egs/ folder (default: found from here).")):
     """Copy the task's template to egs/NAME; its README says what to give it."""
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise UserError(f"recipe name '{name}' may only hold letters, digits, '_' and '-'")
     root = egs or find_egs()
-    template = "TEMPLATE" if task == "asr" else f"TEMPLATE_{task}"
+    # distillation is the pretraining template with a teacher (run.sh --teacher DIR)
+    template = "TEMPLATE" if task == "asr" else f"TEMPLATE_{TEMPLATE_OF.get(task, task)}"
     src, dst = root / template, root / name
     if not src.is_dir():
         have = ["asr"] * (root / "TEMPLATE").is_dir() + sorted(p.name[len("TEMPLATE_"):] for p in root.glob("TEMPLATE_*"))
@@ -75,4 +81,6 @@ def new(name: str = typer.Argument(..., help="Folder name under egs/ (letters, d
     readme.write_text(readme.read_text().replace(template, name))
     first = dst / "local" / "prepare.py"
     nxt = f"edit {first} (stage 0) and read {readme}" if first.is_file() else f"read {readme}"
+    if task == "distill":
+        nxt += " (give the teacher with ./run.sh --teacher DIR)"
     typer.echo(f"created {dst}; next: {nxt}")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Self-supervised pretraining on your own data: your unlabeled audio (any length) -> BEST-RQ
-# pretraining -> ASR fine-tuned from the pretrained encoder on your labeled folders (and, with
-# --scratch true, the same ASR from scratch to compare) -> WER on test.
+# pretraining (or, with --teacher DIR, distillation from a teacher model) -> ASR fine-tuned from the
+# pretrained encoder on your labeled folders (and, with --scratch true, the same ASR from scratch to
+# compare) -> WER on test (and the teacher's).
 # Usage: ./run.sh --corpus-dir /path/to/corpus [--stage N] [--stop-stage M]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -19,14 +20,28 @@ finetune_epochs=30
 avg=5
 freeze_steps=500     # fine-tuning: the pretrained encoder stays frozen while the new heads learn
 scratch=false        # true: also train the same ASR from scratch (same config and steps) to compare
+teacher=""           # a model folder: stage 3 distils it (conf/distill.yaml) instead of BEST-RQ. An auden-kit folder
+                     # (your ASR, an imported icefall model: same fbank) or a local Hugging Face WavLM/HuBERT/wav2vec 2.0
+teacher_layers="-3,-1"  # the teacher's layers to learn (auden-kit: its stacks then its output; Hugging Face: the
+                        # hidden states); negative: from the end ...
+student_taps="-3,-1"    # ... and the student's taps learning them (its stacks, then its output: -3,-1 = 2,4 here)
 prefix=mydata
 extra=""             # extra key=value overrides for every training, e.g. --extra "trainer.max_steps=5"
 help_message="Pretraining on your own unlabeled audio, fine-tuning on your labeled data (see README.md). Example: ./run.sh --corpus-dir /data/mycorpus"
-__options="stage stop_stage corpus_dir unlabeled_parts corpus_parts nj window bpe_size pretrain_epochs finetune_epochs avg freeze_steps scratch prefix extra"
+__options="stage stop_stage corpus_dir unlabeled_parts corpus_parts nj window bpe_size pretrain_epochs finetune_epochs avg freeze_steps scratch teacher teacher_layers student_taps prefix extra"
 . ../../tools/parse_options.sh
 . ../../tools/recipe_lib.sh
 parts="train dev test"
 unlabeled=$(for x in ${unlabeled_parts//,/ }; do echo -n "${x%%=*} "; done)  # their manifest names
+pre=ssl ft=finetune  # the pretrained and the fine-tuned folders under exp/ (with a teacher: distill, student)
+if [ -n "$teacher" ]; then
+  pre=distill ft=student
+  if [ -f "$teacher/config.yaml" ]; then teacher_kind=model
+  elif [ -f "$teacher/config.json" ]; then teacher_kind=hf
+  else echo "run.sh: --teacher '$teacher' is not a model folder (an auden-kit one has config.yaml, a Hugging Face one config.json)" >&2; exit 2
+  fi
+  teacher=$(cd "$teacher" && pwd)  # recorded in exp/distill/config.yaml
+fi
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: prepare manifests from your corpus (unlabeled: audio only; labeled: audio + text)"
@@ -57,17 +72,23 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  log "Stage 3: BEST-RQ pretraining on the unlabeled audio (TensorBoard: tensorboard --logdir $(pwd)/exp/ssl/tensorboard)"
+  log "Stage 3: pretraining on the unlabeled audio: BEST-RQ, or distillation from --teacher (TensorBoard: exp/ssl or exp/distill)"
   train_cuts=$(for p in $unlabeled; do echo -n "data/fbank/unlabeled_cuts_$p.jsonl.gz,"; done)
-  train_model conf/pretrain.yaml exp/ssl $pretrain_epochs "" "data.train_cuts=[${train_cuts%,}]" $extra
-  average_model exp/ssl $pretrain_epochs $avg
+  if [ -z "$teacher" ]; then
+    train_model conf/pretrain.yaml exp/ssl $pretrain_epochs "" "data.train_cuts=[${train_cuts%,}]" $extra
+  else
+    train_model conf/distill.yaml exp/distill $pretrain_epochs "" "data.train_cuts=[${train_cuts%,}]" \
+      model.teachers.0.kind=$teacher_kind model.teachers.0.path=$teacher "model.teachers.0.layers=[$teacher_layers]" \
+      "model.teachers.0.student_taps=[$student_taps]" $extra
+  fi
+  average_model exp/$pre $pretrain_epochs $avg
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: ASR fine-tuned from the pretrained encoder (with --scratch true also from scratch, to compare)"
   freeze=""; [ "$freeze_steps" -gt 0 ] && freeze="trainer.freeze=[encoder.*] trainer.freeze_steps=$freeze_steps"
-  train_model conf/finetune.yaml exp/finetune $finetune_epochs exp/ssl/model-avg $freeze $extra
-  average_model exp/finetune $finetune_epochs $avg
+  train_model conf/finetune.yaml exp/$ft $finetune_epochs exp/$pre/model-avg $freeze $extra
+  average_model exp/$ft $finetune_epochs $avg
   if [ $scratch = true ]; then
     train_model conf/finetune.yaml exp/scratch $finetune_epochs "" $extra
     average_model exp/scratch $finetune_epochs $avg
@@ -75,8 +96,14 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  log "Stage 5: decode the test set (CTC greedy)"
-  for e in finetune scratch; do
+  log "Stage 5: decode the test set (CTC greedy; an ASR teacher with its own best search)"
+  if [ -n "$teacher" ] && grep -q '^task: asr' $teacher/config.yaml 2>/dev/null; then
+    if [ -n "$(ls exp/teacher/decode/wer-summary-${prefix}_cuts_test-*.txt 2>/dev/null)" ]; then skip "decode teacher"; else
+      auden-kit decode --model $teacher --cuts data/fbank/${prefix}_cuts_test.jsonl.gz --out-dir exp/teacher/decode
+    fi
+    echo "teacher: $(tail -qn 1 exp/teacher/decode/wer-summary-${prefix}_cuts_test-*.txt | head -n 1)"
+  fi
+  for e in $ft scratch; do
     [ -f exp/$e/model-avg/config.yaml ] || continue
     if up_to_date exp/$e/decode/wer-summary-${prefix}_cuts_test-ctc_greedy.txt exp/$e/model-avg/config.yaml; then
       skip "decode $e"
