@@ -200,3 +200,16 @@ def meetings(fbank_cuts, tmp_path_factory):
                               "windows", "--window", "20", "--jobs", "1"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     return d, out
+
+
+def tiny_hf_teacher(path: Path) -> Path:
+    """A random tiny WavLM saved as a local Hugging Face folder (a distillation teacher; offline)."""
+    import torch
+    from transformers import WavLMConfig, WavLMModel
+
+    cfg = WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                      conv_dim=(32, 32, 32, 32, 32, 32, 32), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                      num_buckets=32, max_bucket_distance=64)
+    torch.manual_seed(0)
+    WavLMModel(cfg).save_pretrained(path)
+    return path

@@ -71,6 +71,27 @@ def test_decode_manifest_writes_result_files(trained_model, fbank_cuts, tmp_path
     assert r.returncode == 1 and "unknown decoding method 'nope'" in r.stderr
 
 
+def test_scoring_case_folded_when_asked_and_a_note_when_it_would_matter(trained_model, fbank_cuts, tmp_path):
+    """References written for people ("Hello, world.") against a model's upper-case words: the WER
+    says 100 % and a note gives the case-folded figure; `--normalize` scores that way."""
+    from auden_kit.results import TextResult
+    from auden_kit.tasks.asr import AsrTask
+
+    res = [TextResult(cut_id="a", text="HELLO WORLD", ref="Hello, world."),
+           TextResult(cut_id="b", text="I'M HERE", ref="I'm there!")]
+    plain = AsrTask().write_results(res, tmp_path, "plain")
+    assert plain.startswith("%WER 100.00") and "(--normalize) the WER is 25.00" in plain, plain
+    folded = AsrTask().write_results(res, tmp_path, "folded", normalize=True)
+    assert folded.startswith("%WER 25.00") and "case-folded" in folded and "note" not in folded, folded
+    assert "hyp=['hello', 'world']" in (tmp_path / "recogs-folded.txt").read_text()
+    same = AsrTask().write_results([TextResult(cut_id="a", text="HELLO", ref="HELLO")], tmp_path, "same")
+    assert "note" not in same
+    r = run("decode", "--model", trained_model, "--cuts", fbank_cuts["test-clean"], "--normalize", "--out-dir", tmp_path)
+    assert r.returncode == 0 and "(case-folded, without punctuation)" in r.stdout, r.stderr
+    r = run("decode", "--model", trained_model, "--normalize", "x.wav")
+    assert r.returncode == 1 and "--normalize scores ASR output against references" in r.stderr, r.stderr
+
+
 def test_average_cli_and_bad_model_dir(trained_model, tmp_path):
     exp = trained_model.parent
     r = run("average", "--exp-dir", exp, "--avg", "2", "--no-use-averaged-model", "--out", tmp_path / "m")

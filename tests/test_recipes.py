@@ -179,6 +179,19 @@ def test_ssl_template_pretrains_on_long_unlabeled_audio_and_fine_tunes(synth_cor
         line = next(x for x in r.stdout.splitlines() if x.startswith(f"{e}: "))
         assert float(line.split()[-1]) >= 0, line
 
+    pytest.importorskip("transformers")  # a local Hugging Face folder as the teacher: it reads each window's audio
+    from conftest import tiny_hf_teacher
+
+    for e in ("distill", "student"):
+        shutil.rmtree(recipe / "exp" / e)
+    hf = tiny_hf_teacher(tmp_path / "wavlm")
+    r = subprocess.run(["./run.sh", *args, "--stop-stage", "4", "--teacher", str(hf)], cwd=recipe,
+                       capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    t = yaml.safe_load((recipe / "exp" / "distill" / "config.yaml").read_text())["model"]["teachers"][0]
+    assert t["kind"] == "hf" and t["dims"] == [32, 32, 32] and t["layers"] == [0, 2], t  # -3, -1 of 3 layers
+    assert (recipe / "exp" / "student" / "model-avg" / "config.yaml").is_file()
+
 
 @pytest.mark.slow
 def test_mini_synth_voice_recipe_tiny(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_ENCODER, free_port
+from conftest import TINY_ENCODER, free_port, tiny_hf_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "auden_kit.cli.main"]
@@ -225,24 +225,13 @@ def test_cmvn_command_and_unlabeled_audio(synth_cuts, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ distillation
-def _tiny_hf_teacher(path: Path) -> Path:
-    from transformers import WavLMConfig, WavLMModel
-
-    cfg = WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                      conv_dim=(32, 32, 32, 32, 32, 32, 32), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-                      num_buckets=32, max_bucket_distance=64)
-    torch.manual_seed(0)
-    WavLMModel(cfg).save_pretrained(path)
-    return path
-
-
 def test_distill_from_model_and_hf_teachers_never_saves_them(trained_model, fbank_cuts, tmp_path):
     pytest.importorskip("transformers")
     from safetensors.torch import load_file
 
     from auden_kit.training.trainer import Trainer, export_model_folder
 
-    hf = _tiny_hf_teacher(tmp_path / "wavlm")
+    hf = tiny_hf_teacher(tmp_path / "wavlm")
     teachers = [{"name": "asr", "kind": "model", "path": str(trained_model), "layers": [1, 2], "student_taps": [0, 2]},
                 {"name": "wavlm", "kind": "hf", "path": str(hf), "layers": [1, 2], "student_taps": [1, 2],
                  "domains": ["speech"]}]

@@ -71,6 +71,9 @@ def decode(
                                                         "model's usual target for the identified source)."),
     src_lang: str = typer.Option("", "--src-lang", help="Speech translation: the spoken language, when known "
                                                         "(default: identified by the model)."),
+    normalize: bool = typer.Option(False, help="ASR with --cuts or --data-dir: score references and output "
+                                               "case-folded without punctuation (a model trained on other "
+                                               "casing than the test set's)."),
     asr_method: str = typer.Option(
         "", "--asr-method", help="Speech translation: the transcript's search (greedy, modified_beam_search, "
                                  "ctc_greedy, ctc_prefix_beam, or attention_rescoring: the n-best rescored by the "
@@ -103,6 +106,11 @@ def decode(
                 raise UserError(f"--{key.replace('_', '-')}: a '{m.task.name}' model does not take it "
                                 "(speech-translation models do)")
             opts[key] = value
+    if normalize:
+        if m.task.name != "asr" or files:
+            raise UserError("--normalize scores ASR output against references: give an ASR model and --cuts or "
+                            "--data-dir (speech translation reports lowercased BLEU beside the cased one already)")
+        opts["normalize"] = True
     if streaming and (not files or not hasattr(m.task, "streaming_decoder")):
         raise UserError("--streaming decodes audio files with an ASR model; use it without --cuts or --data-dir")
     if cuts is not None:
@@ -122,6 +130,7 @@ def decode(
                 _decode_cuts(m, path, out_dir or Path("."), opts, max_duration, name)
             return
         files = [c.id for c in audio]
+        opts.pop("normalize", None)  # nothing to score
     failed = 0
     if streaming:
         results = _stream_files(m, files, piece_ms)
@@ -211,6 +220,7 @@ def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: fl
                         f"{m.features.describe()}; recompute features (`auden-kit data fbank "
                         f"--num-mel-bins {m.features.num_mel_bins}{pitch}`) or decode the audio files")
     loader, _ = make_loader(cfg, [str(cuts_path)], train=False, task=m.task)
+    score = {"normalize": opts.pop("normalize")} if "normalize" in opts else {}
     results = []
     audio_s = 0.0
     t0 = time.time()
@@ -227,7 +237,7 @@ def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: fl
                     + (f"-beam{opts['beam']}" if "beam" in method else "")
                     + (f"-to-{opts['tgt_lang']}" if opts.get("tgt_lang") else ""))
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = m.task.write_results(results, out_dir, name)
+    summary = m.task.write_results(results, out_dir, name, **score)
     typer.echo(f"{name}: {summary}")
     typer.echo(f"RTF {elapsed / max(audio_s, 1e-9):.4f} ({audio_s:.1f} s of audio in {elapsed:.1f} s); "
                f"results in {out_dir}")

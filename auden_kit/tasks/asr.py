@@ -338,23 +338,33 @@ class AsrTask(Task):
         pairs = [(r.cut_id, r.ref, r.text) for r in results if r.ref]
         return {"wer": compute_wer(pairs).wer, **_timing(results)} if pairs else {}
 
-    def write_results(self, results: list[TextResult], out_dir, name: str) -> str:
-        """icefall-style ``recogs-``, ``errs-`` and ``wer-summary-`` files."""
-        from auden_kit.metrics.wer import write_results
+    def write_results(self, results: list[TextResult], out_dir, name: str, normalize: bool = False) -> str:
+        """icefall-style ``recogs-``, ``errs-`` and ``wer-summary-`` files; ``normalize``: references and
+        output scored case-folded without punctuation (a model trained on other casing or punctuation than
+        the test set's). Without it, when that would change the WER by a point or more, the summary says so."""
+        from auden_kit.metrics.wer import compute_wer, normalize_for_scoring, write_results
 
         no_ref = [r.cut_id for r in results if not r.ref]
         if no_ref:
             raise UserError(f"{len(no_ref)} of {len(results)} cuts have no reference text (e.g. '{no_ref[0]}'): "
                             "a WER over them would be meaningless; decode audio files instead, or fix the "
                             "manifest")
-        stats = write_results(out_dir, name, [(r.cut_id, r.ref, r.text) for r in results])
+        pairs = [(r.cut_id, r.ref, r.text) for r in results]
+        folded = [(u, normalize_for_scoring(ref), normalize_for_scoring(hyp)) for u, ref, hyp in pairs]
+        stats = write_results(out_dir, name, folded if normalize else pairs)
+        summary = stats.summary() + ("  (case-folded, without punctuation)" if normalize else "")
+        if not normalize:
+            other = compute_wer(folded)
+            if stats.wer - other.wer >= 1.0:
+                summary += (f"\nnote: the references and the output differ in case or punctuation; case-folded "
+                            f"without punctuation (--normalize) the WER is {other.wer:.2f}")
         timing = _timing(results)
         if not timing:
-            return stats.summary()
+            return summary
         import json
 
         from auden_kit.io import atomic_write_text
         from auden_kit.metrics.timing import timing_summary
 
         atomic_write_text(Path(out_dir) / f"word-times-{name}.json", json.dumps(timing, indent=1) + "\n")
-        return stats.summary() + "\n" + timing_summary(timing)
+        return summary + "\n" + timing_summary(timing)

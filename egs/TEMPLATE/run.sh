@@ -43,7 +43,7 @@ fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: train (TensorBoard: tensorboard --logdir $(pwd)/exp/tensorboard)"
-  [ -f exp/epoch-$num_epochs.pt ] || auden-kit train --config $config trainer.num_epochs=$num_epochs $extra
+  train_model $config exp $num_epochs "" $extra
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then

@@ -96,10 +96,11 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  log "Stage 5: decode the test set (CTC greedy; an ASR teacher with its own best search)"
+  log "Stage 5: decode the test set (CTC greedy; an ASR teacher with its own best search; all scored case-folded)"
   if [ -n "$teacher" ] && grep -q '^task: asr' $teacher/config.yaml 2>/dev/null; then
     if [ -n "$(ls exp/teacher/decode/wer-summary-${prefix}_cuts_test-*.txt 2>/dev/null)" ]; then skip "decode teacher"; else
-      auden-kit decode --model $teacher --cuts data/fbank/${prefix}_cuts_test.jsonl.gz --out-dir exp/teacher/decode
+      auden-kit decode --model $teacher --cuts data/fbank/${prefix}_cuts_test.jsonl.gz --out-dir exp/teacher/decode \
+        --normalize  # a teacher trained on other casing (LibriSpeech's upper case) is scored alike
     fi
     echo "teacher: $(tail -qn 1 exp/teacher/decode/wer-summary-${prefix}_cuts_test-*.txt | head -n 1)"
   fi
@@ -109,7 +110,7 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
       skip "decode $e"
     else
       auden-kit decode --model exp/$e/model-avg --cuts data/fbank/${prefix}_cuts_test.jsonl.gz --method ctc_greedy \
-        --out-dir exp/$e/decode
+        --out-dir exp/$e/decode --normalize
     fi
     echo "$e: $(tail -n 1 exp/$e/decode/wer-summary-${prefix}_cuts_test-ctc_greedy.txt)"
   done

@@ -51,9 +51,8 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     # one head per label the training manifest carries (gender, custom.emotion, custom.age, ...)
     heads=$(python local/heads.py data/manifests/${prefix}_supervisions_train.jsonl.gz --age-groups "$age_groups")
     log "  heads: $heads"
-    auden-kit train --config $config trainer.num_epochs=$num_epochs \
-      data.train_cuts=[data/fbank/${prefix}_cuts_train.jsonl.gz] data.valid_cuts=[data/fbank/${prefix}_cuts_dev.jsonl.gz] \
-      $heads $extra
+    train_model $config exp $num_epochs "" data.train_cuts=[data/fbank/${prefix}_cuts_train.jsonl.gz] \
+      data.valid_cuts=[data/fbank/${prefix}_cuts_dev.jsonl.gz] $heads $extra
   fi
 fi
 

@@ -36,7 +36,7 @@ fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "Stage 2: train (TensorBoard: tensorboard --logdir $(pwd)/exp/tensorboard)"
-  [ -f exp/epoch-$num_epochs.pt ] || auden-kit train --config $config trainer.num_epochs=$num_epochs $extra
+  train_model $config exp $num_epochs "" $extra
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then

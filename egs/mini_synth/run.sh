@@ -57,9 +57,7 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: train (TensorBoard: tensorboard --logdir $(pwd)/exp/tensorboard)"
-  if [ ! -f exp/epoch-$num_epochs.pt ]; then
-    auden-kit train --config conf/train.yaml trainer.num_epochs=$num_epochs $extra
-  fi
+  train_model conf/train.yaml exp $num_epochs "" $extra
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then

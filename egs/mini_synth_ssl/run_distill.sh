@@ -54,19 +54,15 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
     over="$over data.train_cuts=[$tc] data.valid_cuts=[$vc]"
     [ "$code_loss" = true ] && over="$over model.teachers.0.loss=codes"
   fi
-  [ -f exp/distill/epoch-$distill_epochs.pt ] || auden-kit train --config conf/distill.yaml \
-    trainer.num_epochs=$distill_epochs $over $extra
+  train_model conf/distill.yaml exp/distill $distill_epochs "" $over $extra
   average_model exp/distill $distill_epochs 1
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "Stage 2: the student's ASR on the labeled subset: from the distilled encoder, and from scratch"
-  [ -f exp/student_finetune/epoch-$finetune_epochs.pt ] || auden-kit train --config conf/finetune_student.yaml \
-    trainer.num_epochs=$finetune_epochs trainer.init_from=exp/distill/model-avg \
-    "trainer.init_prefix_map={encoder.: encoder.}" $extra
+  train_model conf/finetune_student.yaml exp/student_finetune $finetune_epochs exp/distill/model-avg $extra
   average_model exp/student_finetune $finetune_epochs 1
-  [ -f exp/student_scratch/epoch-$finetune_epochs.pt ] || auden-kit train --config conf/finetune_student.yaml \
-    exp_dir=exp/student_scratch trainer.num_epochs=$finetune_epochs $extra
+  train_model conf/finetune_student.yaml exp/student_scratch $finetune_epochs "" $extra
   average_model exp/student_scratch $finetune_epochs 1
 fi
 

@@ -67,9 +67,7 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: train (TensorBoard: tensorboard --logdir $(pwd)/exp/tensorboard)"
-  if [ ! -f exp/epoch-$num_epochs.pt ]; then
-    auden-kit train --config conf/train.yaml trainer.num_epochs=$num_epochs $train_feats $extra
-  fi
+  train_model conf/train.yaml exp $num_epochs "" $train_feats $extra
 fi
 
 # evaluate MODEL_DIR OUT_DIR: embeddings, verification (cosine and AS-norm), classification, SID
@@ -108,10 +106,7 @@ fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ] && [ -n "$asr_model" ]; then
   log "Stage 8: the same training started from the ASR encoder of $asr_model (init_from), evaluated alike"
-  if [ ! -f exp_asr_init/epoch-$num_epochs.pt ]; then
-    auden-kit train --config conf/train.yaml trainer.num_epochs=$num_epochs exp_dir=exp_asr_init \
-      trainer.init_from=$asr_model "trainer.init_prefix_map={encoder.: encoder.}" $train_feats $extra
-  fi
+  train_model conf/train.yaml exp_asr_init $num_epochs $asr_model $train_feats $extra
   average_model exp_asr_init $num_epochs $avg
   evaluate exp_asr_init/model-avg exp_asr_init/eval
 fi
