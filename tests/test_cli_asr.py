@@ -245,6 +245,11 @@ def test_attention_decoder_trains_and_rescores(fbank_cuts, bpe_dir, tmp_path):
     ea.Reload()
     assert "train/attention_decoder_loss" in ea.Tags()["scalars"]
     folder = export_model_folder(tmp_path / "exp", tmp_path / "model", avg=1, step_checkpoints=True)
+    # a run stopped by max_steps has no epoch checkpoint: `average` (as recipes call it) takes the steps'
+    r = run("average", "--exp-dir", tmp_path / "exp", "--out", tmp_path / "model2")
+    assert r.returncode == 0 and "averaging its step checkpoints (checkpoint-3.pt)" in r.stderr, r.stderr
+    r = run("average", "--exp-dir", tmp_path / "exp", "--out", tmp_path / "model3", "--epoch", "2")
+    assert r.returncode == 1 and "no epoch-*.pt files" in r.stderr, r.stderr
     r = run("decode", "--model", folder, "--cuts", fbank_cuts["test-clean"], "--method", "attention_rescoring",
             "--beam", "3", "--out-dir", tmp_path / "dec")
     assert r.returncode == 0, r.stderr

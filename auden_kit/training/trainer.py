@@ -669,6 +669,11 @@ def export_model_folder(exp_dir: str | Path, out_dir: str | Path, epoch: int = 0
     """
     exp_dir = Path(exp_dir)
     paths = ckpt.step_checkpoints(exp_dir) if step_checkpoints else ckpt.epoch_checkpoints(exp_dir)
+    if not paths and not step_checkpoints and epoch == 0 and ckpt.step_checkpoints(exp_dir):
+        # a run stopped by trainer.max_steps (or within its first epoch) leaves step checkpoints only
+        paths = ckpt.step_checkpoints(exp_dir)
+        log.warning("no epoch-*.pt in '%s' (a run stopped by trainer.max_steps?): averaging its step checkpoints "
+                    "(%s)", exp_dir, ", ".join(p.name for p in paths[-avg - 1:]))
     if not paths:
         kind = "checkpoint-*.pt" if step_checkpoints else "epoch-*.pt"
         raise UserError(f"no {kind} files in '{exp_dir}' (did training run?)")
