@@ -259,6 +259,39 @@ def test_distill_from_model_and_hf_teachers_never_saves_them(trained_model, fban
     assert lm.model._teachers is None and lm.model_cfg.teachers[1]["dims"] == [32, 32, 32]
 
 
+def test_hf_teacher_normalises_waveforms_when_its_feature_extractor_does(tmp_path):
+    """WavLM Large / wav2vec 2.0 large-lv60 were trained on zero-mean unit-variance waveforms
+    (`do_normalize` in preprocessor_config.json): the teacher sees them so, each over its own
+    samples, padding excluded; a model without that setting gets the raw waveform."""
+    pytest.importorskip("transformers")
+    from auden_kit.tasks.distill import HfTeacher
+
+    hf = tiny_hf_teacher(tmp_path / "wavlm")
+    torch.manual_seed(0)
+    a, b = 0.3 + 0.1 * torch.randn(16000), 0.05 * torch.randn(8000)
+    wav = torch.zeros(2, 16000)
+    wav[0], wav[1, :8000] = a, b
+    batch = {"targets": {"audio": wav, "audio_lens": torch.tensor([16000, 8000])}}
+    seen = []
+
+    def fed(teacher):  # the waveforms the Hugging Face model is given
+        teacher.model.module.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+        return teacher
+
+    fed(HfTeacher(str(hf)))(batch)
+    assert torch.equal(seen[-1], wav)  # no do_normalize: the raw waveform
+    (hf / "preprocessor_config.json").write_text(json.dumps({"do_normalize": True, "sampling_rate": 16000}))
+    teacher = fed(HfTeacher(str(hf)))
+    got, _ = teacher(batch)
+    x = seen[-1]
+    assert abs(float(x[0].mean())) < 1e-4 and abs(float(x[0].std(unbiased=False)) - 1) < 1e-3
+    assert abs(float(x[1, :8000].std(unbiased=False)) - 1) < 1e-3 and not x[1, 8000:].any()  # padding left out
+    model = teacher.model.module
+    norm = ((a - a.mean()) / torch.sqrt(a.var(unbiased=False) + 1e-7))[None]
+    want = model(norm, attention_mask=torch.ones(1, 16000, dtype=torch.long), output_hidden_states=True).hidden_states
+    assert torch.allclose(got[-1][0], want[-1][0], atol=1e-4)
+
+
 def test_teacher_weights_follow_the_domain():
     from auden_kit.tasks.distill import DistillModelConfig, DistillTask
     from auden_kit.tasks.base import ModelAssets

@@ -16,7 +16,8 @@ Teachers (``model.teachers``, a list; each ``{name, kind, path, layers, student_
   the layers; reads the same fbank as the student.
 * ``kind: hf`` a Hugging Face WavLM / HuBERT / wav2vec 2.0 model from a *local* folder (never
   the hub); ``hidden_states`` are the layers (0 = the CNN/projection output); reads 16 kHz
-  audio, which the data workers load with each batch.
+  audio, which the data workers load with each batch (each waveform zero-mean, unit-variance when
+  the folder's ``preprocessor_config.json`` says ``do_normalize``, as for WavLM Large).
 * ``kind: cached`` targets stored with the cuts by ``auden-kit data teacher-cache`` (compressed
   per-layer features in a ``custom`` array named ``teacher_<name>``): no teacher runs at all.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -154,10 +156,20 @@ class HfTeacher(nn.Module):
         self.frame_shift = stride / HF_RATE
         self.dims = [c.hidden_size] * (c.num_hidden_layers + 1)
         self.use_mask = getattr(c, "feat_extract_norm", "layer") == "layer"
+        # models trained on normalised waveforms (WavLM Large, wav2vec 2.0 large-lv60, ...) say so in their
+        # feature extractor's config: each waveform zero-mean, unit-variance over its own samples
+        pre = Path(path, "preprocessor_config.json")
+        self.normalize = bool(json.loads(pre.read_text()).get("do_normalize", False)) if pre.is_file() else False
 
     def forward(self, batch: dict) -> tuple[list[Tensor], Tensor]:
         wav, wav_lens = batch["targets"]["audio"], batch["targets"]["audio_lens"]
         m = self.model.module
+        if self.normalize:
+            valid = (torch.arange(wav.shape[1], device=wav.device).unsqueeze(0) < wav_lens.unsqueeze(1)).to(wav.dtype)
+            n = valid.sum(1, keepdim=True).clamp(min=1)
+            mean = (wav * valid).sum(1, keepdim=True) / n
+            var = (((wav - mean) * valid) ** 2).sum(1, keepdim=True) / n
+            wav = (wav - mean) / torch.sqrt(var + 1e-7) * valid
         kw = {}
         if self.use_mask:
             kw["attention_mask"] = (torch.arange(wav.shape[1], device=wav.device).unsqueeze(0)
