@@ -98,9 +98,11 @@ fi
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: decode the test set (CTC greedy; an ASR teacher with its own best search; all scored case-folded)"
   if [ -n "$teacher" ] && grep -q '^task: asr' $teacher/config.yaml 2>/dev/null; then
-    if [ -n "$(ls exp/teacher/decode/wer-summary-${prefix}_cuts_test-*.txt 2>/dev/null)" ]; then skip "decode teacher"; else
+    if [ "$(cat exp/teacher/path 2>/dev/null)" = "$teacher" ]; then skip "decode teacher"; else  # this teacher's
+      rm -rf exp/teacher
       auden-kit decode --model $teacher --cuts data/fbank/${prefix}_cuts_test.jsonl.gz --out-dir exp/teacher/decode \
         --normalize  # a teacher trained on other casing (LibriSpeech's upper case) is scored alike
+      echo "$teacher" > exp/teacher/path
     fi
     echo "teacher: $(tail -qn 1 exp/teacher/decode/wer-summary-${prefix}_cuts_test-*.txt | head -n 1)"
   fi
