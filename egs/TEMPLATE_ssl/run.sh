@@ -27,7 +27,7 @@ teacher_layers="-3,-1"  # the teacher's layers to learn (auden-kit: its stacks t
 student_taps="-3,-1"    # ... and the student's taps learning them (its stacks, then its output: -3,-1 = 2,4 here)
 prefix=mydata
 extra=""             # extra key=value overrides for every training, e.g. --extra "trainer.max_steps=5"
-help_message="Pretraining on your own unlabeled audio, fine-tuning on your labeled data (see README.md). Example: ./run.sh --corpus-dir /data/mycorpus"
+help_message="Pretraining (BEST-RQ, or distillation with --teacher DIR) on your own unlabeled audio, fine-tuning on your labeled data (see README.md). Examples: ./run.sh --corpus-dir /data/mycorpus   |   ./run.sh --corpus-dir /data/mycorpus --teacher ../mydata/exp/model-avg"
 __options="stage stop_stage corpus_dir unlabeled_parts corpus_parts nj window bpe_size pretrain_epochs finetune_epochs avg freeze_steps scratch teacher teacher_layers student_taps prefix extra"
 . ../../tools/parse_options.sh
 . ../../tools/recipe_lib.sh
