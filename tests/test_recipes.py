@@ -175,8 +175,8 @@ def test_ssl_template_pretrains_on_long_unlabeled_audio_and_fine_tunes(synth_cor
     assert t["kind"] == "model" and t["path"] == str(recipe / "exp" / "finetune" / "model-avg"), t
     assert t["layers"] == [2] and t["student_taps"] == [-1], t  # -1: the teacher's output (2 stacks, then it)
     assert "exp/distill/model-avg" in (recipe / "exp" / "student" / "config.yaml").read_text()  # init_from
-    for e in ("teacher", "student", "scratch"):
-        line = next(x for x in r.stdout.splitlines() if x.startswith(f"{e}: "))
+    for e in ("teacher0", "student", "scratch"):
+        line = next(x for x in r.stdout.splitlines() if x.startswith(f"{e}: ")).split("  (")[0]
         assert float(line.split()[-1]) >= 0, line
 
     pytest.importorskip("transformers")  # a local Hugging Face folder as the teacher: it reads each window's audio
@@ -185,12 +185,14 @@ def test_ssl_template_pretrains_on_long_unlabeled_audio_and_fine_tunes(synth_cor
     for e in ("distill", "student"):
         shutil.rmtree(recipe / "exp" / e)
     hf = tiny_hf_teacher(tmp_path / "wavlm")
-    r = subprocess.run(["./run.sh", *args, "--stop-stage", "4", "--teacher", str(hf)], cwd=recipe,
-                       capture_output=True, text=True, env=_env(), timeout=600)
+    r = subprocess.run(["./run.sh", *args, "--teacher", f"{hf},exp/finetune/model-avg"], cwd=recipe,
+                       capture_output=True, text=True, env=_env(), timeout=600)  # two teachers, USAD-style
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    t = yaml.safe_load((recipe / "exp" / "distill" / "config.yaml").read_text())["model"]["teachers"][0]
-    assert t["kind"] == "hf" and t["dims"] == [32, 32, 32] and t["layers"] == [0, 2], t  # -3, -1 of 3 layers
+    hf_t, asr_t = yaml.safe_load((recipe / "exp" / "distill" / "config.yaml").read_text())["model"]["teachers"]
+    assert hf_t["kind"] == "hf" and hf_t["dims"] == [32, 32, 32] and hf_t["layers"] == [0, 2], hf_t  # -3, -1 of 3
+    assert asr_t["kind"] == "model" and asr_t["path"].endswith("exp/finetune/model-avg"), asr_t
     assert (recipe / "exp" / "student" / "model-avg" / "config.yaml").is_file()
+    assert "teacher1: " in r.stdout and "teacher0: " not in r.stdout  # only the ASR teacher is decoded
 
 
 @pytest.mark.slow

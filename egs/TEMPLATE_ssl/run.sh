@@ -20,8 +20,9 @@ finetune_epochs=30
 avg=5
 freeze_steps=500     # fine-tuning: the pretrained encoder stays frozen while the new heads learn
 scratch=false        # true: also train the same ASR from scratch (same config and steps) to compare
-teacher=""           # a model folder: stage 3 distils it (conf/distill.yaml) instead of BEST-RQ. An auden-kit folder
-                     # (your ASR, an imported icefall model: same fbank) or a local Hugging Face WavLM/HuBERT/wav2vec 2.0
+teacher=""           # model folder(s): stage 3 distils them (conf/distill.yaml) instead of BEST-RQ. An auden-kit folder
+                     # (your ASR, an imported icefall model: same fbank) or a local Hugging Face WavLM/HuBERT/wav2vec 2.0;
+                     # several, comma-separated: one student learns them all (USAD: e.g. a speech and a sound model)
 teacher_layers="-3,-1"  # the teacher's layers to learn (auden-kit: its stacks then its output; Hugging Face: the
                         # hidden states); negative: from the end ...
 student_taps="-3,-1"    # ... and the student's taps learning them (its stacks, then its output: -3,-1 = 2,4 here)
@@ -34,13 +35,20 @@ __options="stage stop_stage corpus_dir unlabeled_parts corpus_parts nj window bp
 parts="train dev test"
 unlabeled=$(for x in ${unlabeled_parts//,/ }; do echo -n "${x%%=*} "; done)  # their manifest names
 pre=ssl ft=finetune  # the pretrained and the fine-tuned folders under exp/ (with a teacher: distill, student)
+teachers=()  # absolute paths, recorded in exp/distill/config.yaml
+teacher_list=""  # model.teachers for conf/distill.yaml
 if [ -n "$teacher" ]; then
   pre=distill ft=student
-  if [ -f "$teacher/config.yaml" ]; then teacher_kind=model
-  elif [ -f "$teacher/config.json" ]; then teacher_kind=hf
-  else echo "run.sh: --teacher '$teacher' is not a model folder (an auden-kit one has config.yaml, a Hugging Face one config.json)" >&2; exit 2
-  fi
-  teacher=$(cd "$teacher" && pwd)  # recorded in exp/distill/config.yaml
+  IFS=, read -ra given <<< "$teacher"
+  for t in "${given[@]}"; do
+    if [ -f "$t/config.yaml" ]; then kind=model
+    elif [ -f "$t/config.json" ]; then kind=hf
+    else echo "run.sh: --teacher '$t' is not a model folder (an auden-kit one has config.yaml, a Hugging Face one config.json)" >&2; exit 2
+    fi
+    t=$(cd "$t" && pwd)
+    teacher_list+="{name: t${#teachers[@]}, kind: $kind, path: '$t', layers: [$teacher_layers], student_taps: [$student_taps]}, "
+    teachers+=("$t")
+  done
 fi
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
@@ -78,8 +86,7 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     train_model conf/pretrain.yaml exp/ssl $pretrain_epochs "" "data.train_cuts=[${train_cuts%,}]" $extra
   else
     train_model conf/distill.yaml exp/distill $pretrain_epochs "" "data.train_cuts=[${train_cuts%,}]" \
-      model.teachers.0.kind=$teacher_kind model.teachers.0.path=$teacher "model.teachers.0.layers=[$teacher_layers]" \
-      "model.teachers.0.student_taps=[$student_taps]" $extra
+      "model.teachers=[${teacher_list%, }]" $extra
   fi
   average_model exp/$pre $pretrain_epochs $avg
 fi
@@ -97,15 +104,17 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: decode the test set (CTC greedy; an ASR teacher with its own best search; all scored case-folded)"
-  if [ -n "$teacher" ] && grep -q '^task: asr' $teacher/config.yaml 2>/dev/null; then
-    if [ "$(cat exp/teacher/path 2>/dev/null)" = "$teacher" ]; then skip "decode teacher"; else  # this teacher's
-      rm -rf exp/teacher
-      auden-kit decode --model $teacher --cuts data/fbank/${prefix}_cuts_test.jsonl.gz --out-dir exp/teacher/decode \
+  for i in "${!teachers[@]}"; do  # the ASR teachers, each with its own best search
+    t=${teachers[$i]} out=exp/teacher$i
+    grep -q '^task: asr' "$t/config.yaml" 2>/dev/null || continue
+    if [ "$(cat $out/path 2>/dev/null)" = "$t" ]; then skip "decode teacher $t"; else
+      rm -rf $out
+      auden-kit decode --model "$t" --cuts data/fbank/${prefix}_cuts_test.jsonl.gz --out-dir $out/decode \
         --normalize  # a teacher trained on other casing (LibriSpeech's upper case) is scored alike
-      echo "$teacher" > exp/teacher/path
+      echo "$t" > $out/path
     fi
-    echo "teacher: $(tail -qn 1 exp/teacher/decode/wer-summary-${prefix}_cuts_test-*.txt | head -n 1)"
-  fi
+    echo "teacher$i: $(tail -qn 1 $out/decode/wer-summary-${prefix}_cuts_test-*.txt | head -n 1)  ($t)"
+  done
   for e in $ft scratch; do
     [ -f exp/$e/model-avg/config.yaml ] || continue
     if up_to_date exp/$e/decode/wer-summary-${prefix}_cuts_test-ctc_greedy.txt exp/$e/model-avg/config.yaml; then
