@@ -262,7 +262,8 @@ def test_distill_from_model_and_hf_teachers_never_saves_them(trained_model, fban
 def test_hf_teacher_normalises_waveforms_when_its_feature_extractor_does(tmp_path):
     """WavLM Large / wav2vec 2.0 large-lv60 were trained on zero-mean unit-variance waveforms
     (`do_normalize` in preprocessor_config.json): the teacher sees them so, each over its own
-    samples, padding excluded; a model without that setting gets the raw waveform."""
+    samples, padding excluded; a model without that setting gets the raw waveform. A text model,
+    a folder without weights or a broken config.json: errors naming the folder."""
     pytest.importorskip("transformers")
     from auden_kit.tasks.distill import HfTeacher
 
@@ -286,6 +287,22 @@ def test_hf_teacher_normalises_waveforms_when_its_feature_extractor_does(tmp_pat
     x = seen[-1]
     assert abs(float(x[0].mean())) < 1e-4 and abs(float(x[0].std(unbiased=False)) - 1) < 1e-3
     assert abs(float(x[1, :8000].std(unbiased=False)) - 1) < 1e-3 and not x[1, 8000:].any()  # padding left out
+    # folders that are not speech encoders, or have no weights: errors naming the folder
+    from auden_kit.errors import UserError
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(
+        tmp_path / "bert")
+    with pytest.raises(UserError, match="is a 'bert' model; a Hugging Face teacher must be a speech encoder"):
+        HfTeacher(str(tmp_path / "bert"))
+    (tmp_path / "noweights").mkdir()
+    (tmp_path / "noweights" / "config.json").write_text((hf / "config.json").read_text())
+    with pytest.raises(UserError, match="noweights': its weights cannot be loaded"):
+        HfTeacher(str(tmp_path / "noweights"))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="broken': its config.json cannot be read"):
+        HfTeacher(str(tmp_path / "broken"))
     model = teacher.model.module
     norm = ((a - a.mean()) / torch.sqrt(a.var(unbiased=False) + 1e-7))[None]
     want = model(norm, attention_mask=torch.ones(1, 16000, dtype=torch.long), output_hidden_states=True).hidden_states

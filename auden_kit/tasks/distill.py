@@ -143,15 +143,26 @@ class HfTeacher(nn.Module):
             raise UserError(f"teacher '{path}' has no config.json (give a local Hugging Face model folder; "
                             "nothing is downloaded)")
         try:
-            from transformers import AutoModel
+            from transformers import AutoConfig, AutoModel
         except ImportError:
             raise UserError("a Hugging Face teacher needs the 'transformers' package (pip install transformers)") \
                 from None
-        model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        try:
+            c = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - an unreadable or unknown config.json
+            raise UserError(f"teacher '{path}': its config.json cannot be read ({e.__class__.__name__}: {e})") from None
+        if not getattr(c, "conv_stride", None) or not hasattr(c, "num_hidden_layers"):
+            raise UserError(f"teacher '{path}' is a '{getattr(c, 'model_type', '?')}' model; a Hugging Face teacher "
+                            "must be a speech encoder that reads the waveform (WavLM, HuBERT, wav2vec 2.0, "
+                            "data2vec-audio)")
+        try:
+            model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - missing or broken weights
+            raise UserError(f"teacher '{path}': its weights cannot be loaded ({e.__class__.__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
         self.model = Frozen(model)
-        c = model.config
         stride = 1
-        for s in getattr(c, "conv_stride", [320]):
+        for s in c.conv_stride:
             stride *= s
         self.frame_shift = stride / HF_RATE
         self.dims = [c.hidden_size] * (c.num_hidden_layers + 1)
