@@ -194,6 +194,20 @@ def test_ssl_template_pretrains_on_long_unlabeled_audio_and_fine_tunes(synth_cor
     assert (recipe / "exp" / "student" / "model-avg" / "config.yaml").is_file()
     assert "teacher1: " in r.stdout and "teacher0: " not in r.stdout  # only the ASR teacher is decoded
 
+    # --cache true --codebooks 2: both teachers run once over windows and dev, codes learnt by cross-entropy
+    shutil.rmtree(recipe / "exp" / "distill")
+    r = subprocess.run(["./run.sh", *args, "--stop-stage", "3", "--teacher", f"{hf},exp/finetune/model-avg",
+                        "--cache", "true", "--codebooks", "2"], cwd=recipe, capture_output=True, text=True,
+                       env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    cfg = yaml.safe_load((recipe / "exp" / "distill" / "config.yaml").read_text())
+    assert [(t["name"], t["kind"], t["loss"], t["layers"]) for t in cfg["model"]["teachers"]] == \
+        [("t0", "cached", "codes", [0, 1]), ("t1", "cached", "codes", [0, 1])]
+    assert cfg["data"]["train_cuts"] == ["data/teacher_cache/unlabeled_t1.jsonl.gz"]
+    assert cfg["data"]["valid_cuts"] == ["data/teacher_cache/mydata_dev_t1.jsonl.gz"]
+    cut = next(iter(load_manifest(recipe / cfg["data"]["train_cuts"][0])))
+    assert {"teacher_t0_codes", "teacher_t1_codes"} <= set(cut.custom)  # the chain kept both teachers'
+
 
 @pytest.mark.slow
 def test_mini_synth_voice_recipe_tiny(tmp_path):

@@ -26,10 +26,13 @@ teacher=""           # model folder(s): stage 3 distils them (conf/distill.yaml)
 teacher_layers="-3,-1"  # the teacher's layers to learn (auden-kit: its stacks then its output; Hugging Face: the
                         # hidden states); negative: from the end ...
 student_taps="-3,-1"    # ... and the student's taps learning them (its stacks, then its output: -3,-1 = 2,4 here)
+cache=false          # true: run each teacher once (data teacher-cache) and distil from its stored layers, not every epoch
+codebooks=0          # with --cache true: store this many vector-quantised codebooks per layer (a byte each per frame)
+                     # and learn the codes by cross-entropy (icefall's MVQ); 0: compressed values, regression
 prefix=mydata
 extra=""             # extra key=value overrides for every training, e.g. --extra "trainer.max_steps=5"
 help_message="Pretraining (BEST-RQ, or distillation with --teacher DIR) on your own unlabeled audio, fine-tuning on your labeled data (see README.md). Examples: ./run.sh --corpus-dir /data/mycorpus   |   ./run.sh --corpus-dir /data/mycorpus --teacher ../mydata/exp/model-avg"
-__options="stage stop_stage corpus_dir unlabeled_parts corpus_parts nj window bpe_size pretrain_epochs finetune_epochs avg freeze_steps scratch teacher teacher_layers student_taps prefix extra"
+__options="stage stop_stage corpus_dir unlabeled_parts corpus_parts nj window bpe_size pretrain_epochs finetune_epochs avg freeze_steps scratch teacher teacher_layers student_taps cache codebooks prefix extra"
 . ../../tools/parse_options.sh
 . ../../tools/recipe_lib.sh
 parts="train dev test"
@@ -84,9 +87,34 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   train_cuts=$(for p in $unlabeled; do echo -n "data/fbank/unlabeled_cuts_$p.jsonl.gz,"; done)
   if [ -z "$teacher" ]; then
     train_model conf/pretrain.yaml exp/ssl $pretrain_epochs "" "data.train_cuts=[${train_cuts%,}]" $extra
-  else
+  elif [ "$cache" != true ]; then
     train_model conf/distill.yaml exp/distill $pretrain_epochs "" "data.train_cuts=[${train_cuts%,}]" \
       "model.teachers=[${teacher_list%, }]" $extra
+  else  # each teacher run once over the unlabeled windows and dev; codes everywhere from the first part's codebooks
+    n=$(echo $teacher_layers | tr ',' ' ' | wc -w) cached_list="" train_cuts=""
+    loss=""; [ "$codebooks" -gt 0 ] && loss=", loss: codes"
+    for i in "${!teachers[@]}"; do
+      cached_list+="{name: t$i, kind: cached, layers: [$(seq -s, 0 $((n - 1)))], student_taps: [$student_taps]$loss}, "
+    done
+    first=""
+    for p in $unlabeled ${prefix}_dev; do
+      src=data/fbank/unlabeled_cuts_$p.jsonl.gz; [ $p = ${prefix}_dev ] && src=data/fbank/${prefix}_cuts_dev.jsonl.gz
+      cur=$src
+      for i in "${!teachers[@]}"; do
+        t=${teachers[$i]} out=data/teacher_cache/${p}_t$i.jsonl.gz kind=model vq=""
+        [ -f "$t/config.yaml" ] || kind=hf
+        [ -n "$first" ] && [ "$codebooks" -gt 0 ] && vq="--codebooks-from data/teacher_cache/${first}_t$i.jsonl.gz"
+        if up_to_date $out $cur "$t"; then skip $out; else
+          auden-kit data teacher-cache --teacher "$t" --kind $kind --name t$i --layers $teacher_layers --cuts $cur \
+            --out $out --codebooks $codebooks $vq
+        fi
+        cur=$out
+      done
+      first=${first:-$p}
+      if [ $p = ${prefix}_dev ]; then valid=$cur; else train_cuts+="$cur,"; fi
+    done
+    train_model conf/distill.yaml exp/distill $pretrain_epochs "" "data.train_cuts=[${train_cuts%,}]" \
+      "data.valid_cuts=[$valid]" "model.teachers=[${cached_list%, }]" $extra
   fi
   average_model exp/$pre $pretrain_epochs $avg
 fi
