@@ -167,6 +167,9 @@ def test_ssl_template_pretrains_on_long_unlabeled_audio_and_fine_tunes(synth_cor
     r = subprocess.run(["./run.sh", *args, "--teacher", "exp/nothing"], cwd=recipe, capture_output=True, text=True,
                        env=_env(), timeout=60)
     assert r.returncode == 2 and "--teacher 'exp/nothing' is not a model folder" in r.stderr, r.stderr
+    r = subprocess.run(["./run.sh", *args, "--codebooks", "8"], cwd=recipe, capture_output=True, text=True,
+                       env=_env(), timeout=60)
+    assert r.returncode == 2 and "give --teacher DIR" in r.stderr, r.stderr
     r = subprocess.run(["./run.sh", *args, "--teacher", "exp/finetune/model-avg", "--teacher-layers", "-1",
                         "--student-taps", "-1"], cwd=recipe, capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

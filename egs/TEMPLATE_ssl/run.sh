@@ -38,6 +38,12 @@ __options="stage stop_stage corpus_dir unlabeled_parts corpus_parts nj window bp
 parts="train dev test"
 unlabeled=$(for x in ${unlabeled_parts//,/ }; do echo -n "${x%%=*} "; done)  # their manifest names
 pre=ssl ft=finetune  # the pretrained and the fine-tuned folders under exp/ (with a teacher: distill, student)
+if [ -z "$teacher" ] && { [ "$cache" = true ] || [ "$codebooks" -gt 0 ]; }; then
+  echo "run.sh: --cache and --codebooks store a teacher's layers: give --teacher DIR" >&2; exit 2
+fi
+if [ "$codebooks" -gt 0 ] && [ "$cache" != true ]; then
+  echo "run.sh: --codebooks $codebooks quantises the stored layers: add --cache true" >&2; exit 2
+fi
 teachers=()  # absolute paths, recorded in exp/distill/config.yaml
 teacher_list=""  # model.teachers for conf/distill.yaml
 if [ -n "$teacher" ]; then
