@@ -170,7 +170,10 @@ class HfTeacher(nn.Module):
         # models trained on normalised waveforms (WavLM Large, wav2vec 2.0 large-lv60, ...) say so in their
         # feature extractor's config: each waveform zero-mean, unit-variance over its own samples
         pre = Path(path, "preprocessor_config.json")
-        self.normalize = bool(json.loads(pre.read_text()).get("do_normalize", False)) if pre.is_file() else False
+        try:
+            self.normalize = bool(json.loads(pre.read_text()).get("do_normalize", False)) if pre.is_file() else False
+        except (ValueError, AttributeError) as e:
+            raise UserError(f"teacher '{path}': {pre.name} cannot be read ({e})") from None
 
     def forward(self, batch: dict) -> tuple[list[Tensor], Tensor]:
         wav, wav_lens = batch["targets"]["audio"], batch["targets"]["audio_lens"]
