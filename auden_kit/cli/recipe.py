@@ -73,6 +73,7 @@ def new(name: str = typer.Argument(..., help="Folder name under egs/ (letters, d
     src, dst = root / template, root / name
     if not src.is_dir():
         have = ["asr"] * (root / "TEMPLATE").is_dir() + sorted(p.name[len("TEMPLATE_"):] for p in root.glob("TEMPLATE_*"))
+        have += sorted(t for t, base in TEMPLATE_OF.items() if base in have)
         raise UserError(f"no recipe template for task '{task}' ('{src}' is missing); templates: {', '.join(have)}")
     if dst.exists():
         raise UserError(f"'{dst}' already exists; choose another name")
