@@ -282,5 +282,9 @@ def test_decode_a_kaldi_data_directory(trained_model, synth_corpus, tmp_path):
     assert "test-greedy: %WER" in r.stdout
     recogs = (tmp_path / "dec" / "recogs-test-greedy.txt").read_text()
     assert all(f"{u}:\tref=" in recogs for u in ("A-1", "A-2", "C-1"))
+    (d / "text").write_text(f"A-1 {trans[flacs[0].stem]}\nA-2 {trans[flacs[1].stem]}\n")  # C-1 has none
+    r = run("decode", "--model", trained_model, "--data-dir", d)
+    assert r.returncode == 0 and "note: 1 of 3 utterances" in r.stderr, r.stderr
+    assert [line.split("\t")[0] for line in r.stdout.splitlines()] == ["A-1", "A-2", "C-1"], r.stdout
     r = run("decode", "--model", trained_model, "--data-dir", d, "--cuts", tmp_path / "x.jsonl.gz")
     assert r.returncode == 1 and "one of them" in r.stderr

@@ -129,6 +129,11 @@ def decode(
                 audio.to_file(path)
                 _decode_cuts(m, path, out_dir or Path("."), opts, max_duration, name)
             return
+        with_text = sum(bool(s.text) for c in audio for s in c.supervisions)
+        if with_text:  # some have a text: say why nothing is scored
+            typer.echo(f"note: {len(audio) - with_text} of {len(audio)} utterances of '{data_dir}' have no text, so "
+                       "nothing is scored; the hypotheses are listed (give every utterance a text to get a WER)",
+                       err=True)
         files = [c.id for c in audio]
         opts.pop("normalize", None)  # nothing to score
     failed = 0
