@@ -208,6 +208,8 @@ def test_ssl_template_pretrains_on_long_unlabeled_audio_and_fine_tunes(synth_cor
     assert cfg["data"]["valid_cuts"] == ["data/teacher_cache/mydata_dev_t1.jsonl.gz"]
     cut = next(iter(load_manifest(recipe / cfg["data"]["train_cuts"][0])))
     assert {"teacher_t0_codes", "teacher_t1_codes"} <= set(cut.custom)  # the chain kept both teachers'
+    made = (recipe / "data" / "teacher_cache" / "unlabeled_t1.made").read_text()
+    assert made.startswith(str(recipe / "exp" / "finetune" / "model-avg")) and made.split()[-1] == "2", made
 
 
 @pytest.mark.slow

@@ -110,9 +110,11 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
         t=${teachers[$i]} out=data/teacher_cache/${p}_t$i.jsonl.gz kind=model vq=""
         [ -f "$t/config.yaml" ] || kind=hf
         [ -n "$first" ] && [ "$codebooks" -gt 0 ] && vq="--codebooks-from data/teacher_cache/${first}_t$i.jsonl.gz"
-        if up_to_date $out $cur "$t"; then skip $out; else
+        made="$t layers $teacher_layers codebooks $codebooks"  # what the cache holds: another teacher redoes it
+        if up_to_date $out $cur && [ "$(cat ${out%.jsonl.gz}.made 2>/dev/null)" = "$made" ]; then skip $out; else
           auden-kit data teacher-cache --teacher "$t" --kind $kind --name t$i --layers $teacher_layers --cuts $cur \
             --out $out --codebooks $codebooks $vq
+          echo "$made" > ${out%.jsonl.gz}.made
         fi
         cur=$out
       done
