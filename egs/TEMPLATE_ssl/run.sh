@@ -44,7 +44,7 @@ fi
 if [ "$codebooks" -gt 0 ] && [ "$cache" != true ]; then
   echo "run.sh: --codebooks $codebooks quantises the stored layers: add --cache true" >&2; exit 2
 fi
-teachers=()  # absolute paths, recorded in exp/distill/config.yaml
+teachers=() kinds=()  # absolute paths (recorded in exp/distill/config.yaml) and model or hf
 teacher_list=""  # model.teachers for conf/distill.yaml
 if [ -n "$teacher" ]; then
   pre=distill ft=student
@@ -56,7 +56,7 @@ if [ -n "$teacher" ]; then
     fi
     t=$(cd "$t" && pwd)
     teacher_list+="{name: t${#teachers[@]}, kind: $kind, path: '$t', layers: [$teacher_layers], student_taps: [$student_taps]}, "
-    teachers+=("$t")
+    teachers+=("$t") kinds+=($kind)
   done
 fi
 
@@ -107,8 +107,7 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
       src=data/fbank/unlabeled_cuts_$p.jsonl.gz; [ $p = ${prefix}_dev ] && src=data/fbank/${prefix}_cuts_dev.jsonl.gz
       cur=$src
       for i in "${!teachers[@]}"; do
-        t=${teachers[$i]} out=data/teacher_cache/${p}_t$i.jsonl.gz kind=model vq=""
-        [ -f "$t/config.yaml" ] || kind=hf
+        t=${teachers[$i]} kind=${kinds[$i]} out=data/teacher_cache/${p}_t$i.jsonl.gz vq=""
         [ -n "$first" ] && [ "$codebooks" -gt 0 ] && vq="--codebooks-from data/teacher_cache/${first}_t$i.jsonl.gz"
         made="$t layers $teacher_layers codebooks $codebooks"  # what the cache holds: another teacher redoes it
         if up_to_date $out $cur && [ "$(cat ${out%.jsonl.gz}.made 2>/dev/null)" = "$made" ]; then skip $out; else
