@@ -95,6 +95,22 @@ def test_step_checkpoints_keep_last_k_and_valid_interval(fbank_cuts, bpe_dir, tm
     assert [e.step for e in ea.Scalars("valid/loss")] == [3, 6]
 
 
+def test_validation_decodes_every_n_epochs_and_at_the_last(fbank_cuts, bpe_dir, tmp_path):
+    """trainer.valid_decode_every=2 over 3 epochs: losses at every epoch, WER (inference) at epochs
+    2 and 3 only."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from auden_kit.training.trainer import Trainer
+
+    Trainer(tiny_train_config(tmp_path / "e", fbank_cuts, bpe_dir, num_epochs=3, valid_max_batches=1,
+                              valid_decode_every=2)).train()
+    ea = EventAccumulator(str(tmp_path / "e" / "tensorboard"))
+    ea.Reload()
+    ends = [e.step for e in ea.Scalars("valid/loss")]
+    assert len(ends) == 3
+    assert [e.step for e in ea.Scalars("valid/wer")] == ends[1:]
+
+
 def test_running_training_follows_the_thread_file(fbank_cuts, bpe_dir, tmp_path, caplog):
     """EXP_DIR/num_threads changes a running training's torch threads (a recipe hands a finished
     job's core to the one still training); a bad value is ignored with a warning."""

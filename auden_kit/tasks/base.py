@@ -148,13 +148,13 @@ class Task:
         raise NotImplementedError
 
     @torch.no_grad()
-    def validate(self, model: nn.Module, batches, step: int) -> dict:
+    def validate(self, model: nn.Module, batches, step: int, decode: bool = True) -> dict:
         """Validation metrics ({name: value}) over ``batches`` (already on the device).
-        Default: the loss terms only; tasks with a metric also run inference."""
+        Default: the loss terms only; tasks with a metric also run inference (unless not ``decode``)."""
         tot: dict = {}
         count = 0.0
         results: list = []
-        want_results = type(self).evaluate is not Task.evaluate
+        want_results = decode and type(self).evaluate is not Task.evaluate
         for batch in batches:
             _, stats, n = self.compute_loss(model, batch, step)
             for k, v in stats.items():

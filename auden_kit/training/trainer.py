@@ -43,6 +43,9 @@ class TrainerConfig:
     log_interval: int = 20
     valid_interval: int = 0  # steps between validations (0: at each epoch end only)
     valid_max_batches: int = 0  # 0: the whole validation set
+    # epochs between validations that decode (WER, BLEU, cpWER...: inference over the validation
+    # batches); the others compute the losses only. The last epoch always decodes. 0: never decode
+    valid_decode_every: int = 1
     save_every_n: int = 0  # steps between checkpoints (0: epoch checkpoints only)
     keep_last_k: int = 5  # step checkpoints to keep
     average_period: int = 10  # steps between running-average updates
@@ -70,8 +73,8 @@ class TrainerConfig:
         for key in ("num_epochs", "accum_grad", "log_interval", "average_period"):
             if getattr(self, key) < 1:
                 raise UserError(f"config key 'trainer.{key}' must be at least 1, got {getattr(self, key)}")
-        for key in ("max_steps", "valid_interval", "valid_max_batches", "save_every_n", "keep_last_k",
-                    "num_threads", "freeze_steps"):
+        for key in ("max_steps", "valid_interval", "valid_max_batches", "valid_decode_every", "save_every_n",
+                    "keep_last_k", "num_threads", "freeze_steps"):
             if getattr(self, key) < 0:
                 raise UserError(f"config key 'trainer.{key}' must be >= 0, got {getattr(self, key)}")
         if self.schedule_speedup < 0:
@@ -521,7 +524,8 @@ class Trainer:
             if done and tc.max_steps:
                 self.save(f"checkpoint-{self.step}.pt")
                 break
-            metrics = self.validate()
+            every = tc.valid_decode_every
+            metrics = self.validate(decode=every > 0 and (self.epoch % every == 0 or self.epoch == tc.num_epochs))
             self.history.append({"epoch": self.epoch, "step": self.step, **metrics})
             self.epoch += 1
             self.save(f"epoch-{self.epoch - 1}.pt")
@@ -546,7 +550,8 @@ class Trainer:
             p.grad /= self.world
 
     @torch.no_grad()
-    def validate(self) -> dict:
+    def validate(self, decode: bool = True) -> dict:
+        """Validation losses, and with ``decode`` the task's metrics from inference."""
         if self.valid_loader is None or self.rank != 0:
             return {}
         self.model.eval()
@@ -559,7 +564,7 @@ class Trainer:
                 yield self._to_device(batch)
 
         with self._autocast():
-            metrics = self.task.validate(self.model, batches(), self.step)
+            metrics = self.task.validate(self.model, batches(), self.step, decode=decode)
         for k, v in metrics.items():
             self.writer.add_scalar(f"valid/{k}", v, self.step)
         log.info("step %d validation: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
