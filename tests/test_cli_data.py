@@ -174,11 +174,15 @@ def test_kaldi_data_directory(synth_corpus, tmp_path, monkeypatch):
     (d / "text.lc.rm.de").write_text("A-1 hallo welt\nA-2 guten morgen\n")
     (d / "text.tc.de").write_text("A-1 Hallo Welt.\nA-2 Guten Morgen.\nC-1\n")
     (d / "text.bak").write_text("A-1 not a language\n")
+    (d / "text.yue").write_text("A-1 \u4f60\u597d\u4e16\u754c\n")  # a three-letter code (Cantonese)
     r = run("data", "folder", "asr1/data", "--parts", "train", "--out-dir", "st")
     assert r.returncode == 1 and "--language" in r.stderr and "text.tc.de" in r.stderr, r.stderr
     r = run("data", "folder", "asr1/data", "--parts", "train", "--out-dir", "st", "--language", "en")
     assert r.returncode == 0, r.stderr
+    assert "text.bak' is not read: 'bak' is not a language code" in r.stderr, r.stderr
     by = {x.id: x for x in load_manifest(tmp_path / "st" / "mydata_supervisions_train.jsonl.gz")}
+    assert by["A-1"].custom["translation"] == [{"language": "de", "text": "Hallo Welt."},
+                                               {"language": "yue", "text": "\u4f60\u597d\u4e16\u754c"}]
     assert [(by[u].text, by[u].language) for u in ("A-1", "C-1")] == [("Hello world.", "en"), ("The cat.", "en")]
     assert by["A-2"].custom["translation"] == [{"language": "de", "text": "Guten Morgen."}]
     assert not (by["C-1"].custom or {}).get("translation")  # an empty translation is none

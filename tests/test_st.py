@@ -56,6 +56,31 @@ def test_bleu_matches_the_definition_and_sacrebleu_conventions():
         bleu(["a"], ["a", "b"])
 
 
+def test_bleu_tokenizes_for_the_target_language(tmp_path):
+    """Chinese is scored by sacrebleu's zh tokenizer and Japanese by characters: with 13a an
+    unsegmented sentence is one token, and one wrong character makes BLEU 0."""
+    from auden_kit.metrics.bleu import tokenizer_for, translation_scores
+
+    assert [tokenizer_for(x) for x in ("zh", "zh-TW", "yue", "cmn", "ja", "jpn", "th", "de", "pt-BR", None)] == \
+        ["zh", "zh", "zh", "zh", "char", "char", "char", "13a", "13a", "13a"]
+    refs = ["\u6211\u4eec\u4eca\u5929\u53bb\u5b66\u6821\u4e0a\u8bfe\u3002"]  # one character differs below
+    hyps = ["\u6211\u4eec\u660e\u5929\u53bb\u5b66\u6821\u4e0a\u8bfe\u3002"]
+    assert bleu(hyps, refs).score == 0.0
+    zh = translation_scores(hyps, refs, "zh")
+    assert "tok:zh" in zh[0].signature and 40 < zh[0].score < 100 and "tok:zh" in zh[1].signature
+    assert "tok:char" in translation_scores(hyps, refs, "ja")[0].signature
+    with pytest.raises(UserError, match="not one of"):
+        bleu(hyps, refs, tokenize="ja-mecab")
+    # the command: the target language from decode's file name, or --lang / --tokenize
+    (tmp_path / "hyp-test.en-zh.txt").write_text(hyps[0] + "\n")
+    (tmp_path / "ref-test.en-zh.txt").write_text(refs[0] + "\n")
+    out = json.loads(_cli("bleu", tmp_path / "hyp-test.en-zh.txt", tmp_path / "ref-test.en-zh.txt", "--json").stdout)
+    assert out["BLEU"]["score"] == pytest.approx(zh[0].score, abs=1e-3) and "tok:zh" in out["BLEU"]["signature"]
+    out = json.loads(_cli("bleu", tmp_path / "hyp-test.en-zh.txt", tmp_path / "ref-test.en-zh.txt", "--json",
+                          "--tokenize", "13a").stdout)
+    assert out["BLEU"]["score"] == 0.0
+
+
 # ------------------------------------------------------------------ schema and adapters
 def _sup(i, text, lang=None, custom=None, rec=None, start=0.0):
     return SupervisionSegment(id=f"s{i}", recording_id=rec or f"r{i}", start=start, duration=1.0, text=text,

@@ -5,6 +5,11 @@
   Auden/TTA and icefall report.
 * :func:`chrf` character n-gram F-score (chrF2), alongside.
 
+The tokenizer follows the target language (:func:`tokenizer_for`): ``zh`` for Chinese (what
+sacrebleu itself picks for ``-l xx-zh``), ``char`` for languages written without spaces between
+words (Japanese, Thai, Lao, Khmer, Burmese: CoVoST 2's character-level BLEU; sacrebleu's
+``ja-mecab`` would need MeCab), ``13a`` for the rest.
+
 Every score comes with sacrebleu's signature (``nrefs:1|case:mixed|eff:no|tok:13a|...``) so a
 number can be compared with another paper's only when the signatures match.
 """
@@ -27,6 +32,17 @@ class Score:
 
     def __str__(self) -> str:
         return f"{self.name} {self.score:.2f}  ({self.signature})"
+
+
+ZH_LANGUAGES = frozenset("zh zho chi cmn yue wuu nan hak gan hsn cdo".split())
+CHAR_LANGUAGES = frozenset("ja jpn th tha lo lao km khm my mya bo bod".split())
+TOKENIZERS = ("13a", "zh", "char", "intl", "none")
+
+
+def tokenizer_for(lang: str | None) -> str:
+    """sacrebleu's tokenizer for text in ``lang`` (a language code, region allowed: ``zh-TW``)."""
+    base = (lang or "").lower().replace("_", "-").split("-")[0]
+    return "zh" if base in ZH_LANGUAGES else "char" if base in CHAR_LANGUAGES else "13a"
 
 
 def strip_punctuation(text: str) -> str:
@@ -55,9 +71,12 @@ def _check(hyps: Sequence[str], refs: Sequence[str]):
 
 def bleu(hyps: Sequence[str], refs: Sequence[str], lc: bool = False, tokenize: str = "13a") -> Score:
     """Corpus BLEU of ``hyps`` against one reference each. ``lc``: lowercase and remove
-    punctuation from both sides before scoring (sacrebleu then also runs lowercased)."""
+    punctuation from both sides before scoring (sacrebleu then also runs lowercased);
+    ``tokenize``: one of :data:`TOKENIZERS`."""
     from sacrebleu.metrics import BLEU
 
+    if tokenize not in TOKENIZERS:
+        raise UserError(f"BLEU tokenizer '{tokenize}' is not one of {', '.join(TOKENIZERS)}")
     _check(hyps, refs)
     if lc:
         hyps, refs = [strip_punctuation(h) for h in hyps], [strip_punctuation(r) for r in refs]
@@ -77,6 +96,8 @@ def chrf(hyps: Sequence[str], refs: Sequence[str]) -> Score:
     return Score("chrF", float(s.score), str(metric.get_signature()), str(s))
 
 
-def translation_scores(hyps: Sequence[str], refs: Sequence[str]) -> list[Score]:
-    """BLEU (cased), BLEU-lc (no punctuation) and chrF of the same pairs."""
-    return [bleu(hyps, refs), bleu(hyps, refs, lc=True), chrf(hyps, refs)]
+def translation_scores(hyps: Sequence[str], refs: Sequence[str], lang: str | None = None) -> list[Score]:
+    """BLEU (cased), BLEU-lc (no punctuation) and chrF of the same pairs; ``lang``: the target
+    language, which picks the BLEU tokenizer (:func:`tokenizer_for`)."""
+    tok = tokenizer_for(lang)
+    return [bleu(hyps, refs, tokenize=tok), bleu(hyps, refs, lc=True, tokenize=tok), chrf(hyps, refs)]

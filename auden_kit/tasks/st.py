@@ -388,19 +388,24 @@ class StTask(AsrTask):
 
     # ---------------------------------------------------------------- scoring
     def evaluate(self, results: list[TranslationResult]) -> dict:
-        from auden_kit.metrics.bleu import bleu, chrf, strip_punctuation
+        from auden_kit.metrics.bleu import bleu, chrf, strip_punctuation, tokenizer_for
         from auden_kit.metrics.wer import compute_wer
 
         out: dict = {}
         scored = [r for r in results if r.ref is not None]
         if scored:
             hyps, refs = [r.text for r in scored], [r.ref for r in scored]
-            out["bleu"] = bleu(hyps, refs).score
-            out["bleu_lc"] = bleu(hyps, refs, lc=True).score
+            # one target language: its tokenizer (zh, char or 13a); several: 13a over all, each
+            # direction's own below
+            tgts = {tokenizer_for(r.tgt_lang) for r in scored}
+            tok = tgts.pop() if len(tgts) == 1 else "13a"
+            out["bleu"] = bleu(hyps, refs, tokenize=tok).score
+            out["bleu_lc"] = bleu(hyps, refs, lc=True, tokenize=tok).score
             out["chrf"] = chrf(hyps, refs).score
             for d, rs in sorted(_by_direction(scored).items()):
                 if len(rs) < len(scored):
-                    out[f"bleu_{d}"] = bleu([r.text for r in rs], [r.ref for r in rs]).score
+                    out[f"bleu_{d}"] = bleu([r.text for r in rs], [r.ref for r in rs],
+                                            tokenize=tokenizer_for(rs[0].tgt_lang)).score
         with_tr = [r for r in results if r.ref_transcript]
         if with_tr:
             out["wer"] = compute_wer([(r.cut_id, strip_punctuation(r.ref_transcript), strip_punctuation(r.transcript))
@@ -412,7 +417,8 @@ class StTask(AsrTask):
 
     def write_results(self, results: list[TranslationResult], out_dir, name: str) -> str:
         """``results-<name>.jsonl``, ``metrics-<name>.json``; per direction ``hyp-``/``ref-<name>.<src>-<tgt>.txt``
-        (one sentence per line: `sacrebleu ref < hyp` gives the same BLEU); ``bleu-summary-<name>.txt``
+        (one sentence per line: `sacrebleu ref -tok T < hyp`, T the signature's tokenizer, gives the same
+        BLEU); ``bleu-summary-<name>.txt``
         with every score's sacrebleu signature; the transcript's ``errs-``/``wer-summary-`` files
         (lowercased, punctuation removed)."""
         from auden_kit.io import atomic_write_text
@@ -425,7 +431,7 @@ class StTask(AsrTask):
             atomic_write_text(f"{out_dir}/hyp-{name}.{d}.txt", "".join(r.text + "\n" for r in rs))
             atomic_write_text(f"{out_dir}/ref-{name}.{d}.txt", "".join(r.ref + "\n" for r in rs))
             lines += [f"{d} ({len(rs)} sentences): {s}" for s in translation_scores([r.text for r in rs],
-                                                                                  [r.ref for r in rs])]
+                                                                                  [r.ref for r in rs], rs[0].tgt_lang)]
         with_tr = [r for r in results if r.ref_transcript]
         if with_tr:
             stats = write_wer(out_dir, f"{name}-transcript", [(r.cut_id, strip_punctuation(r.ref_transcript),

@@ -9,8 +9,9 @@ per line:
 - ``utt2gender``: the gender (``m``/``male``/``f``/``female`` in any case become ``M``/``F``),
 - ``utt2lang``: the language,
 - any other ``utt2<key>`` (``utt2emotion``, ``utt2age``, ``utt2style``, ...): ``custom[<key>]``,
-- ``text.<lang>`` (speech translation): the translation into ``<lang>`` (a two-letter code, with a
-  region if wanted: ``text.de``, ``text.pt-BR``), as ``custom["translation"]``; ESPnet's
+- ``text.<lang>`` (speech translation): the translation into ``<lang>`` (an ISO 639 code of two or
+  three letters, with a region if wanted: ``text.de``, ``text.pt-BR``, ``text.yue``), as
+  ``custom["translation"]``; ESPnet's
   ``text.<case>.<lang>`` names are read too (``text.tc.de``; of several forms of one language the
   cased one: ``text.<lang>``, ``text.tc``, ``text.lc``, ``text.lc.rm``). Without a plain ``text``,
   the one in the utterance's own language (``utt2lang``, or the ``language`` given) is the transcript.
@@ -66,9 +67,13 @@ def _read_map(path: Path, allow_empty: bool = False) -> dict[str, str]:
 KALDI_DERIVED = ("dur", "num_frames", "num_samples", "uniq")
 
 
-# text.<lang> / text.<case>.<lang>: the last part is a language code; of several forms of one
-# language, the first of these cases is taken (the cased text is what BLEU scores by default)
-LANGUAGE_SUFFIX = re.compile(r"^[a-z]{2}([-_][A-Za-z]{2,4})?$")
+# text.<lang> / text.<case>.<lang>: the last part is a language code (ISO 639-1 or -3: languages such
+# as Cantonese, yue, have no two-letter one); of several forms of one language, the first of these
+# cases is taken (the cased text is what BLEU scores by default)
+LANGUAGE_SUFFIX = re.compile(r"^[a-z]{2,3}([-_][A-Za-z]{2,4})?$")
+# three letters that name a file's kind or state rather than a language (text.bak, text.tok)
+NOT_LANGUAGES = frozenset("bak old new tmp txt raw org out err log ref hyp csv tsv ctm stm tok bpe seg swp sav "
+                          "cpy dup cln gz".split())
 CASES = ("", "tc", "lc", "lc.rm")
 TRANSLATION = "translation."  # maps key prefix of the texts in each language
 
@@ -78,7 +83,11 @@ def language_texts(folder: Path) -> dict[str, Path]:
     found: dict[str, tuple[int, Path]] = {}
     for f in sorted(folder.glob("text.*")):
         *case, lang = f.name.split(".")[1:]
-        if not f.is_file() or not LANGUAGE_SUFFIX.match(lang):
+        if not f.is_file():
+            continue
+        if not LANGUAGE_SUFFIX.match(lang) or lang in NOT_LANGUAGES:
+            log.warning("'%s' is not read: '%s' is not a language code (a translation is text.<lang>, e.g. "
+                        "text.de, text.pt-BR, text.yue)", f, lang)
             continue
         case = ".".join(case)
         rank = CASES.index(case) if case in CASES else len(CASES)
