@@ -15,7 +15,8 @@ from auden_kit.data.corpora.parallel import gloss, sample_sentences
 from auden_kit.decoding.attention import beam_search
 from auden_kit.errors import UserError
 from auden_kit.heads.attention_decoder import AttentionDecoder
-from auden_kit.metrics.bleu import bleu, chrf, strip_punctuation
+from auden_kit.metrics.bleu import bleu, chrf
+from auden_kit.metrics.wer import normalize_for_scoring
 
 
 # ------------------------------------------------------------------ scoring
@@ -49,7 +50,7 @@ def test_bleu_matches_the_definition_and_sacrebleu_conventions():
     assert bleu(plain, cased).score < 50
     lc = bleu(plain, cased, lc=True)
     assert lc.score == pytest.approx(100.0) and "case:lc" in lc.signature and "punct:removed" in lc.signature
-    assert strip_punctuation("Don't stop, \u00a1Vamos! \"Yes\".") == "don't stop vamos yes"
+    assert normalize_for_scoring("Don't stop, \u00a1Vamos! \"Yes\".") == "don't stop vamos yes"
     c = chrf(hyps, refs)
     assert 0 < c.score < 100 and "nc:6" in c.signature
     with pytest.raises(UserError, match="pair up"):

@@ -17,10 +17,10 @@ number can be compared with another paper's only when the signatures match.
 from __future__ import annotations
 
 import dataclasses
-import unicodedata
 from typing import Sequence
 
 from auden_kit.errors import UserError
+from auden_kit.metrics.wer import normalize_for_scoring
 
 
 @dataclasses.dataclass
@@ -45,19 +45,6 @@ def tokenizer_for(lang: str | None) -> str:
     return "zh" if base in ZH_LANGUAGES else "char" if base in CHAR_LANGUAGES else "13a"
 
 
-def strip_punctuation(text: str) -> str:
-    """Lowercase ``text`` and drop every Unicode punctuation character (keeping apostrophes
-    inside words, e.g. ``don't``), then squeeze spaces."""
-    out = []
-    for i, ch in enumerate(text):
-        if unicodedata.category(ch).startswith("P"):
-            inner = ch == "'" and 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
-            out.append(ch if inner else " ")
-        else:
-            out.append(ch)
-    return " ".join("".join(out).lower().split())
-
-
 def _check(hyps: Sequence[str], refs: Sequence[str]):
     try:
         import sacrebleu  # noqa: F401
@@ -79,7 +66,7 @@ def bleu(hyps: Sequence[str], refs: Sequence[str], lc: bool = False, tokenize: s
         raise UserError(f"BLEU tokenizer '{tokenize}' is not one of {', '.join(TOKENIZERS)}")
     _check(hyps, refs)
     if lc:
-        hyps, refs = [strip_punctuation(h) for h in hyps], [strip_punctuation(r) for r in refs]
+        hyps, refs = [normalize_for_scoring(h) for h in hyps], [normalize_for_scoring(r) for r in refs]
     metric = BLEU(lowercase=lc, tokenize=tokenize)
     s = metric.corpus_score(list(hyps), [list(refs)])
     sig = str(metric.get_signature()) + ("|punct:removed" if lc else "")

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from auden_kit.data.translation import language_tag, translations
 from auden_kit.decoding.attention import beam_search, next_token_logprobs
 from auden_kit.errors import UserError
-from auden_kit.metrics.bleu import strip_punctuation
+from auden_kit.metrics.wer import normalize_for_scoring
 from auden_kit.results import TranslationResult
 from auden_kit.tasks.asr import AsrModel, AsrModelConfig, AsrTask, utterance_text
 
@@ -231,7 +231,7 @@ class StTask(AsrTask):
         separate = "tgt" in self.assets.tokenizers
         for c in cuts:
             text = utterance_text(c)
-            asr_text = strip_punctuation(text) if self.model_cfg.asr_text_norm == "lc_rm" else text
+            asr_text = normalize_for_scoring(text) if self.model_cfg.asr_text_norm == "lc_rm" else text
             ids = self.tokenizer.encode(asr_text) if asr_text else []
             if train and not ids:
                 raise UserError(f"cut '{c.id}': its transcript is empty or encodes to no tokens; remove it "
@@ -388,7 +388,7 @@ class StTask(AsrTask):
 
     # ---------------------------------------------------------------- scoring
     def evaluate(self, results: list[TranslationResult]) -> dict:
-        from auden_kit.metrics.bleu import bleu, chrf, strip_punctuation, tokenizer_for
+        from auden_kit.metrics.bleu import bleu, chrf, tokenizer_for
         from auden_kit.metrics.wer import compute_wer
 
         out: dict = {}
@@ -408,7 +408,7 @@ class StTask(AsrTask):
                                             tokenize=tokenizer_for(rs[0].tgt_lang)).score
         with_tr = [r for r in results if r.ref_transcript]
         if with_tr:
-            out["wer"] = compute_wer([(r.cut_id, strip_punctuation(r.ref_transcript), strip_punctuation(r.transcript))
+            out["wer"] = compute_wer([(r.cut_id, normalize_for_scoring(r.ref_transcript), normalize_for_scoring(r.transcript))
                                       for r in with_tr]).wer
         with_lang = [r for r in results if r.ref_src_lang]
         if with_lang:
@@ -422,7 +422,7 @@ class StTask(AsrTask):
         with every score's sacrebleu signature; the transcript's ``errs-``/``wer-summary-`` files
         (lowercased, punctuation removed)."""
         from auden_kit.io import atomic_write_text
-        from auden_kit.metrics.bleu import strip_punctuation, translation_scores
+        from auden_kit.metrics.bleu import translation_scores
         from auden_kit.metrics.wer import write_results as write_wer
 
         summary = super(AsrTask, self).write_results(results, out_dir, name)
@@ -434,8 +434,8 @@ class StTask(AsrTask):
                                                                                   [r.ref for r in rs], rs[0].tgt_lang)]
         with_tr = [r for r in results if r.ref_transcript]
         if with_tr:
-            stats = write_wer(out_dir, f"{name}-transcript", [(r.cut_id, strip_punctuation(r.ref_transcript),
-                                                               strip_punctuation(r.transcript)) for r in with_tr])
+            stats = write_wer(out_dir, f"{name}-transcript", [(r.cut_id, normalize_for_scoring(r.ref_transcript),
+                                                               normalize_for_scoring(r.transcript)) for r in with_tr])
             lines.append(f"transcript (lowercased, no punctuation): {stats.summary()}")
         if lines:
             atomic_write_text(f"{out_dir}/bleu-summary-{name}.txt", "\n".join(lines) + "\n")
