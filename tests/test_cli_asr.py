@@ -92,6 +92,29 @@ def test_scoring_case_folded_when_asked_and_a_note_when_it_would_matter(trained_
     assert r.returncode == 1 and "--normalize scores ASR output against references" in r.stderr, r.stderr
 
 
+def test_wer_command_scores_kaldi_text_files(tmp_path):
+    """`auden-kit wer REF HYP` as Kaldi's compute-wer: by utterance id, a missing hypothesis counts
+    as deleted, --normalize / --cer / --plain; hand-computed figures."""
+    ref, hyp = tmp_path / "ref", tmp_path / "hyp"
+    ref.write_text("u1 Hello, world!\nu2 the cat sat\nu3 good morning\n")
+    hyp.write_text("u2 the cat sat down\nu1 HELLO WORLD\n")
+    r = run("wer", ref, hyp)  # u1: 2 sub; u2: 1 ins; u3: 2 del -> 5 / 7
+    assert r.returncode == 0 and r.stdout.startswith("%WER 71.43 [ 5 / 7, 1 ins, 2 del, 2 sub ]"), r.stdout + r.stderr
+    assert "3 utterances" in r.stdout and "1 of 3 reference utterance(s) have no hypothesis" in r.stdout
+    r = run("wer", ref, hyp, "--normalize", "--json", "--out-dir", tmp_path / "out")
+    out = json.loads(r.stdout)
+    assert out["wer"] == pytest.approx(300 / 7, abs=1e-3) and out["missing"] == 1 and out["sub"] == 0
+    assert "u3:\t(good->*) (morning->*)" in (tmp_path / "out" / "errs-score.txt").read_text()
+    (tmp_path / "p1").write_text("abc d\n\u4f60\u597d\n")
+    (tmp_path / "p2").write_text("abd d\n\u4f60\u597d\n")
+    r = run("wer", tmp_path / "p1", tmp_path / "p2", "--plain", "--cer")  # 1 of 6 characters
+    assert r.returncode == 0 and r.stdout.startswith("%CER 16.67 [ 1 / 6,"), r.stdout + r.stderr
+    for args, needle in (((hyp, ref), "1 utterance(s) of"), ((ref, tmp_path / "nope"), "does not exist"),
+                         ((tmp_path / "p1", ref, "--plain"), "must pair up")):
+        r = run("wer", *args)
+        assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_average_cli_and_bad_model_dir(trained_model, tmp_path):
     exp = trained_model.parent
     r = run("average", "--exp-dir", exp, "--avg", "2", "--no-use-averaged-model", "--out", tmp_path / "m")

@@ -1,12 +1,15 @@
-"""``auden-kit bleu``: score a hypothesis file against a reference file (one sentence per line),
-the way `decode --cuts` scores speech translation: BLEU (cased, or ``--lc``; tokenized for the
-target language) and chrF, each with its sacrebleu signature."""
+"""``auden-kit bleu`` and ``auden-kit wer``: score a hypothesis file against a reference file.
+
+``bleu`` (one sentence per line) scores the way `decode --cuts` scores speech translation: BLEU
+(cased, or ``--lc``; tokenized for the target language) and chrF, each with its sacrebleu
+signature. ``wer`` scores Kaldi text files (or lines) as `decode --cuts` scores ASR."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -55,3 +58,75 @@ def bleu(
     else:
         for s in scores:
             typer.echo(str(s))
+
+
+WER_EPILOG = ("Example: auden-kit wer data/test/text exp/other_toolkit/hyp.txt   |   auden-kit wer ref.txt hyp.txt "
+              "--plain --normalize   |   auden-kit wer ref hyp --cer --out-dir exp/score")
+
+
+def _id_texts(path: Path) -> dict[str, str]:
+    """Kaldi ``<utt-id> <words>`` lines (an id alone: an empty text); a repeated id is an error."""
+    out: dict[str, str] = {}
+    for n, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        if parts[0] in out:
+            raise UserError(f"'{path}' line {n}: utterance '{parts[0]}' appears twice")
+        out[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
+    return out
+
+
+def wer(
+    ref: Path = typer.Argument(..., help="References: Kaldi text ('<utt-id> <words>' per line), or one sentence "
+                                         "per line with --plain."),
+    hyp: Path = typer.Argument(..., help="Hypotheses, in the same form."),
+    plain: bool = typer.Option(False, "--plain", help="Pair the files line by line (no utterance ids)."),
+    normalize: bool = typer.Option(False, "--normalize", help="Case-fold and remove punctuation on both sides "
+                                                               "first (ESPnet's lc.rm)."),
+    cer: bool = typer.Option(False, "--cer", help="Score characters (spaces ignored). Without it, words; "
+                                                  "Chinese and Japanese characters count one by one."),
+    out_dir: Optional[Path] = typer.Option(None, help="Also write recogs-, errs- (per-utterance alignments, "
+                                                      "frequent substitutions) and wer-summary-NAME.txt here."),
+    name: str = typer.Option("score", help="NAME of the files --out-dir writes."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+):
+    """Word (or character) error rate of a hypothesis file against a reference file, as Kaldi's
+    compute-wer: an utterance of the references that the hypotheses lack counts as all deleted."""
+    from auden_kit.metrics.wer import compute_wer, normalize_for_scoring, write_results
+
+    if plain:
+        refs, hyps = _lines(ref), _lines(hyp)
+        if len(hyps) != len(refs):
+            raise UserError(f"'{hyp}' has {len(hyps)} lines but '{ref}' has {len(refs)}: with --plain they must "
+                            "pair up line by line")
+        rmap = {f"{i:06d}": t for i, t in enumerate(refs, 1)}
+        hmap = {f"{i:06d}": t for i, t in enumerate(hyps, 1)}
+    else:
+        rmap, hmap = _id_texts(ref), _id_texts(hyp)
+        extra = [u for u in hmap if u not in rmap]
+        if extra:
+            hint = " (files of one sentence per line: add --plain)" if len(extra) == len(hmap) else ""
+            raise UserError(f"{len(extra)} utterance(s) of '{hyp}' are not in '{ref}', e.g. '{extra[0]}'{hint}")
+    if not rmap:
+        raise UserError(f"'{ref}' holds no reference")
+    missing = [u for u in rmap if u not in hmap]
+    fold = normalize_for_scoring if normalize else (lambda t: t)
+    pairs = [(u, fold(rmap[u]), fold(hmap.get(u, ""))) for u in rmap]
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stats = write_results(out_dir, name, pairs, char_level=cer)
+    else:
+        stats = compute_wer(pairs, char_level=cer)
+    line = stats.summary().replace("%WER", "%CER", 1) if cer else stats.summary()
+    if json_out:
+        typer.echo(json.dumps({"cer" if cer else "wer": round(stats.wer, 4), "errors": stats.errors,
+                               "ref_units": stats.ref_words, "ins": stats.ins, "del": stats.dels, "sub": stats.subs,
+                               "utterances": len(pairs), "missing": len(missing), "normalized": normalize}))
+    else:
+        typer.echo(f"{line}  ({len(pairs)} utterances{', case-folded, without punctuation' if normalize else ''})")
+        if missing:
+            typer.echo(f"note: {len(missing)} of {len(rmap)} reference utterance(s) have no hypothesis and count "
+                       f"as deleted, e.g. '{missing[0]}'")
+        if out_dir is not None:
+            typer.echo(f"details: {out_dir}/errs-{name}.txt")

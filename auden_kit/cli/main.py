@@ -39,6 +39,8 @@ COMMANDS = [
     ("score-segments", "Diarized ASR: cpWER, tcpWER, DER of RTTM/STM/SegLST files against references.",
      diarize.SCORE_EPILOG, diarize.score_segments),
     ("bleu", "BLEU and chrF (sacrebleu) of a hypothesis file against a reference file.", bleu.EPILOG, bleu.bleu),
+    ("wer", "WER (or CER) of a hypothesis file against a reference file (Kaldi text or line by line).",
+     bleu.WER_EPILOG, bleu.wer),
 ]
 for _name, _help, _epilog, _fn in COMMANDS:
     app.command(_name, help=_help, epilog=_epilog)(_fn)

@@ -91,10 +91,11 @@ def compute_wer(pairs, char_level: bool = False) -> ErrorStats:
     return st
 
 
-def write_results(out_dir: str | Path, name: str, results: list[tuple[str, str, str]]) -> ErrorStats:
+def write_results(out_dir: str | Path, name: str, results: list[tuple[str, str, str]],
+                  char_level: bool = False) -> ErrorStats:
     """Write ``recogs-NAME.txt``, ``errs-NAME.txt`` and ``wer-summary-NAME.txt``; return the stats."""
     out_dir = Path(out_dir)
-    stats = compute_wer(results)
+    stats = compute_wer(results, char_level=char_level)
     recogs = []
     for utt_id, ref, hyp in sorted(results):
         recogs.append(f"{utt_id}:\tref={ref.split()}\n{utt_id}:\thyp={hyp.split()}\n")
