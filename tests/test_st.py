@@ -57,6 +57,25 @@ def test_bleu_matches_the_definition_and_sacrebleu_conventions():
         bleu(["a"], ["a", "b"])
 
 
+def test_bleu_with_several_references_per_sentence(tmp_path):
+    """Multi-reference BLEU (Fisher-CallHome's four, NIST's): a hypothesis that matches any one
+    reference of each sentence scores 100; the command takes several reference files."""
+    hyps = ["the small dog sees a red house today", "my old cat has the new book"]
+    ref1 = ["a little dog is looking at the red house", "my old cat has the new book"]
+    ref2 = ["the small dog sees a red house today", "my aged cat owns a new book"]
+    one, two = bleu(hyps, ref1), bleu(hyps, [ref1, ref2])
+    assert one.score < 70 and two.score == pytest.approx(100.0) and "nrefs:2" in two.signature
+    assert chrf(hyps, [ref1, ref2]).score == pytest.approx(100.0)
+    with pytest.raises(UserError, match="reference set 2 has 1 references"):
+        bleu(hyps, [ref1, ref2[:1]])
+    for name, lines in (("hyp", hyps), ("ref.0", ref1), ("ref.1", ref2), ("short", ref2[:1])):
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    out = json.loads(_cli("bleu", tmp_path / "hyp", tmp_path / "ref.0", tmp_path / "ref.1", "--json").stdout)
+    assert out["BLEU"]["score"] == pytest.approx(100.0) and "nrefs:2" in out["BLEU"]["signature"]
+    r = _cli("bleu", tmp_path / "hyp", tmp_path / "ref.0", tmp_path / "short")
+    assert r.returncode == 1 and "short' has 1" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_bleu_tokenizes_for_the_target_language(tmp_path):
     """Chinese is scored by sacrebleu's zh tokenizer and Japanese by characters: with 13a an
     unsegmented sentence is one token, and one wrong character makes BLEU 0."""

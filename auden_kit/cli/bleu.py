@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from auden_kit.errors import UserError
 
 EPILOG = ("Example: auden-kit bleu exp/decode/hyp-test-beam4.en-es.txt exp/decode/ref-test-beam4.en-es.txt   |   "
-          "auden-kit bleu hyp.txt ref.txt --lc --json   |   auden-kit bleu hyp.txt ref.txt --lang ja")
+          "auden-kit bleu hyp.txt ref.txt --lc --json   |   auden-kit bleu hyp.txt ref.txt --lang ja   |   "
+          "auden-kit bleu hyp.txt ref.0 ref.1 ref.2 ref.3   (four references per sentence)")
 
 # decode's per-direction files: hyp-<name>.<src>-<tgt>.txt
 DIRECTION_FILE = re.compile(r"\.([A-Za-z]{2,3}(?:_[A-Za-z]{2,4})?)-([A-Za-z]{2,3}(?:[-_][A-Za-z]{2,4})?)\.txt$")
@@ -33,7 +34,8 @@ def _lines(path: Path) -> list[str]:
 
 def bleu(
     hyp: Path = typer.Argument(..., help="Hypotheses, one detokenised sentence per line."),
-    ref: Path = typer.Argument(..., help="References, line by line with the hypotheses."),
+    ref: List[Path] = typer.Argument(..., help="References, line by line with the hypotheses; several files: "
+                                               "several references per sentence (multi-reference BLEU)."),
     lc: bool = typer.Option(False, "--lc", help="Lowercase and remove punctuation first (as Auden/TTA and "
                                                 "icefall report); default: case-sensitive 13a."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
@@ -47,9 +49,11 @@ def bleu(
     from auden_kit.metrics.bleu import bleu as corpus_bleu
     from auden_kit.metrics.bleu import chrf, tokenizer_for
 
-    hyps, refs = _lines(hyp), _lines(ref)
-    if len(hyps) != len(refs):
-        raise UserError(f"'{hyp}' has {len(hyps)} lines but '{ref}' has {len(refs)}: they must pair up line by line")
+    hyps, refs = _lines(hyp), [_lines(r) for r in ref]
+    for r, lines in zip(ref, refs):
+        if len(hyps) != len(lines):
+            raise UserError(f"'{hyp}' has {len(hyps)} lines but '{r}' has {len(lines)}: they must pair up line by "
+                            "line")
     if not lang and (m := DIRECTION_FILE.search(hyp.name)):
         lang = m.group(2)
     scores = [corpus_bleu(hyps, refs, lc=lc, tokenize=tokenize or tokenizer_for(lang)), chrf(hyps, refs)]

@@ -45,41 +45,49 @@ def tokenizer_for(lang: str | None) -> str:
     return "zh" if base in ZH_LANGUAGES else "char" if base in CHAR_LANGUAGES else "13a"
 
 
-def _check(hyps: Sequence[str], refs: Sequence[str]):
+def _streams(hyps: Sequence[str], refs) -> list[list[str]]:
+    """``refs`` as sacrebleu's reference streams: one reference per hypothesis (a list of str), or
+    several (a list of such lists: every hypothesis has one in each)."""
     try:
         import sacrebleu  # noqa: F401
     except ImportError:  # pragma: no cover - a dependency of the package
         raise UserError("sacrebleu is not installed: run ./setup.sh (or pip install sacrebleu)") from None
-    if len(hyps) != len(refs):
-        raise UserError(f"{len(hyps)} hypotheses but {len(refs)} references: they must pair up line by line")
-    if not refs:
+    streams = [list(refs)] if not refs or isinstance(refs[0], str) else [list(r) for r in refs]
+    for k, r in enumerate(streams):
+        if len(hyps) != len(r):
+            which = f"reference set {k + 1} has" if len(streams) > 1 else "but"
+            raise UserError(f"{len(hyps)} hypotheses {which} {len(r)} references: they must pair up line by line")
+    if not hyps:
         raise UserError("no hypothesis/reference pairs to score")
+    return streams
 
 
-def bleu(hyps: Sequence[str], refs: Sequence[str], lc: bool = False, tokenize: str = "13a") -> Score:
-    """Corpus BLEU of ``hyps`` against one reference each. ``lc``: lowercase and remove
-    punctuation from both sides before scoring (sacrebleu then also runs lowercased);
-    ``tokenize``: one of :data:`TOKENIZERS`."""
+def bleu(hyps: Sequence[str], refs, lc: bool = False, tokenize: str = "13a") -> Score:
+    """Corpus BLEU of ``hyps`` against their references: one each (a list of str) or several
+    (a list of reference lists; Fisher-CallHome, NIST). ``lc``: lowercase and remove punctuation
+    from both sides before scoring (sacrebleu then also runs lowercased); ``tokenize``: one of
+    :data:`TOKENIZERS`."""
     from sacrebleu.metrics import BLEU
 
     if tokenize not in TOKENIZERS:
         raise UserError(f"BLEU tokenizer '{tokenize}' is not one of {', '.join(TOKENIZERS)}")
-    _check(hyps, refs)
+    streams = _streams(hyps, refs)
     if lc:
-        hyps, refs = [normalize_for_scoring(h) for h in hyps], [normalize_for_scoring(r) for r in refs]
+        hyps, streams = [normalize_for_scoring(h) for h in hyps], [[normalize_for_scoring(r) for r in st]
+                                                                    for st in streams]
     metric = BLEU(lowercase=lc, tokenize=tokenize)
-    s = metric.corpus_score(list(hyps), [list(refs)])
+    s = metric.corpus_score(list(hyps), streams)
     sig = str(metric.get_signature()) + ("|punct:removed" if lc else "")
     return Score("BLEU-lc" if lc else "BLEU", float(s.score), sig, str(s))
 
 
-def chrf(hyps: Sequence[str], refs: Sequence[str]) -> Score:
-    """Corpus chrF2 (character 6-grams, beta 2) of ``hyps`` against one reference each."""
+def chrf(hyps: Sequence[str], refs) -> Score:
+    """Corpus chrF2 (character 6-grams, beta 2) of ``hyps`` against their references (as :func:`bleu`)."""
     from sacrebleu.metrics import CHRF
 
-    _check(hyps, refs)
+    streams = _streams(hyps, refs)
     metric = CHRF()
-    s = metric.corpus_score(list(hyps), [list(refs)])
+    s = metric.corpus_score(list(hyps), streams)
     return Score("chrF", float(s.score), str(metric.get_signature()), str(s))
 
 
