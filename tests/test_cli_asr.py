@@ -86,6 +86,25 @@ def test_scoring_case_folded_when_asked_and_a_note_when_it_would_matter(trained_
     assert "hyp=['hello', 'world']" in (tmp_path / "recogs-folded.txt").read_text()
     same = AsrTask().write_results([TextResult(cut_id="a", text="HELLO", ref="HELLO")], tmp_path, "same")
     assert "note" not in same
+    # cuts without a reference: listed in hyp-NAME.txt, left out of the WER with a note (none: not scored)
+    part = AsrTask().write_results(res + [TextResult(cut_id="c", text="MORE", ref=None)], tmp_path, "part",
+                                   normalize=True)
+    assert part.startswith("%WER 25.00") and "1 of 3 cuts have no reference text (e.g. 'c')" in part, part
+    assert (tmp_path / "hyp-part.txt").read_text() == "a HELLO WORLD\nb I'M HERE\nc MORE\n"
+    assert (tmp_path / "ref-part.txt").read_text() == "a Hello, world.\nb I'm there!\n"
+    r = run("wer", tmp_path / "ref-part.txt", tmp_path / "hyp-part.txt", "--normalize")
+    assert r.stdout.startswith("%WER 25.00"), r.stdout + r.stderr
+    none = AsrTask().write_results([TextResult(cut_id="c", text="MORE", ref=None)], tmp_path, "none")
+    assert "1 cuts decoded; they have no reference text, so nothing is scored" in none, none
+    from lhotse import load_manifest
+    from lhotse.utils import fastcopy
+
+    unlabeled = tmp_path / "unlabeled.jsonl.gz"
+    load_manifest(fbank_cuts["test-clean"]).map(
+        lambda c: fastcopy(c, supervisions=[fastcopy(x, text=None) for x in c.supervisions])).to_file(unlabeled)
+    r = run("decode", "--model", trained_model, "--cuts", unlabeled, "--out-dir", tmp_path, "--name", "u")
+    assert r.returncode == 0 and "nothing is scored" in r.stdout, r.stdout + r.stderr
+    assert len((tmp_path / "hyp-u.txt").read_text().splitlines()) == len(load_manifest(unlabeled))
     r = run("decode", "--model", trained_model, "--cuts", fbank_cuts["test-clean"], "--normalize", "--out-dir", tmp_path)
     assert r.returncode == 0 and "(case-folded, without punctuation)" in r.stdout, r.stderr
     r = run("decode", "--model", trained_model, "--normalize", "x.wav")
@@ -109,7 +128,10 @@ def test_wer_command_scores_kaldi_text_files(tmp_path):
     (tmp_path / "p2").write_text("abd d\n\u4f60\u597d\n")
     r = run("wer", tmp_path / "p1", tmp_path / "p2", "--plain", "--cer")  # 1 of 6 characters
     assert r.returncode == 0 and r.stdout.startswith("%CER 16.67 [ 1 / 6,"), r.stdout + r.stderr
-    for args, needle in (((hyp, ref), "1 utterance(s) of"), ((ref, tmp_path / "nope"), "does not exist"),
+    r = run("wer", hyp, ref)  # swapped: u3 has no reference
+    assert r.returncode == 0 and "1 hypothesis utterance(s) have no reference and are not scored, e.g. 'u3'" \
+        in r.stdout, r.stdout
+    for args, needle in (((tmp_path / "p1", hyp), "need --plain"), ((ref, tmp_path / "nope"), "does not exist"),
                          ((tmp_path / "p1", ref, "--plain"), "must pair up")):
         r = run("wer", *args)
         assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr

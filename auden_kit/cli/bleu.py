@@ -96,7 +96,8 @@ def wer(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ):
     """Word (or character) error rate of a hypothesis file against a reference file, as Kaldi's
-    compute-wer: an utterance of the references that the hypotheses lack counts as all deleted."""
+    compute-wer: an utterance of the references that the hypotheses lack counts as all deleted; a
+    hypothesis without a reference is not scored (both are noted)."""
     from auden_kit.metrics.wer import compute_wer, normalize_for_scoring, write_results
 
     if plain:
@@ -109,9 +110,9 @@ def wer(
     else:
         rmap, hmap = _id_texts(ref), _id_texts(hyp)
         extra = [u for u in hmap if u not in rmap]
-        if extra:
-            hint = " (files of one sentence per line: add --plain)" if len(extra) == len(hmap) else ""
-            raise UserError(f"{len(extra)} utterance(s) of '{hyp}' are not in '{ref}', e.g. '{extra[0]}'{hint}")
+        if extra and len(extra) == len(hmap):
+            raise UserError(f"no utterance of '{hyp}' is in '{ref}' (e.g. '{extra[0]}'): files of one sentence per "
+                            "line need --plain")
     if not rmap:
         raise UserError(f"'{ref}' holds no reference")
     missing = [u for u in rmap if u not in hmap]
@@ -132,5 +133,8 @@ def wer(
         if missing:
             typer.echo(f"note: {len(missing)} of {len(rmap)} reference utterance(s) have no hypothesis and count "
                        f"as deleted, e.g. '{missing[0]}'")
+        if not plain and extra:
+            typer.echo(f"note: {len(extra)} hypothesis utterance(s) have no reference and are not scored, e.g. "
+                       f"'{extra[0]}'")
         if out_dir is not None:
             typer.echo(f"details: {out_dir}/errs-{name}.txt")

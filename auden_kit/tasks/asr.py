@@ -339,20 +339,29 @@ class AsrTask(Task):
         return {"wer": compute_wer(pairs).wer, **_timing(results)} if pairs else {}
 
     def write_results(self, results: list[TextResult], out_dir, name: str, normalize: bool = False) -> str:
-        """icefall-style ``recogs-``, ``errs-`` and ``wer-summary-`` files; ``normalize``: references and
+        """``hyp-NAME.txt`` (Kaldi text: ``<cut-id> <words>``) of every cut, and for the cuts with a
+        reference ``ref-NAME.txt`` and icefall-style ``recogs-``, ``errs-`` and ``wer-summary-`` files
+        (`auden-kit wer ref-NAME.txt hyp-NAME.txt` gives the same WER); ``normalize``: references and
         output scored case-folded without punctuation (a model trained on other casing or punctuation than
-        the test set's). Without it, when that would change the WER by a point or more, the summary says so."""
+        the test set's). Without it, when that would change the WER by a point or more, the summary says so.
+        Cuts without a reference (an unlabeled set) are decoded and listed, not scored."""
+        from auden_kit.io import atomic_write_text
         from auden_kit.metrics.wer import compute_wer, normalize_for_scoring, write_results
 
+        atomic_write_text(Path(out_dir) / f"hyp-{name}.txt", "".join(f"{r.cut_id} {r.text}\n" for r in results))
         no_ref = [r.cut_id for r in results if not r.ref]
-        if no_ref:
-            raise UserError(f"{len(no_ref)} of {len(results)} cuts have no reference text (e.g. '{no_ref[0]}'): "
-                            "a WER over them would be meaningless; decode audio files instead, or fix the "
-                            "manifest")
-        pairs = [(r.cut_id, r.ref, r.text) for r in results]
+        if len(no_ref) == len(results):
+            return (f"{len(results)} cuts decoded; they have no reference text, so nothing is scored (hypotheses: "
+                    f"{Path(out_dir) / f'hyp-{name}.txt'})")
+        scored = [r for r in results if r.ref]
+        atomic_write_text(Path(out_dir) / f"ref-{name}.txt", "".join(f"{r.cut_id} {r.ref}\n" for r in scored))
+        pairs = [(r.cut_id, r.ref, r.text) for r in scored]
         folded = [(u, normalize_for_scoring(ref), normalize_for_scoring(hyp)) for u, ref, hyp in pairs]
         stats = write_results(out_dir, name, folded if normalize else pairs)
         summary = stats.summary() + ("  (case-folded, without punctuation)" if normalize else "")
+        if no_ref:
+            summary += (f"\nnote: {len(no_ref)} of {len(results)} cuts have no reference text (e.g. '{no_ref[0]}') "
+                        f"and are left out of the WER; their hypotheses are in hyp-{name}.txt")
         if not normalize:
             other = compute_wer(folded)
             if stats.wer - other.wer >= 1.0:
