@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from auden_kit.errors import UserError
 from auden_kit.results import Segment as S
 from auden_kit.results import SegmentsResult
 from auden_kit.tasks.tagspeech import (Grammar, TagSpeechModelConfig, TagSpeechTask, TagVocab, chunked_encode,
@@ -293,6 +294,24 @@ def test_windows_link_speakers_by_voice():
     # a recording whose speech fits one window after leading silence: that window's offset still counts
     one = task.merge([(70.0, w1)], "r")
     assert [(s.start, s.end, s.speaker) for s in one.segments] == [(70.0, 71.0, "spk1"), (71.0, 72.0, "spk2")]
+
+
+def test_linking_embeddings_are_the_voice_models_utterance_embeddings():
+    """link_embedding voice: per speaker, the duration-weighted mean of the unit-length embeddings
+    of its segments, each read alone by the voice model; unit length."""
+    import math
+
+    class Voice:
+        def segment_embeddings(self, x, spans):
+            assert spans == [(0.0, 1.0), (1.0, 4.0), (4.0, 5.0)]
+            return torch.tensor([[2.0, 0.0], [0.0, 5.0], [1.0, 1.0]])
+
+    segs = [S(0, 1, "spk1", "a"), S(1, 4, "spk1", "b"), S(4, 5, "spk2", "c")]
+    emb = TagSpeechTask._voice_embeddings(Voice(), torch.zeros(500, 80), segs)
+    assert emb["spk1"] == pytest.approx([1 / math.sqrt(10), 3 / math.sqrt(10)])
+    assert emb["spk2"] == pytest.approx([1 / math.sqrt(2), 1 / math.sqrt(2)])
+    with pytest.raises(UserError, match="model.link_embedding"):
+        TagSpeechModelConfig(semantic_model="x", voice_model="y", link_embedding="mfcc").validate()
 
 
 def test_link_speakers_never_merges_one_windows_speakers():

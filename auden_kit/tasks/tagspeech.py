@@ -21,7 +21,8 @@ construction); :func:`parse_tokens` still accepts any token sequence (an unconst
 foreign decoder's) and never raises.
 
 Long recordings are decoded in windows (:mod:`auden_kit.api` splits at pauses); each window's
-speakers carry a voice embedding (the voice stream averaged over their segments), and
+speakers carry a voice embedding (``link_embedding``: the voice model's utterance embeddings of
+their segments, or the voice stream averaged over them), and
 :meth:`TagSpeechTask.merge` links them across windows (:func:`auden_kit.clustering.agglomerate`:
 agglomerative clustering of all windows' speakers on cosine similarity down to
 ``link_threshold``, two speakers of one window never joined), so speaker labels are global.
@@ -191,9 +192,15 @@ class TagSpeechModelConfig:
     semantic_transducer: dict = dataclasses.field(default_factory=dict)
     # long recordings: average cosine similarity above which speakers of different windows are one
     # (`clustering.agglomerate`, each window's speakers kept apart); chosen on a 12-minute
-    # recording of mini_synth_meeting's dev meetings
-    # (0.7 / 0.75 / 0.8 / 0.85: cpWER 63.46 / 61.07 / 57.57 / 63.09)
-    link_threshold: float = 0.8
+    # recording of mini_synth_meeting's dev meetings (28 speakers), with link_embedding voice
+    # (0.7 / 0.75 / 0.8 / 0.85 / 0.9: cpWER 58.66 / 56.22 / 51.68 / 49.30 / 56.33; frames at 0.8: 56.76)
+    link_threshold: float = 0.85
+    # what links them: "voice" (each speaker's segments read alone by the voice model: its
+    # utterance embeddings, duration-weighted; needs the voice folder's embedding, which
+    # split_voices > 0 loads) or "frames" (the mean of the speaker's voice-stream frames). The
+    # 10-minute test recording (24 speakers), two trainings: cpWER 57.67 / 59.18 with frames at 0.8,
+    # 49.25 / 50.63 with voice at 0.85
+    link_embedding: str = "voice"
     # the encoders read windows in overlapping chunks of this many seconds (0: whole windows):
     # attention cost grows with the square of the length, and the encoders were trained on
     # utterances, not minutes (measured: 60 s windows cost 10 s per 200 s of audio whole)
@@ -284,6 +291,8 @@ class TagSpeechModelConfig:
         self.train_filter.check("model.train_filter")
         if self.llm_path and (self.llm_stack < 1 or self.llm_anchor_every <= 0):
             raise UserError("config keys 'model.llm_stack' / 'model.llm_anchor_every' must be positive")
+        if self.link_embedding not in ("voice", "frames"):
+            raise UserError(f"config key 'model.link_embedding' must be voice or frames, got '{self.link_embedding}'")
         if not -1 <= self.link_threshold <= 1:
             raise UserError(f"config key 'model.link_threshold' is a cosine similarity in [-1, 1], got "
                             f"{self.link_threshold}")
@@ -1375,6 +1384,8 @@ class TagSpeechTask(Task):
                 segs = add_overlap_talkers(
                     segs, regions, lambda a, b: frames_i[int(a / sh): max(int(b / sh), int(a / sh) + 1)].mean(0),
                     emb)
+            if c.link_embedding == "voice" and model.voice_embed is not None and segs:
+                emb = self._voice_embeddings(model, x[i, : int(x_lens[i])], segs)
             out.append(SegmentsResult(cut_id=ids[i], segments=segs, refs=refs[i] if refs else None,
                                       embeddings=emb, tokens=seqs[i]))
         return out
@@ -1418,6 +1429,20 @@ class TagSpeechTask(Task):
         for h in out:  # back in time order
             order = sorted(range(len(h.frames)), key=h.frames.__getitem__)
             h.tokens, h.frames = [h.tokens[j] for j in order], [h.frames[j] for j in order]
+        return out
+
+    @staticmethod
+    def _voice_embeddings(model: TagSpeechModel, x: Tensor, segs: list[Segment]) -> dict:
+        """Per speaker, the duration-weighted mean of the voice model's unit-length utterance
+        embeddings of its segments (each read alone), unit length."""
+        e = model.segment_embeddings(x, [(sg.start, sg.end) for sg in segs]).float()
+        e = e / (e.norm(dim=-1, keepdim=True) + 1e-9)
+        w = torch.tensor([max(sg.end - sg.start, 1e-3) for sg in segs])
+        out = {}
+        for spk in {sg.speaker for sg in segs}:
+            k = torch.tensor([sg.speaker == spk for sg in segs])
+            v = (e[k] * w[k, None]).sum(0)
+            out[spk] = (v / (v.norm() + 1e-9)).tolist()
         return out
 
     @staticmethod
