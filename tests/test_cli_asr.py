@@ -47,9 +47,14 @@ def test_decode_manifest_writes_result_files(trained_model, fbank_cuts, tmp_path
         assert r.returncode == 0, r.stderr
         assert "%WER" in r.stdout and "RTF" in r.stdout
     names = {p.name.split("-")[0] for p in tmp_path.iterdir()}
-    assert names <= {"recogs", "errs", "wer", "word"} and {"recogs", "errs", "wer"} <= names
+    assert names <= {"recogs", "errs", "wer", "word", "hyp", "ref"} and {"recogs", "errs", "wer", "hyp", "ref"} <= names
     errs = next(tmp_path.glob("errs-*greedy*.txt")).read_text()
     assert "%WER" in errs and "PER-UTT DETAILS" in errs
+    # the Kaldi text files score the same with `auden-kit wer`
+    name = next(tmp_path.glob("errs-*-greedy.txt")).name[len("errs-"):-len(".txt")]
+    r = run("wer", tmp_path / f"ref-{name}.txt", tmp_path / f"hyp-{name}.txt")
+    summary = (tmp_path / f"errs-{name}.txt").read_text().splitlines()[0]
+    assert r.returncode == 0 and r.stdout.startswith(summary), (r.stdout, summary)
     # the summary's WER is what the recognitions give, recomputed here with kaldialign
     import kaldialign
 

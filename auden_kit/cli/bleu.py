@@ -68,19 +68,6 @@ WER_EPILOG = ("Example: auden-kit wer data/test/text exp/other_toolkit/hyp.txt  
               "--plain --normalize   |   auden-kit wer ref hyp --cer --out-dir exp/score")
 
 
-def _id_texts(path: Path) -> dict[str, str]:
-    """Kaldi ``<utt-id> <words>`` lines (an id alone: an empty text); a repeated id is an error."""
-    out: dict[str, str] = {}
-    for n, line in enumerate(_lines(path), 1):
-        if not line.strip():
-            continue
-        parts = line.split(maxsplit=1)
-        if parts[0] in out:
-            raise UserError(f"'{path}' line {n}: utterance '{parts[0]}' appears twice")
-        out[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
-    return out
-
-
 def wer(
     ref: Path = typer.Argument(..., help="References: Kaldi text ('<utt-id> <words>' per line), or one sentence "
                                          "per line with --plain."),
@@ -98,6 +85,7 @@ def wer(
     """Word (or character) error rate of a hypothesis file against a reference file, as Kaldi's
     compute-wer: an utterance of the references that the hypotheses lack counts as all deleted; a
     hypothesis without a reference is not scored (both are noted)."""
+    from auden_kit.data.corpora.folder import read_map
     from auden_kit.metrics.wer import compute_wer, normalize_for_scoring, write_results
 
     if plain:
@@ -108,7 +96,7 @@ def wer(
         rmap = {f"{i:06d}": t for i, t in enumerate(refs, 1)}
         hmap = {f"{i:06d}": t for i, t in enumerate(hyps, 1)}
     else:
-        rmap, hmap = _id_texts(ref), _id_texts(hyp)
+        rmap, hmap = read_map(ref, allow_empty=True), read_map(hyp, allow_empty=True)
         extra = [u for u in hmap if u not in rmap]
         if extra and len(extra) == len(hmap):
             raise UserError(f"no utterance of '{hyp}' is in '{ref}' (e.g. '{extra[0]}'): files of one sentence per "

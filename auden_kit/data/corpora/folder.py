@@ -49,9 +49,11 @@ SEGMENT_FILES = ("segments.stm", "segments.json", "segments.rttm")
 GENDERS = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F"}
 
 
-def _read_map(path: Path, allow_empty: bool = False) -> dict[str, str]:
-    """``<id> <value>`` lines; ``allow_empty``: a line with an id alone has the value "" (an empty
-    Kaldi transcript)."""
+def read_map(path: Path, allow_empty: bool = False) -> dict[str, str]:
+    """Kaldi ``<id> <value>`` lines (``text``, ``utt2spk``, ...); ``allow_empty``: a line with an id
+    alone has the value "" (an empty Kaldi transcript). An id given twice is an error."""
+    if not path.is_file():
+        raise UserError(f"'{path}' does not exist")
     out = {}
     for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         if not line.strip():
@@ -59,6 +61,8 @@ def _read_map(path: Path, allow_empty: bool = False) -> dict[str, str]:
         parts = line.split(maxsplit=1)
         if len(parts) < 2 and not allow_empty:
             raise UserError(f"'{path}' line {n}: expected '<utterance-id> <value>', got '{line}'")
+        if parts[0] in out:
+            raise UserError(f"'{path}' line {n}: '{parts[0]}' is given a second time (an id has one line)")
         out[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
     return out
 
@@ -101,13 +105,13 @@ def read_maps(folder: Path, allow_empty_text: bool = False, language: str | None
     the maps in ``folder``; ``language``: the spoken language of utterances ``utt2lang`` does not name."""
     maps = {}
     if (folder / "text").is_file():
-        maps["text"] = _read_map(folder / "text", allow_empty=allow_empty_text)
+        maps["text"] = read_map(folder / "text", allow_empty=allow_empty_text)
     for f in sorted(folder.glob("utt2*")):
         if f.is_file() and len(f.name) > 4 and f.name[4:] not in KALDI_DERIVED:
-            maps[f.name[4:]] = _read_map(f)
+            maps[f.name[4:]] = read_map(f)
     texts = language_texts(folder)
     for lang, f in texts.items():
-        maps[TRANSLATION + lang] = _read_map(f, allow_empty=True)
+        maps[TRANSLATION + lang] = read_map(f, allow_empty=True)
     langs = maps.get("lang", {})
     if texts and not language and not langs:
         raise UserError(f"'{folder}' has texts in {', '.join(sorted(texts))} ({', '.join(f.name for f in texts.values())}): "
@@ -335,7 +339,7 @@ def _prepare_kaldi(data_dir: Path, out_dir: Path, prefix: str, part: str, langua
                                         disable=len(entries) < 200)}
     maps = read_maps(data_dir, allow_empty_text=True, language=language)
     if (data_dir / "spk2gender").is_file():
-        spk2gender = _read_map(data_dir / "spk2gender")
+        spk2gender = read_map(data_dir / "spk2gender")
         maps.setdefault("gender", {}).update({u: spk2gender[s] for u, s in maps.get("spk", {}).items()
                                               if s in spk2gender and u not in maps.get("gender", {})})
     sups = []
