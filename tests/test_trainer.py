@@ -95,12 +95,14 @@ def test_step_checkpoints_keep_last_k_and_valid_interval(fbank_cuts, bpe_dir, tm
     assert [e.step for e in ea.Scalars("valid/loss")] == [3, 6]
 
 
-def test_validation_decodes_every_n_epochs_and_at_the_last(fbank_cuts, bpe_dir, tmp_path):
+def test_validation_decodes_every_n_epochs_and_at_the_last(fbank_cuts, bpe_dir, tmp_path, caplog):
     """trainer.valid_decode_every=2 over 3 epochs: losses at every epoch, WER (inference) at epochs
-    2 and 3 only."""
+    2 and 3 only; averaging the 3 best by WER takes those two, with a warning."""
+    import logging
+
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from auden_kit.training.trainer import Trainer
+    from auden_kit.training.trainer import Trainer, select_checkpoints
 
     Trainer(tiny_train_config(tmp_path / "e", fbank_cuts, bpe_dir, num_epochs=3, valid_max_batches=1,
                               valid_decode_every=2)).train()
@@ -109,6 +111,10 @@ def test_validation_decodes_every_n_epochs_and_at_the_last(fbank_cuts, bpe_dir, 
     ends = [e.step for e in ea.Scalars("valid/loss")]
     assert len(ends) == 3
     assert [e.step for e in ea.Scalars("valid/wer")] == ends[1:]
+    with caplog.at_level(logging.WARNING):
+        chosen = select_checkpoints(tmp_path / "e", 3, "wer", True)
+    assert sorted(p.name for p in chosen) == ["epoch-2.pt", "epoch-3.pt"]
+    assert "only 2 epoch(s) record a validation 'wer'" in caplog.text
 
 
 def test_running_training_follows_the_thread_file(fbank_cuts, bpe_dir, tmp_path, caplog):

@@ -658,6 +658,9 @@ def select_checkpoints(exp_dir: Path, avg: int, metric: str, lower_is_better: bo
     scored.sort(key=lambda x: x[0] if lower_is_better else -x[0])
     by_epoch = {int(p.stem.split("-")[1]): p for p in paths}
     chosen = [by_epoch[e] for _, e in scored if e in by_epoch][:avg]
+    if len(chosen) < avg:
+        log.warning("only %d epoch(s) record a validation '%s' (trainer.valid_decode_every skips it at the "
+                    "others): averaging those, not %d", len(chosen), metric, avg)
     log.info("best %d epochs by %s: %s", len(chosen), metric, ", ".join(p.name for p in chosen))
     return chosen
 
