@@ -140,7 +140,8 @@ class Model:
                 for i, f in enumerate(feats):
                     x[i, : f.shape[0]] = f
             batch = {"inputs": x.to(self.device), "input_lens": lens.to(self.device),
-                     "cut_ids": [f"{i}:{j}" for i, j, _, _ in pending]}
+                     "cut_ids": [f"{i}:{j}" for i, j, _, _ in pending],
+                     "linked": [done[i]["n"] > 1 for i, _, _, _ in pending]}  # pieces that merge() links
             results = self.task.infer(self.model, batch, **options)
             for (i, j, off, _), r in zip(pending, results):
                 done[i]["results"][j] = (off, r)

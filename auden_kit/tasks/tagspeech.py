@@ -1347,6 +1347,7 @@ class TagSpeechTask(Task):
             tok = best
         refs = (batch.get("targets") or {}).get("refs")
         ids = batch.get("cut_ids") or [str(i) for i in range(N)]
+        linked = batch.get("linked") or [False] * N  # windows of one recording (the API's): linking embeddings
         out = []
         words = None
         if c.words_from == "ctc":
@@ -1384,7 +1385,7 @@ class TagSpeechTask(Task):
                 segs = add_overlap_talkers(
                     segs, regions, lambda a, b: frames_i[int(a / sh): max(int(b / sh), int(a / sh) + 1)].mean(0),
                     emb)
-            if c.link_embedding == "voice" and model.voice_embed is not None and segs:
+            if c.link_embedding == "voice" and model.voice_embed is not None and segs and linked[i]:
                 emb = self._voice_embeddings(model, x[i, : int(x_lens[i])], segs)
             out.append(SegmentsResult(cut_id=ids[i], segments=segs, refs=refs[i] if refs else None,
                                       embeddings=emb, tokens=seqs[i]))
