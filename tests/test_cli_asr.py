@@ -128,6 +128,7 @@ def test_wer_command_scores_kaldi_text_files(tmp_path):
     r = run("wer", ref, hyp, "--normalize", "--json", "--out-dir", tmp_path / "out")
     out = json.loads(r.stdout)
     assert out["wer"] == pytest.approx(300 / 7, abs=1e-3) and out["missing"] == 1 and out["sub"] == 0
+    assert out["unscored_hypotheses"] == 0
     assert "u3:\t(good->*) (morning->*)" in (tmp_path / "out" / "errs-score.txt").read_text()
     (tmp_path / "p1").write_text("abc d\n\u4f60\u597d\n")
     (tmp_path / "p2").write_text("abd d\n\u4f60\u597d\n")

@@ -37,7 +37,7 @@ def bleu(
     ref: List[Path] = typer.Argument(..., help="References, line by line with the hypotheses; several files: "
                                                "several references per sentence (multi-reference BLEU)."),
     lc: bool = typer.Option(False, "--lc", help="Lowercase and remove punctuation first (as Auden/TTA and "
-                                                "icefall report); default: case-sensitive 13a."),
+                                                "icefall report); default: case-sensitive."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
     lang: str = typer.Option("", "--lang", help="The target language (picks the tokenizer); default: from a "
                                                 "file name decode wrote (hyp-test.en-zh.txt: zh)."),
@@ -115,7 +115,8 @@ def wer(
     if json_out:
         typer.echo(json.dumps({"cer" if cer else "wer": round(stats.wer, 4), "errors": stats.errors,
                                "ref_units": stats.ref_words, "ins": stats.ins, "del": stats.dels, "sub": stats.subs,
-                               "utterances": len(pairs), "missing": len(missing), "normalized": normalize}))
+                               "utterances": len(pairs), "missing": len(missing),
+                               "unscored_hypotheses": 0 if plain else len(extra), "normalized": normalize}))
     else:
         typer.echo(f"{line}  ({len(pairs)} utterances{', case-folded, without punctuation' if normalize else ''})")
         if missing:

@@ -75,7 +75,7 @@ KALDI_DERIVED = ("dur", "num_frames", "num_samples", "uniq")
 # as Cantonese, yue, have no two-letter one); of several forms of one language, the first of these
 # cases is taken (the cased text is what BLEU scores by default)
 LANGUAGE_SUFFIX = re.compile(r"^[a-z]{2,3}([-_][A-Za-z]{2,4})?$")
-# three letters that name a file's kind or state rather than a language (text.bak, text.tok)
+# suffixes of two or three letters that name a file's kind or state, not a language (text.bak, text.gz)
 NOT_LANGUAGES = frozenset("bak old new tmp txt raw org out err log ref hyp csv tsv ctm stm tok bpe seg swp sav "
                           "cpy dup cln gz".split())
 CASES = ("", "tc", "lc", "lc.rm")
