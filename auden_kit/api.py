@@ -13,7 +13,9 @@ pauses (:func:`speech_segments`: an energy detector; stretches merged up to the 
 the model's training cuts, recorded in its folder; none longer than ``max_segment``), decoded in
 batches, and the pieces' results stitched with global times, so memory stays bounded. An input
 of digital silence is not decoded: transcripts, translations and diarized ASR come back empty
-(models read words into silence), embeddings and labels raise an error. Errors are
+(models read words into silence), embeddings and labels raise an error. An input whose speech is
+far quieter or louder than the model's training audio is brought to its level first
+(:mod:`auden_kit.data.level`; ``match_level=False`` to decode it as it is). Errors are
 :class:`auden_kit.AudenKitError` (a :class:`~auden_kit.errors.UserError`) naming the file.
 """
 
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 from auden_kit.data.features import PAD_VALUE
+from auden_kit.data.level import level_shift_db, shift_level, speech_level_db
 from auden_kit.data.pauses import no_signal, speech_segments, split_at_pauses
 from auden_kit.errors import UserError
 from auden_kit.results import Result
@@ -91,6 +94,7 @@ class Model:
     ``assets`` and ``features`` are the parts, for code that needs them."""
 
     MIN_FRAMES = 9  # shorter inputs give no encoder output
+    LEVEL_NOTES = 3  # inputs moved to the training level that are named in the log, one line each
 
     def __init__(self, loaded, device: str = "cpu"):
         self.loaded = loaded
@@ -106,11 +110,12 @@ class Model:
 
     # ------------------------------------------------------------------ generic inference
     def iter_results(self, audio, sample_rate: Optional[int] = None, max_segment: float = 30.0,
-                     batch_duration: float = 200.0, progress: bool = False,
+                     batch_duration: float = 200.0, progress: bool = False, match_level: bool = True,
                      **options) -> Iterator[tuple[str, Union[Result, UserError]]]:
         """Yield (input id, result or the UserError that input raised), in input order. Inputs are
         decoded in batches of at most ``batch_duration`` seconds; long ones are split into pieces of
-        at most ``max_segment`` seconds and stitched."""
+        at most ``max_segment`` seconds and stitched. ``match_level``: an input whose speech is far
+        quieter or louder than the training audio is brought to its level (:meth:`level_shift`)."""
         if max_segment <= 0 or batch_duration <= 0:
             raise UserError("max_segment and batch_duration must be positive")
         items = _items(audio, sample_rate, self.features.sample_rate)
@@ -121,6 +126,7 @@ class Model:
         done: dict[int, dict] = {}  # item index -> {"n": pieces, "results": {piece: (offset, result)}}
         errors: dict[int, UserError] = {}
         next_out = 0
+        moved = 0  # inputs brought to the training level; the first LEVEL_NOTES are named in the log
         bar = None
         if progress:
             from tqdm import tqdm
@@ -171,15 +177,14 @@ class Model:
                 else:  # long: speech stretches between pauses, merged up to what the model trained on
                     ranges = speech_segments(wav, rate, max_segment, merge_up_to=self.merge_up_to) or \
                         split_at_pauses(wav, rate, max_segment)
-                pieces = []
-                for a, b in ranges:
-                    f = fbank_of(wav[a:b], self.features, self._extractor)
-                    if f.shape[0] < self.MIN_FRAMES:
-                        if len(ranges) == 1:
-                            raise UserError(f"audio '{item.item_id}' is too short to decode "
-                                            f"({(b - a) / rate:.3f} s)")
-                        continue  # a sliver at the end of a long file
-                    pieces.append((a / rate, f))
+                pieces = self._pieces(wav, ranges, item.item_id)
+                if match_level and pieces:  # one gain for the whole input, from all its speech
+                    shift = self.level_shift(torch.cat([f for _, f in pieces]),
+                                             item.item_id if moved < self.LEVEL_NOTES else None)
+                    if shift:  # on the waveform: quiet bins are not lost under the fbank's floor
+                        moved += 1
+                        wav = wav * 10 ** (shift / 20)
+                        pieces = self._pieces(wav, ranges, item.item_id)
                 if no_signal(wav, rate):  # digital silence: the task's empty result, or an error
                     done[i] = {"n": 1, "results": {0: (0.0, self.task.silent_result(item.item_id))}}
                     yield from ready()
@@ -200,6 +205,45 @@ class Model:
         yield from ready()
         if bar is not None:
             bar.close()
+        if moved > self.LEVEL_NOTES:
+            log.info("%d of %d inputs in all were brought to the training audio's level (match_level=False keeps "
+                     "them as they are)", moved, len(items))
+
+    def _pieces(self, wav: torch.Tensor, ranges, item_id: str) -> list:
+        """(offset s, features) of each range of samples of one input; slivers left out."""
+        rate = self.features.sample_rate
+        pieces = []
+        for a, b in ranges:
+            f = fbank_of(wav[a:b], self.features, self._extractor)
+            if f.shape[0] < self.MIN_FRAMES:
+                if len(ranges) == 1:
+                    raise UserError(f"audio '{item_id}' is too short to decode ({(b - a) / rate:.3f} s)")
+                continue  # a sliver at the end of a long file
+            pieces.append((a / rate, f))
+        return pieces
+
+    def level_shift(self, feats: torch.Tensor, item_id: Optional[str] = None) -> float:
+        """dB by which one input with features (T, F) is moved: to the training audio's median level
+        when it lies well outside the training range (:mod:`auden_kit.data.level`); 0 otherwise, or
+        for a model folder without level statistics. Logged with ``item_id`` when given."""
+        stats = self.assets.data_stats or {}
+        level = speech_level_db(feats, self.features.num_mel_bins)
+        shift = level_shift_db(level, stats)
+        if shift and item_id is not None:
+            log.info("'%s': speech level %.1f dB, far outside the training audio's %.1f..%.1f dB: moved by %+.1f dB",
+                     item_id, level, stats["level_db_p5"], stats["level_db_p95"], shift)
+        return shift
+
+    def match_batch_levels(self, batch: dict) -> int:
+        """:meth:`level_shift` for each cut of a padded batch (``inputs``, ``input_lens``), in place;
+        returns how many were moved."""
+        moved = 0
+        for i, n in enumerate(batch["input_lens"].tolist()):
+            shift = self.level_shift(batch["inputs"][i, :n])
+            if shift:
+                batch["inputs"][i, :n] = shift_level(batch["inputs"][i, :n], shift, self.features.num_mel_bins)
+                moved += 1
+        return moved
 
     def infer(self, audio, sample_rate: Optional[int] = None, **options):
         """Results for ``audio`` (one result for one input, else a list). The first failing

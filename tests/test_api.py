@@ -221,3 +221,59 @@ def test_pauses_found_the_same_in_audio_and_in_its_features(synth_corpus):
         assert speech_frames(feature_log_energy(torch.as_tensor(Fbank(FbankConfig(num_mel_bins=80)).extract(
             quiet.numpy(), 16000)))) == []
     assert len(speech_segments(wav * 1e-3, 16000, max_seconds=1e9)) == len(from_audio)  # 60 dB down: still speech
+
+
+def test_quiet_and_loud_recordings_are_brought_to_the_training_level(learned_ctc, synth_corpus, tmp_path):
+    """The model folder records its training audio's level range; an input far outside it is
+    moved to the training median by a gain on the features, which is what the same gain on the
+    waveform gives (exact above the fbank's floor); inputs inside it are decoded as they are."""
+    from auden_kit.data.features import FbankSettings, fbank_from_waveform
+    from auden_kit.data.level import LOG_MEL_FLOOR, level_shift_db, shift_level, speech_level_db
+    from auden_kit.metrics.wer import compute_wer
+
+    _, folder = learned_ctc
+    m = auden_kit.load(folder)
+    st = m.assets.data_stats
+    assert st["level_cuts"] == 32 and st["level_db_p5"] <= st["level_db_p50"] <= st["level_db_p95"]
+    # the rule, by hand
+    stats = {"level_db_p5": 10.0, "level_db_p50": 20.0, "level_db_p95": 30.0}
+    assert level_shift_db(8.0, stats) == 0.0 and level_shift_db(33.0, stats) == 0.0
+    assert level_shift_db(-30.0, stats) == 50.0 and level_shift_db(40.0, stats) == -20.0
+    assert level_shift_db(None, stats) == 0.0 and level_shift_db(-30.0, {}) == 0.0
+    # a gain on the features is the gain on the waveform
+    files = _train_files(synth_corpus)
+    wav = load_audio(files[0])
+    s = FbankSettings()
+    f0, f40 = fbank_from_waveform(wav, s), fbank_from_waveform(wav * 0.01, s)
+    assert abs(speech_level_db(f0, 80) - speech_level_db(f40, 80) - 40.0) < 0.1
+    live = f40 > LOG_MEL_FLOOR + 5  # synthetic speech: pauses of digital silence, an empty top band
+    assert live.float().mean() > 0.2
+    assert torch.allclose(shift_level(f40, 40.0, 80)[live], f0[live], atol=0.02)
+    # decoding the training utterances 20 dB quieter (this tiny model: WER 37.5 -> 96.9 as they are,
+    # 57.0 brought to its level)
+    refs = _refs(synth_corpus)
+    wavs = [load_audio(f) for f in files]
+
+    def wer(gain, **kw):
+        hyps = m.transcribe([w * gain for w in wavs], sample_rate=16000, **kw)
+        return compute_wer([(f.stem, refs[f.stem], h.text) for f, h in zip(files, hyps)]).wer
+
+    base = wer(1.0)
+    assert wer(1.0, match_level=False) == base  # inside the range: untouched
+    as_is, matched = wer(0.1, match_level=False), wer(0.1)
+    assert matched < as_is - 25 and matched < base + 25, (base, as_is, matched)
+    # a padded batch of a manifest (decode --cuts): the quiet cut is moved, the other and the padding not
+    fq, fn = fbank_from_waveform(wavs[0] * 0.1, s), fbank_from_waveform(wavs[1], s)
+    x = torch.full((2, max(len(fq), len(fn)) + 5, 80), -23.0)
+    x[0, :len(fq)], x[1, :len(fn)] = fq, fn
+    batch = {"inputs": x.clone(), "input_lens": torch.tensor([len(fq), len(fn)])}
+    assert m.match_batch_levels(batch) == 1
+    assert torch.equal(batch["inputs"][1], x[1]) and torch.equal(batch["inputs"][0, len(fq):], x[0, len(fq):])
+    moved = speech_level_db(batch["inputs"][0, :len(fq)], 80)
+    assert abs(moved - st["level_db_p50"]) < 0.01
+    # the CLI does the same, and says how far it moved a file
+    sf.write(tmp_path / "quiet.wav", (wavs[0] * 0.1).numpy(), 16000)
+    r = subprocess.run(CLI + ["decode", "--model", str(folder), str(tmp_path / "quiet.wav")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "moved by +" in r.stderr, r.stderr
+    assert r.stdout.split("\t", 1)[1].strip() == m.transcribe(wavs[0] * 0.1, sample_rate=16000).text

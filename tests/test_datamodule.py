@@ -162,6 +162,33 @@ def test_on_the_fly_with_speed_perturb_and_noise(synth_cuts):
     assert torch.equal(next(iter(eval_loader))["inputs"], clean["inputs"])
 
 
+def test_random_gain_moves_each_training_cut_as_a_level_change(fbank_cuts):
+    """data.gain_db: each training cut's mel bins moved by one gain in the range (what the gain
+    on the waveform gives), padding kept; evaluation batches and the config check."""
+    from auden_kit.data.level import DB_PER_NAT
+
+    paths = [str(fbank_cuts["train-clean-100"])]
+    base = dict(max_duration=10, num_buckets=1, num_workers=0, shuffle=False, spec_augment=False)
+    clean = next(iter(make_loader(DataConfig(**base), paths, train=True)[0]))
+    loud = next(iter(make_loader(DataConfig(**base, gain_db=[-20.0, 10.0]), paths, train=True)[0]))
+    assert loud["cut_ids"] == clean["cut_ids"] and len(clean["cut_ids"]) >= 2
+    gains = []
+    for x, y, n in zip(clean["inputs"], loud["inputs"], clean["input_lens"]):
+        live = x[:n] > -11.0  # above the floor by more than the largest gain (20 dB = 4.6)
+        d = (y[:n] - x[:n])[live] * DB_PER_NAT
+        assert float(d.max() - d.min()) < 1e-3  # one gain per cut, on every live bin
+        gains.append(float(d.mean()))
+        assert torch.equal(y[n:], x[n:])  # padding
+    assert all(-20.0 <= g <= 10.0 for g in gains) and max(gains) - min(gains) > 1.0
+    again = next(iter(make_loader(DataConfig(**base, gain_db=[-20.0, 10.0]), paths, train=True)[0]))
+    assert torch.equal(again["inputs"], loud["inputs"])  # seeded
+    ev = next(iter(make_loader(DataConfig(**base, gain_db=[-20.0, 10.0]), paths, train=False)[0]))
+    assert torch.equal(ev["inputs"], next(iter(make_loader(DataConfig(**base), paths, train=False)[0]))["inputs"])
+    for bad in ([10.0, -20.0], [5.0]):
+        with pytest.raises(UserError, match="data.gain_db"):
+            DataConfig(gain_db=bad).validate()
+
+
 def test_load_audio_any_rate_and_channels(tmp_path):
     t = np.arange(44100) / 44100
     stereo = np.stack([np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 440 * t)], axis=1)

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from auden_kit.data.segments import read_segments, write_segments
+from auden_kit.data.segments import NO_WORDS, read_segments, render_segments, write_segments
 from auden_kit.errors import UserError
 from auden_kit.metrics.diarization import cp_errors, diarization_errors, edit_ops, score_meetings
 from auden_kit.results import Segment as S
@@ -125,12 +125,15 @@ def test_der_matches_pyannote_metrics():
 @pytest.mark.parametrize("fmt,ext", [("rttm", "rttm"), ("stm", "stm"), ("json", "json")])
 def test_formats_round_trip(tmp_path, fmt, ext):
     p = tmp_path / f"out.{ext}"
-    write_segments(p, {"rec1": REF, "rec2": REF[:1]}, fmt)
+    wordless = REF + [S(9.2, 9.8, "B", "")]  # a talker found without words read (overlap): kept
+    write_segments(p, {"rec1": wordless, "rec2": REF[:1]}, fmt)
     back = read_segments(p)
     assert sorted(back) == ["rec1", "rec2"]
-    assert [(s.start, s.end, s.speaker) for s in back["rec1"]] == [(s.start, s.end, s.speaker) for s in REF]
+    assert [(s.start, s.end, s.speaker) for s in back["rec1"]] == [(s.start, s.end, s.speaker) for s in wordless]
     if fmt != "rttm":
-        assert [s.text for s in back["rec1"]] == [s.text for s in REF]
+        assert [s.text for s in back["rec1"]] == [s.text for s in wordless]
+    text = render_segments({"rec1": wordless}, "text").splitlines()
+    assert text[0] == "# rec1" and text[1].endswith("A: hello there how are you") and text[-1].endswith(NO_WORDS)
     # scoring a file against itself
     assert score_meetings([(k, v, v) for k, v in back.items()])["der"] == 0.0
 

@@ -74,6 +74,9 @@ def decode(
     normalize: bool = typer.Option(False, help="ASR with --cuts or --data-dir: score references and output "
                                                "case-folded without punctuation (a model trained on other "
                                                "casing than the test set's)."),
+    match_level: bool = typer.Option(True, help="Bring audio whose speech is far quieter or louder than the "
+                                                "model's training audio to the training median (a gain; model "
+                                                "folders record the level range; not with --streaming)."),
     asr_method: str = typer.Option(
         "", "--asr-method", help="Speech translation: the transcript's search (greedy, modified_beam_search, "
                                  "ctc_greedy, ctc_prefix_beam, or attention_rescoring: the n-best rescored by the "
@@ -114,7 +117,7 @@ def decode(
     if streaming and (not files or not hasattr(m.task, "streaming_decoder")):
         raise UserError("--streaming decodes audio files with an ASR model; use it without --cuts or --data-dir")
     if cuts is not None:
-        _decode_cuts(m, cuts, out_dir or Path("."), opts, max_duration, name)
+        _decode_cuts(m, cuts, out_dir or Path("."), opts, max_duration, name, match_level)
         return
     if data_dir is not None:
         if m.task.name == "tagspeech":
@@ -127,7 +130,7 @@ def decode(
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / f"{data_dir.resolve().name}.jsonl.gz"
                 audio.to_file(path)
-                _decode_cuts(m, path, out_dir or Path("."), opts, max_duration, name)
+                _decode_cuts(m, path, out_dir or Path("."), opts, max_duration, name, match_level)
             return
         with_text = sum(bool(s.text) for c in audio for s in c.supervisions)
         if with_text:  # some have a text: say why nothing is scored
@@ -141,7 +144,7 @@ def decode(
         results = _stream_files(m, files, piece_ms)
     else:
         results = m.iter_results(audio if data_dir is not None else [str(f) for f in files], max_segment=max_segment,
-                                 batch_duration=max_duration, **opts)
+                                 batch_duration=max_duration, match_level=match_level, **opts)
     for fid, res in results:
         if isinstance(res, UserError):
             typer.echo(f"error: {res}", err=True)
@@ -197,7 +200,8 @@ def _stream_files(m, files, piece_ms: int):
             yield str(f), e
 
 
-def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: float, name: str):
+def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: float, name: str,
+                 match_level: bool = True):
     import time
 
     from tqdm import tqdm
@@ -228,10 +232,13 @@ def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: fl
     score = {"normalize": opts.pop("normalize")} if "normalize" in opts else {}
     results = []
     audio_s = 0.0
+    moved = 0
     t0 = time.time()
     for batch in tqdm(loader, desc="decoding", unit="batch", dynamic_ncols=True):
         if "error" in batch:
             raise UserError(batch["error"])
+        if match_level:
+            moved += m.match_batch_levels(batch)
         batch["inputs"] = batch["inputs"].to(m.device)
         batch["input_lens"] = batch["input_lens"].to(m.device)
         audio_s += sum(c.duration for c in batch["cuts"])
@@ -244,5 +251,10 @@ def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: fl
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = m.task.write_results(results, out_dir, name, **score)
     typer.echo(f"{name}: {summary}")
+    if moved:
+        st = m.assets.data_stats
+        typer.echo(f"note: {moved} of {len(results)} cuts had speech far outside the training audio's level range "
+                   f"({st['level_db_p5']:.1f}..{st['level_db_p95']:.1f} dB) and were brought to its median "
+                   f"({st['level_db_p50']:.1f} dB; --no-match-level decodes them as they are)", err=True)
     typer.echo(f"RTF {elapsed / max(audio_s, 1e-9):.4f} ({audio_s:.1f} s of audio in {elapsed:.1f} s); "
                f"results in {out_dir}")

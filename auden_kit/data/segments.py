@@ -109,9 +109,14 @@ def to_seglst(rec_id: str, segs: Sequence[Segment]) -> list[dict]:
              "end_time": round(s.end, 3), "words": s.text, **({"gender": s.gender} if s.gender else {})} for s in segs]
 
 
+#: what a text line shows for a segment whose words were not read (a second talker in overlapped
+#: speech, which the single-talker ASR reads as one stream): the speaker is there, the words not
+NO_WORDS = "(speech, no words read)"
+
+
 def to_text(segs: Sequence[Segment]) -> str:
     return "".join(f"[{_fmt_time(s.start)} - {_fmt_time(s.end)}] {s.speaker}{f' ({s.gender})' if s.gender else ''}: "
-                   f"{s.text}\n" for s in segs)
+                   f"{s.text or NO_WORDS}\n" for s in segs)
 
 
 def to_tagspeech(segs: Sequence[Segment]) -> str:
@@ -167,7 +172,8 @@ def read_rttm(path) -> dict[str, list[Segment]]:
         if len(f) < 8:
             raise _bad(path, k, line, "an RTTM SPEAKER line has at least 8 fields")
         start, dur = _times(path, k, line, f, "start and duration")
-        out.setdefault(f[1], []).append(Segment(start, start + dur, f[7], gender=GENDER_OF_STYPE.get(f[6], "")))
+        end = round(start + dur, 6)  # 9.2 + 0.6 is 9.8, not 9.799999999999999
+        out.setdefault(f[1], []).append(Segment(start, end, f[7], gender=GENDER_OF_STYPE.get(f[6], "")))
     return _in_order(out)
 
 

@@ -261,7 +261,11 @@ class Trainer:
                             f"features but data.fbank describes {fb.describe()}; set data.fbank to what the fbank "
                             "stage computed (e.g. data.fbank.pitch=true after `auden-kit data fbank --pitch`)")
         assets = self.task.build_assets(cfg, self.model_cfg, train_cuts)
-        assets.data_stats = {**duration_stats(train_cuts), **assets.data_stats}  # the task's facts kept
+        from auden_kit.data.level import level_stats
+
+        durations = duration_stats(train_cuts)
+        levels = level_stats(train_cuts, fb, durations["num_cuts"])  # inference matches inputs to these
+        assets.data_stats = {**durations, **levels, **assets.data_stats}  # the task's facts kept
         if self.rank == 0:
             log.info("training cuts: %s", ", ".join(f"{k} {v}" for k, v in assets.data_stats.items()
                                                     if not isinstance(v, (list, dict))))
