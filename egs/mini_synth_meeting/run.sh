@@ -95,51 +95,56 @@ wait_builds() {
   rm -f ../mini_synth/exp/num_threads ../mini_synth_voice/exp/num_threads
 }
 
-if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  log "Stage 1: synthesize single-speaker speech (the voices and words of the ASR corpus; new voices: $unseen_speakers for test, $dev_unseen_speakers for dev)"
-  if [ ! -f $dl_dir/.seen.done ]; then  # mini_synth's corpus settings: its 20 voices and 150-word vocabulary
-    auden-kit data synth $dl_dir/seen --num-speakers $seen_speakers --train-utts $train_utts --dev-utts 5 \
-      --test-utts $test_utts \
-      --vocab-size 150 --jobs $nj --format lhotse --manifest-dir data/manifests/seen
-    touch $dl_dir/.seen.done
+# stages 1-3 make the meetings while stage 0's builds train: at nice 10, so that the builds (the
+# run's longest path) keep their cores and the data is made in what they leave
+(
+  [ ${#builds[@]} -eq 0 ] || renice -n 10 -p $BASHPID > /dev/null 2>&1 || true
+  if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+    log "Stage 1: synthesize single-speaker speech (the voices and words of the ASR corpus; new voices: $unseen_speakers for test, $dev_unseen_speakers for dev)"
+    if [ ! -f $dl_dir/.seen.done ]; then  # mini_synth's corpus settings: its 20 voices and 150-word vocabulary
+      auden-kit data synth $dl_dir/seen --num-speakers $seen_speakers --train-utts $train_utts --dev-utts 5 \
+        --test-utts $test_utts \
+        --vocab-size 150 --jobs $nj --format lhotse --manifest-dir data/manifests/seen
+      touch $dl_dir/.seen.done
+    fi
+    if [ ! -f $dl_dir/.unseen.done ]; then  # the next voices of the same order: heard by no model here
+      auden-kit data synth $dl_dir/unseen --num-speakers $unseen_speakers --voice-seed 0 --voice-offset $seen_speakers \
+        --train-utts 0 --dev-utts 0 --test-utts $test_utts --vocab-size 150 --jobs $nj --format lhotse \
+        --manifest-dir data/manifests/unseen
+      touch $dl_dir/.unseen.done
+    fi
+    if [ $dev_unseen_speakers -gt 0 ] && [ ! -f $dl_dir/.unseen_dev.done ]; then  # the voices after those, for dev
+      auden-kit data synth $dl_dir/unseen_dev --num-speakers $dev_unseen_speakers --voice-seed 0 --seed 1 \
+        --voice-offset $((seen_speakers + unseen_speakers)) --train-utts 0 --dev-utts 5 --test-utts 0 --vocab-size 150 \
+        --jobs $nj --format lhotse --manifest-dir data/manifests/unseen_dev
+      touch $dl_dir/.unseen_dev.done
+    fi
   fi
-  if [ ! -f $dl_dir/.unseen.done ]; then  # the next voices of the same order: heard by no model here
-    auden-kit data synth $dl_dir/unseen --num-speakers $unseen_speakers --voice-seed 0 --voice-offset $seen_speakers \
-      --train-utts 0 --dev-utts 0 --test-utts $test_utts --vocab-size 150 --jobs $nj --format lhotse \
-      --manifest-dir data/manifests/unseen
-    touch $dl_dir/.unseen.done
-  fi
-  if [ $dev_unseen_speakers -gt 0 ] && [ ! -f $dl_dir/.unseen_dev.done ]; then  # the voices after those, for dev
-    auden-kit data synth $dl_dir/unseen_dev --num-speakers $dev_unseen_speakers --voice-seed 0 --seed 1 \
-      --voice-offset $((seen_speakers + unseen_speakers)) --train-utts 0 --dev-utts 5 --test-utts 0 --vocab-size 150 \
-      --jobs $nj --format lhotse --manifest-dir data/manifests/unseen_dev
-    touch $dl_dir/.unseen_dev.done
-  fi
-fi
 
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  log "Stage 2: simulate meetings (2-4 speakers, $min_seconds-$max_seconds s, overlaps; dev and test: seen and unseen voices)"
-  sim="auden-kit data simulate-meetings --out-dir data/manifests --audio-dir $dl_dir/meetings --prefix meetings
-    --min-duration $min_seconds --max-duration $max_seconds"
-  m=data/manifests
-  dev_unseen=""; [ $dev_unseen_speakers -gt 0 ] && dev_unseen=$m/unseen_dev/synth_cuts_dev-clean.jsonl.gz
-  [ -f $m/meetings_recordings_train.jsonl.gz ] || \
-    $sim $m/seen/synth_cuts_train-clean-100.jsonl.gz --part train --num-meetings $train_meetings --seed 1
-  [ -f $m/meetings_recordings_dev.jsonl.gz ] || \
-    $sim $m/seen/synth_cuts_dev-clean.jsonl.gz $dev_unseen --part dev --num-meetings $dev_meetings --seed 2
-  [ -f $m/meetings_recordings_test.jsonl.gz ] || \
-    $sim $m/seen/synth_cuts_test-clean.jsonl.gz $m/unseen/synth_cuts_test-clean.jsonl.gz \
-      --part test --num-meetings $test_meetings --seed 3
-  validate_parts meetings "train dev test"
-fi
+  if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+    log "Stage 2: simulate meetings (2-4 speakers, $min_seconds-$max_seconds s, overlaps; dev and test: seen and unseen voices)"
+    sim="auden-kit data simulate-meetings --out-dir data/manifests --audio-dir $dl_dir/meetings --prefix meetings
+      --min-duration $min_seconds --max-duration $max_seconds"
+    m=data/manifests
+    dev_unseen=""; [ $dev_unseen_speakers -gt 0 ] && dev_unseen=$m/unseen_dev/synth_cuts_dev-clean.jsonl.gz
+    [ -f $m/meetings_recordings_train.jsonl.gz ] || \
+      $sim $m/seen/synth_cuts_train-clean-100.jsonl.gz --part train --num-meetings $train_meetings --seed 1
+    [ -f $m/meetings_recordings_dev.jsonl.gz ] || \
+      $sim $m/seen/synth_cuts_dev-clean.jsonl.gz $dev_unseen --part dev --num-meetings $dev_meetings --seed 2
+    [ -f $m/meetings_recordings_test.jsonl.gz ] || \
+      $sim $m/seen/synth_cuts_test-clean.jsonl.gz $m/unseen/synth_cuts_test-clean.jsonl.gz \
+        --part test --num-meetings $test_meetings --seed 3
+    validate_parts meetings "train dev test"
+  fi
 
-if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  log "Stage 3: fbank of whole meetings (windows of at most 60 s), reference RTTM/STM"
-  for p in train dev test; do
-    fbank_part meetings $p data/fbank/meetings_cuts_$p.jsonl.gz $nj --split windows --window 60
-  done
-  meeting_refs data/fbank/meetings_cuts_test.jsonl.gz data/ref_test
-fi
+  if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+    log "Stage 3: fbank of whole meetings (windows of at most 60 s), reference RTTM/STM"
+    for p in train dev test; do
+      fbank_part meetings $p data/fbank/meetings_cuts_$p.jsonl.gz $nj --split windows --window 60
+    done
+    meeting_refs data/fbank/meetings_cuts_test.jsonl.gz data/ref_test
+  fi
+)
 
 wait_builds
 
