@@ -279,10 +279,13 @@ class Model:
         self.require("voice", verb="embed()")
         return self.infer(audio, sample_rate, **kw)
 
-    def stream(self) -> "Stream":
-        """A streaming decoder for one audio stream (causal ASR models)."""
+    def stream(self, match_level: bool = True) -> "Stream":
+        """A streaming decoder for one audio stream (causal ASR models). ``match_level``: the
+        stream's level is measured on its first :attr:`Stream.LEVEL_SECONDS` of audio, which it
+        holds back until then, and a stream far quieter or louder than the training audio is
+        moved to its level from the start (:meth:`level_shift`)."""
         self.require("asr", verb="stream()")
-        return Stream(self)
+        return Stream(self, match_level=match_level)
 
 
 def fbank_of(wav: torch.Tensor, settings, extractor=None) -> torch.Tensor:
@@ -301,10 +304,16 @@ class Stream:
     are computed online (:class:`~auden_kit.data.features.OnlineFbank`, equal to the
     whole-file features) and encoded chunk by chunk by the causal encoder. Until the stream holds
     a signal (:func:`~auden_kit.data.pauses.no_signal`: digital silence so far), its result is the
-    task's empty one, as offline decoding gives for a silent file.
+    task's empty one, as offline decoding gives for a silent file. With ``match_level`` and a
+    model folder that records its training level, the first ``LEVEL_SECONDS`` of audio (or up
+    to ``HOLD_MAX_SECONDS`` until it holds speech) are held back to measure the stream's level;
+    from then on every sample is decoded at the gain :meth:`Model.level_shift` gives (``shift_db``).
     """
 
-    def __init__(self, m: Model, cut_id: str = "stream"):
+    LEVEL_SECONDS = 2.0
+    HOLD_MAX_SECONDS = 10.0
+
+    def __init__(self, m: Model, cut_id: str = "stream", match_level: bool = True):
         from auden_kit.data.features import OnlineFbank
 
         self.m = m
@@ -315,6 +324,10 @@ class Stream:
         self.finished = False
         self.heard = False  # a signal has arrived (checked on each piece plus the last 0.25 s before it)
         self._tail = torch.zeros(0)
+        stats = m.assets.data_stats or {}
+        self.gain = None if match_level and "level_db_p50" in stats else 1.0  # None: not known yet
+        self.shift_db = 0.0
+        self._held: list[torch.Tensor] = []  # model-rate samples held back until the gain is known
 
     def accept(self, samples, sample_rate: int) -> None:
         from auden_kit.data.audio import StreamResampler, check_waveform
@@ -336,7 +349,21 @@ class Stream:
             self._tail = seen[-max(1, int(sample_rate) // 4):]
         self._feed(self.resampler.accept(x))
 
-    def _feed(self, x: torch.Tensor) -> None:
+    def _feed(self, x: torch.Tensor, last: bool = False) -> None:
+        if self.gain is None:  # measuring the stream's level
+            self._held.append(x)
+            x = torch.cat(self._held)
+            rate = self.m.features.sample_rate
+            if x.numel() < self.LEVEL_SECONDS * rate and not last:
+                return
+            feats = fbank_of(x, self.m.features, self.m._extractor)
+            if (speech_level_db(feats, self.m.features.num_mel_bins) is None
+                    and x.numel() < self.HOLD_MAX_SECONDS * rate and not last):
+                return  # no speech yet: hold on
+            self.shift_db = self.m.level_shift(feats, self.cut_id)
+            self.gain, self._held = 10 ** (self.shift_db / 20), []
+        if self.gain != 1.0:
+            x = x * self.gain
         feats = self.fbank.accept(x)
         if feats.shape[0]:
             self.decoder.accept(feats.unsqueeze(0))
@@ -352,7 +379,7 @@ class Stream:
     def finish(self):
         if not self.finished:
             if self.resampler is not None:
-                self._feed(self.resampler.finish())
+                self._feed(self.resampler.finish(), last=True)
             feats = self.fbank.finish()
             if feats.shape[0]:
                 self.decoder.accept(feats.unsqueeze(0))

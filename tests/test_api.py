@@ -139,6 +139,7 @@ def test_stream_equals_offline_features_stream(bpe_dir, synth_corpus, tmp_path):
     through a streaming resampler whose features match resampling the whole file."""
     from auden_kit.data.audio import StreamResampler, resample
     from auden_kit.data.features import FbankSettings, OnlineFbank, fbank_from_waveform
+    from auden_kit.data.level import speech_level_db
     from auden_kit.decoding.transducer import StreamingGreedyDecoder
     from auden_kit.hub import save_pretrained
     from auden_kit.tokenizers import load_tokenizer
@@ -173,6 +174,28 @@ def test_stream_equals_offline_features_stream(bpe_dir, synth_corpus, tmp_path):
     feats += [fb.accept(rs.finish()), fb.finish()]
     streamed, whole = torch.cat(feats), fbank_from_waveform(resample(w22, 22050, 16000), m.features)
     assert streamed.shape == whole.shape and (streamed - whole).abs().max() < 0.01
+    # a folder that records its training level: a stream 40 dB quieter is measured on its first
+    # LEVEL_SECONDS (held back: nothing decoded before) and decoded at the gain that brings it there
+    level = speech_level_db(fbank_from_waveform(wav, m.features), 80)
+    m.assets.data_stats = {"level_db_p5": level - 3, "level_db_p50": level, "level_db_p95": level + 3}
+    quiet = torch.cat([wav, wav]) * 0.01  # two utterances back to back: longer than what is held
+    s = m.stream()
+    held = int(s.LEVEL_SECONDS * 16000)
+    assert quiet.numel() > held + 6000
+    s.accept(quiet[:held - 100], 16000)
+    assert s.gain is None and s.decoder.fed == 0
+    for i in range(held - 100, quiet.numel(), 3001):
+        s.accept(quiet[i:i + 3001], 16000)
+    final = s.finish()
+    head = speech_level_db(fbank_from_waveform(quiet[:held - 100 + 3001], m.features), 80)  # what was held
+    assert abs(s.shift_db - (level - head)) < 1e-3 and 35 < s.shift_db < 45
+    ref_dec = StreamingGreedyDecoder(m.model)
+    ref_dec.accept(fbank_from_waveform(quiet * s.gain, m.features).unsqueeze(0))
+    assert final.tokens == [tok.id_to_piece(t) for t in ref_dec.finish()[0].tokens]
+    s = m.stream(match_level=False)  # as it is: fed at once, other tokens
+    s.accept(quiet, 16000)
+    assert s.gain == 1.0 and s.decoder.fed > 0 and s.shift_db == 0.0
+    assert s.finish().tokens != final.tokens
 
 
 def test_readme_python_snippet_runs(learned_ctc, synth_corpus, tmp_path):

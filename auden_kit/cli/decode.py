@@ -76,7 +76,8 @@ def decode(
                                                "casing than the test set's)."),
     match_level: bool = typer.Option(True, help="Bring audio whose speech is far quieter or louder than the "
                                                 "model's training audio to the training median (a gain; model "
-                                                "folders record the level range; not with --streaming)."),
+                                                "folders record the level range; --streaming measures it on the first "
+                                                "2 s, which it holds back)."),
     asr_method: str = typer.Option(
         "", "--asr-method", help="Speech translation: the transcript's search (greedy, modified_beam_search, "
                                  "ctc_greedy, ctc_prefix_beam, or attention_rescoring: the n-best rescored by the "
@@ -141,7 +142,7 @@ def decode(
         opts.pop("normalize", None)  # nothing to score
     failed = 0
     if streaming:
-        results = _stream_files(m, files, piece_ms)
+        results = _stream_files(m, files, piece_ms, match_level)
     else:
         results = m.iter_results(audio if data_dir is not None else [str(f) for f in files], max_segment=max_segment,
                                  batch_duration=max_duration, match_level=match_level, **opts)
@@ -183,7 +184,7 @@ def _data_dir_cuts(data_dir: Path, rate: int):
     return CutSet.from_cuts(c if c.sampling_rate == rate else c.resample(rate) for c in cuts)
 
 
-def _stream_files(m, files, piece_ms: int):
+def _stream_files(m, files, piece_ms: int, match_level: bool = True):
     from auden_kit.data.audio import load_audio
 
     rate = m.features.sample_rate
@@ -191,7 +192,7 @@ def _stream_files(m, files, piece_ms: int):
     for f in files:
         try:
             wav = load_audio(f, rate)
-            s = m.stream()
+            s = m.stream(match_level=match_level)
             s.cut_id = str(f)
             for start in range(0, wav.numel(), n):
                 s.accept(wav[start:start + n], rate)
