@@ -29,8 +29,9 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from auden_kit.data.audio import load_cut_audio
 from auden_kit.data.features import PAD_VALUE
-from auden_kit.data.level import level_shift_db, shift_level, speech_level_db
+from auden_kit.data.level import has_level_stats, level_shift_db, shift_level, speech_level_db
 from auden_kit.data.pauses import no_signal, speech_segments, split_at_pauses
 from auden_kit.errors import UserError
 from auden_kit.results import Result
@@ -68,25 +69,13 @@ def _items(audio, sample_rate: Optional[int], model_rate: int) -> list[AudioItem
         from lhotse import CutSet
 
         if isinstance(audio, CutSet):
-            return [AudioItem(c.id, lambda c=c: _cut_audio(c, model_rate)) for c in audio]
+            return [AudioItem(c.id, lambda c=c: load_cut_audio(c, model_rate)) for c in audio]
     except ImportError:  # pragma: no cover
         pass
     if isinstance(audio, Iterable):
         return [item for a in audio for item in _items(a, sample_rate, model_rate)]
     raise UserError(f"cannot decode an object of type {type(audio).__name__}: give a path, a list of paths, "
                     "a waveform with its sample_rate, or a Lhotse CutSet")
-
-
-def _cut_audio(cut, rate: int) -> torch.Tensor:
-    from auden_kit.data.audio import check_waveform
-
-    try:
-        x = torch.as_tensor(cut.resample(rate).load_audio(), dtype=torch.float32)
-    except Exception as e:  # noqa: BLE001 - name the cut
-        raise UserError(f"cut '{cut.id}': cannot load its audio ({e})") from None
-    x = x.mean(0) if x.ndim == 2 else x
-    check_waveform(x, f"cut '{cut.id}'")
-    return x
 
 
 class Model:
@@ -324,8 +313,7 @@ class Stream:
         self.finished = False
         self.heard = False  # a signal has arrived (checked on each piece plus the last 0.25 s before it)
         self._tail = torch.zeros(0)
-        stats = m.assets.data_stats or {}
-        self.gain = None if match_level and "level_db_p50" in stats else 1.0  # None: not known yet
+        self.gain = None if match_level and has_level_stats(m.assets.data_stats) else 1.0  # None: not known yet
         self.shift_db = 0.0
         self._held: list[torch.Tensor] = []  # model-rate samples held back until the gain is known
 

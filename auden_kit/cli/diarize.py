@@ -34,9 +34,9 @@ def diarize(
     """Who spoke what and when, with a voice model and an ASR model (no joint training)."""
     from tqdm import tqdm
 
-    from auden_kit.api import _cut_audio, load
+    from auden_kit.api import load
     from auden_kit.cascade import CascadeOptions, diarize_waveform
-    from auden_kit.data.audio import load_audio
+    from auden_kit.data.audio import load_audio, load_cut_audio
     from auden_kit.data.segments import FORMATS, cut_segments, render_segments
 
     setup_logging()
@@ -61,7 +61,7 @@ def diarize(
         results = []
         cs = list(load_cuts([str(cuts)]))
         for c in tqdm(cs, desc="diarizing", unit="recording"):
-            r = diarize_waveform(_cut_audio(c, rate), rate, voice, asr, opts, cut_id=c.id)
+            r = diarize_waveform(load_cut_audio(c, rate), rate, voice, asr, opts, cut_id=c.id)
             r.refs = cut_segments(c)
             results.append(r)
         typer.echo(summary_line(write_meeting_results(results, out_dir, name)))

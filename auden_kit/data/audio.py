@@ -52,6 +52,18 @@ def check_waveform(x: torch.Tensor, name: str) -> None:
         raise UserError(f"audio '{name}' holds {bad} non-finite sample(s) (NaN or inf); the file is damaged")
 
 
+def load_cut_audio(cut, sample_rate: int) -> torch.Tensor:
+    """A Lhotse cut's samples as a 1-D float32 tensor at ``sample_rate`` (channels averaged);
+    UserError naming the cut when they cannot be read or are not finite."""
+    try:
+        x = torch.as_tensor(cut.resample(sample_rate).load_audio(), dtype=torch.float32)
+    except Exception as e:  # noqa: BLE001 - name the cut
+        raise UserError(f"cut '{cut.id}': cannot load its audio ({e})") from None
+    x = x.mean(0) if x.ndim == 2 else x
+    check_waveform(x, f"cut '{cut.id}'")
+    return x
+
+
 def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
     """Return a 1-D float32 tensor: channels averaged, resampled to ``sample_rate``.
 

@@ -447,7 +447,8 @@ class RandomGain:
     def __call__(self, inputs: torch.Tensor, rng: random.Random) -> torch.Tensor:
         from auden_kit.data.level import shift_level
 
-        return torch.stack([shift_level(x, rng.uniform(self.low, self.high), self.num_mel_bins) for x in inputs])
+        shifts = torch.tensor([rng.uniform(self.low, self.high) for _ in range(inputs.shape[0])])
+        return shift_level(inputs, shifts.view(-1, 1, 1), self.num_mel_bins)
 
 
 class _Resample:

@@ -58,6 +58,7 @@ def level_stats(cuts, settings, num_cuts: int, max_cuts: int = MAX_CUTS) -> dict
     ``num_cuts // max_cuts``-th (spread over a manifest sorted by speaker or length). Features are
     the cuts' own, or computed from their audio with ``settings``. Cuts that cannot be read are
     left out (training reports them); {} when none could be."""
+    from auden_kit.data.audio import load_cut_audio
     from auden_kit.data.features import fbank_from_waveform
 
     step = max(1, num_cuts // max_cuts)
@@ -71,10 +72,7 @@ def level_stats(cuts, settings, num_cuts: int, max_cuts: int = MAX_CUTS) -> dict
             if c.has_features:
                 f = torch.from_numpy(np.asarray(c.load_features(), dtype=np.float32))
             else:
-                if c.sampling_rate != settings.sample_rate:
-                    c = c.resample(settings.sample_rate)
-                wav = torch.from_numpy(np.asarray(c.load_audio(), dtype=np.float32)).mean(0)
-                f = fbank_from_waveform(wav, settings)
+                f = fbank_from_waveform(load_cut_audio(c, settings.sample_rate), settings)
         except Exception as e:  # noqa: BLE001 - a statistic: an unreadable cut is reported by training itself
             log.debug("level statistics: cut '%s' left out (%s)", c.id, e)
             continue
@@ -88,20 +86,27 @@ def level_stats(cuts, settings, num_cuts: int, max_cuts: int = MAX_CUTS) -> dict
             "level_db_p95": round(float(q[2]), 2), "level_cuts": len(levels)}
 
 
+def has_level_stats(stats: dict | None) -> bool:
+    """Whether a model folder's ``data_stats`` record its training level (folders from before
+    they were recorded do not)."""
+    return "level_db_p5" in (stats or {})
+
+
 def level_shift_db(level_db: float | None, stats: dict, margin: float = MARGIN_DB) -> float:
     """dB to add to an input of level ``level_db``: outside the training range
     ``[p5 - margin, p95 + margin]``, to the training median; 0 inside it, for no signal, or without
     statistics (a model folder from before they were recorded)."""
-    if level_db is None or "level_db_p5" not in stats:
+    if level_db is None or not has_level_stats(stats):
         return 0.0
     if stats["level_db_p5"] - margin <= level_db <= stats["level_db_p95"] + margin:
         return 0.0
     return stats["level_db_p50"] - level_db
 
 
-def shift_level(feats: torch.Tensor, shift_db: float, num_mel_bins: int) -> torch.Tensor:
+def shift_level(feats: torch.Tensor, shift_db: float | torch.Tensor, num_mel_bins: int) -> torch.Tensor:
     """``feats`` (..., F) with ``shift_db`` added to the mel bins of every frame (a gain on the
-    waveform); bins at the floor (digital silence) stay there. A new tensor."""
+    waveform; a tensor that broadcasts against ``feats``, e.g. (B, 1, 1), gives each row its own);
+    bins at the floor (digital silence) stay there. A new tensor."""
     out = feats.clone()
     mel = out[..., :num_mel_bins]
     live = mel > LOG_MEL_FLOOR + 1e-3
