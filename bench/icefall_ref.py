@@ -101,7 +101,7 @@ def build_icefall_encoder(c, folder: str, decoding: bool = False):
     def run(x, lens):
         e, el = embed(x, lens)
         e = e.permute(1, 0, 2)
-        mask = torch.arange(e.shape[0]).unsqueeze(0) >= el.unsqueeze(1)
+        mask = torch.arange(e.shape[0], device=el.device).unsqueeze(0) >= el.unsqueeze(1)
         return enc(e, el, mask)[0].permute(1, 0, 2)
 
     return torch.nn.ModuleList([embed, enc]), run

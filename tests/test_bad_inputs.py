@@ -43,7 +43,8 @@ def _speech(synth_corpus) -> np.ndarray:
 def _train_yaml(tmp_path, fbank_cuts, bpe_dir, model=None, trainer=None, data=None, optim=None) -> Path:
     from auden_kit.config import to_dict
 
-    cfg = to_dict(tiny_train_config(tmp_path / "exp", fbank_cuts, bpe_dir, max_steps=2))
+    # the CPU even on a GPU machine: the cases below (float16 among them) are errors on the CPU
+    cfg = to_dict(tiny_train_config(tmp_path / "exp", fbank_cuts, bpe_dir, max_steps=2, device="cpu"))
     for sec, upd in (("model", model), ("trainer", trainer), ("data", data), ("optim", optim)):
         if upd:
             cfg[sec].update(upd)
@@ -248,6 +249,22 @@ def test_bad_overrides_and_unknown_task(tmp_path):
     fails(run("train", "task=nope"), "unknown task 'nope'")
     fails(run("train", "trainer.device=cuda") if not torch.cuda.is_available() else run("train", "task=nope"),
           "cuda" if not torch.cuda.is_available() else "nope")
+
+
+def test_more_processes_than_gpus_is_an_error_naming_the_fix(fbank_cuts, bpe_dir, tmp_path, monkeypatch):
+    """torchrun --nproc_per_node 2 on a 1-GPU machine (seen on an H200: "invalid device ordinal" deep in
+    CUDA) stops before anything is written, saying what to change."""
+    from auden_kit.errors import UserError
+    from auden_kit.training.trainer import Trainer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(UserError, match="only 1 GPU.*nproc_per_node.*trainer.device=cpu"):
+        Trainer(tiny_train_config(tmp_path / "exp", fbank_cuts, bpe_dir, max_steps=1))
+    assert not (tmp_path / "exp").exists()
 
 
 # ---------------------------------------------------------------------------- checkpoints and model folders

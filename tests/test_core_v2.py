@@ -171,7 +171,7 @@ def test_ddp_equals_a_single_process_with_accumulation(fbank_cuts, tmp_path):
                       "num_workers": 0, "spec_augment": False},
              "optim": {"base_lr": 0.05, "warmup_batches": 1, "lr_batches": 100},
              "trainer": {"num_epochs": 1, "max_steps": 3, "accum_grad": accum, "progress": False,
-                         "average_period": 1, "num_threads": 1}}
+                         "average_period": 1, "num_threads": 1, "device": "cpu"}}
         (tmp_path / f"{exp}.yaml").write_text(yaml.safe_dump(c))
         return tmp_path / f"{exp}.yaml"
 
@@ -203,18 +203,18 @@ def test_init_from_prefix_map_and_freeze(trained_model, fbank_cuts, tmp_path):
     cfg = classify_config(tmp_path / "a", fbank_cuts, max_steps=2, init_from=str(trained_model),
                           init_prefix_map={"encoder.": "encoder."}, freeze=["encoder.*"])
     t = Trainer(cfg)
-    enc = {k: v for k, v in t.model.state_dict().items() if k.startswith("encoder.")}
+    enc = {k: v.cpu() for k, v in t.model.state_dict().items() if k.startswith("encoder.")}
     assert enc and all(torch.equal(v, asr[k]) for k, v in enc.items())
-    head0 = t.model.classifier[1].weight.detach().clone()
+    head0 = t.model.classifier[1].weight.detach().cpu().clone()
     t.train()
-    after = t.model.state_dict()
+    after = {k: v.cpu() for k, v in t.model.state_dict().items()}
     assert all(torch.equal(after[k], asr[k]) for k in enc)  # frozen: not one step
     assert not torch.equal(after["classifier.1.weight"], head0)
     cfg = classify_config(tmp_path / "b", fbank_cuts, max_steps=4, init_from=str(trained_model),
                           init_prefix_map={"encoder.": "encoder."}, freeze=["encoder.*"], freeze_steps=2)
     t = Trainer(cfg)
     t.train()
-    assert any(not torch.equal(t.model.state_dict()[k], asr[k]) for k in enc)  # unfrozen after 2 steps
+    assert any(not torch.equal(t.model.state_dict()[k].cpu(), asr[k]) for k in enc)  # unfrozen after 2 steps
     with pytest.raises(UserError, match="matches no parameter"):
         Trainer(classify_config(tmp_path / "c", fbank_cuts, freeze=["nothing.*"]))
     with pytest.raises(UserError, match="init_prefix_map"):
@@ -257,7 +257,7 @@ def test_resume_is_exact_with_workers_and_augmentation(fbank_cuts, bpe_dir, tmp_
     from auden_kit.training.trainer import Trainer
 
     def cfg(exp, steps):
-        c = tiny_train_config(exp, fbank_cuts, bpe_dir, max_steps=steps)
+        c = tiny_train_config(exp, fbank_cuts, bpe_dir, max_steps=steps, device="cpu")  # see test_trainer.py
         c.data.num_workers = workers
         c.data.spec_augment = True
         c.data.max_duration = 6

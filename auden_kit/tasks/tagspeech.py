@@ -514,7 +514,7 @@ def regroup_by_voice(segs: list[Segment], stretches: list[tuple[float, float]], 
         return nn.functional.normalize(frames[a: max(int(p.end / frame_shift), a + 1)].mean(0), dim=-1)
 
     own = torch.stack([voice_of(p) for p in pieces])
-    weight = torch.tensor([p.end - p.start for p in pieces], dtype=own.dtype)
+    weight = torch.tensor([p.end - p.start for p in pieces], dtype=own.dtype, device=own.device)
     for _ in range(REGROUP_ROUNDS):  # until no piece moves
         names = sorted({p.speaker for p in pieces})
         cent = torch.stack([(own * weight[:, None])[[p.speaker == s for p in pieces]].sum(0) for s in names])
@@ -789,7 +789,7 @@ def add_overlap_talkers(segs: list[Segment], regions: list[tuple[float, float]],
         if not near:
             continue
         v = nn.functional.normalize(region_voice(a, b).float(), dim=-1)
-        best = max(sorted(near), key=lambda k: float(v @ nn.functional.normalize(torch.tensor(emb[k]), dim=-1)))
+        best = max(sorted(near), key=lambda k: float(v @ nn.functional.normalize(torch.tensor(emb[k], device=v.device), dim=-1)))
         ends = [j for j, sg in enumerate(segs) if sg.speaker == best and a - 0.3 <= sg.end <= b]
         starts = [j for j, sg in enumerate(segs) if sg.speaker == best and a <= sg.start <= b + 0.3]
         if ends:
@@ -1438,10 +1438,10 @@ class TagSpeechTask(Task):
         embeddings of its segments (each read alone), unit length."""
         e = model.segment_embeddings(x, [(sg.start, sg.end) for sg in segs]).float()
         e = e / (e.norm(dim=-1, keepdim=True) + 1e-9)
-        w = torch.tensor([max(sg.end - sg.start, 1e-3) for sg in segs])
+        w = torch.tensor([max(sg.end - sg.start, 1e-3) for sg in segs], device=e.device)
         out = {}
         for spk in {sg.speaker for sg in segs}:
-            k = torch.tensor([sg.speaker == spk for sg in segs])
+            k = torch.tensor([sg.speaker == spk for sg in segs], device=e.device)
             v = (e[k] * w[k, None]).sum(0)
             out[spk] = (v / (v.norm() + 1e-9)).tolist()
         return out

@@ -159,6 +159,11 @@ class Trainer:
             raise UserError("config key 'trainer.device' is cuda but no GPU is visible (use trainer.device=cpu)")
         if tc.dtype == "float16" and not use_cuda:
             raise UserError("config key 'trainer.dtype' is float16, which needs a GPU; use bfloat16 on CPU")
+        if use_cuda and local >= torch.cuda.device_count():
+            # (seen on a 1-GPU machine under torchrun --nproc_per_node 2: "invalid device ordinal")
+            raise UserError(f"this is process {local} on this machine but only {torch.cuda.device_count()} GPU(s) "
+                            "are visible: start at most one process per GPU (torchrun --nproc_per_node), or train "
+                            "on the CPU with trainer.device=cpu")
         self.device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
