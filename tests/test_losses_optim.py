@@ -64,6 +64,32 @@ def test_narrow_band_is_an_upper_bound_with_finite_grads():
     assert torch.isfinite(a.grad).all() and torch.isfinite(am.grad).all() and torch.isfinite(lm.grad).all()
 
 
+def test_band_gradient_is_the_finite_difference_one():
+    """The forward-backward gradient (no autograd through the recursion) against finite
+    differences, on a band that moves, with sequences shorter than the batch in both axes; and
+    the arc posteriors returned with the loss are that gradient."""
+    from auden_kit.losses.rnnt import band_log_likelihood
+
+    g = torch.Generator().manual_seed(3)
+    B, T, S = 3, 9, 3
+    blank = torch.randn(B, T, S, generator=g, dtype=torch.float64).log_softmax(-1).requires_grad_(True)
+    emit = torch.randn(B, T, S, generator=g, dtype=torch.float64).log_softmax(-1).requires_grad_(True)
+    starts = torch.tensor([[0, 0, 1, 1, 2, 2, 3, 4, 4], [0, 1, 1, 1, 2, 2, 2, 2, 2], [0, 0, 0, 1, 1, 1, 1, 1, 1]])
+    frames, labels = torch.tensor([9, 7, 5]), torch.tensor([5, 3, 2])
+    w = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)  # a different weight per sequence
+    assert torch.autograd.gradcheck(lambda b, e: band_log_likelihood(b, e, starts, frames, labels) * w,
+                                    (blank, emit))
+    ll, post_blank, post_emit = band_log_likelihood(blank, emit, starts, frames, labels, posteriors=True)
+    gb, ge = torch.autograd.grad(ll.sum(), [blank, emit])
+    assert torch.allclose(post_blank, gb) and torch.allclose(post_emit, ge)
+    # every path ends in one final blank and passes each frame once: the blank posteriors of a
+    # sequence sum to its frame count, the emit posteriors to its label count
+    assert torch.allclose(post_blank.sum((1, 2)), frames.double()) and torch.allclose(post_emit.sum((1, 2)),
+                                                                                       labels.double())
+    with torch.no_grad():  # the forward pass alone gives the same value
+        assert torch.allclose(band_log_likelihood(blank, emit, starts, frames, labels), ll)
+
+
 def test_scaled_adam_reduces_a_loss():
     torch.manual_seed(0)
     X = torch.randn(256, 10)
