@@ -51,6 +51,13 @@ def _next_band(starts: Tensor, S: int, keep: Tensor | None = None) -> Tensor | N
     return torch.where(ok, idx, S)
 
 
+def _final_node(starts: Tensor, frames: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(batch index, last frame, band position of label U) of each sequence's final node."""
+    b = torch.arange(starts.shape[0], device=starts.device)
+    t_last = frames - 1
+    return b, t_last, labels - starts[b, t_last]
+
+
 def _lattice_alpha(blank: Tensor, emit: Tensor, starts: Tensor) -> Tensor:
     """Forward variables (B, T, S), float64: log-prob of reaching node (t, starts[:, t] + k).
 
@@ -106,9 +113,7 @@ def band_forward_backward(blank: Tensor, emit: Tensor, starts: Tensor, frames: T
     B, T, S = blank.shape
     blank, emit = blank.to(torch.float64), emit.to(torch.float64)
     dev = blank.device
-    b = torch.arange(B, device=dev)
-    t_last = frames - 1
-    k_last = labels - starts[b, t_last]
+    b, t_last, k_last = _final_node(starts, frames, labels)
     alpha = _lattice_alpha(blank, emit, starts)
     ll = alpha[b, t_last, k_last] + blank[b, t_last, k_last]
     c_r = _exclusive_cumsum(emit).flip(-1)
@@ -155,10 +160,8 @@ def band_log_likelihood(blank: Tensor, emit: Tensor, starts: Tensor, frames: Ten
     if posteriors or (torch.is_grad_enabled() and (blank.requires_grad or emit.requires_grad)):
         ll, g_blank, g_emit = _BandLikelihood.apply(blank, emit, starts, frames, labels)
         return (ll, g_blank, g_emit) if posteriors else ll
-    B = blank.shape[0]
-    b = torch.arange(B, device=blank.device)
-    t_last, blank64 = frames - 1, blank.to(torch.float64)
-    k_last = labels - starts[b, t_last]
+    b, t_last, k_last = _final_node(starts, frames, labels)
+    blank64 = blank.to(torch.float64)
     alpha = _lattice_alpha(blank64, emit.to(torch.float64), starts)
     return alpha[b, t_last, k_last] + blank64[b, t_last, k_last]
 
