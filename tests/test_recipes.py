@@ -486,7 +486,7 @@ def test_mini_synth_meeting_recipe_tiny(tmp_path, trained_model, voice_model):
     _tiny_tagspeech(recipe, max_duration=120)
     cmd = ["./run.sh", "--nj", "1", "--seen-speakers", "4", "--train-utts", "6", "--test-utts", "3",
            "--unseen-speakers", "2", "--dev-unseen-speakers", "2", "--train-meetings", "6", "--dev-meetings", "2", "--test-meetings", "3",
-           "--min-seconds", "8", "--max-seconds", "30", "--thresholds", "0.5",
+           "--min-seconds", "8", "--max-seconds", "30", "--thresholds", "0.5", "--split-grid", "0.6 0.9",
            "--num-epochs", "1", "--avg", "1", "--long-meetings", "2", "--asr-model", str(trained_model),
            "--voice-model", str(voice_model / "model"), "--extra", "trainer.max_steps=3"]
     r = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=_env(), timeout=900)
@@ -500,6 +500,15 @@ def test_mini_synth_meeting_recipe_tiny(tmp_path, trained_model, voice_model):
     for f in ("exp/tagspeech/decode/hyp-test.rttm", "exp/tagspeech/decode/ref-test.stm", "exp/cascade/hyp-test.json",
               "data/ref_test.rttm"):
         assert (recipe / f).is_file(), f
+    # stage 6 chose model.split_voices on dev: the value of lowest dev cpWER is in the folder's config
+    import yaml
+
+    tune = recipe / "exp" / "tagspeech" / "tune-split_voices"
+    dev = {v: json.loads((tune / v / "metrics-dev.json").read_text())["cpwer"] for v in ("0.6", "0.9")}
+    chosen = (tune / "chosen").read_text().strip()
+    assert dev[chosen] == min(dev.values()) and ("0.6" if dev["0.6"] <= dev["0.9"] else "0.9") == chosen
+    cfg = yaml.safe_load((recipe / "exp" / "tagspeech" / "model-avg" / "config.yaml").read_text())
+    assert cfg["model"]["split_voices"] == float(chosen)
     # the dev meetings hold voices of their own that no model heard (as the test meetings do)
     from lhotse import load_manifest
 

@@ -10,6 +10,8 @@
 #   meeting_cascade VOICE ASR "THRESHOLDS" DEV TEST OUT_DIR
 #                                                 the cascade baseline, its clustering threshold
 #                                                 tuned on DEV (lowest DER), scored on TEST
+#   meeting_tune EXP KEY "VALUES" DEV             a decoding key of EXP/model-avg (model.KEY) chosen
+#                                                 on DEV (lowest cpWER) and written into its config
 
 meeting_refs() {
   local cuts="$1" out="$2" f
@@ -40,6 +42,37 @@ meeting_cascade() {
   done
   log "cascade threshold $best (dev DER $best_der)"
   auden-kit diarize --voice-model $voice --asr-model $asr --threshold $best --cuts $test --out-dir $out --name test
+}
+
+# meeting_tune EXP KEY "VALUES" DEV: decode DEV with EXP/model-avg at model.KEY = each value (a folder
+# of links beside it, its own config.yaml) and write the value of lowest dev cpWER (the first on a tie)
+# into EXP/model-avg/config.yaml: a decoding setting chosen for this run's model, as the cascade's
+# threshold is (EXP/tune-KEY/ keeps each value's dev figures)
+meeting_tune() {
+  local exp="$1" key="$2" values="$3" dev="$4" v d cpwer best="" best_cp=1e9
+  if up_to_date $exp/tune-$key/chosen $exp/model-avg/model.safetensors $dev; then skip $exp/tune-$key; return; fi
+  for v in $values; do
+    d=$exp/tune-$key/$v
+    rm -rf $d && mkdir -p $d/folder
+    ln -s "$(cd $exp/model-avg && pwd)"/{model.safetensors,tokenizers} $d/folder/
+    python - $exp/model-avg/config.yaml $d/folder/config.yaml "$key" "$v" <<'PY'
+import sys
+import yaml
+cfg = yaml.safe_load(open(sys.argv[1]))
+if sys.argv[3] not in cfg["model"]:
+    sys.exit(f"meeting_tune: model.{sys.argv[3]} is not a key of {sys.argv[1]}")
+cfg["model"][sys.argv[3]] = yaml.safe_load(sys.argv[4])
+open(sys.argv[2], "w").write(yaml.safe_dump(cfg, sort_keys=False))
+PY
+    auden-kit decode --model $d/folder --cuts $dev --out-dir $d --name dev
+    cpwer=$(python -c "import json; print(json.load(open('$d/metrics-dev.json'))['cpwer'])")
+    log "  model.$key $v: dev cpWER $cpwer"
+    if python -c "import sys; sys.exit(0 if $cpwer < $best_cp else 1)"; then best=$v; best_cp=$cpwer; fi
+  done
+  cp $exp/tune-$key/$best/folder/config.yaml $exp/model-avg/config.yaml.tmp
+  mv $exp/model-avg/config.yaml.tmp $exp/model-avg/config.yaml
+  echo $best > $exp/tune-$key/chosen
+  log "model.$key $best (dev cpWER $best_cp) written into $exp/model-avg/config.yaml"
 }
 
 # meeting_table NAME METRICS_JSON ...: one summary line per system (those whose file exists)

@@ -23,6 +23,7 @@ dev_unseen_speakers=8  # dev voices never heard in training either (other than t
 min_seconds=15         # meeting durations
 max_seconds=60
 thresholds="0.4 0.55 0.7"  # stage 8: the cascade's clustering thresholds tried on dev
+split_grid="0.7 0.8 0.9"   # stage 6: model.split_voices values tried on dev (RESULTS.md: the best one moves from run to run)
 num_epochs=6            # 6 / 7 / 8 epochs (avg 2), 60 dev meetings: cpWER 28.06 / 29.43 / 29.81 (RESULTS.md)
 avg=2
 long_meetings=18       # stage 9: test meetings joined into one recording (~10 minutes)
@@ -30,7 +31,7 @@ asr_model=../mini_synth/exp/model-avg          # the semantic stream (built by .
 voice_model=../mini_synth_voice/exp/model-avg  # the voice stream (built by ../mini_synth_voice if absent)
 extra=""               # extra key=value overrides for training, e.g. --extra "trainer.max_steps=5"
 help_message="Offline TagSpeech-style diarized ASR on simulated meetings. Example: ./run.sh --stage 5"
-__options="stage stop_stage nj seen_speakers train_utts test_utts train_meetings dev_meetings test_meetings unseen_speakers dev_unseen_speakers min_seconds max_seconds thresholds num_epochs avg long_meetings asr_model voice_model extra"
+__options="stage stop_stage nj seen_speakers train_utts test_utts train_meetings dev_meetings test_meetings unseen_speakers dev_unseen_speakers min_seconds max_seconds thresholds split_grid num_epochs avg long_meetings asr_model voice_model extra"
 . ../../tools/parse_options.sh
 . ../../tools/recipe_lib.sh
 . ../../tools/meeting_lib.sh
@@ -159,8 +160,9 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
-  log "Stage 6: average checkpoints into a model folder"
+  log "Stage 6: average checkpoints into a model folder; its speaker-split threshold chosen on dev"
   average_model $exp $num_epochs $avg
+  meeting_tune $exp split_voices "$split_grid" data/fbank/meetings_cuts_dev.jsonl.gz
 fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
