@@ -49,12 +49,15 @@ meeting_cascade() {
 # into EXP/model-avg/config.yaml: a decoding setting chosen for this run's model, as the cascade's
 # threshold is (EXP/tune-KEY/ keeps each value's dev figures)
 meeting_tune() {
-  local exp="$1" key="$2" values="$3" dev="$4" v d cpwer best="" best_cp=1e9
+  local exp="$1" key="$2" values="$3" dev="$4" v d f cpwer best="" best_cp=1e9
+  [ -n "$values" ] || { log "model.$key kept as configured (no values to try)"; return 0; }
   if up_to_date $exp/tune-$key/chosen $exp/model-avg/model.safetensors $dev; then skip $exp/tune-$key; return; fi
   for v in $values; do
     d=$exp/tune-$key/$v
     rm -rf $d && mkdir -p $d/folder
-    ln -s "$(cd $exp/model-avg && pwd)"/{model.safetensors,tokenizers} $d/folder/
+    for f in "$(cd $exp/model-avg && pwd)"/*; do  # the folder's files, its config.yaml excepted
+      [ "$(basename "$f")" = config.yaml ] || ln -s "$f" $d/folder/
+    done
     python - $exp/model-avg/config.yaml $d/folder/config.yaml "$key" "$v" <<'PY'
 import sys
 import yaml
