@@ -51,21 +51,26 @@ def _next_band(starts: Tensor, S: int, keep: Tensor | None = None) -> Tensor | N
     return torch.where(ok, idx, S)
 
 
-def _final_node(starts: Tensor, frames: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(batch index, last frame, band position of label U) of each sequence's final node."""
+def _forward(blank: Tensor, emit: Tensor, starts: Tensor, frames: Tensor, labels: Tensor):
+    """The forward pass in float64: (blank, emit, c (exclusive cumsum of emit), alpha, ll, and the
+    final node of each sequence: batch index, last frame, band position of label U)."""
+    blank, emit = blank.to(torch.float64), emit.to(torch.float64)
+    c = _exclusive_cumsum(emit)
+    alpha = _lattice_alpha(blank, c, starts)
     b = torch.arange(starts.shape[0], device=starts.device)
     t_last = frames - 1
-    return b, t_last, labels - starts[b, t_last]
+    k_last = labels - starts[b, t_last]
+    return blank, emit, c, alpha, alpha[b, t_last, k_last] + blank[b, t_last, k_last], (b, t_last, k_last)
 
 
-def _lattice_alpha(blank: Tensor, emit: Tensor, starts: Tensor) -> Tensor:
-    """Forward variables (B, T, S), float64: log-prob of reaching node (t, starts[:, t] + k).
+def _lattice_alpha(blank: Tensor, c: Tensor, starts: Tensor) -> Tensor:
+    """Forward variables (B, T, S), float64: log-prob of reaching node (t, starts[:, t] + k);
+    ``c``: the exclusive cumsum of the emit log-probs along the band.
 
     The loop keeps A = alpha - c (c: exclusive cumsum of emit along the band), for which a frame
     is A(t) = logcumsumexp(band(t-1 -> t)(A(t-1) + c(t-1) + blank(t-1)) - c(t)): 2 ops per frame
     when no band moves (the full lattice), 4 when one does."""
     B, T, S = blank.shape
-    c = _exclusive_cumsum(emit)
     A = blank.new_zeros(T, B, S + 1)  # column S: padding (0 + the NEG of X's padding column)
     init = torch.full((B, S), NEG, dtype=blank.dtype, device=blank.device)
     init[:, 0] = 0.0
@@ -111,12 +116,9 @@ def band_forward_backward(blank: Tensor, emit: Tensor, starts: Tensor, frames: T
     Bt = beta + c (reversed) and Z = (blank + beta(t+1) or the final blank) + c, the terms of the
     log-cumsum: Bt(t) = logcumsumexp(Z(t))."""
     B, T, S = blank.shape
-    blank, emit = blank.to(torch.float64), emit.to(torch.float64)
     dev = blank.device
-    b, t_last, k_last = _final_node(starts, frames, labels)
-    alpha = _lattice_alpha(blank, emit, starts)
-    ll = alpha[b, t_last, k_last] + blank[b, t_last, k_last]
-    c_r = _exclusive_cumsum(emit).flip(-1)
+    blank, emit, c, alpha, ll, (b, t_last, k_last) = _forward(blank, emit, starts, frames, labels)
+    c_r = c.flip(-1)
     t = torch.arange(T, device=dev)
     goes_on = (t[:-1].view(1, -1, 1) < t_last.view(-1, 1, 1)).expand(B, T - 1, S)  # an arc to frame t+1
     end = torch.full((B, T, S), NEG, dtype=torch.float64, device=dev)  # the final blank, reversed, + c
@@ -160,10 +162,7 @@ def band_log_likelihood(blank: Tensor, emit: Tensor, starts: Tensor, frames: Ten
     if posteriors or (torch.is_grad_enabled() and (blank.requires_grad or emit.requires_grad)):
         ll, g_blank, g_emit = _BandLikelihood.apply(blank, emit, starts, frames, labels)
         return (ll, g_blank, g_emit) if posteriors else ll
-    b, t_last, k_last = _final_node(starts, frames, labels)
-    blank64 = blank.to(torch.float64)
-    alpha = _lattice_alpha(blank64, emit.to(torch.float64), starts)
-    return alpha[b, t_last, k_last] + blank64[b, t_last, k_last]
+    return _forward(blank, emit, starts, frames, labels)[4]
 
 
 def _gather_labels(logp: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
