@@ -263,6 +263,12 @@ def test_incremental_decoder_matches_full():
     cache = d.start_cache(mem, pad)
     steps = torch.stack([d.step(cache, ys[:, u]) for u in range(7)], 1)
     assert torch.allclose(full, steps, atol=1e-5)
+    # longer than the key/value buffer's first size (64 positions, then doubled), memory unpadded
+    mem2, pad2 = d.memory(torch.randn(2, 12, 32), torch.tensor([12, 12]))
+    ys2 = torch.randint(2, 50, (2, 150))
+    full2 = d.decode(mem2, pad2, ys2, torch.zeros(2, 150, dtype=torch.bool))
+    cache2 = d.start_cache(mem2, pad2)
+    assert torch.allclose(full2, torch.stack([d.step(cache2, ys2[:, u]) for u in range(150)], 1), atol=1e-5)
     # the layer-by-layer pass that also returns the cross-attention (guided-attention loss)
     logits, attn = d.decode_with_attention(mem, pad, ys, torch.zeros(3, 7, dtype=torch.bool))
     assert torch.allclose(full, logits, atol=1e-5)
@@ -626,6 +632,11 @@ def test_tagspeech_learns_the_meetings(meetings, trained_model, decoder, tmp_pat
             dec = model.decoder
             ys_in, ys_out, pad = dec._inputs(batch["targets"]["tokens"], mem.device)
             logits, _ = dec.decode_with_attention(*dec.memory(mem, mlens), ys_in, pad)
+            # step by step (the search's path: pointer keys of the memory computed once) = all at once
+            cache = dec.start_cache(*dec.memory(mem, mlens))
+            steps = torch.stack([dec.step(cache, ys_in[:, u]) for u in range(ys_in.shape[1])], 1)
+            assert model._mem_keys is not None and set(model._mem_keys[1]) == {"time", "copy"}
+        assert torch.allclose(steps[~pad], logits[~pad], atol=1e-4), (steps[~pad] - logits[~pad]).abs().max()
         g0 = v.text + v.times + v.speakers
         at = (ys_out >= g0) & (ys_out < g0 + v.genders)
         said = logits[..., g0: g0 + v.genders].argmax(-1) + g0

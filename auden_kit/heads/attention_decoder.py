@@ -145,21 +145,29 @@ class AttentionDecoder(nn.Module):
         values of earlier positions are cached; PyTorch's ``norm_first`` layer, eval mode)."""
         u = cache["u"]
         x = self.embed(tokens.unsqueeze(1)) * self.scale + self.pos[u: u + 1]
-        mask = cache["pad"][:, None, None, :]
+        if "mask" not in cache:  # the memory's padding as an additive mask, made once (None: no padding)
+            pad = cache["pad"][:, None, None, :]
+            cache["mask"] = torch.zeros(pad.shape, dtype=x.dtype, device=x.device).masked_fill(pad, float("-inf")) \
+                if bool(pad.any()) else None
         for layer, c in zip(self.layers.layers, cache["layers"]):
             sa = layer.self_attn
             d, H = sa.embed_dim, sa.num_heads
             h = layer.norm1(x)
             q, k, v = nn.functional.linear(h, sa.in_proj_weight, sa.in_proj_bias).chunk(3, dim=-1)
             k, v = self._heads(k, H), self._heads(v, H)
-            c["sk"] = k if c["sk"] is None else torch.cat([c["sk"], k], 2)
-            c["sv"] = v if c["sv"] is None else torch.cat([c["sv"], v], 2)
-            a = nn.functional.scaled_dot_product_attention(self._heads(q, H), c["sk"], c["sv"])
+            if c["sk"] is None or c["sk"].shape[2] == u:  # keys/values in a buffer that doubles when full
+                grow = [t.new_empty(t.shape[0], t.shape[1], 2 * u + 64, t.shape[3]) for t in (k, v)]
+                if u:
+                    grow[0][:, :, :u], grow[1][:, :, :u] = c["sk"], c["sv"]
+                c["sk"], c["sv"] = grow
+            c["sk"][:, :, u: u + 1], c["sv"][:, :, u: u + 1] = k, v
+            a = nn.functional.scaled_dot_product_attention(self._heads(q, H), c["sk"][:, :, : u + 1],
+                                                           c["sv"][:, :, : u + 1])
             x = x + sa.out_proj(a.transpose(1, 2).reshape(x.shape[0], 1, d))
             mha = layer.multihead_attn
             h = layer.norm2(x)
             q = nn.functional.linear(h, mha.in_proj_weight[:d], mha.in_proj_bias[:d])
-            a = nn.functional.scaled_dot_product_attention(self._heads(q, H), c["mk"], c["mv"], attn_mask=~mask)
+            a = nn.functional.scaled_dot_product_attention(self._heads(q, H), c["mk"], c["mv"], attn_mask=cache["mask"])
             x = x + mha.out_proj(a.transpose(1, 2).reshape(x.shape[0], 1, d))
             x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
         cache["u"] = u + 1
