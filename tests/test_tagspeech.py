@@ -406,6 +406,16 @@ def test_speakers_of_two_voices_are_split():
         ("spk1", "a"), ("spk2", "b"), ("spk1", "c"), ("spk3", "d"), ("spk1", "e"), ("spk2", "f")]
     assert split_by_voice(segs, emb, threshold=0.5, least=4.0) == segs  # the second voice holds too little
     assert split_by_voice(segs, emb, threshold=0.1, least=3.0) == segs  # the voices are not that far apart
+    # one odd segment (1 s, a voice far from both: overlapped speech) neither blocks the split, as a
+    # split into exactly two groups did (it was one group, the two voices the other), nor becomes a
+    # speaker: it joins the closer voice
+    odd = segs[:4] + [S(12, 13, "spk1", "o")]
+    out = split_by_voice(odd, {0: a, 1: a, 2: a, 3: b, 4: [-1.0, -0.9, 0.0]}, threshold=0.5, least=3.0)
+    assert [s.speaker for s in out] == ["spk1", "spk2", "spk1", "spk3", "spk3"]
+    # three voices in one speaker: three speakers, the longest keeps the name
+    three = [S(0, 4, "spk1", "a"), S(4, 7, "spk1", "b"), S(7, 10, "spk1", "c"), S(10, 14, "spk1", "a2")]
+    out = split_by_voice(three, {0: a, 1: b, 2: [-1.0, 0.0, 0.0], 3: a}, threshold=0.5, least=3.0)
+    assert [s.speaker for s in out] == ["spk1", "spk2", "spk3", "spk1"]
     for bad in ({"split_voices": 1.0}, {"split_voices": 0.5, "fusion": "semantic"}, {"split_min_seconds": -1}):
         with pytest.raises(UserError, match=r"model\.split_"):
             TagSpeechModelConfig(semantic_model="x", voice_model="y", **bad).validate()

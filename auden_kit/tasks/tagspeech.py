@@ -167,13 +167,13 @@ class TagSpeechModelConfig:
     # `absorb_short_speakers`). Diarization's minimum-speaker-duration rule; depends on how much
     # a speaker says in a window of the data, so chosen per recipe on dev meetings
     min_speaker_seconds: float = 0.0
-    # after that: a speaker whose segments fall into two voices by the voice model's own utterance
-    # embeddings (its pooling and embedding layers, copied from the voice folder into this model) is
-    # split in two (`split_by_voice`): its segments of at least 0.8 s are parted in two groups
-    # (average linkage) and, when each group holds at least split_min_seconds and their mean voices
-    # are less similar than this cosine, the second group becomes a new speaker (0: off). The
-    # decoder's speaker pointer merges voices that the voice model tells apart (mini_synth_meeting:
-    # 6 of 9 merged test speakers; RESULTS.md); chosen per recipe on dev meetings
+    # after that: a speaker whose segments fall into two or more voices by the voice model's own
+    # utterance embeddings (its pooling and embedding layers, copied from the voice folder into this
+    # model) is split (`split_by_voice`): its segments of at least 0.8 s are clustered (average
+    # linkage, stopping below this cosine); each group holding at least split_min_seconds is a voice,
+    # smaller groups join the closest voice, and every voice but the longest becomes a new speaker
+    # (0: off). The decoder's speaker pointer merges voices that the voice model tells apart
+    # (mini_synth_meeting: 6 of 9 merged test speakers; RESULTS.md); chosen per recipe on dev meetings
     split_voices: float = 0.0
     split_min_seconds: float = 4.0
     # a frame classifier on the two streams (nobody / one / two or more talking; `OverlapHead`),
@@ -532,12 +532,14 @@ SPLIT_MIN_SEGMENT = 0.8  # seconds: shorter segments are not embedded by split_b
 
 
 def split_by_voice(segs: list[Segment], emb: dict, threshold: float, least: float) -> list[Segment]:
-    """Speakers whose segments fall into two voices split in two. ``emb``: {segment index: voice
+    """Speakers whose segments fall into two or more voices split. ``emb``: {segment index: voice
     embedding} (segments without one stay with their speaker). A speaker's embedded segments are
-    parted in two groups (average linkage on cosine similarity); when each group holds at least
-    ``least`` seconds and the groups' duration-weighted mean voices have a cosine below
-    ``threshold``, the second group becomes a new speaker. Speakers are renumbered spk1.. by first
-    appearance."""
+    clustered (average linkage on cosine similarity, stopping below ``threshold``); the groups
+    holding at least ``least`` seconds are voices, and the segments of smaller groups (one odd
+    segment, often overlapped speech) join the voice whose duration-weighted mean is closest, so
+    that one outlier neither blocks a split nor becomes a speaker. With two or more voices, the
+    longest keeps the speaker and each other becomes a new one. Speakers are renumbered spk1.. by
+    first appearance."""
     out = list(segs)
     for spk in sorted({sg.speaker for sg in segs}):
         idx = [i for i, sg in enumerate(segs) if sg.speaker == spk and i in emb]
@@ -545,15 +547,19 @@ def split_by_voice(segs: list[Segment], emb: dict, threshold: float, least: floa
             continue
         x = np.stack([np.asarray(emb[i], dtype=np.float64) for i in idx])
         x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-9
-        lab = np.array(agglomerate(x, -1.0, num_speakers=2))
+        lab = np.array(agglomerate(x, threshold))
         w = np.array([segs[i].end - segs[i].start for i in idx])
-        if min(w[lab == 0].sum(), w[lab == 1].sum()) < least:
+        dur = np.array([w[lab == k].sum() for k in range(lab.max() + 1)])
+        voices = [k for k in np.argsort(-dur, kind="stable") if dur[k] >= least]
+        if len(voices) < 2:
             continue
-        a, b = ((x[lab == k] * w[lab == k, None]).sum(0) for k in (0, 1))
-        if float(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9) < threshold:
-            for i, k in zip(idx, lab):
-                if k == 1:
-                    out[i] = dataclasses.replace(out[i], speaker=spk + "+")
+        cent = np.stack([(x[lab == k] * w[lab == k, None]).sum(0) for k in voices])
+        cent /= np.linalg.norm(cent, axis=1, keepdims=True) + 1e-9
+        to = np.array([voices.index(k) if k in voices else int(np.argmax(cent @ x[j]))
+                       for j, k in enumerate(lab)])
+        for i, v in zip(idx, to):
+            if v > 0:
+                out[i] = dataclasses.replace(out[i], speaker=spk + "+" * int(v))
     return renumber_speakers(out)
 
 
