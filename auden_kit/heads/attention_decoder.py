@@ -145,10 +145,8 @@ class AttentionDecoder(nn.Module):
         values of earlier positions are cached; PyTorch's ``norm_first`` layer, eval mode)."""
         u = cache["u"]
         x = self.embed(tokens.unsqueeze(1)) * self.scale + self.pos[u: u + 1]
-        if "mask" not in cache:  # the memory's padding as an additive mask, made once (None: no padding)
-            pad = cache["pad"][:, None, None, :]
-            cache["mask"] = torch.zeros(pad.shape, dtype=x.dtype, device=x.device).masked_fill(pad, float("-inf")) \
-                if bool(pad.any()) else None
+        if "mask" not in cache:  # where the memory may be attended, made once (None: no padding)
+            cache["mask"] = ~cache["pad"][:, None, None, :] if bool(cache["pad"].any()) else None
         for layer, c in zip(self.layers.layers, cache["layers"]):
             sa = layer.self_attn
             d, H = sa.embed_dim, sa.num_heads
