@@ -13,6 +13,9 @@ metrics as the one-model ``tagspeech`` task, for comparison in the same run.
    one label are the speaker turns (one speaker at a time: overlapped speech is the cascade's
    known weakness).
 5. The ASR model transcribes each turn.
+
+:func:`tune_threshold` chooses the clustering threshold on a dev set (lowest DER), embedding each
+recording once and clustering it at every candidate.
 """
 
 from __future__ import annotations
@@ -44,9 +47,9 @@ class CascadeOptions:
             raise UserError(f"--num-speakers must be >= 0, got {self.num_speakers}")
 
 
-def diarize_waveform(wav: torch.Tensor, rate: int, voice, asr, opts: CascadeOptions, cut_id: str = "audio",
-                     asr_method: str = "") -> SegmentsResult:
-    """Segments of one recording (``voice`` and ``asr``: :class:`auden_kit.api.Model`)."""
+def window_embeddings(wav: torch.Tensor, rate: int, voice, opts: CascadeOptions):
+    """Steps 1-2: the speech regions (sample ranges), the windows over them (sample ranges) and
+    their L2-normalised embeddings, one row per window (``None`` when there is no speech)."""
     from auden_kit.data.pauses import speech_segments
 
     regions = speech_segments(wav, rate, max_seconds=1e9, min_pause=0.2)
@@ -60,13 +63,20 @@ def diarize_waveform(wav: torch.Tensor, rate: int, voice, asr, opts: CascadeOpti
             starts.append(max(a, b - win))
         spans += [(s, min(b, s + win)) for s in starts]
     if not spans:
-        return SegmentsResult(cut_id=cut_id)
-    embs = [np.asarray(r.embedding, dtype=np.float64) for r in voice.infer([wav[a:b] for a, b in spans], rate)]
-    emb = np.stack(embs)
+        return None
+    emb = np.stack([np.asarray(r.embedding, dtype=np.float64) for r in voice.infer([wav[a:b] for a, b in spans], rate)])
     emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-9
-    labels = np.array(agglomerate(emb, 1.0 - opts.threshold, num_speakers=opts.num_speakers), dtype=int)
+    return regions, spans, emb
+
+
+def speaker_turns(windows, rate: int, opts: CascadeOptions, threshold: float) -> list[list]:
+    """Steps 3-4 at one clustering threshold: [start s, end s, label] per speaker turn."""
+    if windows is None:
+        return []
+    regions, spans, emb = windows
+    labels = np.array(agglomerate(emb, 1.0 - threshold, num_speakers=opts.num_speakers), dtype=int)
     centres = np.array([(a + b) / 2 for a, b in spans]) / rate
-    turns: list[list] = []  # [start s, end s, label]
+    turns: list[list] = []
     for a, b in regions:
         t = np.arange(a / rate, b / rate, 0.01)
         if len(t) == 0:
@@ -81,8 +91,38 @@ def diarize_waveform(wav: torch.Tensor, rate: int, voice, asr, opts: CascadeOpti
             merged[-1][1] = tr[1]
         else:
             merged.append(tr)
+    return merged
+
+
+def _segments(turns: list[list], texts: list[str]) -> list[Segment]:
+    return [Segment(round(a, 3), round(b, 3), f"spk{lab + 1}", t) for (a, b, lab), t in zip(turns, texts)]
+
+
+def diarize_waveform(wav: torch.Tensor, rate: int, voice, asr, opts: CascadeOptions, cut_id: str = "audio",
+                     asr_method: str = "") -> SegmentsResult:
+    """Segments of one recording (``voice`` and ``asr``: :class:`auden_kit.api.Model`)."""
+    turns = speaker_turns(window_embeddings(wav, rate, voice, opts), rate, opts, opts.threshold)
+    if not turns:
+        return SegmentsResult(cut_id=cut_id)
     texts = [r.text if not isinstance(r, UserError) else ""  # a turn too short to decode: no words
-             for _, r in asr.iter_results([wav[int(a * rate): int(b * rate)] for a, b, _ in merged], rate,
+             for _, r in asr.iter_results([wav[int(a * rate): int(b * rate)] for a, b, _ in turns], rate,
                                           **({"method": asr_method} if asr_method else {}))]
-    segs = [Segment(round(a, 3), round(b, 3), f"spk{lab + 1}", t) for (a, b, lab), t in zip(merged, texts)]
-    return SegmentsResult(cut_id=cut_id, segments=segs)
+    return SegmentsResult(cut_id=cut_id, segments=_segments(turns, texts))
+
+
+def tune_threshold(recordings, rate: int, voice, opts: CascadeOptions, thresholds) -> tuple[float, dict]:
+    """The clustering threshold of lowest DER on ``recordings`` ((waveform, reference segments)
+    pairs, e.g. dev meetings), as one tunes pyannote's on a dev set: each recording embedded once,
+    clustered at every threshold; no words (DER needs none). Returns (the chosen threshold, the
+    metrics of each, by threshold); the first of the lowest on a tie."""
+    from auden_kit.metrics.diarization import score_meetings
+
+    hyps: dict = {th: [] for th in thresholds}
+    for i, (wav, ref) in enumerate(recordings):
+        windows = window_embeddings(wav, rate, voice, opts)
+        for th in thresholds:
+            turns = speaker_turns(windows, rate, opts, th)
+            hyps[th].append((str(i), ref, _segments(turns, [""] * len(turns))))
+    scores = {th: {k: v for k, v in score_meetings(items).items() if k != "per_meeting"} for th, items in hyps.items()}
+    best = min(thresholds, key=lambda th: scores[th]["der"])
+    return best, scores

@@ -486,7 +486,7 @@ def test_mini_synth_meeting_recipe_tiny(tmp_path, trained_model, voice_model):
     _tiny_tagspeech(recipe, max_duration=120)
     cmd = ["./run.sh", "--nj", "1", "--seen-speakers", "4", "--train-utts", "6", "--test-utts", "3",
            "--unseen-speakers", "2", "--dev-unseen-speakers", "2", "--train-meetings", "6", "--dev-meetings", "2", "--test-meetings", "3",
-           "--min-seconds", "8", "--max-seconds", "30", "--thresholds", "0.5", "--split-grid", "0.6 0.9",
+           "--min-seconds", "8", "--max-seconds", "30", "--thresholds", "0.4 0.6", "--split-grid", "0.6 0.9",
            "--num-epochs", "1", "--avg", "1", "--long-meetings", "2", "--asr-model", str(trained_model),
            "--voice-model", str(voice_model / "model"), "--extra", "trainer.max_steps=3"]
     r = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=_env(), timeout=900)
@@ -500,7 +500,10 @@ def test_mini_synth_meeting_recipe_tiny(tmp_path, trained_model, voice_model):
     for f in ("exp/tagspeech/decode/hyp-test.rttm", "exp/tagspeech/decode/ref-test.stm", "exp/cascade/hyp-test.json",
               "data/ref_test.rttm"):
         assert (recipe / f).is_file(), f
-    # stage 6 chose model.split_voices on dev: the value of lowest dev cpWER is in the folder's config
+    # stage 8 chose the cascade's threshold on dev (lowest DER), stage 6 model.split_voices (lowest cpWER)
+    tuned = json.loads((recipe / "exp" / "cascade" / "tune-threshold.json").read_text())
+    ders = {float(k): v["der"] for k, v in tuned["by_threshold"].items()}
+    assert set(ders) == {0.4, 0.6} and ders[tuned["chosen"]] == min(ders.values())
     import yaml
 
     tune = recipe / "exp" / "tagspeech" / "tune-split_voices"

@@ -479,6 +479,48 @@ def test_agglomerate_without_constraints_is_scipys_average_linkage():
         ours = agglomerate(emb, 0.0, num_speakers=4)
         assert len(set(zip(ref, ours))) == len(set(ref)) == len(set(ours)) == 4
 
+class _ToneVoice:
+    """A voice model for the cascade's tests: a window's embedding is its energy at 200 and 700 Hz
+    (one "speaker" per tone)."""
+
+    def infer(self, wavs, rate):
+        out = []
+        for w in wavs:
+            spec = np.abs(np.fft.rfft(np.asarray(w, dtype=np.float64)))
+            f = np.fft.rfftfreq(len(w), 1 / rate)
+            out.append(dataclasses.make_dataclass("E", ["embedding"])(
+                [spec[(f > lo) & (f < hi)].sum() + 1e-3 for lo, hi in ((150, 250), (650, 750))]))
+        return out
+
+
+class _TonesAsr:
+    def iter_results(self, wavs, rate, **_):
+        for i, w in enumerate(wavs):
+            yield i, dataclasses.make_dataclass("T", ["text"])(f"turn{i}")
+
+
+def test_cascade_threshold_tuned_on_dev_scores_as_diarizing():
+    """`tune_threshold` (dev recordings embedded once, clustered at each threshold, no words)
+    gives the DER that diarizing at that threshold gives, and chooses the lowest: two speakers
+    (two tones between pauses) are found at a threshold below their distance and merged above it."""
+    from auden_kit.cascade import CascadeOptions, diarize_waveform, tune_threshold
+    from auden_kit.metrics.diarization import score_meetings
+
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    gap = np.zeros(rate // 2)
+    tone = {200: 0.3 * np.sin(2 * np.pi * 200 * t), 700: 0.3 * np.sin(2 * np.pi * 700 * t)}
+    wav = torch.tensor(np.concatenate([tone[200], gap, tone[700], gap, tone[200]]), dtype=torch.float32)
+    ref = [S(0.0, 2.0, "a", "x"), S(2.5, 4.5, "b", "y"), S(5.0, 7.0, "a", "z")]
+    opts = CascadeOptions()
+    best, scores = tune_threshold([(wav, ref)], rate, _ToneVoice(), opts, [1.5, 0.5])
+    assert best == 0.5 and scores[0.5]["der"] < 5 and scores[0.5]["spk_count_acc"] == 100
+    assert scores[1.5]["der"] > 20 and scores[1.5]["spk_count_acc"] == 0  # one speaker for both tones
+    for th in (0.5, 1.5):
+        r = diarize_waveform(wav, rate, _ToneVoice(), _TonesAsr(), dataclasses.replace(opts, threshold=th))
+        assert all(s.text.startswith("turn") for s in r.segments)
+        assert score_meetings([("0", ref, r.segments)])["der"] == scores[th]["der"]
+
 
 def test_asr_words_fill_segments_by_time():
     """words_from=ctc: each CTC token goes to the segment its time falls in (in an overlap: the

@@ -9,7 +9,8 @@
 #   meeting_decode EXP PREFIX PART...             decode data/fbank/PREFIX_cuts_PART.jsonl.gz, scored
 #   meeting_cascade VOICE ASR "THRESHOLDS" DEV TEST OUT_DIR
 #                                                 the cascade baseline, its clustering threshold
-#                                                 tuned on DEV (lowest DER), scored on TEST
+#                                                 tuned on DEV (lowest DER; OUT_DIR/tune-threshold.json),
+#                                                 scored on TEST
 #   meeting_tune EXP KEY "VALUES" DEV             a decoding key of EXP/model-avg (model.KEY) chosen
 #                                                 on DEV (lowest cpWER) and written into its config
 
@@ -31,17 +32,13 @@ meeting_streams() {
 }
 
 meeting_cascade() {
-  local voice="$1" asr="$2" thresholds="$3" dev="$4" test="$5" out="$6" th der best="" best_der=1e9
+  local voice="$1" asr="$2" thresholds="$3" dev="$4" test="$5" out="$6" th args=()
   if up_to_date $out/metrics-test.json $asr/config.yaml $voice/config.yaml $test; then skip $out; return; fi
-  # the clustering threshold is tuned on dev (lowest DER), as one tunes pyannote's
-  for th in $thresholds; do
-    auden-kit diarize --voice-model $voice --asr-model $asr --threshold $th --cuts $dev --out-dir $out/dev-$th \
-      --name dev
-    der=$(python -c "import json; print(json.load(open('$out/dev-$th/metrics-dev.json'))['der'])")
-    if python -c "import sys; sys.exit(0 if $der < $best_der else 1)"; then best=$th; best_der=$der; fi
-  done
-  log "cascade threshold $best (dev DER $best_der)"
-  auden-kit diarize --voice-model $voice --asr-model $asr --threshold $best --cuts $test --out-dir $out --name test
+  # the clustering threshold is tuned on dev (lowest DER), as one tunes pyannote's: each dev meeting
+  # embedded once and clustered at every threshold, no words (DER needs none); then the test
+  for th in $thresholds; do args+=(--threshold $th); done
+  [ ${#args[@]} -le 2 ] || args+=(--tune-cuts $dev)
+  auden-kit diarize --voice-model $voice --asr-model $asr "${args[@]}" --cuts $test --out-dir $out --name test
 }
 
 # meeting_tune EXP KEY "VALUES" DEV: decode DEV with EXP/model-avg at model.KEY = each value (a folder

@@ -13,7 +13,8 @@ from auden_kit.errors import UserError
 
 EPILOG = ("Example: auden-kit diarize --voice-model ../mini_synth_voice/exp/model-avg --asr-model "
           "../mini_synth/exp/model-avg meeting.wav   |   auden-kit diarize --voice-model V --asr-model A "
-          "--cuts data/fbank/meetings_cuts_test.jsonl.gz --out-dir exp/cascade --name test")
+          "--cuts data/fbank/meetings_cuts_test.jsonl.gz --out-dir exp/cascade --name test   |   the threshold "
+          "chosen on dev: ... --threshold 0.4 --threshold 0.55 --threshold 0.7 --tune-cuts dev_cuts.jsonl.gz")
 
 
 def diarize(
@@ -27,7 +28,10 @@ def diarize(
     output: str = typer.Option("text", help="Files: text, rttm, stm, json (SegLST) or tagspeech."),
     window: float = typer.Option(1.5, help="Embedding window (seconds)."),
     hop: float = typer.Option(0.75, help="Embedding hop (seconds)."),
-    threshold: float = typer.Option(0.6, help="Clustering stops at this cosine distance (speaker count estimated)."),
+    threshold: List[float] = typer.Option([0.6], help="Clustering stops at this cosine distance (speaker count "
+                                          "estimated). Repeat it with --tune-cuts to choose one on dev."),
+    tune_cuts: Optional[Path] = typer.Option(None, help="Dev cut manifest: the --threshold of lowest DER on it is "
+                                                        "used (figures in OUT_DIR/tune-threshold.json)."),
     num_speakers: int = typer.Option(0, help="Known speaker count (0: estimated)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
 ):
@@ -35,13 +39,21 @@ def diarize(
     from tqdm import tqdm
 
     from auden_kit.api import load
-    from auden_kit.cascade import CascadeOptions, diarize_waveform
+    from auden_kit.cascade import CascadeOptions, diarize_waveform, tune_threshold
     from auden_kit.data.audio import load_audio, load_cut_audio
     from auden_kit.data.segments import FORMATS, cut_segments, render_segments
 
     setup_logging()
-    opts = CascadeOptions(window=window, hop=hop, threshold=threshold, num_speakers=num_speakers)
-    opts.validate()
+    thresholds = list(dict.fromkeys(threshold))
+    for th in thresholds:
+        CascadeOptions(window=window, hop=hop, threshold=th, num_speakers=num_speakers).validate()
+    if len(thresholds) > 1 and tune_cuts is None:
+        raise UserError("several --threshold values need --tune-cuts DEV_MANIFEST to choose one")
+    if tune_cuts is not None and not tune_cuts.is_file():
+        raise UserError(f"--tune-cuts: cut manifest '{tune_cuts}' does not exist")
+    if tune_cuts is not None and out_dir is None:
+        raise UserError("--tune-cuts needs --out-dir (where tune-threshold.json goes)")
+    opts = CascadeOptions(window=window, hop=hop, threshold=thresholds[0], num_speakers=num_speakers)
     if output not in FORMATS:
         raise UserError(f"--output must be one of {', '.join(FORMATS)}, got '{output}'")
     if not files and cuts is None:
@@ -50,6 +62,23 @@ def diarize(
     voice.require("voice", verb="auden-kit diarize --voice-model")
     asr.require("asr", verb="auden-kit diarize --asr-model")
     rate = asr.features.sample_rate
+    if tune_cuts is not None:
+        import json
+
+        from auden_kit.data.datamodule import load_cuts
+        from auden_kit.io import atomic_write_text
+
+        dev = list(load_cuts([str(tune_cuts)]))
+        opts.threshold, scores = tune_threshold(
+            ((load_cut_audio(c, rate), cut_segments(c)) for c in tqdm(dev, desc="tuning", unit="recording")),
+            rate, voice, opts, thresholds)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "tune-threshold.json", json.dumps(
+            {"cuts": str(tune_cuts), "chosen": opts.threshold, "by_threshold": {str(k): v for k, v in scores.items()}},
+            indent=1) + "\n")
+        for th, m in scores.items():
+            typer.echo(f"threshold {th}: dev DER {m['der']}, speaker count {m['spk_count_acc']} %")
+        typer.echo(f"threshold {opts.threshold} chosen (lowest DER on {tune_cuts.name})")
     if cuts is not None:
         from auden_kit.data.datamodule import load_cuts
         from auden_kit.metrics.diarization import summary_line, write_meeting_results
