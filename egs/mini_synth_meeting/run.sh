@@ -58,12 +58,18 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
     # get through ~25 % more work on 2 cores than one two-thread training (RESULTS.md). Their
     # per-epoch validation reads 2 dev batches (it only monitors: the voice recipe's 576 dev
     # utterances cost ~20 s an epoch on the run's longest path)
-    # The voice build is the longer one (~18 against ~13 minutes): its synthesis runs two jobs (the
-    # same audio as one job) while the ASR build's data preparation runs one
+    # The voice build is the longer one (~18 against ~13 minutes): its synthesis and features run
+    # two jobs (its recipe's default) while the ASR build's data preparation runs one, and it skips
+    # its stage 3 (trials and untrained baselines: its own evaluation, made when its run.sh runs)
     mkdir -p exp/logs
     for r in "${todo[@]}"; do
-      (cd ../$r && { [ $r = mini_synth ] || ./run.sh --stop-stage 0 --nj 2; } && ./run.sh --stop-stage 5 --nj 1 \
-        --extra "trainer.num_threads=1 trainer.progress=false trainer.valid_max_batches=2") \
+      (
+        cd ../$r
+        from=0
+        if [ $r = mini_synth_voice ]; then ./run.sh --stop-stage 2 --nj 2; from=4; fi
+        ./run.sh --stage $from --stop-stage 5 --nj 1 \
+          --extra "trainer.num_threads=1 trainer.progress=false trainer.valid_max_batches=2"
+      ) \
         > exp/logs/build_$r.log 2>&1 &
       builds+=("$r $! exp/logs/build_$r.log")
       log "  building ../$r/exp/model-avg in the background (log: exp/logs/build_$r.log)"
