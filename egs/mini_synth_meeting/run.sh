@@ -24,7 +24,7 @@ min_seconds=15         # meeting durations
 max_seconds=60
 thresholds="0.4 0.55 0.7"  # stage 8: the cascade's clustering thresholds tried on dev
 split_grid=""          # stage 6: model.split_voices values tried on dev, e.g. "0.7 0.75 0.8" (~27 s each); "": conf/train.yaml's
-                       # 0.75, chosen on 60 dev meetings for this recipe's model (RESULTS.md)
+                       # 0.75, chosen on 60 dev meetings for an earlier run's model (RESULTS.md)
 num_epochs=6            # 6 / 7 / 8 epochs (avg 2), 60 dev meetings: cpWER 28.06 / 29.43 / 29.81 (RESULTS.md)
 avg=2
 long_meetings=18       # stage 9: test meetings joined into one recording (~10 minutes)
