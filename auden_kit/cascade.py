@@ -123,6 +123,9 @@ def tune_threshold(recordings, rate: int, voice, opts: CascadeOptions, threshold
         for th in thresholds:
             turns = speaker_turns(windows, rate, opts, th)
             hyps[th].append((str(i), ref, _segments(turns, [""] * len(turns))))
+    if not any(ref for _, ref, _ in hyps[thresholds[0]]):
+        raise UserError("the dev recordings to tune the threshold on hold no reference segments (supervisions with "
+                        "speakers): give a dev manifest with them")
     scores = {th: {k: v for k, v in score_meetings(items).items() if k != "per_meeting"} for th, items in hyps.items()}
     best = min(thresholds, key=lambda th: scores[th]["der"])
     return best, scores

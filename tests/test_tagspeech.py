@@ -520,6 +520,8 @@ def test_cascade_threshold_tuned_on_dev_scores_as_diarizing():
         r = diarize_waveform(wav, rate, _ToneVoice(), _TonesAsr(), dataclasses.replace(opts, threshold=th))
         assert all(s.text.startswith("turn") for s in r.segments)
         assert score_meetings([("0", ref, r.segments)])["der"] == scores[th]["der"]
+    with pytest.raises(UserError, match="no reference segments"):  # nothing to tune against
+        tune_threshold([(wav, [])], rate, _ToneVoice(), opts, [0.5, 1.5])
 
 
 def test_asr_words_fill_segments_by_time():
