@@ -479,6 +479,7 @@ def test_agglomerate_without_constraints_is_scipys_average_linkage():
         ours = agglomerate(emb, 0.0, num_speakers=4)
         assert len(set(zip(ref, ours))) == len(set(ref)) == len(set(ours)) == 4
 
+
 class _ToneVoice:
     """A voice model for the cascade's tests: a window's embedding is its energy at 200 and 700 Hz
     (one "speaker" per tone)."""

@@ -40,10 +40,11 @@ meeting_cascade() {
   local voice="$1" asr="$2" thresholds="$3" dev="$4" test="$5" out="$6" th args=()
   if up_to_date $out/metrics-test.json $asr/config.yaml $voice/config.yaml $test; then skip $out; return; fi
   # the clustering threshold is tuned on dev (lowest DER), as one tunes pyannote's: each dev meeting
-  # embedded once and clustered at every threshold, no words (DER needs none); then the test
+  # embedded once and clustered at every threshold, no words (DER needs none; one threshold: its dev
+  # figures); then the test
   for th in $thresholds; do args+=(--threshold $th); done
-  [ ${#args[@]} -le 2 ] || args+=(--tune-cuts $dev)
-  auden-kit diarize --voice-model $voice --asr-model $asr "${args[@]}" --cuts $test --out-dir $out --name test
+  auden-kit diarize --voice-model $voice --asr-model $asr "${args[@]}" --tune-cuts $dev --cuts $test --out-dir $out \
+    --name test
 }
 
 # meeting_tune EXP KEY "VALUES" DEV: decode DEV with EXP/model-avg at model.KEY = each value (a folder
