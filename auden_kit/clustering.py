@@ -7,8 +7,9 @@ merge, while that average is at least ``threshold`` (or until ``num_speakers`` c
 speakers one window's decoder told apart stay apart). Every row is compared with every other, so a
 speaker who comes back much later is found again and no early mistake is carried forward.
 Without constraints the result is scipy's ``linkage(method="average", metric="cosine")`` cut at
-distance ``1 - threshold`` (a test checks), without needing scipy. O(n^2) memory, O(n^3) time: a
-few hundred rows (windows of a recording, speakers of its windows) take milliseconds.
+distance ``1 - threshold`` (a test checks), without needing scipy. O(n^2) memory; each row's best
+partner is cached, so a merge updates one row and column and searches again only the rows whose
+best partner was merged (an hour of cascade windows, ~4,800 rows, in seconds instead of minutes).
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ def agglomerate(emb: np.ndarray, threshold: float, groups=None, num_speakers: in
     g = np.arange(n) if groups is None else np.asarray(groups)
     apart = g[:, None] == g[None, :]  # clusters that may not merge (the diagonal: a cluster and itself)
     alive = np.ones(n, dtype=bool)
+    avg = total / np.outer(size, size)  # average similarity; -inf where two clusters may not merge
+    avg[apart] = -np.inf
+    best = np.argmax(avg, axis=1)  # each row's first best partner, and its similarity
+    best_v = avg[np.arange(n), best]
     member = np.arange(n)
     clusters = n
     while clusters > max(num_speakers, 1):
-        avg = total / np.outer(size, size)
-        avg[apart | ~alive[:, None] | ~alive[None, :]] = -np.inf
-        i, j = np.unravel_index(int(np.argmax(avg)), avg.shape)
-        if not np.isfinite(avg[i, j]) or (not num_speakers and avg[i, j] < threshold):
+        i = int(np.argmax(best_v))  # the first best pair in row-major order: i < j
+        j = int(best[i])
+        if not np.isfinite(best_v[i]) or (not num_speakers and best_v[i] < threshold):
             break
         total[i] += total[j]
         total[:, i] += total[:, j]
@@ -48,5 +52,21 @@ def agglomerate(emb: np.ndarray, threshold: float, groups=None, num_speakers: in
         alive[j] = False
         member[member == j] = i
         clusters -= 1
+        # only row and column i change (j is gone): update them and the cached row maxima
+        avg[j, :] = -np.inf
+        avg[:, j] = -np.inf
+        best_v[j] = -np.inf
+        avg[i, :] = total[i, :] / (size[i] * size)
+        avg[:, i] = total[:, i] / (size * size[i])
+        dead = apart[i] | ~alive
+        avg[i, dead] = -np.inf
+        avg[dead, i] = -np.inf
+        stale = np.flatnonzero(alive & ((best == i) | (best == j)))
+        col = avg[:, i]
+        better = alive & ((col > best_v) | ((col == best_v) & (i < best)))
+        best[better], best_v[better] = i, col[better]
+        for k in np.union1d(stale, [i]):  # a row whose best partner changed or left: search it again
+            best[k] = int(np.argmax(avg[k]))
+            best_v[k] = avg[k, best[k]]
     order: dict[int, int] = {}
     return [order.setdefault(int(m), len(order)) for m in member]

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 
-def join(cuts_path: str, num: int, out: Path):
-    """Write ``num`` meetings back to back (1 s apart) to ``out`` (wav); return the references."""
+def join(cuts_path: str, num: int, out: Path, repeat: int = 1):
+    """Write ``num`` meetings back to back (1 s apart), the lot ``repeat`` times over (the same
+    speakers come back), to ``out`` (wav); return the references and the duration."""
     import soundfile as sf
     import torch
     from lhotse import load_manifest_lazy
@@ -31,7 +32,7 @@ def join(cuts_path: str, num: int, out: Path):
     from auden_kit.results import Segment
 
     rate, pieces, refs, t = 16000, [], [], 0.0
-    for _, c in zip(range(num), load_manifest_lazy(cuts_path)):
+    for c in [c for _, c in zip(range(num), load_manifest_lazy(cuts_path))] * repeat:
         wav = torch.as_tensor(c.resample(rate).load_audio()).mean(0)
         pieces += [wav, torch.zeros(rate)]
         refs += [Segment(s.start + t, s.end + t, s.speaker, s.text) for s in cut_segments(c)]
@@ -77,6 +78,8 @@ def main():
     ap.add_argument("--voice-model", required=True)
     ap.add_argument("--asr-model", required=True)
     ap.add_argument("--num", type=int, default=18, help="meetings joined (18 x ~33 s: ~10 minutes)")
+    ap.add_argument("--repeat", type=int, default=1, help="the meetings joined this many times over "
+                    "(--num 40 --repeat 3: ~74 minutes)")
     ap.add_argument("--threshold", type=float, default=0.4, help="cascade clustering threshold")
     ap.add_argument("--link-threshold", type=float, default=None, help="tagspeech: override the model's")
     ap.add_argument("--threads", type=int, default=2)
@@ -91,8 +94,8 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "long.wav"
-        refs, dur = join(a.cuts, a.num, wav)
-        print(f"recording: {a.num} meetings, {dur:.1f} s, {len({s.speaker for s in refs})} speakers")
+        refs, dur = join(a.cuts, a.num, wav, a.repeat)
+        print(f"recording: {a.num} meetings x {a.repeat}, {dur:.1f} s, {len({s.speaker for s in refs})} speakers")
         print(f"{'system':10} {'RTF':>7} {'decode s':>9} {'peak RSS MB':>12} {'cpWER':>7} {'DER':>6} {'speakers':>9}")
         for system in ("tagspeech", "cascade"):
             cmd = [sys.executable, __file__, "--child", system, "--wav", str(wav)] + sys.argv[1:]

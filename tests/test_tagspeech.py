@@ -480,6 +480,44 @@ def test_agglomerate_without_constraints_is_scipys_average_linkage():
         assert len(set(zip(ref, ours))) == len(set(ref)) == len(set(ours)) == 4
 
 
+def _average_linkage_by_hand(emb, threshold, groups, num_speakers):
+    """Average linkage spelled out: clusters as member lists, every pair's mean cosine computed
+    again at every merge, the first best pair (by slot order) merged into its lower slot."""
+    x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    slots = {i: [i] for i in range(len(x))}
+    while len(slots) > max(num_speakers, 1):
+        best, pair = -np.inf, None
+        for a in sorted(slots):
+            for b in sorted(slots):
+                if a == b or {groups[r] for r in slots[a]} & {groups[r] for r in slots[b]}:
+                    continue
+                v = float((x[slots[a]] @ x[slots[b]].T).mean())
+                if v > best + 1e-12:
+                    best, pair = v, (a, b)
+        if pair is None or (not num_speakers and best < threshold):
+            break
+        slots[min(pair)] += slots.pop(max(pair))
+    label = {r: k for k, s in enumerate(sorted(slots.values(), key=min)) for r in s}
+    return [label[r] for r in range(len(x))]
+
+
+def test_agglomerate_with_constraints_matches_the_algorithm_spelled_out():
+    """The cached-row-maxima clustering makes the merges of average linkage recomputed from scratch
+    at every step, with cannot-link groups and with a number of speakers."""
+    from auden_kit.clustering import agglomerate
+
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        n = int(rng.integers(2, 30))
+        centres = rng.normal(size=(int(rng.integers(1, 5)), 8))
+        emb = centres[rng.integers(0, len(centres), size=n)] + rng.normal(scale=0.7, size=(n, 8))
+        groups = list(rng.integers(0, max(1, n // 3), size=n)) if trial % 2 else list(range(n))
+        num = int(rng.integers(1, 4)) if trial % 3 == 0 else 0
+        threshold = float(rng.uniform(0.0, 0.8))
+        assert agglomerate(emb, threshold, groups, num) == \
+            _average_linkage_by_hand(emb, threshold, groups, num), trial
+
+
 class _ToneVoice:
     """A voice model for the cascade's tests: a window's embedding is its energy at 200 and 700 Hz
     (one "speaker" per tone)."""
