@@ -40,7 +40,7 @@ def agglomerate(emb: np.ndarray, threshold: float, groups=None, num_speakers: in
     member = np.arange(n)
     clusters = n
     while clusters > max(num_speakers, 1):
-        i = int(np.argmax(best_v))  # the first best pair in row-major order: i < j
+        i = int(np.argmax(best_v))  # the first best pair in row-major order, as a full argmax finds it
         j = int(best[i])
         if not np.isfinite(best_v[i]) or (not num_speakers and best_v[i] < threshold):
             break
