@@ -2,12 +2,13 @@
 """Speaker clustering speed: ``auden_kit.clustering.agglomerate`` (average linkage on cosine
 similarity: the cascade's clustering of window embeddings, the linking of a long recording's
 speakers) on random embeddings around a few centres, as many rows as a recording of some length
-gives the cascade (1.5 s windows every 0.75 s: ~4,800 rows an hour of speech). Prints seconds
-and the number of clusters per size.
+gives the cascade (1.5 s windows every 0.75 s: ~4,800 rows an hour of speech). Prints one JSON
+line: seconds and clusters per size.
 
     python bench/clustering.py --rows 1000 2000 4800
 """
 import argparse
+import json
 import time
 
 import numpy as np
@@ -23,13 +24,16 @@ def main():
     ap.add_argument("--threshold", type=float, default=0.3, help="least average cosine to merge")
     a = ap.parse_args()
     rng = np.random.default_rng(0)
-    print(f"{'rows':>6} {'seconds':>8} {'clusters':>9}")
+    seconds, clusters = [], []
     for n in a.rows:
         centres = rng.normal(size=(a.centres, a.dim))
         emb = centres[rng.integers(0, a.centres, n)] + rng.normal(size=(n, a.dim))
         t0 = time.perf_counter()
         labels = agglomerate(emb, a.threshold)
-        print(f"{n:6d} {time.perf_counter() - t0:8.2f} {len(set(labels)):9d}", flush=True)
+        seconds.append(round(time.perf_counter() - t0, 3))
+        clusters.append(len(set(labels)))
+    print(json.dumps({"bench": "clustering", "rows": a.rows, "seconds": seconds, "clusters": clusters,
+                      "centres": a.centres, "dim": a.dim, "threshold": a.threshold}))
 
 
 if __name__ == "__main__":
