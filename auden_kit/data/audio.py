@@ -88,7 +88,8 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
     if 0 < promised < 2 ** 62 and data.shape[0] < promised:
         log.warning("audio file '%s' is truncated: its header promises %d samples, it holds %d; decoding "
                     "what is there", path, promised, data.shape[0])
-    mono = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+    # one channel: its samples as they are (no second copy of a long file); more: their mean
+    mono = torch.from_numpy(np.ascontiguousarray(data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)))
     check_waveform(mono, str(path))
     return resample(mono, int(sr), sample_rate)
 
