@@ -33,7 +33,7 @@ def agglomerate(emb: np.ndarray, threshold: float, groups=None, num_speakers: in
     g = np.arange(n) if groups is None else np.asarray(groups)
     apart = g[:, None] == g[None, :]  # clusters that may not merge (the diagonal: a cluster and itself)
     alive = np.ones(n, dtype=bool)
-    avg = total / np.outer(size, size)  # average similarity; -inf where two clusters may not merge
+    avg = total.copy()  # average similarity (every cluster one row yet); -inf where two may not merge
     avg[apart] = -np.inf
     best = np.argmax(avg, axis=1)  # each row's first best partner, and its similarity
     best_v = avg[np.arange(n), best]
