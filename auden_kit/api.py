@@ -11,7 +11,8 @@ over it, so the CLI and Python give the same results.
 Audio of any length: inputs longer than ``max_segment`` seconds are cut into speech stretches at
 pauses (:func:`speech_segments`: an energy detector; stretches merged up to the median length of
 the model's training cuts, recorded in its folder; none longer than ``max_segment``), decoded in
-batches, and the pieces' results stitched with global times, so memory stays bounded. An input
+batches, and the pieces' results stitched with global times, so memory stays bounded (a file
+longer than ``block_seconds``, 10 minutes, is read and cut block by block, never whole). An input
 of digital silence is not decoded: transcripts, translations and diarized ASR come back empty
 (models read words into silence), embeddings and labels raise an error. An input whose speech is
 far quieter or louder than the model's training audio is brought to its level first
@@ -35,6 +36,7 @@ from auden_kit.data.level import has_level_stats, level_shift_db, shift_level, s
 from auden_kit.data.pauses import no_signal, speech_segments, split_at_pauses
 from auden_kit.errors import UserError
 from auden_kit.results import Result
+from auden_kit.runtime import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class AudioItem:
 
     item_id: str
     load: object  # () -> 1-D float tensor
+    path: Optional[str] = None  # a file, which a long input is read from block by block
 
 
 def _items(audio, sample_rate: Optional[int], model_rate: int) -> list[AudioItem]:
@@ -54,7 +57,7 @@ def _items(audio, sample_rate: Optional[int], model_rate: int) -> list[AudioItem
     from auden_kit.data.audio import check_waveform, load_audio, resample
 
     if isinstance(audio, (str, Path)):
-        return [AudioItem(str(audio), lambda p=audio: load_audio(p, model_rate))]
+        return [AudioItem(str(audio), lambda p=audio: load_audio(p, model_rate), str(audio))]
     if isinstance(audio, (np.ndarray, torch.Tensor)):
         if sample_rate is None:
             raise UserError("a waveform needs its sample_rate (e.g. transcribe(wav, sample_rate=16000))")
@@ -100,22 +103,22 @@ class Model:
     # ------------------------------------------------------------------ generic inference
     def iter_results(self, audio, sample_rate: Optional[int] = None, max_segment: float = 30.0,
                      batch_duration: float = 200.0, progress: bool = False, match_level: bool = True,
-                     **options) -> Iterator[tuple[str, Union[Result, UserError]]]:
+                     block_seconds: float = 600.0, **options) -> Iterator[tuple[str, Union[Result, UserError]]]:
         """Yield (input id, result or the UserError that input raised), in input order. Inputs are
         decoded in batches of at most ``batch_duration`` seconds; long ones are split into pieces of
         at most ``max_segment`` seconds and stitched. ``match_level``: an input whose speech is far
         quieter or louder than the training audio is brought to its level (:meth:`level_shift`)."""
-        if max_segment <= 0 or batch_duration <= 0:
-            raise UserError("max_segment and batch_duration must be positive")
+        if max_segment <= 0 or batch_duration <= 0 or block_seconds <= 0:
+            raise UserError("max_segment, batch_duration and block_seconds must be positive")
+        block_seconds = max(block_seconds, 4 * max_segment)  # a block holds several pieces
         items = _items(audio, sample_rate, self.features.sample_rate)
         self.task.check_method(self.model, options.get("method", ""))
-        rate = self.features.sample_rate
         pending: list = []  # (item index, piece index, offset s, features)
         pending_s = 0.0
-        done: dict[int, dict] = {}  # item index -> {"n": pieces, "results": {piece: (offset, result)}}
+        # item index -> {"n": pieces (None while it is read), "results": {piece: (offset, result)}, "linked"}
+        done: dict[int, dict] = {}
         errors: dict[int, UserError] = {}
         next_out = 0
-        moved = 0  # inputs brought to the training level; the first LEVEL_NOTES are named in the log
         bar = None
         if progress:
             from tqdm import tqdm
@@ -136,11 +139,13 @@ class Model:
                     x[i, : f.shape[0]] = f
             batch = {"inputs": x.to(self.device), "input_lens": lens.to(self.device),
                      "cut_ids": [f"{i}:{j}" for i, j, _, _ in pending],
-                     "linked": [done[i]["n"] > 1 for i, _, _, _ in pending]}  # pieces that merge() links
+                     "linked": [done[i]["linked"] for i, _, _, _ in pending]}  # pieces that merge() links
             results = self.task.infer(self.model, batch, **options)
             for (i, j, off, _), r in zip(pending, results):
                 done[i]["results"][j] = (off, r)
             pending, pending_s = [], 0.0
+            del batch, x, feats
+            release_free_memory()  # else the heap grows batch after batch (auden_kit.runtime)
 
         def ready():
             nonlocal next_out
@@ -158,57 +163,127 @@ class Model:
                 if bar is not None:
                     bar.update(1)
 
+        level = {"moved": 0}  # inputs brought to the training level; the first LEVEL_NOTES are logged
         for i, item in enumerate(items):
+            done[i] = {"n": None, "results": {}, "linked": False}
+            n = 0
             try:
-                wav = item.load()
-                if wav.numel() <= max_segment * rate:
-                    ranges = [(0, wav.numel())]
-                else:  # long: speech stretches between pauses, merged up to what the model trained on
-                    ranges = speech_segments(wav, rate, max_segment, merge_up_to=self.merge_up_to) or \
-                        split_at_pauses(wav, rate, max_segment)
-                pieces = self._pieces(wav, ranges, item.item_id)
-                if match_level and pieces:  # one gain for the whole input, from all its speech
-                    shift = self.level_shift(torch.cat([f for _, f in pieces]),
-                                             item.item_id if moved < self.LEVEL_NOTES else None)
-                    if shift:  # on the waveform: quiet bins are not lost under the fbank's floor
-                        moved += 1
-                        wav = wav * 10 ** (shift / 20)
-                        pieces = self._pieces(wav, ranges, item.item_id)
-                if no_signal(wav, rate):  # digital silence: the task's empty result, or an error
-                    done[i] = {"n": 1, "results": {0: (0.0, self.task.silent_result(item.item_id))}}
-                    yield from ready()
-                    continue
-            except UserError as e:
+                for pieces, linked in self._piece_groups(item, max_segment, block_seconds, match_level, level):
+                    done[i]["linked"] = linked
+                    for off, f in pieces:
+                        pending.append((i, n, off, f))
+                        n += 1
+                        pending_s += f.shape[0] * self.features.frame_shift
+                        if pending_s >= batch_duration:
+                            flush()
+            except UserError as e:  # nothing of this input is decoded or kept
+                pending = [p for p in pending if p[0] != i]
+                pending_s = sum(p[3].shape[0] for p in pending) * self.features.frame_shift
+                del done[i]
                 errors[i] = e
                 yield from ready()
                 continue
-            done[i] = {"n": len(pieces), "results": {}}
-            for j, (off, f) in enumerate(pieces):
-                pending.append((i, j, off, f))
-                pending_s += f.shape[0] * self.features.frame_shift
-                if pending_s >= batch_duration:
-                    flush()
-            del wav
+            if n == 0:  # digital silence: the task's empty result, or an error
+                try:
+                    done[i] = {"n": 1, "results": {0: (0.0, self.task.silent_result(item.item_id))}}
+                except UserError as e:
+                    del done[i]
+                    errors[i] = e
+            else:
+                done[i]["n"] = n
             yield from ready()
         flush()
         yield from ready()
         if bar is not None:
             bar.close()
-        if moved > self.LEVEL_NOTES:
+        if level["moved"] > self.LEVEL_NOTES:
             log.info("%d of %d inputs in all were brought to the training audio's level (match_level=False keeps "
-                     "them as they are)", moved, len(items))
+                     "them as they are)", level["moved"], len(items))
 
-    def _pieces(self, wav: torch.Tensor, ranges, item_id: str) -> list:
+    def _piece_groups(self, item: AudioItem, max_segment: float, block_seconds: float, match_level: bool,
+                      level: dict) -> Iterator[tuple[list, bool]]:
+        """The (offset s, features) pieces of one input, in groups, with whether the input is cut
+        (its pieces' results are linked by ``task.merge``); none for digital silence. A file longer
+        than ``block_seconds`` is read block by block (:func:`~auden_kit.data.audio.read_blocks`)
+        and each block's speech cut into pieces while the next is unread, so memory does not grow
+        with the recording; the speech that runs into a block's end waits for the next block."""
+        from auden_kit.data.audio import audio_seconds
+
+        seconds = audio_seconds(item.path) if item.path else None
+        if seconds is None or seconds <= block_seconds:
+            wav = item.load()
+            ranges = self._speech_ranges(wav, max_segment, final=True, whole=True)[0]
+            pieces = self._pieces(wav, ranges, item.item_id)
+            if match_level and pieces:  # one gain for the whole input, from all its speech
+                gain = self._level_gain(pieces, item.item_id, level)
+                if gain != 1.0:  # on the waveform: quiet bins are not lost under the fbank's floor
+                    wav = wav * gain
+                    pieces = self._pieces(wav, ranges, item.item_id)
+            if not no_signal(wav, self.features.sample_rate):
+                yield pieces, len(pieces) > 1
+            return
+        from auden_kit.data.audio import read_blocks
+
+        rate = self.features.sample_rate
+        buf, start = torch.zeros(0), 0  # samples not yet cut into pieces, and where they start in the input
+        gain = None if match_level else 1.0  # one gain for the input, from its first block with speech
+        blocks = read_blocks(item.path, rate, block_seconds)
+        final = False
+        while not final:
+            block = next(blocks, None)
+            final = block is None
+            if block is not None:
+                buf = torch.cat([buf, block]) if buf.numel() else block
+            if not buf.numel():
+                continue
+            ranges, keep = self._speech_ranges(buf, max_segment, final, whole=False)
+            if ranges:
+                pieces = self._pieces(buf, ranges, item.item_id, start)
+                if gain is None and pieces:
+                    gain = self._level_gain(pieces, item.item_id, level)
+                if gain not in (None, 1.0):
+                    pieces = self._pieces(buf * gain, ranges, item.item_id, start)
+                yield pieces, True
+            start += keep
+            buf = buf[keep:].clone()  # the rest of the block is freed
+
+    def _speech_ranges(self, wav: torch.Tensor, max_segment: float, final: bool, whole: bool) -> tuple[list, int]:
+        """Sample ranges of ``wav`` to decode (all of it when it is the ``whole`` input and at most
+        ``max_segment`` seconds; else speech stretches between pauses, merged up to what the model
+        trained on and none longer than ``max_segment``; none in digital silence) and how many
+        samples they are done with. Unless ``final``, the last stretch may run on past the end of
+        ``wav``: it is left for the next call, with everything after it."""
+        rate = self.features.sample_rate
+        if whole and wav.numel() <= max_segment * rate:
+            return [(0, wav.numel())], wav.numel()
+        if no_signal(wav, rate):
+            return [], wav.numel()
+        ranges = speech_segments(wav, rate, max_segment, merge_up_to=self.merge_up_to) or \
+            split_at_pauses(wav, rate, max_segment)
+        if final:
+            return ranges, wav.numel()
+        if len(ranges) < 2:  # nothing finished yet; a block holds many stretches, so this is rare
+            return [], 0
+        return ranges[:-1], ranges[-1][0]
+
+    def _level_gain(self, pieces: list, item_id: str, level: dict) -> float:
+        """The factor that brings one input's speech (its pieces' features) to the training level."""
+        shift = self.level_shift(torch.cat([f for _, f in pieces]),
+                                 item_id if level["moved"] < self.LEVEL_NOTES else None)
+        level["moved"] += bool(shift)
+        return 10 ** (shift / 20) if shift else 1.0
+
+    def _pieces(self, wav: torch.Tensor, ranges, item_id: str, start: int = 0) -> list:
         """(offset s, features) of each range of samples of one input; slivers left out."""
         rate = self.features.sample_rate
         pieces = []
         for a, b in ranges:
             f = fbank_of(wav[a:b], self.features, self._extractor)
             if f.shape[0] < self.MIN_FRAMES:
-                if len(ranges) == 1:
+                if len(ranges) == 1 and start == 0 and a == 0 and b == wav.numel():
                     raise UserError(f"audio '{item_id}' is too short to decode ({(b - a) / rate:.3f} s)")
                 continue  # a sliver at the end of a long file
-            pieces.append((a / rate, f))
+            pieces.append(((start + a) / rate, f))
         return pieces
 
     def level_shift(self, feats: torch.Tensor, item_id: Optional[str] = None) -> float:

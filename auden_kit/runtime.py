@@ -8,6 +8,12 @@ freed memory in the heap instead, as jemalloc/tcmalloc would; the price is that 
 process keeps its peak memory until it exits, which is what a trainer does anyway.
 
 Set ``AUDEN_KIT_MALLOC=system`` to leave the C allocator alone.
+
+Decoding is the other case: its batches differ in shape, so the freed blocks of one batch fit the
+next one badly and the heap grows batch after batch, with the allocator tuned or not (a 13-minute
+recording: 0.6 GB after loading the model, 1.5 GB after decoding, 0.7 GB after a
+``malloc_trim``). :func:`release_free_memory` hands the free pages back; the Python API calls it
+after each decoded batch.
 """
 
 from __future__ import annotations
@@ -19,6 +25,19 @@ import sys
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 _tuned = False
+_libc = None
+
+
+def _glibc():
+    global _libc
+    if _libc is None:
+        _libc = False
+        if sys.platform.startswith("linux"):
+            try:
+                _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            except OSError:
+                pass
+    return _libc or None
 
 
 def tune_allocator() -> bool:
@@ -29,9 +48,8 @@ def tune_allocator() -> bool:
     if os.environ.get("AUDEN_KIT_MALLOC", "").lower() == "system" or not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and friends: nothing to tune
+        mallopt = _glibc().mallopt
+    except AttributeError:  # no C library found, or musl and friends: nothing to tune
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = mallopt(_M_MMAP_MAX, 0) == 1
@@ -39,3 +57,15 @@ def tune_allocator() -> bool:
     ok = mallopt(_M_TOP_PAD, 64 * 2 ** 20) == 1 and ok
     _tuned = ok
     return ok
+
+
+def release_free_memory() -> bool:
+    """Return the heap's free pages to the kernel (glibc's ``malloc_trim``; False where there is no
+    such call). Cheap next to a decoded batch; the pages come back zeroed when needed again."""
+    try:
+        trim = _glibc().malloc_trim
+    except AttributeError:
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True

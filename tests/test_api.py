@@ -103,6 +103,11 @@ def test_long_audio_is_split_at_pauses_and_stitched(learned_ctc, synth_corpus, t
     assert whole.text == " ".join(r.text for r in alone if r.text)
     assert whole.times == [round(a / 16000 + t, 3) for (a, _), r in zip(ranges, alone) for t in r.times]
     assert whole.times == sorted(whole.times) and whole.times[-1] > seconds - 25
+    # read block by block (a file longer than block_seconds): the same pieces, the same result,
+    # while the whole file is never in memory; another file in the same call is not disturbed
+    streamed, short = m.transcribe([path, files[0]], max_segment=20, block_seconds=80)
+    assert (streamed.text, streamed.times) == (whole.text, whole.times)
+    assert short.text == m.transcribe([path, files[0]], max_segment=20)[1].text
     ref = " ".join(refs[f.stem] for f in files)
     utt = m.transcribe([str(f) for f in files])
     print(f"{seconds:.0f} s in {len(ranges)} pieces: WER long {compute_wer([('x', ref, whole.text)]).wer:.2f}, "
@@ -300,3 +305,24 @@ def test_quiet_and_loud_recordings_are_brought_to_the_training_level(learned_ctc
                        text=True)
     assert r.returncode == 0 and "moved by +" in r.stderr, r.stderr
     assert r.stdout.split("\t", 1)[1].strip() == m.transcribe(wavs[0] * 0.1, sample_rate=16000).text
+
+
+def test_long_files_are_read_block_by_block(tmp_path):
+    """``read_blocks`` gives a long file's samples a block at a time, resampled and mixed down as
+    ``load_audio`` does for the whole file; a damaged stretch is reported with where it lies."""
+    from auden_kit.data.audio import read_blocks
+
+    rng = np.random.RandomState(1)
+    x = (rng.randn(44100 * 25, 2) * 0.1).astype(np.float32)
+    path = tmp_path / "stereo44k.wav"
+    sf.write(path, x, 44100, subtype="FLOAT")
+    blocks = list(read_blocks(path, 16000, block_seconds=4.0))
+    assert len(blocks) >= 6 and max(b.numel() for b in blocks) <= 4.1 * 16000
+    whole = load_audio(path, 16000)
+    joined = torch.cat(blocks)
+    assert joined.numel() == whole.numel()
+    assert float((joined - whole).abs().max()) < 1e-4
+    x[44100 * 13, 1] = np.nan
+    sf.write(path, x, 44100, subtype="FLOAT")
+    with pytest.raises(auden_kit.AudenKitError, match=r"stereo44k.wav' holds 1 non-finite sample.* between 12.0 and 16.0 s"):
+        list(read_blocks(path, 16000, block_seconds=4.0))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -45,11 +46,11 @@ def _promised_frames(path: Path) -> int:
     return 0
 
 
-def check_waveform(x: torch.Tensor, name: str) -> None:
+def check_waveform(x: torch.Tensor, name: str, where: str = "") -> None:
     """Refuse samples that are not finite numbers (NaN/inf decode to garbage silently)."""
     if x.numel() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
-        raise UserError(f"audio '{name}' holds {bad} non-finite sample(s) (NaN or inf); the file is damaged")
+        raise UserError(f"audio '{name}' holds {bad} non-finite sample(s) (NaN or inf){where}; the file is damaged")
 
 
 def load_cut_audio(cut, sample_rate: int) -> torch.Tensor:
@@ -64,6 +65,67 @@ def load_cut_audio(cut, sample_rate: int) -> torch.Tensor:
     return x
 
 
+def _existing_file(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"'{path}' is a folder; give the audio files in it (e.g. '{path}'/*.wav)")
+    if not path.is_file():
+        raise UserError(f"audio file '{path}' does not exist")
+    return path
+
+
+def audio_seconds(path: str | Path) -> float | None:
+    """Duration that the header of an audio file announces; None when it cannot be read."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        return info.frames / info.samplerate if info.samplerate > 0 else None
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the reader
+        return None
+
+
+def read_blocks(path: str | Path, sample_rate: int = 16000, block_seconds: float = 600.0) -> Iterator[torch.Tensor]:
+    """:func:`load_audio` in consecutive blocks of about ``block_seconds`` (mono, at
+    ``sample_rate``; together the same samples as the whole file resampled at once, up to float
+    rounding), so a recording of any length is held one block at a time. The same errors, raised
+    when the block that holds the fault is read."""
+    import soundfile as sf
+
+    path = _existing_file(path)
+    try:
+        promised = _promised_frames(path)
+        f = sf.SoundFile(str(path))
+    except Exception as e:  # noqa: BLE001 - soundfile raises several types for corrupt data
+        raise UserError(f"cannot read audio file '{path}': {e}") from None
+    with f:
+        rs = StreamResampler(int(f.samplerate), sample_rate)
+        frames = max(1, int(block_seconds * f.samplerate))
+        got = 0
+        while True:
+            try:
+                data = f.read(frames=frames, dtype="float32", always_2d=True)
+            except Exception as e:  # noqa: BLE001
+                raise UserError(f"cannot read audio file '{path}' after {got / f.samplerate:.1f} s: {e}") from None
+            if data.shape[0] == 0:
+                break
+            mono = torch.from_numpy(np.ascontiguousarray(data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)))
+            check_waveform(mono, str(path), f" between {got / f.samplerate:.1f} and "
+                           f"{(got + data.shape[0]) / f.samplerate:.1f} s")
+            got += data.shape[0]
+            out = rs.accept(mono)
+            if out.numel():
+                yield out
+        if got == 0:
+            raise UserError(f"audio file '{path}' holds no samples")
+        if 0 < promised < 2 ** 62 and got < promised:
+            log.warning("audio file '%s' is truncated: its header promises %d samples, it holds %d; decoding "
+                        "what is there", path, promised, got)
+        out = rs.finish()
+        if out.numel():
+            yield out
+
+
 def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
     """Return a 1-D float32 tensor: channels averaged, resampled to ``sample_rate``.
 
@@ -73,11 +135,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
     """
     import soundfile as sf
 
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"'{path}' is a folder; give the audio files in it (e.g. '{path}'/*.wav)")
-    if not path.is_file():
-        raise UserError(f"audio file '{path}' does not exist")
+    path = _existing_file(path)
     try:
         promised = _promised_frames(path)
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)

@@ -809,6 +809,11 @@ def add_overlap_talkers(segs: list[Segment], regions: list[tuple[float, float]],
     return sorted(segs, key=lambda sg: (sg.start, sg.end))
 
 
+# input frames (10 ms) that chunked_encode gives the encoder at once: its transient memory in
+# decoding (attention, feed-forward) follows this, not the batch (bench/meeting_decode.py)
+CHUNK_FRAMES_PER_CALL = 12000
+
+
 def chunked_encode(enc, x: Tensor, x_lens: Tensor, chunk: int, ctx: int) -> tuple[Tensor, Tensor]:
     """``enc(x, x_lens)`` computed on overlapping chunks: each chunk of ``chunk`` input frames is
     encoded with ``ctx`` frames of context on each side, and the output frames of its central
@@ -826,18 +831,22 @@ def chunked_encode(enc, x: Tensor, x_lens: Tensor, chunk: int, ctx: int) -> tupl
             a, b = max(0, a0 - ctx), min(L, a0 + chunk + ctx)
             rows.append(x[n, a:b])
             where.append((n, a0 // sub, (a0 - a) // sub, (min(L, a0 + chunk) - a0 + sub - 1) // sub))
-    lens = torch.tensor([r.shape[0] for r in rows], device=x.device)
-    batch = torch.zeros(len(rows), int(lens.max()), x.shape[2], dtype=x.dtype, device=x.device)
-    for i, r in enumerate(rows):
-        batch[i, : r.shape[0]] = r
-    out, out_lens = enc(batch, lens)
     full = torch.div(x_lens + sub - 1, sub, rounding_mode="floor")
-    y = out.new_zeros(N, int(full.max()), out.shape[2])
-    got = torch.zeros(N, dtype=torch.long)
-    for i, (n, off, left, keep) in enumerate(where):
-        keep = max(0, min(keep, int(out_lens[i]) - left, y.shape[1] - off))
-        y[n, off: off + keep] = out[i, left: left + keep]
-        got[n] = max(int(got[n]), off + keep)
+    y, got = None, torch.zeros(N, dtype=torch.long)
+    per_call = max(1, CHUNK_FRAMES_PER_CALL // (chunk + 2 * ctx))  # rows encoded together
+    for g in range(0, len(rows), per_call):
+        part = rows[g: g + per_call]
+        lens = torch.tensor([r.shape[0] for r in part], device=x.device)
+        batch = torch.zeros(len(part), int(lens.max()), x.shape[2], dtype=x.dtype, device=x.device)
+        for i, r in enumerate(part):
+            batch[i, : r.shape[0]] = r
+        out, out_lens = enc(batch, lens)
+        if y is None:
+            y = out.new_zeros(N, int(full.max()), out.shape[2])
+        for i, (n, off, left, keep) in enumerate(where[g: g + per_call]):
+            keep = max(0, min(keep, int(out_lens[i]) - left, y.shape[1] - off))
+            y[n, off: off + keep] = out[i, left: left + keep]
+            got[n] = max(int(got[n]), off + keep)
     return y, got.to(x_lens.device)
 
 
