@@ -50,6 +50,7 @@ class AudioItem:
     item_id: str
     load: object  # () -> 1-D float tensor
     path: Optional[str] = None  # a file, which a long input is read from block by block
+    seconds: Optional[float] = None  # its duration, where known without reading it (progress bars)
 
 
 def _items(audio, sample_rate: Optional[int], model_rate: int) -> list[AudioItem]:
@@ -67,12 +68,13 @@ def _items(audio, sample_rate: Optional[int], model_rate: int) -> list[AudioItem
         if x.ndim != 1:
             raise UserError(f"a waveform must be 1-D (samples) or 2-D (channels x samples), got shape {tuple(x.shape)}")
         check_waveform(x, "waveform")
-        return [AudioItem("waveform", lambda: resample(x, int(sample_rate), model_rate))]
+        return [AudioItem("waveform", lambda: resample(x, int(sample_rate), model_rate),
+                          seconds=x.numel() / int(sample_rate))]
     try:
         from lhotse import CutSet
 
         if isinstance(audio, CutSet):
-            return [AudioItem(c.id, lambda c=c: load_cut_audio(c, model_rate)) for c in audio]
+            return [AudioItem(c.id, lambda c=c: load_cut_audio(c, model_rate), seconds=c.duration) for c in audio]
     except ImportError:  # pragma: no cover
         pass
     if isinstance(audio, Iterable):
@@ -119,11 +121,8 @@ class Model:
         done: dict[int, dict] = {}
         errors: dict[int, UserError] = {}
         next_out = 0
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(items), desc="decoding", unit="file", dynamic_ncols=True)
+        bar = self._progress_bar(items) if progress else None
+        counted: dict[int, float] = {}  # item index -> seconds of its pieces the bar has counted
 
         def flush():
             nonlocal pending, pending_s
@@ -141,8 +140,12 @@ class Model:
                      "cut_ids": [f"{i}:{j}" for i, j, _, _ in pending],
                      "linked": [done[i]["linked"] for i, _, _, _ in pending]}  # pieces that merge() links
             results = self.task.infer(self.model, batch, **options)
-            for (i, j, off, _), r in zip(pending, results):
+            for (i, j, off, f), r in zip(pending, results):
                 done[i]["results"][j] = (off, r)
+                if bar is not None and bar.unit == "s":
+                    sec = f.shape[0] * self.features.frame_shift
+                    counted[i] = counted.get(i, 0.0) + sec
+                    bar.update(max(0.0, min(sec, bar.total - bar.n)))  # never past the end (float sums)
             pending, pending_s = [], 0.0
             del batch, x, feats
             release_free_memory()  # else the heap grows batch after batch (auden_kit.runtime)
@@ -160,8 +163,9 @@ class Model:
                 else:
                     return
                 next_out += 1
-                if bar is not None:
-                    bar.update(1)
+                if bar is not None:  # the rest of the input (its pauses, or all of it) is done too
+                    rest = items[i].seconds - counted.pop(i, 0.0) if bar.unit == "s" else 1
+                    bar.update(max(0.0, min(rest, bar.total - bar.n)))
 
         level = {"moved": 0}  # inputs brought to the training level; the first LEVEL_NOTES are logged
         for i, item in enumerate(items):
@@ -200,6 +204,22 @@ class Model:
             log.info("%d of %d inputs in all were brought to the training audio's level (match_level=False keeps "
                      "them as they are)", level["moved"], len(items))
 
+    @staticmethod
+    def _progress_bar(items: list):
+        """A progress bar over seconds of audio when every input's duration is known from its
+        header or manifest (so one long recording shows its progress and ETA), else over files."""
+        from tqdm import tqdm
+
+        from auden_kit.data.audio import audio_seconds
+
+        for it in items:
+            if it.seconds is None and it.path:
+                it.seconds = audio_seconds(it.path)
+        if all(it.seconds is not None for it in items):
+            return tqdm(total=sum(it.seconds for it in items), desc="decoding", unit="s",
+                        dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
+        return tqdm(total=len(items), desc="decoding", unit="file", dynamic_ncols=True)
+
     def _piece_groups(self, item: AudioItem, max_segment: float, block_seconds: float, match_level: bool,
                       level: dict) -> Iterator[tuple[list, bool]]:
         """The (offset s, features) pieces of one input, in groups, with whether the input is cut
@@ -209,8 +229,9 @@ class Model:
         with the recording; the speech that runs into a block's end waits for the next block."""
         from auden_kit.data.audio import audio_seconds
 
-        seconds = audio_seconds(item.path) if item.path else None
-        if seconds is None or seconds <= block_seconds:
+        if item.path and item.seconds is None:
+            item.seconds = audio_seconds(item.path)
+        if not item.path or item.seconds is None or item.seconds <= block_seconds:
             wav = item.load()
             ranges = self._speech_ranges(wav, max_segment, final=True, whole=True)[0]
             pieces = self._pieces(wav, ranges, item.item_id)

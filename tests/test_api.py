@@ -67,7 +67,7 @@ def test_api_matches_cli_and_takes_any_input(learned_ctc, synth_corpus, tmp_path
     assert [(x.text, x.tokens) for x in silent[:2]] == [("", [])] * 2 and silent[2].text == one.text
 
 
-def test_long_audio_is_split_at_pauses_and_stitched(learned_ctc, synth_corpus, tmp_path):
+def test_long_audio_is_split_at_pauses_and_stitched(learned_ctc, synth_corpus, tmp_path, capsys):
     """A few minutes of speech in one file: cut at the pauses between utterances (never inside
     one), pieces of at most 20 s decoded in batches and stitched with global times; the result is
     exactly the pieces decoded on their own with their offsets added. (How close the WER of a long
@@ -108,6 +108,13 @@ def test_long_audio_is_split_at_pauses_and_stitched(learned_ctc, synth_corpus, t
     streamed, short = m.transcribe([path, files[0]], max_segment=20, block_seconds=80)
     assert (streamed.text, streamed.times) == (whole.text, whole.times)
     assert short.text == m.transcribe([path, files[0]], max_segment=20)[1].text
+    # the progress bar counts seconds of audio (a long file shows its own progress and ETA)
+    capsys.readouterr()
+    list(m.iter_results([path, files[0]], max_segment=20, block_seconds=80, progress=True))
+    total = seconds + sf.info(files[0]).duration
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    shown = [ln for ln in bar if " s audio [" in ln]
+    assert len(shown) >= 3 and f"{total:.0f}/{total:.0f} s audio" in shown[-1] and "100%" in shown[-1]
     ref = " ".join(refs[f.stem] for f in files)
     utt = m.transcribe([str(f) for f in files])
     print(f"{seconds:.0f} s in {len(ranges)} pieces: WER long {compute_wer([('x', ref, whole.text)]).wer:.2f}, "

@@ -6,6 +6,8 @@ are split at pauses and stitched) and give what ``auden_kit.load(DIR)`` gives in
 
 from __future__ import annotations
 
+import sys
+
 import json
 from pathlib import Path
 from typing import List, Optional
@@ -145,7 +147,8 @@ def decode(
         results = _stream_files(m, files, piece_ms, match_level)
     else:
         results = m.iter_results(audio if data_dir is not None else [str(f) for f in files], max_segment=max_segment,
-                                 batch_duration=max_duration, match_level=match_level, **opts)
+                                 batch_duration=max_duration, match_level=match_level,
+                                 progress=sys.stderr.isatty(), **opts)  # seconds of audio done, with an ETA
     for fid, res in results:
         if isinstance(res, UserError):
             typer.echo(f"error: {res}", err=True)
