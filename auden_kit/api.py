@@ -234,14 +234,15 @@ class Model:
         if not item.path or item.seconds is None or item.seconds <= block_seconds:
             wav = item.load()
             ranges = self._speech_ranges(wav, max_segment, final=True, whole=True)[0]
-            pieces = self._pieces(wav, ranges, item.item_id)
-            if match_level and pieces:  # one gain for the whole input, from all its speech
+            pieces = self._pieces(wav, ranges, item.item_id)  # a too-short input fails here, silent or not
+            if not pieces or no_signal(wav, self.features.sample_rate):  # digital silence: nothing to decode
+                return
+            if match_level:  # one gain for the whole input, from all its speech
                 gain = self._level_gain(pieces, item.item_id, level)
                 if gain != 1.0:  # on the waveform: quiet bins are not lost under the fbank's floor
                     wav = wav * gain
                     pieces = self._pieces(wav, ranges, item.item_id)
-            if not no_signal(wav, self.features.sample_rate):
-                yield pieces, len(pieces) > 1
+            yield pieces, len(pieces) > 1
             return
         from auden_kit.data.audio import read_blocks
 
@@ -277,10 +278,9 @@ class Model:
         rate = self.features.sample_rate
         if whole and wav.numel() <= max_segment * rate:
             return [(0, wav.numel())], wav.numel()
-        if no_signal(wav, rate):
+        ranges = speech_segments(wav, rate, max_segment, merge_up_to=self.merge_up_to)
+        if not ranges:  # speech_segments finds none only in digital silence (no_signal)
             return [], wav.numel()
-        ranges = speech_segments(wav, rate, max_segment, merge_up_to=self.merge_up_to) or \
-            split_at_pauses(wav, rate, max_segment)
         if final:
             return ranges, wav.numel()
         if len(ranges) < 2:  # nothing finished yet; a block holds many stretches, so this is rare

@@ -6,9 +6,8 @@ are split at pauses and stitched) and give what ``auden_kit.load(DIR)`` gives in
 
 from __future__ import annotations
 
-import sys
-
 import json
+import sys
 from pathlib import Path
 from typing import List, Optional
 

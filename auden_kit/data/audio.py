@@ -65,6 +65,18 @@ def load_cut_audio(cut, sample_rate: int) -> torch.Tensor:
     return x
 
 
+def _mono(data: np.ndarray) -> torch.Tensor:
+    """(frames, channels) float32 samples as one channel: a single channel as it is (no second
+    copy of a long file), more averaged."""
+    return torch.from_numpy(np.ascontiguousarray(data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)))
+
+
+def _warn_if_truncated(path: Path, promised: int, got: int) -> None:
+    if 0 < promised < 2 ** 62 and got < promised:
+        log.warning("audio file '%s' is truncated: its header promises %d samples, it holds %d; decoding "
+                    "what is there", path, promised, got)
+
+
 def _existing_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
@@ -109,7 +121,7 @@ def read_blocks(path: str | Path, sample_rate: int = 16000, block_seconds: float
                 raise UserError(f"cannot read audio file '{path}' after {got / f.samplerate:.1f} s: {e}") from None
             if data.shape[0] == 0:
                 break
-            mono = torch.from_numpy(np.ascontiguousarray(data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)))
+            mono = _mono(data)
             check_waveform(mono, str(path), f" between {got / f.samplerate:.1f} and "
                            f"{(got + data.shape[0]) / f.samplerate:.1f} s")
             got += data.shape[0]
@@ -118,9 +130,7 @@ def read_blocks(path: str | Path, sample_rate: int = 16000, block_seconds: float
                 yield out
         if got == 0:
             raise UserError(f"audio file '{path}' holds no samples")
-        if 0 < promised < 2 ** 62 and got < promised:
-            log.warning("audio file '%s' is truncated: its header promises %d samples, it holds %d; decoding "
-                        "what is there", path, promised, got)
+        _warn_if_truncated(path, promised, got)
         out = rs.finish()
         if out.numel():
             yield out
@@ -143,11 +153,8 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
         raise UserError(f"cannot read audio file '{path}': {e}") from None
     if data.size == 0:
         raise UserError(f"audio file '{path}' holds no samples")
-    if 0 < promised < 2 ** 62 and data.shape[0] < promised:
-        log.warning("audio file '%s' is truncated: its header promises %d samples, it holds %d; decoding "
-                    "what is there", path, promised, data.shape[0])
-    # one channel: its samples as they are (no second copy of a long file); more: their mean
-    mono = torch.from_numpy(np.ascontiguousarray(data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)))
+    _warn_if_truncated(path, promised, data.shape[0])
+    mono = _mono(data)
     check_waveform(mono, str(path))
     return resample(mono, int(sr), sample_rate)
 
