@@ -233,7 +233,7 @@ class Model:
             item.seconds = audio_seconds(item.path)
         if not item.path or item.seconds is None or item.seconds <= block_seconds:
             wav = item.load()
-            ranges = self._speech_ranges(wav, max_segment, final=True, whole=True)[0]
+            ranges = self._speech_ranges(wav, max_segment, whole=True)
             pieces = self._pieces(wav, ranges, item.item_id)  # a too-short input fails here, silent or not
             if not pieces or no_signal(wav, self.features.sample_rate):  # digital silence: nothing to decode
                 return
@@ -245,47 +245,27 @@ class Model:
             yield pieces, len(pieces) > 1
             return
         from auden_kit.data.audio import read_blocks
+        from auden_kit.data.pauses import stretches_by_block
 
         rate = self.features.sample_rate
-        buf, start = torch.zeros(0), 0  # samples not yet cut into pieces, and where they start in the input
         gain = None if match_level else 1.0  # one gain for the input, from its first block with speech
-        blocks = read_blocks(item.path, rate, block_seconds)
-        final = False
-        while not final:
-            block = next(blocks, None)
-            final = block is None
-            if block is not None:
-                buf = torch.cat([buf, block]) if buf.numel() else block
-            if not buf.numel():
-                continue
-            ranges, keep = self._speech_ranges(buf, max_segment, final, whole=False)
-            if ranges:
-                pieces = self._pieces(buf, ranges, item.item_id, start)
-                if gain is None and pieces:
-                    gain = self._level_gain(pieces, item.item_id, level)
-                if gain not in (None, 1.0):
-                    pieces = self._pieces(buf * gain, ranges, item.item_id, start)
-                yield pieces, True
-            start += keep
-            buf = buf[keep:].clone()  # the rest of the block is freed
+        for start, buf, ranges in stretches_by_block(read_blocks(item.path, rate, block_seconds),
+                                                     lambda b: self._speech_ranges(b, max_segment)):
+            pieces = self._pieces(buf, ranges, item.item_id, start)
+            if gain is None and pieces:
+                gain = self._level_gain(pieces, item.item_id, level)
+            if gain not in (None, 1.0):
+                pieces = self._pieces(buf * gain, ranges, item.item_id, start)
+            yield pieces, True
 
-    def _speech_ranges(self, wav: torch.Tensor, max_segment: float, final: bool, whole: bool) -> tuple[list, int]:
-        """Sample ranges of ``wav`` to decode (all of it when it is the ``whole`` input and at most
+    def _speech_ranges(self, wav: torch.Tensor, max_segment: float, whole: bool = False) -> list:
+        """Sample ranges of ``wav`` to decode: all of it when it is the ``whole`` input and at most
         ``max_segment`` seconds; else speech stretches between pauses, merged up to what the model
-        trained on and none longer than ``max_segment``; none in digital silence) and how many
-        samples they are done with. Unless ``final``, the last stretch may run on past the end of
-        ``wav``: it is left for the next call, with everything after it."""
+        trained on and none longer than ``max_segment``; none in digital silence."""
         rate = self.features.sample_rate
         if whole and wav.numel() <= max_segment * rate:
-            return [(0, wav.numel())], wav.numel()
-        ranges = speech_segments(wav, rate, max_segment, merge_up_to=self.merge_up_to)
-        if not ranges:  # speech_segments finds none only in digital silence (no_signal)
-            return [], wav.numel()
-        if final:
-            return ranges, wav.numel()
-        if len(ranges) < 2:  # nothing finished yet; a block holds many stretches, so this is rare
-            return [], 0
-        return ranges[:-1], ranges[-1][0]
+            return [(0, wav.numel())]
+        return speech_segments(wav, rate, max_segment, merge_up_to=self.merge_up_to)
 
     def _level_gain(self, pieces: list, item_id: str, level: dict) -> float:
         """The factor that brings one input's speech (its pieces' features) to the training level."""

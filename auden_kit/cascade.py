@@ -2,13 +2,16 @@
 clustered), then what (the ASR model on each speaker turn). The same segments, formats and
 metrics as the one-model ``tagspeech`` task, for comparison in the same run.
 
-1. Speech regions: the energy detector of :func:`auden_kit.data.pauses.speech_segments`.
+1. Speech regions: the energy detector of :func:`auden_kit.data.pauses.speech_segments` (a
+   region without a pause is cut after ``REGION_SECONDS``). An audio file is read one block at a
+   time, twice (voices, then words), so an hour-long file is never held whole.
 2. Windows of ``window`` seconds every ``hop`` seconds over each region (a short region is one
    window); each embedded by the voice model (its utterance embedding, L2-normalised).
 3. Agglomerative clustering (:func:`auden_kit.clustering.agglomerate`: average linkage, cosine
    distance) cut at ``threshold``: the number of speakers is estimated (or fixed with
    ``num_speakers``). Long recordings of the ``tagspeech`` task link their windows' speakers with
-   the same function.
+   the same function. More than ``CLUSTER_ROWS`` windows are clustered in stages
+   (:func:`cluster_windows`), so memory stays bounded.
 4. Every 10 ms frame of speech takes the label of the window whose centre is nearest; runs of
    one label are the speaker turns (one speaker at a time: overlapped speech is the cascade's
    known weakness).
@@ -47,26 +50,73 @@ class CascadeOptions:
             raise UserError(f"--num-speakers must be >= 0, got {self.num_speakers}")
 
 
-def window_embeddings(wav: torch.Tensor, rate: int, voice, opts: CascadeOptions):
-    """Steps 1-2: the speech regions (sample ranges), the windows over them (sample ranges) and
-    their L2-normalised embeddings, one row per window (``None`` when there is no speech)."""
-    from auden_kit.data.pauses import speech_segments
+REGION_SECONDS = 60.0  # a longer stretch without a pause is cut at its quietest frame (bounds a block's carry)
+CLUSTER_ROWS = 3000  # more windows than this (about 40 minutes of speech) are clustered in two stages
 
-    regions = speech_segments(wav, rate, max_seconds=1e9, min_pause=0.2)
+
+def _blocks(audio, rate: int, block_seconds: float):
+    """A new pass over a recording: a waveform is one block; a file is read block by block
+    (:func:`auden_kit.data.audio.read_blocks`), so its length does not bound what fits in memory."""
+    from auden_kit.data.audio import read_blocks
+
+    return iter([audio]) if isinstance(audio, torch.Tensor) else read_blocks(audio, rate, block_seconds)
+
+
+def window_embeddings(audio, rate: int, voice, opts: CascadeOptions, block_seconds: float = 600.0):
+    """Steps 1-2 on a waveform or an audio file (read one block at a time): the speech regions
+    (sample ranges), the windows over them (sample ranges) and their L2-normalised embeddings, one
+    row per window (``None`` when there is no speech)."""
+    from auden_kit.data.pauses import speech_segments, stretches_by_block
+
     win, hop = int(opts.window * rate), int(opts.hop * rate)
-    spans = []
-    for a, b in regions:
-        if b - a < int(0.2 * rate):
-            continue
-        starts = list(range(a, max(a + 1, b - win + 1), hop)) or [a]
-        if starts[-1] + win < b:
-            starts.append(max(a, b - win))
-        spans += [(s, min(b, s + win)) for s in starts]
+    regions, spans, emb = [], [], []
+    for start, buf, ranges in stretches_by_block(_blocks(audio, rate, block_seconds), lambda b: speech_segments(
+            b, rate, max_seconds=REGION_SECONDS, min_pause=0.2)):
+        here = []
+        for a, b in ranges:
+            regions.append((start + a, start + b))
+            if b - a < int(0.2 * rate):
+                continue
+            starts = list(range(a, max(a + 1, b - win + 1), hop)) or [a]
+            if starts[-1] + win < b:
+                starts.append(max(a, b - win))
+            here += [(s, min(b, s + win)) for s in starts]
+        if here:
+            emb += [np.asarray(r.embedding, dtype=np.float64) for r in voice.infer([buf[a:b] for a, b in here], rate)]
+            spans += [(start + a, start + b) for a, b in here]
     if not spans:
         return None
-    emb = np.stack([np.asarray(r.embedding, dtype=np.float64) for r in voice.infer([wav[a:b] for a, b in spans], rate)])
+    emb = np.stack(emb)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-9
     return regions, spans, emb
+
+
+def cluster_windows(emb: np.ndarray, threshold: float, num_speakers: int = 0, sizes=None) -> np.ndarray:
+    """Step 3: a speaker label per window (rows of ``emb``, L2-normalised; or clusters of windows,
+    summed, with their ``sizes``). Up to ``CLUSTER_ROWS`` rows are clustered at once (O(n^2)
+    memory); more are first clustered in consecutive runs of that many, and the clusters of all
+    runs then clustered together (in runs again if they are still too many): average linkage over
+    the same windows, since the summed embeddings of two clusters give their summed pairwise
+    similarity. A run's clusters stop merging at a stricter similarity (halfway from
+    ``1 - threshold`` to 1), so each holds one speaker; the choice between speakers is left to the
+    last stage, which sees the whole recording."""
+    n = len(emb)
+    if n <= CLUSTER_ROWS:
+        return np.array(agglomerate(emb, 1.0 - threshold, num_speakers=num_speakers, sizes=sizes), dtype=int)
+    size = np.ones(n) if sizes is None else np.asarray(sizes, dtype=np.float64)
+    sums, counts, parent = [], [], np.zeros(n, dtype=int)  # clusters of the runs; row -> its cluster
+    for lo in range(0, n, CLUSTER_ROWS):
+        part, w = emb[lo: lo + CLUSTER_ROWS], size[lo: lo + CLUSTER_ROWS]
+        lab = np.array(agglomerate(part, 1.0 - threshold / 2, sizes=None if sizes is None else w), dtype=int)
+        for k in range(lab.max() + 1):
+            parent[lo + np.flatnonzero(lab == k)] = len(sums)
+            sums.append(part[lab == k].sum(0))
+            counts.append(w[lab == k].sum())
+    if len(sums) == n:  # the runs merged nothing: no smaller problem to hand on
+        return np.array(agglomerate(emb, 1.0 - threshold, num_speakers=num_speakers, sizes=sizes), dtype=int)
+    top = cluster_windows(np.stack(sums), threshold, num_speakers, np.array(counts))
+    order: dict[int, int] = {}  # labels by first appearance, as agglomerate numbers them
+    return np.array([order.setdefault(int(top[c]), len(order)) for c in parent], dtype=int)
 
 
 def speaker_turns(windows, rate: int, opts: CascadeOptions, threshold: float) -> list[list]:
@@ -74,14 +124,14 @@ def speaker_turns(windows, rate: int, opts: CascadeOptions, threshold: float) ->
     if windows is None:
         return []
     regions, spans, emb = windows
-    labels = np.array(agglomerate(emb, 1.0 - threshold, num_speakers=opts.num_speakers), dtype=int)
+    labels = cluster_windows(emb, threshold, opts.num_speakers)
     centres = np.array([(a + b) / 2 for a, b in spans]) / rate
     turns: list[list] = []
     for a, b in regions:
         t = np.arange(a / rate, b / rate, 0.01)
         if len(t) == 0:
             continue
-        near = labels[np.abs(t[:, None] - centres[None, :]).argmin(1)]
+        near = labels[_nearest(centres, t)]
         cuts = np.flatnonzero(np.diff(near)) + 1
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(t)]):
             turns.append([float(t[lo]), float(t[hi - 1] + 0.01), int(near[lo])])
@@ -94,19 +144,51 @@ def speaker_turns(windows, rate: int, opts: CascadeOptions, threshold: float) ->
     return merged
 
 
+def _nearest(centres: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """For each time in ``t``, the index of the nearest of the increasing ``centres`` (the first
+    on a tie), without a times x windows table (an hour holds ~5,000 windows)."""
+    if len(centres) == 1:
+        return np.zeros(len(t), dtype=int)
+    j = np.clip(np.searchsorted(centres, t), 1, len(centres) - 1)
+    return np.where(t - centres[j - 1] <= centres[j] - t, j - 1, j)
+
+
+def _turn_audio(blocks, turns: list[list], rate: int):
+    """The waveform of each turn (increasing, not overlapping), in lists as the recording's blocks
+    are read: only the samples that a turn still to come needs are kept."""
+    buf, start, k = torch.zeros(0), 0, 0
+    edges = [(int(a * rate), int(b * rate)) for a, b, _ in turns]
+    for block in blocks:
+        buf = torch.cat([buf, block]) if buf.numel() else block
+        ready = []
+        while k < len(edges) and edges[k][1] <= start + buf.numel():
+            ready.append(buf[edges[k][0] - start: edges[k][1] - start])
+            k += 1
+        if ready:
+            yield ready
+        drop = min(buf.numel(), edges[k][0] - start) if k < len(edges) else buf.numel()
+        start += drop
+        buf = buf[drop:].clone()
+    if k < len(edges):  # turns that end past the last sample (times rounded to 10 ms frames)
+        yield [buf[max(0, a - start): b - start] for a, b in edges[k:]]
+
+
 def _segments(turns: list[list], texts: list[str]) -> list[Segment]:
     return [Segment(round(a, 3), round(b, 3), f"spk{lab + 1}", t) for (a, b, lab), t in zip(turns, texts)]
 
 
-def diarize_waveform(wav: torch.Tensor, rate: int, voice, asr, opts: CascadeOptions, cut_id: str = "audio",
-                     asr_method: str = "") -> SegmentsResult:
-    """Segments of one recording (``voice`` and ``asr``: :class:`auden_kit.api.Model`)."""
-    turns = speaker_turns(window_embeddings(wav, rate, voice, opts), rate, opts, opts.threshold)
+def diarize_audio(audio, rate: int, voice, asr, opts: CascadeOptions, cut_id: str = "audio", asr_method: str = "",
+                  block_seconds: float = 600.0) -> SegmentsResult:
+    """Segments of one recording: a waveform at ``rate``, or an audio file, read twice (voices,
+    then words) one block of ``block_seconds`` at a time, so that an hour-long file is never held
+    whole (``voice`` and ``asr``: :class:`auden_kit.api.Model`)."""
+    turns = speaker_turns(window_embeddings(audio, rate, voice, opts, block_seconds), rate, opts, opts.threshold)
     if not turns:
         return SegmentsResult(cut_id=cut_id)
-    texts = [r.text if not isinstance(r, UserError) else ""  # a turn too short to decode: no words
-             for _, r in asr.iter_results([wav[int(a * rate): int(b * rate)] for a, b, _ in turns], rate,
-                                          **({"method": asr_method} if asr_method else {}))]
+    texts = []
+    for wavs in _turn_audio(_blocks(audio, rate, block_seconds), turns, rate):
+        texts += [r.text if not isinstance(r, UserError) else ""  # a turn too short to decode: no words
+                  for _, r in asr.iter_results(wavs, rate, **({"method": asr_method} if asr_method else {}))]
     return SegmentsResult(cut_id=cut_id, segments=_segments(turns, texts))
 
 

@@ -17,23 +17,26 @@ from __future__ import annotations
 import numpy as np
 
 
-def agglomerate(emb: np.ndarray, threshold: float, groups=None, num_speakers: int = 0) -> list[int]:
+def agglomerate(emb: np.ndarray, threshold: float, groups=None, num_speakers: int = 0, sizes=None) -> list[int]:
     """Cluster labels 0..K-1, numbered by first appearance, of the rows of ``emb`` (any scale;
     they are L2-normalised here). ``threshold``: the least average cosine similarity at which two
     clusters merge; ``num_speakers`` > 0: merge until that many clusters remain instead (never past
     a cannot-link constraint); ``groups``: one group id per row, rows of one group never share a
-    cluster."""
+    cluster. ``sizes``: the rows are clusters of an earlier stage, each the sum of that many
+    L2-normalised embeddings (taken as given): the linkage is then the average over those
+    embeddings, as if they had been clustered one by one from that start."""
     n = len(emb)
     if n == 0:
         return []
     x = np.asarray(emb, dtype=np.float64)
-    x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)
+    if sizes is None:
+        x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)
+    size = np.ones(n) if sizes is None else np.array(sizes, dtype=np.float64)  # a copy: sizes grow as clusters merge
     total = x @ x.T  # summed pairwise similarity between clusters
-    size = np.ones(n)
     g = np.arange(n) if groups is None else np.asarray(groups)
     apart = g[:, None] == g[None, :]  # clusters that may not merge (the diagonal: a cluster and itself)
     alive = np.ones(n, dtype=bool)
-    avg = total.copy()  # average similarity (every cluster one row yet); -inf where two may not merge
+    avg = total / np.outer(size, size)  # average similarity; -inf where two may not merge
     avg[apart] = -np.inf
     best = np.argmax(avg, axis=1)  # each row's first best partner, and its similarity
     best_v = avg[np.arange(n), best]

@@ -47,7 +47,6 @@ def run_one(system: str, wav: str, a) -> dict:
     import torch
 
     import auden_kit
-    from auden_kit.data.audio import load_audio
 
     torch.set_num_threads(a.threads)
     t0 = time.time()
@@ -59,12 +58,12 @@ def run_one(system: str, wav: str, a) -> dict:
         t0 = time.time()
         segs = m.infer(wav, max_segment=60.0).segments
     else:
-        from auden_kit.cascade import CascadeOptions, diarize_waveform
+        from auden_kit.cascade import CascadeOptions, diarize_audio
 
         voice, asr = auden_kit.load(a.voice_model), auden_kit.load(a.asr_model)
         load_s = time.time() - t0
         t0 = time.time()
-        segs = diarize_waveform(load_audio(wav, 16000), 16000, voice, asr,
+        segs = diarize_audio(wav, 16000, voice, asr,
                                 CascadeOptions(threshold=a.threshold), cut_id="long").segments
     return {"seconds": time.time() - t0, "load_s": load_s,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

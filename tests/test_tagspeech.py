@@ -542,7 +542,7 @@ def test_cascade_threshold_tuned_on_dev_scores_as_diarizing():
     """`tune_threshold` (dev recordings embedded once, clustered at each threshold, no words)
     gives the DER that diarizing at that threshold gives, and chooses the lowest: two speakers
     (two tones between pauses) are found at a threshold below their distance and merged above it."""
-    from auden_kit.cascade import CascadeOptions, diarize_waveform, tune_threshold
+    from auden_kit.cascade import CascadeOptions, diarize_audio, tune_threshold
     from auden_kit.metrics.diarization import score_meetings
 
     rate = 16000
@@ -556,11 +556,94 @@ def test_cascade_threshold_tuned_on_dev_scores_as_diarizing():
     assert best == 0.5 and scores[0.5]["der"] < 5 and scores[0.5]["spk_count_acc"] == 100
     assert scores[1.5]["der"] > 20 and scores[1.5]["spk_count_acc"] == 0  # one speaker for both tones
     for th in (0.5, 1.5):
-        r = diarize_waveform(wav, rate, _ToneVoice(), _TonesAsr(), dataclasses.replace(opts, threshold=th))
+        r = diarize_audio(wav, rate, _ToneVoice(), _TonesAsr(), dataclasses.replace(opts, threshold=th))
         assert all(s.text.startswith("turn") for s in r.segments)
         assert score_meetings([("0", ref, r.segments)])["der"] == scores[th]["der"]
     with pytest.raises(UserError, match="no reference segments"):  # nothing to tune against
         tune_threshold([(wav, [])], rate, _ToneVoice(), opts, [0.5, 1.5])
+
+
+class _ToneAsr:
+    """Each turn's text says which tone it holds and how long it is (in 10 ms), whichever call it
+    comes in."""
+
+    def iter_results(self, wavs, rate, **_):
+        for i, w in enumerate(wavs):
+            e = _ToneVoice().infer([w], rate)[0].embedding
+            yield i, dataclasses.make_dataclass("T", ["text"])(f"{'lo' if e[0] > e[1] else 'hi'}{len(w) // (rate // 100)}")
+
+
+def test_cascade_reads_a_file_block_by_block_as_the_waveform(tmp_path, monkeypatch):
+    """An audio file is diarized in two passes over blocks of it (memory does not grow with its
+    length) with the same turns and texts as its waveform held whole; the speech found block by
+    block is the speech found in the whole waveform, none twice."""
+    import soundfile as sf
+
+    from auden_kit import cascade
+    from auden_kit.data.pauses import speech_segments, stretches_by_block
+
+    rate = 16000
+    rng = np.random.default_rng(0)
+    parts, t = [], np.arange(int(1.7 * rate)) / rate
+    for k in range(12):  # 12 turns of two tones, 0.4-0.9 s pauses of faint noise between them
+        parts += [0.3 * np.sin(2 * np.pi * (200, 700)[k % 3 == 1] * t), 1e-4 * rng.normal(size=int(rng.uniform(0.4, 0.9) * rate))]
+    wav = torch.tensor(np.concatenate(parts), dtype=torch.float32)
+    path = tmp_path / "tones.wav"
+    sf.write(path, wav.numpy(), rate, subtype="FLOAT")
+    find = lambda b: speech_segments(b, rate, max_seconds=60, min_pause=0.2)  # noqa: E731
+    whole = find(wav)
+    assert len(whole) == 12
+    for block in (1.3, 3.0, 100.0):
+        found = [(s + a, s + b) for s, buf, r in stretches_by_block(cascade._blocks(path, rate, block), find)
+                 for a, b in r]
+        assert len(found) == 12 and all(abs(x - y) <= rate // 50 for f, w in zip(found, whole) for x, y in zip(f, w))
+    one = list(stretches_by_block([wav], find))  # one block: find() of all of it, once
+    assert len(one) == 1 and one[0][0] == 0 and one[0][2] == whole
+    opts = cascade.CascadeOptions(threshold=0.5)
+    held = cascade.diarize_audio(wav, rate, _ToneVoice(), _ToneAsr(), opts).segments
+    assert [s.text[:2] for s in held] == [("lo", "hi")[k % 3 == 1] for k in range(12)]
+    assert len({s.speaker for s in held}) == 2
+    read_in_blocks = []
+    real = cascade._blocks
+    monkeypatch.setattr(cascade, "_blocks", lambda *a: (read_in_blocks.append(a[-1]), real(*a))[1])
+    for block in (1.3, 4.0):
+        got = cascade.diarize_audio(path, rate, _ToneVoice(), _ToneAsr(), opts, block_seconds=block).segments
+        assert [(s.speaker, s.text[:2]) for s in got] == [(s.speaker, s.text[:2]) for s in held]
+        assert max(abs(a.start - b.start) + abs(a.end - b.end) for a, b in zip(got, held)) <= 0.04
+        # each turn's words come from its own samples, wherever the blocks cut the file
+        assert all(abs(int(s.text[2:]) - (s.end - s.start) * 100) < 1.5 for s in got)
+    assert read_in_blocks == [1.3, 1.3, 4.0, 4.0]  # voices, then words: each pass reads the file in blocks
+
+
+def test_long_recordings_are_clustered_in_stages(monkeypatch):
+    """Past ``CLUSTER_ROWS`` windows the cascade clusters runs of windows, then their clusters
+    (bounded memory): on voices that come and go through a long recording it finds the clusters
+    that clustering every window at once finds. ``agglomerate`` on summed rows with their sizes is
+    average linkage over the rows they sum."""
+    from auden_kit import cascade
+    from auden_kit.clustering import agglomerate
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(5, 32))
+    who = np.repeat(rng.integers(0, 5, size=60), rng.integers(3, 12, size=60))  # turns of 3-11 windows
+    emb = centres[who] + rng.normal(scale=0.9, size=(len(who), 32))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    at_once = cascade.cluster_windows(emb, 0.6)
+    assert len(set(zip(at_once, who))) == len(set(who)) == 5  # the 5 voices found
+    for rows in (40, 97, 150):
+        monkeypatch.setattr(cascade, "CLUSTER_ROWS", rows)
+        staged = cascade.cluster_windows(emb, 0.6)
+        # the same clusters, up to an outlier window or two that the order of merges decides
+        agree = sum(np.bincount(at_once[staged == k]).max() for k in set(staged))
+        assert agree >= 0.99 * len(emb) and len(set(staged)) <= 6, rows
+        assert len(set(cascade.cluster_windows(emb, 0.6, num_speakers=3))) == 3
+    x = rng.normal(size=(30, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    k = rng.integers(1, 5, size=30)  # row i stands for k[i] copies of itself
+    copies = np.repeat(x, k, axis=0)
+    for th in (0.0, 0.2, 0.5):
+        by_copy = np.array(agglomerate(copies, th))
+        assert list(by_copy[np.cumsum(k) - k]) == agglomerate(x * k[:, None], th, sizes=k)
 
 
 def test_asr_words_fill_segments_by_time():
@@ -729,7 +812,9 @@ def test_tagspeech_learns_the_meetings(meetings, trained_model, decoder, tmp_pat
             cache = dec.start_cache(*dec.memory(mem, mlens))
             steps = torch.stack([dec.step(cache, ys_in[:, u]) for u in range(ys_in.shape[1])], 1)
             assert model._mem_keys is not None and set(model._mem_keys[1]) == {"time", "copy"}
-        assert torch.allclose(steps[~pad], logits[~pad], atol=1e-4), (steps[~pad] - logits[~pad]).abs().max()
+        # float32 sums in another order: 2-3e-4 on logits of magnitude ~8 in a fresh install of
+        # 2026-12-05 (1e-4 held before); a wrong cache or mask is off by whole units
+        assert torch.allclose(steps[~pad], logits[~pad], atol=1e-3), (steps[~pad] - logits[~pad]).abs().max()
         g0 = v.text + v.times + v.speakers
         at = (ys_out >= g0) & (ys_out < g0 + v.genders)
         said = logits[..., g0: g0 + v.genders].argmax(-1) + g0

@@ -39,8 +39,8 @@ def diarize(
     from tqdm import tqdm
 
     from auden_kit.api import load
-    from auden_kit.cascade import CascadeOptions, diarize_waveform, tune_threshold
-    from auden_kit.data.audio import load_audio, load_cut_audio
+    from auden_kit.cascade import CascadeOptions, diarize_audio, tune_threshold
+    from auden_kit.data.audio import load_cut_audio
     from auden_kit.data.segments import FORMATS, cut_segments, render_segments
 
     setup_logging()
@@ -90,14 +90,14 @@ def diarize(
         results = []
         cs = list(load_cuts([str(cuts)]))
         for c in tqdm(cs, desc="diarizing", unit="recording"):
-            r = diarize_waveform(load_cut_audio(c, rate), rate, voice, asr, opts, cut_id=c.id)
+            r = diarize_audio(load_cut_audio(c, rate), rate, voice, asr, opts, cut_id=c.id)
             r.refs = cut_segments(c)
             results.append(r)
         typer.echo(summary_line(write_meeting_results(results, out_dir, name)))
         typer.echo(f"results in {out_dir}")
         return
     for f in files:
-        r = diarize_waveform(load_audio(f, rate), rate, voice, asr, opts, cut_id=f.stem)
+        r = diarize_audio(f, rate, voice, asr, opts, cut_id=f.stem)  # read block by block
         typer.echo(render_segments({f.stem: r.segments}, output), nl=False)
 
 

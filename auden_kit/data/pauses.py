@@ -8,6 +8,8 @@ it adapts to level and noise floor; without a clear quiet/loud contrast nothing 
 
 from __future__ import annotations
 
+from typing import Callable, Iterable, Iterator
+
 import torch
 
 # a frame is speech above lo + SPEECH_LEVEL * (hi - lo) of the 5 % / 95 % energy quantiles
@@ -120,6 +122,35 @@ def speech_segments(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30
     for a, b in merged:
         out += [(a + x, a + y) for x, y in split_at_pauses(wav[a:b], sample_rate, max_seconds)]
     return out
+
+
+def stretches_by_block(blocks: Iterable[torch.Tensor], find: Callable[[torch.Tensor], list]
+                       ) -> Iterator[tuple[int, torch.Tensor, list]]:
+    """The speech stretches of a recording read in consecutive blocks (e.g.
+    :func:`auden_kit.data.audio.read_blocks`), so that memory does not grow with its length.
+    Yields ``(start, buf, ranges)``: ``buf`` holds samples of the recording from sample ``start``
+    on and ``ranges`` are its finished stretches, as sample ranges of ``buf``. ``find(buf)`` gives
+    the stretches of a buffer in order (e.g. :func:`speech_segments`); it must bound their length
+    and find none only in silence. The last stretch of a block may run on into the next one: it
+    waits, with what follows it, and is found again with the next block. The next block is read
+    ahead, so the last one is known as such and a recording of one block gives ``find`` of all of
+    it, once."""
+    blocks = iter(blocks)
+    block = next(blocks, None)
+    buf, start = torch.zeros(0), 0
+    while block is not None:
+        ahead = next(blocks, None)
+        buf = torch.cat([buf, block]) if buf.numel() else block
+        ranges = find(buf)
+        if ahead is None or not ranges:  # the end, or silence: all of buf is done with
+            done, keep = ranges, buf.numel()
+        else:
+            done, keep = ranges[:-1], ranges[-1][0]
+        if done:
+            yield start, buf, done
+        start += keep
+        buf = buf[keep:].clone()  # the rest of the block is freed
+        block = ahead
 
 
 def split_at_pauses(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30.0,
