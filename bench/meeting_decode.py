@@ -58,7 +58,11 @@ def run_one(system: str, wav: str, a) -> dict:
         t0 = time.time()
         segs = m.infer(wav, max_segment=60.0).segments
     else:
+        from auden_kit import cascade
         from auden_kit.cascade import CascadeOptions, diarize_audio
+
+        if a.cluster_rows:
+            cascade.CLUSTER_ROWS = a.cluster_rows
 
         voice, asr = auden_kit.load(a.voice_model), auden_kit.load(a.asr_model)
         load_s = time.time() - t0
@@ -82,6 +86,10 @@ def main():
     ap.add_argument("--threshold", type=float, default=0.4, help="cascade clustering threshold")
     ap.add_argument("--link-threshold", type=float, default=None, help="tagspeech: override the model's")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--systems", nargs="+", default=["tagspeech", "cascade"], choices=["tagspeech", "cascade"])
+    ap.add_argument("--cluster-rows", type=int, default=0, help="cascade: windows clustered at once before it "
+                    "clusters in stages (0: the toolkit's CLUSTER_ROWS; 100000: all at once)")
+    ap.add_argument("--keep-wav", default="", help="also write the joined recording here (e.g. for the CLI)")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--wav", default="", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -96,7 +104,11 @@ def main():
         refs, dur = join(a.cuts, a.num, wav, a.repeat)
         print(f"recording: {a.num} meetings x {a.repeat}, {dur:.1f} s, {len({s.speaker for s in refs})} speakers")
         print(f"{'system':10} {'RTF':>7} {'decode s':>9} {'peak RSS MB':>12} {'cpWER':>7} {'DER':>6} {'speakers':>9}")
-        for system in ("tagspeech", "cascade"):
+        if a.keep_wav:
+            import shutil
+
+            shutil.copy(wav, a.keep_wav)
+        for system in a.systems:
             cmd = [sys.executable, __file__, "--child", system, "--wav", str(wav)] + sys.argv[1:]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode:

@@ -615,6 +615,31 @@ def test_cascade_reads_a_file_block_by_block_as_the_waveform(tmp_path, monkeypat
     assert read_in_blocks == [1.3, 1.3, 4.0, 4.0]  # voices, then words: each pass reads the file in blocks
 
 
+def test_diarize_cli_on_files(meetings, trained_model, voice_model, tmp_path):
+    """`auden-kit diarize FILES --output rttm`: the cascade on audio files (read block by block),
+    one RTTM line per speaker turn of each file, inside it; as `auden-kit decode`, a missing or
+    unreadable file is named and the other files are still diarized, with exit code 1 and no
+    traceback."""
+    import soundfile as sf
+
+    audio = sorted((meetings[0] / "audio").rglob("*.flac"))[:2]
+    assert len(audio) == 2
+    cli = [sys.executable, "-m", "auden_kit.cli.main", "diarize", "--voice-model", str(voice_model / "model"),
+           "--asr-model", str(trained_model)]
+    r = subprocess.run(cli + ["--output", "rttm"] + [str(a) for a in audio], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [ln.split() for ln in r.stdout.splitlines()]
+    for a in audio:
+        turns = [(float(x[3]), float(x[4])) for x in lines if x[0] == "SPEAKER" and x[1] == a.stem]
+        assert turns and all(0 <= s and s + d <= sf.info(a).duration + 0.02 for s, d in turns), (a, turns)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF0000WAVEnot audio")
+    r = subprocess.run(cli + [str(tmp_path / "nope.wav"), str(tmp_path / "bad.wav"), str(audio[0])],
+                       capture_output=True, text=True)  # the bad ones named, the good one still diarized
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "2 of 3 file(s) failed" in r.stderr
+    assert "nope.wav' does not exist" in r.stderr and "bad.wav" in r.stderr
+    assert r.stdout.splitlines()[0] == f"# {audio[0].stem}" and len(r.stdout.splitlines()) > 1, r.stdout
+
+
 def test_long_recordings_are_clustered_in_stages(monkeypatch):
     """Past ``CLUSTER_ROWS`` windows the cascade clusters runs of windows, then their clusters
     (bounded memory): on voices that come and go through a long recording it finds the clusters

@@ -96,9 +96,21 @@ def diarize(
         typer.echo(summary_line(write_meeting_results(results, out_dir, name)))
         typer.echo(f"results in {out_dir}")
         return
-    for f in files:
-        r = diarize_audio(f, rate, voice, asr, opts, cut_id=f.stem)  # read block by block
-        typer.echo(render_segments({f.stem: r.segments}, output), nl=False)
+    failed = 0
+    for f in files:  # as `auden-kit decode`: a file that fails is named and the others still diarized
+        try:
+            r = diarize_audio(f, rate, voice, asr, opts, cut_id=f.stem)  # read block by block
+        except UserError as e:
+            typer.echo(f"error: {e}", err=True)
+            failed += 1
+            continue
+        if r.segments:
+            typer.echo(render_segments({f.stem: r.segments}, output), nl=False)
+        else:
+            typer.echo(f"{f}: no speech found", err=True)
+    if failed:
+        typer.echo(f"{failed} of {len(files)} file(s) failed", err=True)
+        raise typer.Exit(1)
 
 
 SCORE_EPILOG = ("Example: auden-kit score-segments ref.stm hyp.stm   |   auden-kit score-segments ref.rttm hyp.rttm "
