@@ -109,7 +109,9 @@ class Model:
         """Yield (input id, result or the UserError that input raised), in input order. Inputs are
         decoded in batches of at most ``batch_duration`` seconds; long ones are split into pieces of
         at most ``max_segment`` seconds and stitched. ``match_level``: an input whose speech is far
-        quieter or louder than the training audio is brought to its level (:meth:`level_shift`)."""
+        quieter or louder than the training audio is brought to its level (:meth:`level_shift`).
+        A batch is at most ``batch_duration`` seconds padded: pieces are batched longest first, so
+        inputs of mixed lengths are not padded to the longest."""
         if max_segment <= 0 or batch_duration <= 0 or block_seconds <= 0:
             raise UserError("max_segment, batch_duration and block_seconds must be positive")
         block_seconds = max(block_seconds, 4 * max_segment)  # a block holds several pieces
@@ -126,9 +128,21 @@ class Model:
 
         def flush():
             nonlocal pending, pending_s
-            if not pending:
-                return
-            feats = [f for _, _, _, f in pending]
+            # longest first, cut so that a batch's padded size stays within batch_duration: turns or
+            # files of mixed lengths are not all padded to the longest (memory and time)
+            pool = sorted(pending, key=lambda p: -p[3].shape[0])
+            pending, pending_s = [], 0.0
+            limit = max(1, int(batch_duration / self.features.frame_shift))
+            while pool:
+                n = 1
+                while n < len(pool) and (n + 1) * pool[0][3].shape[0] <= limit:
+                    n += 1
+                decode(pool[:n])
+                pool = pool[n:]
+                release_free_memory()  # else the heap grows batch after batch (auden_kit.runtime)
+
+        def decode(group):
+            feats = [f for _, _, _, f in group]
             lens = torch.tensor([f.shape[0] for f in feats])
             if len(feats) == 1:
                 x = feats[0].unsqueeze(0)
@@ -137,18 +151,15 @@ class Model:
                 for i, f in enumerate(feats):
                     x[i, : f.shape[0]] = f
             batch = {"inputs": x.to(self.device), "input_lens": lens.to(self.device),
-                     "cut_ids": [f"{i}:{j}" for i, j, _, _ in pending],
-                     "linked": [done[i]["linked"] for i, _, _, _ in pending]}  # pieces that merge() links
+                     "cut_ids": [f"{i}:{j}" for i, j, _, _ in group],
+                     "linked": [done[i]["linked"] for i, _, _, _ in group]}  # pieces that merge() links
             results = self.task.infer(self.model, batch, **options)
-            for (i, j, off, f), r in zip(pending, results):
+            for (i, j, off, f), r in zip(group, results):
                 done[i]["results"][j] = (off, r)
                 if bar is not None and bar.unit == "s":
                     sec = f.shape[0] * self.features.frame_shift
                     counted[i] = counted.get(i, 0.0) + sec
                     bar.update(max(0.0, min(sec, bar.total - bar.n)))  # never past the end (float sums)
-            pending, pending_s = [], 0.0
-            del batch, x, feats
-            release_free_memory()  # else the heap grows batch after batch (auden_kit.runtime)
 
         def ready():
             nonlocal next_out
