@@ -91,15 +91,18 @@ def window_embeddings(audio, rate: int, voice, opts: CascadeOptions, block_secon
     return regions, spans, emb
 
 
-def cluster_windows(emb: np.ndarray, threshold: float, num_speakers: int = 0, sizes=None) -> np.ndarray:
+def cluster_windows(emb: np.ndarray, threshold: float, num_speakers: int = 0, sizes=None, strict: bool = True
+                    ) -> np.ndarray:
     """Step 3: a speaker label per window (rows of ``emb``, L2-normalised; or clusters of windows,
     summed, with their ``sizes``). Up to ``CLUSTER_ROWS`` rows are clustered at once (O(n^2)
     memory); more are first clustered in consecutive runs of that many, and the clusters of all
-    runs then clustered together (in runs again if they are still too many): average linkage over
-    the same windows, since the summed embeddings of two clusters give their summed pairwise
-    similarity. A run's clusters stop merging at a stricter similarity (halfway from
-    ``1 - threshold`` to 1), so each holds one speaker; the choice between speakers is left to the
-    last stage, which sees the whole recording."""
+    runs then clustered together, so memory stays bounded however long the recording. The later
+    stages are average linkage over the same windows (the summed embeddings of two clusters give
+    their summed pairwise similarity); what can differ from clustering all at once is the order of
+    merges, since a run merges its own windows first. So the first runs stop at a ``strict``er
+    similarity (halfway from ``1 - threshold`` to 1: clusters of one voice, the choice between
+    voices left to the stage that sees the whole recording); when that leaves too many, their
+    clusters are clustered in runs at the threshold itself (each run down to its own few voices)."""
     n = len(emb)
     if n <= CLUSTER_ROWS:
         return np.array(agglomerate(emb, 1.0 - threshold, num_speakers=num_speakers, sizes=sizes), dtype=int)
@@ -107,14 +110,15 @@ def cluster_windows(emb: np.ndarray, threshold: float, num_speakers: int = 0, si
     sums, counts, parent = [], [], np.zeros(n, dtype=int)  # clusters of the runs; row -> its cluster
     for lo in range(0, n, CLUSTER_ROWS):
         part, w = emb[lo: lo + CLUSTER_ROWS], size[lo: lo + CLUSTER_ROWS]
-        lab = np.array(agglomerate(part, 1.0 - threshold / 2, sizes=None if sizes is None else w), dtype=int)
+        lab = np.array(agglomerate(part, 1.0 - (threshold / 2 if strict else threshold),
+                                   sizes=None if sizes is None else w), dtype=int)
         for k in range(lab.max() + 1):
             parent[lo + np.flatnonzero(lab == k)] = len(sums)
             sums.append(part[lab == k].sum(0))
             counts.append(w[lab == k].sum())
-    if len(sums) == n:  # the runs merged nothing: no smaller problem to hand on
+    if len(sums) == n and not strict:  # the runs merged nothing: no smaller problem to hand on
         return np.array(agglomerate(emb, 1.0 - threshold, num_speakers=num_speakers, sizes=sizes), dtype=int)
-    top = cluster_windows(np.stack(sums), threshold, num_speakers, np.array(counts))
+    top = cluster_windows(np.stack(sums), threshold, num_speakers, np.array(counts), strict=False)
     order: dict[int, int] = {}  # labels by first appearance, as agglomerate numbers them
     return np.array([order.setdefault(int(top[c]), len(order)) for c in parent], dtype=int)
 
