@@ -83,6 +83,15 @@ def _items(audio, sample_rate: Optional[int], model_rate: int) -> list[AudioItem
                     "a waveform with its sample_rate, or a Lhotse CutSet")
 
 
+def seconds_bar(total: float, desc: str):
+    """A progress bar over seconds of audio with an ETA, so that one long recording shows its own
+    progress (``update`` it with seconds done)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="s", dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
+
+
 class Model:
     """A loaded model folder; see the module docstring. ``task``, ``model`` (the nn.Module),
     ``assets`` and ``features`` are the parts, for code that needs them."""
@@ -227,8 +236,7 @@ class Model:
             if it.seconds is None and it.path:
                 it.seconds = audio_seconds(it.path)
         if all(it.seconds is not None for it in items):
-            return tqdm(total=sum(it.seconds for it in items), desc="decoding", unit="s",
-                        dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
+            return seconds_bar(sum(it.seconds for it in items), "decoding")
         return tqdm(total=len(items), desc="decoding", unit="file", dynamic_ncols=True)
 
     def _piece_groups(self, item: AudioItem, max_segment: float, block_seconds: float, match_level: bool,

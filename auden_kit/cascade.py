@@ -54,15 +54,20 @@ REGION_SECONDS = 60.0  # a longer stretch without a pause is cut at its quietest
 CLUSTER_ROWS = 3000  # more windows than this (about 40 minutes of speech) are clustered in two stages
 
 
-def _blocks(audio, rate: int, block_seconds: float):
+def _blocks(audio, rate: int, block_seconds: float, progress=None):
     """A new pass over a recording: a waveform is one block; a file is read block by block
-    (:func:`auden_kit.data.audio.read_blocks`), so its length does not bound what fits in memory."""
+    (:func:`auden_kit.data.audio.read_blocks`), so its length does not bound what fits in memory.
+    ``progress``: called with the seconds of each block as it is read."""
     from auden_kit.data.audio import read_blocks
 
-    return iter([audio]) if isinstance(audio, torch.Tensor) else read_blocks(audio, rate, block_seconds)
+    blocks = iter([audio]) if isinstance(audio, torch.Tensor) else read_blocks(audio, rate, block_seconds)
+    for block in blocks:
+        if progress is not None:
+            progress(block.numel() / rate)
+        yield block
 
 
-def window_embeddings(audio, rate: int, voice, opts: CascadeOptions, block_seconds: float = 600.0):
+def window_embeddings(audio, rate: int, voice, opts: CascadeOptions, block_seconds: float = 600.0, progress=None):
     """Steps 1-2 on a waveform or an audio file (read one block at a time): the speech regions
     (sample ranges), the windows over them (sample ranges) and their L2-normalised embeddings, one
     row per window (``None`` when there is no speech)."""
@@ -70,7 +75,7 @@ def window_embeddings(audio, rate: int, voice, opts: CascadeOptions, block_secon
 
     win, hop = int(opts.window * rate), int(opts.hop * rate)
     regions, spans, emb = [], [], []
-    for start, buf, ranges in stretches_by_block(_blocks(audio, rate, block_seconds), lambda b: speech_segments(
+    for start, buf, ranges in stretches_by_block(_blocks(audio, rate, block_seconds, progress), lambda b: speech_segments(
             b, rate, max_seconds=REGION_SECONDS, min_pause=0.2)):
         here = []
         for a, b in ranges:
@@ -182,15 +187,17 @@ def _segments(turns: list[list], texts: list[str]) -> list[Segment]:
 
 
 def diarize_audio(audio, rate: int, voice, asr, opts: CascadeOptions, cut_id: str = "audio", asr_method: str = "",
-                  block_seconds: float = 600.0) -> SegmentsResult:
+                  block_seconds: float = 600.0, progress=None) -> SegmentsResult:
     """Segments of one recording: a waveform at ``rate``, or an audio file, read twice (voices,
     then words) one block of ``block_seconds`` at a time, so that an hour-long file is never held
-    whole (``voice`` and ``asr``: :class:`auden_kit.api.Model`)."""
-    turns = speaker_turns(window_embeddings(audio, rate, voice, opts, block_seconds), rate, opts, opts.threshold)
+    whole (``voice`` and ``asr``: :class:`auden_kit.api.Model`). ``progress``: called with the
+    seconds of each block as it is read (twice the recording's duration in all, with speech)."""
+    turns = speaker_turns(window_embeddings(audio, rate, voice, opts, block_seconds, progress), rate, opts,
+                          opts.threshold)
     if not turns:
         return SegmentsResult(cut_id=cut_id)
     texts = []
-    for wavs in _turn_audio(_blocks(audio, rate, block_seconds), turns, rate):
+    for wavs in _turn_audio(_blocks(audio, rate, block_seconds, progress), turns, rate):
         texts += [r.text if not isinstance(r, UserError) else ""  # a turn too short to decode: no words
                   for _, r in asr.iter_results(wavs, rate, **({"method": asr_method} if asr_method else {}))]
     return SegmentsResult(cut_id=cut_id, segments=_segments(turns, texts))

@@ -605,7 +605,7 @@ def test_cascade_reads_a_file_block_by_block_as_the_waveform(tmp_path, monkeypat
     assert len({s.speaker for s in held}) == 2
     read_in_blocks = []
     real = cascade._blocks
-    monkeypatch.setattr(cascade, "_blocks", lambda *a: (read_in_blocks.append(a[-1]), real(*a))[1])
+    monkeypatch.setattr(cascade, "_blocks", lambda *a: (read_in_blocks.append(a[2]), real(*a))[1])
     for block in (1.3, 4.0):
         got = cascade.diarize_audio(path, rate, _ToneVoice(), _ToneAsr(), opts, block_seconds=block).segments
         assert [(s.speaker, s.text[:2]) for s in got] == [(s.speaker, s.text[:2]) for s in held]
@@ -613,6 +613,9 @@ def test_cascade_reads_a_file_block_by_block_as_the_waveform(tmp_path, monkeypat
         # each turn's words come from its own samples, wherever the blocks cut the file
         assert all(abs(int(s.text[2:]) - (s.end - s.start) * 100) < 1.5 for s in got)
     assert read_in_blocks == [1.3, 1.3, 4.0, 4.0]  # voices, then words: each pass reads the file in blocks
+    seen = []  # what a progress bar is fed: each block's seconds as it is read, both passes
+    cascade.diarize_audio(path, rate, _ToneVoice(), _ToneAsr(), opts, block_seconds=4.0, progress=seen.append)
+    assert len(seen) == 2 * int(np.ceil(wav.numel() / (4 * rate))) and abs(sum(seen) - 2 * wav.numel() / rate) < 1e-3
 
 
 def test_diarize_cli_on_files(meetings, trained_model, voice_model, tmp_path):

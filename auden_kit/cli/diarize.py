@@ -97,20 +97,46 @@ def diarize(
         typer.echo(f"results in {out_dir}")
         return
     failed = 0
+    bar = _files_bar(files)  # seconds of audio with an ETA
     for f in files:  # as `auden-kit decode`: a file that fails is named and the others still diarized
+        counted = bar.n if bar is not None else 0.0
         try:
-            r = diarize_audio(f, rate, voice, asr, opts, cut_id=f.stem)  # read block by block
+            r = diarize_audio(f, rate, voice, asr, opts, cut_id=f.stem,  # read block by block
+                              progress=None if bar is None else lambda s: bar.update(min(s / 2, bar.total - bar.n)))
         except UserError as e:
             typer.echo(f"error: {e}", err=True)
             failed += 1
             continue
+        finally:
+            if bar is not None:  # a file without speech has no second pass; a failed one stops early
+                bar.update(max(0.0, min(counted + bar.seconds[f], bar.total) - bar.n))
         if r.segments:
             typer.echo(render_segments({f.stem: r.segments}, output), nl=False)
         else:
             typer.echo(f"{f}: no speech found", err=True)
+    if bar is not None:
+        bar.close()
     if failed:
         typer.echo(f"{failed} of {len(files)} file(s) failed", err=True)
         raise typer.Exit(1)
+
+
+def _files_bar(files):
+    """A progress bar over the files' seconds of audio (both passes of each, voices then words,
+    count half) when stderr is a terminal; None otherwise or when no duration is known."""
+    import sys
+
+    from auden_kit.api import seconds_bar
+    from auden_kit.data.audio import audio_seconds
+
+    if not sys.stderr.isatty():
+        return None
+    seconds = {f: audio_seconds(f) or 0.0 for f in files}  # an unreadable file: named when it is diarized
+    if not sum(seconds.values()):
+        return None
+    bar = seconds_bar(sum(seconds.values()), "diarizing")
+    bar.seconds = seconds
+    return bar
 
 
 SCORE_EPILOG = ("Example: auden-kit score-segments ref.stm hyp.stm   |   auden-kit score-segments ref.rttm hyp.rttm "
