@@ -269,7 +269,7 @@ class Model:
         rate = self.features.sample_rate
         gain = None if match_level else 1.0  # one gain for the input, from its first block with speech
         for start, buf, ranges in stretches_by_block(read_blocks(item.path, rate, block_seconds),
-                                                     lambda b: self._speech_ranges(b, max_segment)):
+                                                     lambda b, _: self._speech_ranges(b, max_segment)):
             pieces = self._pieces(buf, ranges, item.item_id, start)
             if gain is None and pieces:
                 gain = self._level_gain(pieces, item.item_id, level)

@@ -75,7 +75,7 @@ def window_embeddings(audio, rate: int, voice, opts: CascadeOptions, block_secon
 
     win, hop = int(opts.window * rate), int(opts.hop * rate)
     regions, spans, emb = [], [], []
-    for start, buf, ranges in stretches_by_block(_blocks(audio, rate, block_seconds, progress), lambda b: speech_segments(
+    for start, buf, ranges in stretches_by_block(_blocks(audio, rate, block_seconds, progress), lambda b, _: speech_segments(
             b, rate, max_seconds=REGION_SECONDS, min_pause=0.2)):
         here = []
         for a, b in ranges:
@@ -164,22 +164,18 @@ def _nearest(centres: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def _turn_audio(blocks, turns: list[list], rate: int):
     """The waveform of each turn (increasing, not overlapping), in lists as the recording's blocks
-    are read: only the samples that a turn still to come needs are kept."""
-    buf, start, k = torch.zeros(0), 0, 0
-    edges = [(int(a * rate), int(b * rate)) for a, b, _ in turns]
-    for block in blocks:
-        buf = torch.cat([buf, block]) if buf.numel() else block
-        ready = []
-        while k < len(edges) and edges[k][1] <= start + buf.numel():
-            ready.append(buf[edges[k][0] - start: edges[k][1] - start])
-            k += 1
-        if ready:
-            yield ready
-        drop = min(buf.numel(), edges[k][0] - start) if k < len(edges) else buf.numel()
-        start += drop
-        buf = buf[drop:].clone()
-    if k < len(edges):  # turns that end past the last sample (times rounded to 10 ms frames)
-        yield [buf[max(0, a - start): b - start] for a, b in edges[k:]]
+    are read (:func:`~auden_kit.data.pauses.stretches_by_block`: a turn that runs into the next
+    block waits for it; a turn that ends past the last sample is cut there)."""
+    from auden_kit.data.pauses import stretches_by_block
+
+    edges = np.array([(int(a * rate), int(b * rate)) for a, b, _ in turns], dtype=np.int64).reshape(-1, 2)
+
+    def inside(buf: torch.Tensor, start: int) -> list:
+        lo, hi = np.searchsorted(edges[:, 1], start, "right"), np.searchsorted(edges[:, 0], start + buf.numel())
+        return [(max(0, int(a) - start), min(buf.numel(), int(b) - start)) for a, b in edges[lo:hi]]
+
+    for _, buf, ranges in stretches_by_block(blocks, inside):
+        yield [buf[a:b] for a, b in ranges]
 
 
 def _segments(turns: list[list], texts: list[str]) -> list[Segment]:

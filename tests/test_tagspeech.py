@@ -590,8 +590,8 @@ def test_cascade_reads_a_file_block_by_block_as_the_waveform(tmp_path, monkeypat
     wav = torch.tensor(np.concatenate(parts), dtype=torch.float32)
     path = tmp_path / "tones.wav"
     sf.write(path, wav.numpy(), rate, subtype="FLOAT")
-    find = lambda b: speech_segments(b, rate, max_seconds=60, min_pause=0.2)  # noqa: E731
-    whole = find(wav)
+    find = lambda b, _: speech_segments(b, rate, max_seconds=60, min_pause=0.2)  # noqa: E731
+    whole = find(wav, 0)
     assert len(whole) == 12
     for block in (1.3, 3.0, 100.0):
         found = [(s + a, s + b) for s, buf, r in stretches_by_block(cascade._blocks(path, rate, block), find)

@@ -124,14 +124,15 @@ def speech_segments(wav: torch.Tensor, sample_rate: int, max_seconds: float = 30
     return out
 
 
-def stretches_by_block(blocks: Iterable[torch.Tensor], find: Callable[[torch.Tensor], list]
+def stretches_by_block(blocks: Iterable[torch.Tensor], find: Callable[[torch.Tensor, int], list]
                        ) -> Iterator[tuple[int, torch.Tensor, list]]:
     """The speech stretches of a recording read in consecutive blocks (e.g.
     :func:`auden_kit.data.audio.read_blocks`), so that memory does not grow with its length.
     Yields ``(start, buf, ranges)``: ``buf`` holds samples of the recording from sample ``start``
-    on and ``ranges`` are its finished stretches, as sample ranges of ``buf``. ``find(buf)`` gives
-    the stretches of a buffer in order (e.g. :func:`speech_segments`); it must bound their length
-    and find none only in silence. The last stretch of a block may run on into the next one: it
+    on and ``ranges`` are its finished stretches, as sample ranges of ``buf``. ``find(buf, start)``
+    gives the stretches of a buffer in order (e.g. :func:`speech_segments`, or given ranges of the
+    recording that fall in it); it must bound their length and find none only where there is
+    nothing to keep. The last stretch of a block may run on into the next one: it
     waits, with what follows it, and is found again with the next block. The next block is read
     ahead, so the last one is known as such and a recording of one block gives ``find`` of all of
     it, once."""
@@ -141,7 +142,7 @@ def stretches_by_block(blocks: Iterable[torch.Tensor], find: Callable[[torch.Ten
     while block is not None:
         ahead = next(blocks, None)
         buf = torch.cat([buf, block]) if buf.numel() else block
-        ranges = find(buf)
+        ranges = find(buf, start)
         if ahead is None or not ranges:  # the end, or silence: all of buf is done with
             done, keep = ranges, buf.numel()
         else:
