@@ -97,6 +97,7 @@ class Model:
     ``assets`` and ``features`` are the parts, for code that needs them."""
 
     MIN_FRAMES = 9  # shorter inputs give no encoder output
+    VERB_ING = {"voice": "embedding", "classify": "classifying"}  # the progress bar's label, else "decoding"
     LEVEL_NOTES = 3  # inputs moved to the training level that are named in the log, one line each
 
     def __init__(self, loaded, device: str = "cpu"):
@@ -132,7 +133,7 @@ class Model:
         done: dict[int, dict] = {}
         errors: dict[int, UserError] = {}
         next_out = 0
-        bar = self._progress_bar(items) if progress else None
+        bar = self._progress_bar(items, self.VERB_ING.get(self.task.name, "decoding")) if progress else None
         counted: dict[int, float] = {}  # item index -> seconds of its pieces the bar has counted
 
         def flush():
@@ -225,7 +226,7 @@ class Model:
                      "them as they are)", level["moved"], len(items))
 
     @staticmethod
-    def _progress_bar(items: list):
+    def _progress_bar(items: list, desc: str):
         """A progress bar over seconds of audio when every input's duration is known from its
         header or manifest (so one long recording shows its progress and ETA), else over files."""
         from tqdm import tqdm
@@ -236,8 +237,8 @@ class Model:
             if it.seconds is None and it.path:
                 it.seconds = audio_seconds(it.path)
         if all(it.seconds is not None for it in items):
-            return seconds_bar(sum(it.seconds for it in items), "decoding")
-        return tqdm(total=len(items), desc="decoding", unit="file", dynamic_ncols=True)
+            return seconds_bar(sum(it.seconds for it in items), desc)
+        return tqdm(total=len(items), desc=desc, unit="file", dynamic_ncols=True)
 
     def _piece_groups(self, item: AudioItem, max_segment: float, block_seconds: float, match_level: bool,
                       level: dict) -> Iterator[tuple[list, bool]]:

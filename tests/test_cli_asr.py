@@ -13,6 +13,39 @@ def run(*args, cwd=None):
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, cwd=cwd)
 
 
+def run_on_terminal(*args) -> tuple[int, str, str]:
+    """The CLI with stderr on a pseudo-terminal of 120 columns (progress bars are drawn only on a
+    terminal): exit code, stdout, what the terminal showed."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    shown = bytearray()
+
+    def read():
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the other side closed
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    p = subprocess.run(CLI + [str(a) for a in args], stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    reader.join(timeout=10)
+    os.close(master)
+    return p.returncode, p.stdout, shown.decode(errors="replace")
+
+
 def test_decode_files_any_rate_channels_and_a_corrupt_one(trained_model, synth_corpus, tmp_path):
     from auden_kit.data.audio import load_audio
     import torchaudio.functional as AF
@@ -46,6 +79,16 @@ def test_decode_manifest_writes_result_files(trained_model, fbank_cuts, tmp_path
                 "--out-dir", tmp_path)
         assert r.returncode == 0, r.stderr
         assert "%WER" in r.stdout and "RTF" in r.stdout
+        assert "s audio [" not in r.stderr  # no progress bar in a log file
+    # on a terminal: a bar over the manifest's seconds of audio, with an ETA, to 100 %
+    from lhotse import load_manifest
+
+    total = sum(c.duration for c in load_manifest(fbank_cuts["test-clean"]))
+    rc, out, shown = run_on_terminal("decode", "--model", trained_model, "--cuts", fbank_cuts["test-clean"],
+                                     "--out-dir", tmp_path.parent / f"{tmp_path.name}-tty")
+    assert rc == 0 and "%WER" in out, shown[-2000:]
+    bars = [ln for ln in shown.replace("\r", "\n").splitlines() if " s audio [" in ln]
+    assert bars and f"{total:.0f}/{total:.0f} s audio" in bars[-1] and "100%" in bars[-1], shown[-2000:]
     names = {p.name.split("-")[0] for p in tmp_path.iterdir()}
     assert names <= {"recogs", "errs", "wer", "word", "hyp", "ref"} and {"recogs", "errs", "wer", "hyp", "ref"} <= names
     errs = next(tmp_path.glob("errs-*greedy*.txt")).read_text()

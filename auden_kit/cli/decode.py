@@ -207,8 +207,7 @@ def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: fl
                  match_level: bool = True):
     import time
 
-    from tqdm import tqdm
-
+    from auden_kit.api import seconds_bar
     from auden_kit.data.datamodule import DataConfig, make_loader
 
     if not cuts_path.is_file():
@@ -237,15 +236,23 @@ def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: fl
     audio_s = 0.0
     moved = 0
     t0 = time.time()
-    for batch in tqdm(loader, desc="decoding", unit="batch", dynamic_ncols=True):
-        if "error" in batch:
-            raise UserError(batch["error"])
-        if match_level:
-            moved += m.match_batch_levels(batch)
-        batch["inputs"] = batch["inputs"].to(m.device)
-        batch["input_lens"] = batch["input_lens"].to(m.device)
-        audio_s += sum(c.duration for c in batch["cuts"])
-        results += m.task.infer(m.model, batch, **opts)
+    # seconds of audio with an ETA on a terminal (the manifest's durations; one quick pass over it)
+    bar = seconds_bar(sum(c.duration for c in load_cuts([str(cuts_path)])), "decoding") if sys.stderr.isatty() else None
+    try:
+        for batch in loader:
+            if "error" in batch:
+                raise UserError(batch["error"])
+            if match_level:
+                moved += m.match_batch_levels(batch)
+            batch["inputs"] = batch["inputs"].to(m.device)
+            batch["input_lens"] = batch["input_lens"].to(m.device)
+            audio_s += sum(c.duration for c in batch["cuts"])
+            results += m.task.infer(m.model, batch, **opts)
+            if bar is not None:
+                bar.update(sum(c.duration for c in batch["cuts"]))
+    finally:
+        if bar is not None:
+            bar.close()
     elapsed = time.time() - t0
     method = opts.get("method", "")
     name = name or (f"{cuts_path.name.split('.')[0]}" + (f"-{method}" if method else "")

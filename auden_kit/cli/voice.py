@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -78,7 +79,7 @@ def embed(
     else:
         inputs = [str(f) for f in files]
     embs, failed = {}, 0
-    for item_id, res in m.iter_results(inputs, progress=True):
+    for item_id, res in m.iter_results(inputs, progress=sys.stderr.isatty()):
         if isinstance(res, UserError):
             typer.echo(f"error: {res}", err=True)
             failed += 1

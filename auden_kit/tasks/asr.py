@@ -174,8 +174,9 @@ def utterance_text(cut) -> str:
     for a, b in zip(sups, sups[1:]):
         if b.start < a.end - 0.01:
             raise UserError(f"cut '{cut.id}': supervisions '{a.id}' and '{b.id}' overlap in time; an ASR "
-                            "task trains on one speaker at a time (split the cut with "
-                            "trim_to_supervisions, or use a diarized-ASR task)")
+                            "task reads one speaker at a time and its transcript has no order for overlapped "
+                            "speech (split the cut with trim_to_supervisions, use a diarized-ASR task, or "
+                            "for meetings `auden-kit diarize --cuts`)")
     return " ".join(s.text.strip() for s in sups if s.text and s.text.strip())
 
 
