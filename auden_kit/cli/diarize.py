@@ -3,6 +3,7 @@ files or a cut manifest; the same outputs and metrics as a ``tagspeech`` model's
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -70,7 +71,7 @@ def diarize(
 
         dev = list(load_cuts([str(tune_cuts)]))
         opts.threshold, scores = tune_threshold(
-            ((load_cut_audio(c, rate), cut_segments(c)) for c in tqdm(dev, desc="tuning", unit="recording")),
+            ((load_cut_audio(c, rate), cut_segments(c)) for c in tqdm(dev, desc="tuning", unit="recording", disable=not sys.stderr.isatty())),
             rate, voice, opts, thresholds)
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "tune-threshold.json", json.dumps(
@@ -89,7 +90,7 @@ def diarize(
             raise UserError(f"cut manifest '{cuts}' does not exist")
         results = []
         cs = list(load_cuts([str(cuts)]))
-        for c in tqdm(cs, desc="diarizing", unit="recording"):
+        for c in tqdm(cs, desc="diarizing", unit="recording", disable=not sys.stderr.isatty()):
             r = diarize_audio(load_cut_audio(c, rate), rate, voice, asr, opts, cut_id=c.id)
             r.refs = cut_segments(c)
             results.append(r)
@@ -124,8 +125,6 @@ def diarize(
 def _files_bar(files):
     """A progress bar over the files' seconds of audio (both passes of each, voices then words,
     count half) when stderr is a terminal; None otherwise or when no duration is known."""
-    import sys
-
     from auden_kit.api import seconds_bar
     from auden_kit.data.audio import audio_seconds
 
