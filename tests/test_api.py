@@ -67,6 +67,34 @@ def test_api_matches_cli_and_takes_any_input(learned_ctc, synth_corpus, tmp_path
     assert [(x.text, x.tokens) for x in silent[:2]] == [("", [])] * 2 and silent[2].text == one.text
 
 
+def test_decode_audio_piped_to_stdin(learned_ctc, synth_corpus, tmp_path):
+    """`-` decodes the audio piped in (any format a file may have; a pipe's WAV header has no
+    length), named '-' in the output and in errors; nothing piped, or '-' twice, is an error."""
+    import struct
+
+    _, folder = learned_ctc
+    src = _train_files(synth_corpus, 1)[0]
+    by_path = subprocess.run(CLI + ["decode", "--model", str(folder), str(src)], capture_output=True, text=True)
+    assert by_path.returncode == 0, by_path.stderr
+    text = by_path.stdout.rstrip("\n").split("\t", 1)[1]
+    assert text
+    wav = tmp_path / "a.wav"
+    sf.write(wav, sf.read(src)[0], 16000)
+    b = bytearray(wav.read_bytes())  # as `ffmpeg ... -f wav -` writes it: unknown sizes
+    b[4:8] = b[b.index(b"data") + 4:b.index(b"data") + 8] = struct.pack("<I", 0xFFFFFFFF)
+    for data in (src.read_bytes(), bytes(b)):
+        r = subprocess.run(CLI + ["decode", "--model", str(folder), "-", str(src)], input=data,
+                           capture_output=True)
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        assert r.stdout.decode().splitlines() == [f"-\t{text}", f"{src}\t{text}"]
+    r = subprocess.run(CLI + ["decode", "--model", str(folder), "-"], input=b"not audio", capture_output=True)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "cannot read audio file '-'" in err and "Traceback" not in err, err
+    for args, data, needle in ((["-"], b"", "nothing was piped"), (["-", "-"], src.read_bytes(), "given once")):
+        r = subprocess.run(CLI + ["decode", "--model", str(folder)] + args, input=data, capture_output=True)
+        assert r.returncode == 1 and needle in r.stderr.decode() and "Traceback" not in r.stderr.decode()
+
+
 def test_long_audio_is_split_at_pauses_and_stitched(learned_ctc, synth_corpus, tmp_path, capsys):
     """A few minutes of speech in one file: cut at the pauses between utterances (never inside
     one), pieces of at most 20 s decoded in batches and stitched with global times; the result is

@@ -641,6 +641,11 @@ def test_diarize_cli_on_files(meetings, trained_model, voice_model, tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr and "2 of 3 file(s) failed" in r.stderr
     assert "nope.wav' does not exist" in r.stderr and "bad.wav" in r.stderr
     assert r.stdout.splitlines()[0] == f"# {audio[0].stem}" and len(r.stdout.splitlines()) > 1, r.stdout
+    # '-': the audio piped to stdin, diarized as the file is, named '-'
+    first = subprocess.run(cli + ["--output", "rttm", str(audio[0])], capture_output=True, text=True).stdout
+    r = subprocess.run(cli + ["--output", "rttm", "-"], input=audio[0].read_bytes(), capture_output=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.decode() == first.replace(f" {audio[0].stem} ", " - ") and first.count("SPEAKER") > 1
 
 
 def test_long_recordings_are_clustered_in_stages(monkeypatch):

@@ -13,13 +13,14 @@ from typing import List, Optional
 
 import typer
 
-from auden_kit.cli.common import setup_logging
+from auden_kit.cli.common import setup_logging, stdin_audio
 from auden_kit.errors import UserError
 
 EPILOG = ("Example: auden-kit decode --model exp/model-avg a.wav b.flac   |   "
           "auden-kit decode --model exp/st-model --tgt-lang es a.wav   |   "
           "auden-kit decode --model exp/streaming-model --streaming a.wav   |   "
           "auden-kit decode --model exp/tagspeech/model-avg --output rttm meeting.wav > meeting.rttm   |   "
+          "ffmpeg -i talk.mp4 -f wav - | auden-kit decode --model exp/model-avg -   |   "
           "auden-kit decode --model exp/model-avg --cuts data/fbank/cuts_test.jsonl.gz --out-dir exp/decode   |   "
           "auden-kit decode --model exp/model-avg --data-dir ../espnet/egs2/an4/asr1/data/test --out-dir exp/decode")
 
@@ -47,7 +48,7 @@ def _line(res, output: str) -> str:
 
 
 def decode(
-    files: List[Path] = typer.Argument(None, help="Audio files (any rate, channels, length; wav/flac/ogg/mp3)."),
+    files: List[Path] = typer.Argument(None, help="Audio files (any rate, channels, length; wav/flac/ogg/mp3); - reads the audio piped to stdin."),
     model: Path = typer.Option(..., "--model", "-m", help="Model folder (from `auden-kit average`)."),
     cuts: Optional[Path] = typer.Option(None, help="Decode this cut manifest in batches instead of files."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A Kaldi/ESPnet data directory (wav.scp, "
@@ -141,23 +142,34 @@ def decode(
                        err=True)
         files = [c.id for c in audio]
         opts.pop("normalize", None)  # nothing to score
+    with stdin_audio(files if data_dir is None else []) as (paths, shown):
+        _decode_files(m, paths if data_dir is None else files, audio if data_dir is not None else None, shown,
+                      output, streaming, piece_ms, max_segment, max_duration, match_level, opts)
+
+
+def _decode_files(m, files, audio, shown, output: str, streaming: bool, piece_ms: int, max_segment: float,
+                  max_duration: float, match_level: bool, opts: dict):
+    """One line (or block) per input on stdout, in input order; a failed input is named on stderr
+    and the others still decoded; exit 1 with the count of failures. ``shown`` gives the name to
+    show for a path (``-`` for audio piped in)."""
     failed = 0
     if streaming:
         results = _stream_files(m, files, piece_ms, match_level)
     else:
-        results = m.iter_results(audio if data_dir is not None else [str(f) for f in files], max_segment=max_segment,
+        results = m.iter_results(audio if audio is not None else [str(f) for f in files], max_segment=max_segment,
                                  batch_duration=max_duration, match_level=match_level,
                                  progress=sys.stderr.isatty(), **opts)  # seconds of audio done, with an ETA
     for fid, res in results:
         if isinstance(res, UserError):
-            typer.echo(f"error: {res}", err=True)
+            typer.echo(f"error: {shown(str(res))}", err=True)
             failed += 1
             continue
+        res.cut_id = shown(res.cut_id)
         line = _line(res, output)
         if line:
             typer.echo(line)
         else:  # an RTTM/STM/text listing of nobody speaking is empty: say so where people read
-            typer.echo(f"{fid}: no speech found", err=True)
+            typer.echo(f"{shown(fid)}: no speech found", err=True)
     if failed:
         typer.echo(f"{failed} of {len(files)} file(s) failed", err=True)
         raise typer.Exit(1)

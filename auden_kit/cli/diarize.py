@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from auden_kit.cli.common import setup_logging
+from auden_kit.cli.common import setup_logging, stdin_audio
 from auden_kit.errors import UserError
 
 EPILOG = ("Example: auden-kit diarize --voice-model ../mini_synth_voice/exp/model-avg --asr-model "
@@ -19,7 +19,8 @@ EPILOG = ("Example: auden-kit diarize --voice-model ../mini_synth_voice/exp/mode
 
 
 def diarize(
-    files: List[Path] = typer.Argument(None, help="Audio files (any rate, channels, length)."),
+    files: List[Path] = typer.Argument(None, help="Audio files (any rate, channels, length); - reads the audio "
+                                                "piped to stdin."),
     voice_model: Path = typer.Option(..., help="Voice model folder (speaker embeddings)."),
     asr_model: Path = typer.Option(..., help="ASR model folder (transcribes each speaker turn)."),
     cuts: Optional[Path] = typer.Option(None, help="A cut manifest of recordings instead of files; scored "
@@ -42,7 +43,7 @@ def diarize(
     from auden_kit.api import load
     from auden_kit.cascade import CascadeOptions, diarize_audio, tune_threshold
     from auden_kit.data.audio import load_cut_audio
-    from auden_kit.data.segments import FORMATS, cut_segments, render_segments
+    from auden_kit.data.segments import FORMATS, cut_segments
 
     setup_logging()
     thresholds = list(dict.fromkeys(threshold))
@@ -97,24 +98,35 @@ def diarize(
         typer.echo(summary_line(write_meeting_results(results, out_dir, name)))
         typer.echo(f"results in {out_dir}")
         return
+    with stdin_audio(files) as (paths, shown):
+        _diarize_files(paths, shown, rate, voice, asr, opts, output)
+
+
+def _diarize_files(files, shown, rate: int, voice, asr, opts, output: str):
+    """As `auden-kit decode` on files: in order, a file that fails is named and the others still
+    diarized, exit 1 with the count. ``shown`` writes ``-`` for the spool of audio piped in."""
+    from auden_kit.cascade import diarize_audio
+    from auden_kit.data.segments import render_segments
+
     failed = 0
     bar = _files_bar(files)  # seconds of audio with an ETA
-    for f in files:  # as `auden-kit decode`: a file that fails is named and the others still diarized
+    for f in files:
         counted = bar.n if bar is not None else 0.0
+        name = Path(shown(f)).stem
         try:
-            r = diarize_audio(f, rate, voice, asr, opts, cut_id=f.stem,  # read block by block
+            r = diarize_audio(f, rate, voice, asr, opts, cut_id=name,  # read block by block
                               progress=None if bar is None else lambda s: bar.update(min(s / 2, bar.total - bar.n)))
         except UserError as e:
-            typer.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {shown(e)}", err=True)
             failed += 1
             continue
         finally:
             if bar is not None:  # a file without speech has no second pass; a failed one stops early
                 bar.update(max(0.0, min(counted + bar.seconds[f], bar.total) - bar.n))
         if r.segments:
-            typer.echo(render_segments({f.stem: r.segments}, output), nl=False)
+            typer.echo(render_segments({name: r.segments}, output), nl=False)
         else:
-            typer.echo(f"{f}: no speech found", err=True)
+            typer.echo(f"{shown(f)}: no speech found", err=True)
     if bar is not None:
         bar.close()
     if failed:
