@@ -86,6 +86,14 @@ def _existing_file(path: str | Path) -> Path:
     return path
 
 
+def _format_hint(e: Exception) -> str:
+    """What to do about a file libsndfile does not know (a video, m4a, aac, wma, ...)."""
+    if "not recognised" not in str(e) and "not recognized" not in str(e):
+        return ""
+    return (" (the audio formats read are wav, flac, ogg/opus, mp3 and the others of libsndfile; convert "
+            "other files, e.g. `ffmpeg -i IN -f wav - | auden-kit decode --model DIR -`)")
+
+
 def audio_seconds(path: str | Path) -> float | None:
     """Duration that the header of an audio file announces; None when it cannot be read."""
     import soundfile as sf
@@ -109,7 +117,7 @@ def read_blocks(path: str | Path, sample_rate: int = 16000, block_seconds: float
         promised = _promised_frames(path)
         f = sf.SoundFile(str(path))
     except Exception as e:  # noqa: BLE001 - soundfile raises several types for corrupt data
-        raise UserError(f"cannot read audio file '{path}': {e}") from None
+        raise UserError(f"cannot read audio file '{path}': {e}{_format_hint(e)}") from None
     with f:
         rs = StreamResampler(int(f.samplerate), sample_rate)
         frames = max(1, int(block_seconds * f.samplerate))
@@ -150,7 +158,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
         promised = _promised_frames(path)
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types for corrupt data
-        raise UserError(f"cannot read audio file '{path}': {e}") from None
+        raise UserError(f"cannot read audio file '{path}': {e}{_format_hint(e)}") from None
     if data.size == 0:
         raise UserError(f"audio file '{path}' holds no samples")
     _warn_if_truncated(path, promised, data.shape[0])
