@@ -53,6 +53,18 @@ class AudioItem:
     seconds: Optional[float] = None  # its duration, where known without reading it (progress bars)
 
 
+def _float_samples(audio) -> torch.Tensor:
+    """A waveform as float32 in [-1, 1]: integer PCM (what ``scipy.io.wavfile.read`` or
+    ``torchaudio.load(normalize=False)`` give) scaled by its type's full scale, unsigned 8-bit
+    centred; floats as they are."""
+    x = torch.as_tensor(audio)
+    if x.dtype == torch.uint8:
+        return (x.to(torch.float32) - 128.0) / 128.0
+    if not x.is_floating_point() and x.dtype != torch.bool:
+        return x.to(torch.float32) / float(-torch.iinfo(x.dtype).min)
+    return x.to(torch.float32)
+
+
 def _items(audio, sample_rate: Optional[int], model_rate: int) -> list[AudioItem]:
     """Normalise the accepted input kinds into items."""
     from auden_kit.data.audio import check_waveform, load_audio, resample
@@ -62,7 +74,7 @@ def _items(audio, sample_rate: Optional[int], model_rate: int) -> list[AudioItem
     if isinstance(audio, (np.ndarray, torch.Tensor)):
         if sample_rate is None:
             raise UserError("a waveform needs its sample_rate (e.g. transcribe(wav, sample_rate=16000))")
-        x = torch.as_tensor(audio, dtype=torch.float32)
+        x = _float_samples(audio)
         if x.ndim == 2:  # (channels, samples) or (samples, channels): average the shorter axis
             x = x.mean(0) if x.shape[0] < x.shape[1] else x.mean(1)
         if x.ndim != 1:
@@ -418,7 +430,7 @@ class Stream:
 
         if self.finished:
             raise UserError("this stream is finished; start a new one with stream()")
-        x = torch.as_tensor(samples, dtype=torch.float32).flatten()
+        x = _float_samples(samples).flatten()  # int16 from a microphone or a WAV pipe: full scale
         check_waveform(x, self.cut_id)
         if self.resampler is None:
             self.resampler = StreamResampler(int(sample_rate), self.m.features.sample_rate)
@@ -476,6 +488,10 @@ def load(model_dir: Union[str, Path], device: str = "cpu") -> Model:
     """Load a model folder (from ``auden-kit average``) for inference on ``device``."""
     from auden_kit.hub import load_pretrained
 
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"device '{device}' is not a torch device: use 'cpu', 'cuda' or 'cuda:N'") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device '{device}' was asked for but no GPU is visible (use device='cpu')")
     return Model(load_pretrained(model_dir, device=device), device=device)

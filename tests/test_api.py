@@ -47,6 +47,13 @@ def test_api_matches_cli_and_takes_any_input(learned_ctc, synth_corpus, tmp_path
     wav = load_audio(files[0], 8000)
     w = m.transcribe(np.stack([wav.numpy(), wav.numpy()]), sample_rate=8000)
     assert w.text == m.transcribe(wav, sample_rate=8000).text and w.tokens
+    # integer PCM (scipy.io.wavfile.read, torchaudio.load(normalize=False)) at its full scale, as
+    # the floats (not left to the level matching to rescue)
+    pcm = (wav.numpy() * 32767).round().astype(np.int16)
+    assert m.transcribe(pcm, sample_rate=8000, match_level=False).text == \
+        m.transcribe(pcm / 32768.0, sample_rate=8000, match_level=False).text == w.text
+    with pytest.raises(auden_kit.AudenKitError, match="not a torch device"):
+        auden_kit.load(folder, device="tpu")
     from lhotse import CutSet, Recording, RecordingSet
 
     cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings([Recording.from_file(f) for f in files[:2]]))
