@@ -209,3 +209,12 @@ def test_folder_with_transcript_files_beside_the_audio(synth_corpus, tmp_path):
     assert "1 of 3 audio files have no transcript file" in r.stderr and flacs[2].name in r.stderr
     sups = {s.id: s.text for s in load_manifest(tmp_path / "man" / "mydata_supervisions_train.jsonl.gz")}
     assert sups == {flacs[0].stem: trans[flacs[0].stem].lower(), flacs[1].stem: trans[flacs[1].stem].lower()}
+    # unreadable files: all named in one error (not one per run), the reason in one line, nothing written
+    for name in ("bad1.wav", "bad2.flac"):
+        (part / name).write_bytes(b"not audio at all")
+        (part / name).with_suffix(".txt").write_text("words\n")
+    r = run("data", "folder", str(tmp_path / "corpus"), "--parts", "train", "--out-dir", str(tmp_path / "man2"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "2 of 4 audio file(s) cannot be read; nothing was written" in r.stderr, r.stderr
+    assert "bad1.wav" in r.stderr and "bad2.flac" in r.stderr and "Exception #" not in r.stderr
+    assert not (tmp_path / "man2").exists()

@@ -168,9 +168,6 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
     """Write ``{prefix}_recordings_{part}.jsonl.gz`` and ``{prefix}_supervisions_{part}.jsonl.gz``
     from the audio under ``audio_dir`` and the maps in ``maps_dir`` (default: ``audio_dir``);
     ``language``: the spoken language of utterances that no ``utt2lang`` map names."""
-    from lhotse import Recording
-    from tqdm import tqdm
-
     audio_dir, out_dir = Path(audio_dir), Path(out_dir)
     if not audio_dir.is_dir():
         raise UserError(f"audio folder '{audio_dir}' does not exist")
@@ -207,17 +204,54 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
         src = "text" if maps.get("text") else "utt2spk"
         raise UserError(f"{len(missing)} utterance(s) in '{src}' have no audio file under '{audio_dir}', "
                         f"e.g. '{missing[0]}'")
-    recs, sups = [], []
-    for utt in tqdm(utts, desc=f"Reading {part}", unit="file", disable=len(utts) < 200):
-        try:
-            rec = Recording.from_file(audio[utt], recording_id=utt)
-        except Exception as e:  # noqa: BLE001 - name the file
-            raise UserError(f"cannot read audio file '{audio[utt]}' ({e})") from None
-        recs.append(rec)
-        sups.append(_supervision(utt, rec, 0.0, rec.duration, maps, language))
+    recs = read_all({utt: audio[utt] for utt in utts}, lambda utt, p: _recording_from_file(p, utt),
+                    f"Reading {part}", "audio file")
+    sups = [_supervision(utt, rec, 0.0, rec.duration, maps, language) for utt, rec in recs.items()]
+    recs = list(recs.values())
     rp, sp = _write(recs, sups, out_dir, prefix, part)
     log.info("%s: %d utterances, maps %s -> %s, %s", part, len(recs), sorted(maps) or "none", rp, sp)
     return rp, sp
+
+
+def _recording_from_file(path: Path, rid: str):
+    """A Lhotse Recording of one audio file; UserError naming the file with the reason in one line
+    (Lhotse's own message lists every audio backend it tried)."""
+    from lhotse import Recording
+
+    try:
+        return Recording.from_file(path, recording_id=rid)
+    except Exception as e:  # noqa: BLE001 - name the file
+        import soundfile as sf
+
+        try:
+            sf.info(str(path))
+            reason = str(e).splitlines()[0]
+        except Exception as e2:  # noqa: BLE001 - libsndfile's reason is the short one
+            reason = str(e2)
+        raise UserError(f"cannot read audio file '{path}' ({reason})") from None
+
+
+MAX_LISTED = 10  # unreadable inputs named one by one in the error, then a count
+
+
+def read_all(items: dict, read, desc: str, unit: str) -> dict:
+    """``{key: read(key, item)}`` for every item (a progress bar past 200), reading on past the
+    inputs that fail: a corpus with several bad files names them all in one UserError (the first
+    ``MAX_LISTED``, then how many more) instead of one per run, and nothing is written."""
+    from tqdm import tqdm
+
+    out, bad = {}, []
+    for key, item in tqdm(items.items(), desc=desc, unit=unit, disable=len(items) < 200):
+        try:
+            out[key] = read(key, item)
+        except UserError as e:
+            bad.append(str(e))
+    if bad:
+        listed = "\n  ".join(bad[:MAX_LISTED])
+        more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        raise UserError(f"{len(bad)} of {len(items)} {unit}(s) cannot be read; nothing was written (remove, convert "
+                        f"or re-fetch them, then run again):\n  {listed}{more}")
+    return out
 
 
 def _write(recs: list, sups: list, out_dir: Path, prefix: str, part: str) -> tuple[Path, Path]:
@@ -235,7 +269,7 @@ def _write(recs: list, sups: list, out_dir: Path, prefix: str, part: str) -> tup
 def _prepare_meetings(audio: dict[str, Path], seg_file: Path, out_dir: Path, prefix: str, part: str
                       ) -> tuple[Path, Path]:
     """Recordings of the audio files that ``seg_file`` names, one supervision per segment."""
-    from lhotse import Recording, SupervisionSegment
+    from lhotse import SupervisionSegment
 
     from auden_kit.data.segments import read_segments
 
@@ -250,12 +284,10 @@ def _prepare_meetings(audio: dict[str, Path], seg_file: Path, out_dir: Path, pre
     if unused:
         log.warning("%s: %d audio file(s) have no segments in %s and are left out, e.g. '%s'", part, len(unused),
                     seg_file.name, unused[0])
+    read = read_all({rid: audio[rid] for rid in sorted(segs)}, lambda rid, p: _recording_from_file(p, rid),
+                    f"Reading {part}", "audio file")
     recs, sups = [], []
-    for rid in sorted(segs):
-        try:
-            rec = Recording.from_file(audio[rid], recording_id=rid)
-        except Exception as e:  # noqa: BLE001 - name the file
-            raise UserError(f"cannot read audio file '{audio[rid]}' ({e})") from None
+    for rid, rec in read.items():
         recs.append(rec)
         for k, sg in enumerate(segs[rid]):
             if sg.start < 0 or sg.end <= sg.start or sg.start >= rec.duration:
@@ -309,17 +341,15 @@ def _kaldi_recording(rid: str, entry: str, data_dir: Path, where: str):
     if found is None:
         raise UserError(f"{where} ('{rid}'): audio file '{entry}' not found (tried {', '.join(str(p) for p in tries)})")
     try:
-        return Recording.from_file(found, recording_id=rid)
-    except Exception as e:  # noqa: BLE001 - name the file
-        raise UserError(f"{where} ('{rid}'): cannot read audio file '{found}' ({e})") from None
+        return _recording_from_file(found, rid)
+    except UserError as e:
+        raise UserError(f"{where} ('{rid}'): {e}") from None
 
 
 def _prepare_kaldi(data_dir: Path, out_dir: Path, prefix: str, part: str, language: str | None = None
                    ) -> tuple[Path, Path]:
     """Manifests of a Kaldi / ESPnet data directory (``wav.scp``, ``segments``, ``text``,
     ``utt2spk``, ``spk2gender``, ``utt2lang``, other ``utt2<key>``)."""
-    from tqdm import tqdm
-
     scp = data_dir / "wav.scp"
     entries: dict[str, tuple[int, str]] = {}
     for n, line in enumerate(scp.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
@@ -334,9 +364,8 @@ def _prepare_kaldi(data_dir: Path, out_dir: Path, prefix: str, part: str, langua
         entries[parts[0]] = (n, parts[1].strip())
     if not entries:
         raise UserError(f"'{scp}' lists no recordings")
-    recs = {rid: _kaldi_recording(rid, entry, data_dir, f"'{scp}' line {n}")
-            for rid, (n, entry) in tqdm(entries.items(), desc=f"Reading {part}", unit="recording",
-                                        disable=len(entries) < 200)}
+    recs = read_all(entries, lambda rid, e: _kaldi_recording(rid, e[1], data_dir, f"'{scp}' line {e[0]}"),
+                    f"Reading {part}", "recording")
     maps = read_maps(data_dir, allow_empty_text=True, language=language)
     if (data_dir / "spk2gender").is_file():
         spk2gender = read_map(data_dir / "spk2gender")
