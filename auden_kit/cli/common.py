@@ -15,6 +15,15 @@ def setup_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
         force=True,
     )
+    for h in logging.getLogger().handlers:
+        h.addFilter(_quiet_third_party)
+
+
+def _quiet_third_party(record: logging.LogRecord) -> bool:
+    """Drop the INFO line Lhotse logs on the root logger whenever it falls back to audioread for a
+    file it could not read (the file's own error follows, naming it)."""
+    return not (record.name == "root" and record.levelno <= logging.INFO
+                and str(record.msg).startswith("Using audioread"))
 
 
 STDIN = "-"  # a file argument that reads the audio piped in
