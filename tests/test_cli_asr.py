@@ -236,9 +236,32 @@ def test_streaming_decode_of_files(trained_model, bpe_dir, synth_corpus, tmp_pat
         assert r.returncode == 0, r.stderr
         outs.append(json.loads(r.stdout))
     assert outs[0] == outs[1] and outs[0]["tokens"]
-    # digital silence streamed: no words (this random model reads tokens into it when unchecked)
-    import torch
+    # '-' with --streaming: the WAV piped in is read live as it arrives (a pipe's header has no
+    # sizes; any PCM width, float, rate, channels), the same result as the file
+    import struct
 
+    import torch
+    import torchaudio.functional as AF
+
+    x = sf.read(wav, dtype="float32")[0]
+    for subtype, rate, channels in (("PCM_16", 16000, 1), ("PCM_24", 16000, 2), ("FLOAT", 16000, 1), ("PCM_16", 8000, 2)):
+        y = AF.resample(torch.from_numpy(x), 16000, rate).numpy() if rate != 16000 else x
+        f = tmp_path / f"s-{subtype}-{rate}-{channels}.wav"
+        sf.write(f, np.stack([y] * channels, 1) if channels > 1 else y, rate, subtype=subtype)
+        by_path = run("decode", "--model", folder, "--streaming", "--output", "json", f)
+        b = bytearray(f.read_bytes())
+        b[4:8] = b[b.index(b"data") + 4:b.index(b"data") + 8] = struct.pack("<I", 0xFFFFFFFF)
+        r = subprocess.run(CLI + ["decode", "--model", str(folder), "--streaming", "--output", "json", "-"],
+                           input=bytes(b), capture_output=True)
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        piped = json.loads(r.stdout)
+        assert piped.pop("file") == "-" and piped == {k: v for k, v in json.loads(by_path.stdout).items() if k != "file"}
+        if (subtype, rate) == ("PCM_16", 16000):
+            assert piped["tokens"] == outs[0]["tokens"]
+    r = subprocess.run(CLI + ["decode", "--model", str(folder), "--streaming", "-"], input=wav.read_bytes(),
+                       capture_output=True)  # FLAC: not read live
+    assert r.returncode == 1 and "not a WAV stream" in r.stderr.decode() and "Traceback" not in r.stderr.decode()
+    # digital silence streamed: no words (this random model reads tokens into it when unchecked)
     import auden_kit
     from auden_kit.data.audio import load_audio
 

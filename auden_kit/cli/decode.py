@@ -13,12 +13,13 @@ from typing import List, Optional
 
 import typer
 
-from auden_kit.cli.common import setup_logging, stdin_audio
+from auden_kit.cli.common import STDIN, setup_logging, stdin_audio
 from auden_kit.errors import UserError
 
 EPILOG = ("Example: auden-kit decode --model exp/model-avg a.wav b.flac   |   "
           "auden-kit decode --model exp/st-model --tgt-lang es a.wav   |   "
           "auden-kit decode --model exp/streaming-model --streaming a.wav   |   "
+          "arecord -f S16_LE -r 16000 -t wav - | auden-kit decode --model exp/streaming-model --streaming -   |   "
           "auden-kit decode --model exp/tagspeech/model-avg --output rttm meeting.wav > meeting.rttm   |   "
           "ffmpeg -i talk.mp4 -f wav - | auden-kit decode --model exp/model-avg -   |   "
           "auden-kit decode --model exp/model-avg --cuts data/fbank/cuts_test.jsonl.gz --out-dir exp/decode   |   "
@@ -67,7 +68,9 @@ def decode(
                                       "folder name + method)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     streaming: bool = typer.Option(False, help="Files only, causal ASR models: feed the audio in pieces of "
-                                               "--piece-ms through the streaming encoder (greedy search)."),
+                                               "--piece-ms through the streaming encoder (greedy search); '-' is "
+                                               "the WAV piped in, read live (partial text on a terminal; Ctrl-C "
+                                               "ends it)."),
     piece_ms: int = typer.Option(320, help="With --streaming: audio per piece in milliseconds."),
     tgt_lang: str = typer.Option("", "--tgt-lang", help="Speech translation: the output language (default: the "
                                                         "model's usual target for the identified source)."),
@@ -142,8 +145,12 @@ def decode(
                        err=True)
         files = [c.id for c in audio]
         opts.pop("normalize", None)  # nothing to score
-    with stdin_audio(files if data_dir is None else []) as (paths, shown):
-        _decode_files(m, paths if data_dir is None else files, audio if data_dir is not None else None, shown,
+    # '-' is spooled to a file, except for --streaming, which reads it live as it arrives
+    spooled = data_dir is None and not streaming
+    if not spooled and sum(str(f) == STDIN for f in files or []) > 1:
+        raise UserError("'-' (the audio piped to stdin) may be given once")
+    with stdin_audio(files if spooled else []) as (paths, shown):
+        _decode_files(m, paths if spooled else files, audio if data_dir is not None else None, shown,
                       output, streaming, piece_ms, max_segment, max_duration, match_level, opts)
 
 
@@ -199,20 +206,53 @@ def _data_dir_cuts(data_dir: Path, rate: int):
 
 
 def _stream_files(m, files, piece_ms: int, match_level: bool = True):
-    from auden_kit.data.audio import load_audio
+    """Each file fed to a stream in pieces of ``piece_ms``; ``-`` is the WAV piped to stdin, read
+    live as it arrives (a microphone: ``arecord -f S16_LE -r 16000 -t wav - | auden-kit decode
+    --streaming -m DIR -``), its partial text shown on a terminal's stderr as it grows."""
+    from auden_kit.data.audio import load_audio, wav_stream
 
     rate = m.features.sample_rate
     n = max(1, rate * piece_ms // 1000)
     for f in files:
         try:
-            wav = load_audio(f, rate)
             s = m.stream(match_level=match_level)
             s.cut_id = str(f)
-            for start in range(0, wav.numel(), n):
-                s.accept(wav[start:start + n], rate)
+            if str(f) == STDIN:
+                if sys.stdin is None or sys.stdin.isatty():
+                    raise UserError("'-' reads the audio piped to stdin, but nothing is piped in: e.g. "
+                                    "`arecord -f S16_LE -r 16000 -t wav - | auden-kit decode --streaming --model DIR -`")
+                show = _partial_line() if sys.stderr.isatty() else None
+                try:
+                    for piece, sr in wav_stream(sys.stdin.buffer, piece_ms / 1000):
+                        s.accept(piece, sr)
+                        if show is not None:
+                            show(s.partial.text)
+                except KeyboardInterrupt:  # Ctrl-C ends a live stream: what was heard is still decoded
+                    pass
+                if show is not None:
+                    show(None)
+                if s.resampler is None:
+                    raise UserError("'-': the WAV stream holds no samples")
+            else:
+                wav = load_audio(f, rate)
+                for start in range(0, wav.numel(), n):
+                    s.accept(wav[start:start + n], rate)
             yield str(f), s.finish()
         except UserError as e:
             yield str(f), e
+
+
+def _partial_line():
+    """A function that shows a growing text on one terminal line of stderr (its end, when longer
+    than the terminal is wide), and clears the line when called with None."""
+    import shutil
+
+    def show(text):
+        width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+        sys.stderr.write("\r\033[K" + ("" if text is None else text[-width:]))
+        sys.stderr.flush()
+
+    return show
 
 
 def _decode_cuts(m, cuts_path: Path, out_dir: Path, opts: dict, max_duration: float, name: str,

@@ -211,3 +211,75 @@ class StreamResampler:
         if self.sr_in == self.sr_out:
             return torch.zeros(0)
         return self._outputs(final=True)
+
+
+def wav_stream(f, piece_seconds: float = 0.1, name: str = "-") -> Iterator[tuple[torch.Tensor, int]]:
+    """Mono float32 pieces of about ``piece_seconds`` and the sample rate, read from a WAV byte
+    stream as it arrives (a pipe: ``arecord -t wav``, ``ffmpeg -f wav -``, whose headers carry no
+    length): PCM of 8/16/24/32 bits or 32/64-bit float, any rate and channels. A stream that is
+    not WAV, or a format other than these, is a UserError naming ``name``."""
+    import struct
+
+    def exact(n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            got = f.read(n - len(out))
+            if not got:
+                break
+            out += got
+        return out
+
+    head = exact(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        raise UserError(f"'{name}' is not a WAV stream (it starts {head[:4]!r}): live streaming reads WAV, e.g. "
+                        "`arecord -f S16_LE -r 16000 -t wav -` or `ffmpeg -i IN -f wav -`")
+    fmt = None
+    while True:
+        chunk = exact(8)
+        if len(chunk) < 8:
+            raise UserError(f"'{name}': the WAV stream ended before its audio data began")
+        cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if cid == b"fmt ":
+            body = exact(size + (size & 1))
+            tag, channels, rate, _, align, bits = struct.unpack("<HHIIHH", body[:16])
+            if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the subformat's tag
+                tag = struct.unpack("<H", body[24:26])[0]
+            fmt = (tag, channels, rate, bits, align)
+        elif cid == b"data":
+            break
+        else:  # LIST, fact, ds64, ...: skipped
+            exact(size + (size & 1))
+    if fmt is None:
+        raise UserError(f"'{name}': the WAV stream has no format chunk before its data")
+    tag, channels, rate, bits, align = fmt
+    kinds = {(1, 8): "u1", (1, 16): "<i2", (1, 24): None, (1, 32): "<i4", (3, 32): "<f4", (3, 64): "<f8"}
+    if (tag, bits) not in kinds or channels < 1 or rate < 1:
+        raise UserError(f"'{name}': WAV format {tag} with {bits} bits is not read live (PCM 8/16/24/32 bits or "
+                        "32/64-bit float are); convert it, e.g. `ffmpeg -i IN -f wav -acodec pcm_s16le -`")
+    frame = align or channels * bits // 8
+    per_piece = max(1, int(piece_seconds * rate)) * frame
+    read = getattr(f, "read1", f.read)  # what has arrived, without waiting for a whole piece
+    rest = b""
+    while True:
+        got = read(per_piece - len(rest))
+        if not got:
+            break
+        rest += got
+        usable = len(rest) - len(rest) % frame
+        if usable == 0:
+            continue
+        raw, rest = rest[:usable], rest[usable:]
+        if bits == 24:
+            b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3)
+            v = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16))
+            x = ((v << 8) >> 8).astype(np.float32) / 8388608.0
+        else:
+            x = np.frombuffer(raw, dtype=kinds[(tag, bits)]).astype(np.float32)
+            if bits == 8:
+                x = (x - 128.0) / 128.0
+            elif tag == 1:
+                x /= 32768.0 if bits == 16 else 2147483648.0
+        x = x.reshape(-1, channels)
+        mono = torch.from_numpy(np.ascontiguousarray(x[:, 0] if channels == 1 else x.mean(axis=1)))
+        check_waveform(mono, name)
+        yield mono, int(rate)
