@@ -203,6 +203,35 @@ def test_load_audio_any_rate_and_channels(tmp_path):
     assert abs(np.argmax(spec) * 16000 / len(a) - 440) < 5
 
 
+def test_wav_stream_reads_what_soundfile_reads(tmp_path):
+    """A WAV byte stream read piece by piece as it arrives (what `decode --streaming -` does with
+    a pipe) gives the samples soundfile gives for the file, in every sample format, with extra
+    chunks before the data and with a pipe's header that states no sizes."""
+    import io
+    import struct
+
+    from auden_kit.data.audio import wav_stream
+    from auden_kit.errors import UserError
+
+    rng = np.random.default_rng(0)
+    x = (0.5 * rng.uniform(-1, 1, size=(4410, 2))).astype(np.float32)
+    for subtype in ("PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"):
+        path = tmp_path / f"{subtype}.wav"
+        sf.write(path, x, 22050, subtype=subtype)
+        want = sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1)
+        b = bytearray(path.read_bytes())
+        i = b.index(b"data")
+        b[4:8] = b[i + 4:i + 8] = struct.pack("<I", 0xFFFFFFFF)
+        b[12:12] = b"LIST" + struct.pack("<I", 5) + b"abcde\x00"  # an odd-sized chunk first, padded
+        pieces = list(wav_stream(io.BufferedReader(io.BytesIO(bytes(b)), buffer_size=777), 0.01))
+        assert {r for _, r in pieces} == {22050} and len(pieces) > 10, subtype
+        got = torch.cat([p for p, _ in pieces]).numpy()
+        assert got.shape == want.shape and np.allclose(got, want, atol=1e-6), subtype
+    for data, needle in ((b"fLaC" + bytes(40), "not a WAV stream"), (path.read_bytes()[:30], "ended before")):
+        with pytest.raises(UserError, match=needle):
+            list(wav_stream(io.BytesIO(data)))
+
+
 def test_parallel_fbank_matches_serial_and_keeps_threads(synth_cuts, tmp_path):
     """Forked single-threaded fbank workers give the serial features and leave the caller's torch
     thread count as it was."""

@@ -241,6 +241,8 @@ def wav_stream(f, piece_seconds: float = 0.1, name: str = "-") -> Iterator[tuple
         cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
         if cid == b"fmt ":
             body = exact(size + (size & 1))
+            if len(body) < 16:
+                raise UserError(f"'{name}': the WAV stream ended before its audio data began")
             tag, channels, rate, _, align, bits = struct.unpack("<HHIIHH", body[:16])
             if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the subformat's tag
                 tag = struct.unpack("<H", body[24:26])[0]
