@@ -49,7 +49,8 @@ def _line(res, output: str) -> str:
 
 
 def decode(
-    files: List[Path] = typer.Argument(None, help="Audio files (any rate, channels, length; wav/flac/ogg/mp3); - reads the audio piped to stdin."),
+    files: List[Path] = typer.Argument(None, help="Audio files (any rate, channels, length; wav/flac/ogg/mp3); "
+                                                  "- reads the audio piped to stdin."),
     model: Path = typer.Option(..., "--model", "-m", help="Model folder (from `auden-kit average`)."),
     cuts: Optional[Path] = typer.Option(None, help="Decode this cut manifest in batches instead of files."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A Kaldi/ESPnet data directory (wav.scp, "
@@ -157,8 +158,8 @@ def decode(
 def _decode_files(m, files, audio, shown, output: str, streaming: bool, piece_ms: int, max_segment: float,
                   max_duration: float, match_level: bool, opts: dict):
     """One line (or block) per input on stdout, in input order; a failed input is named on stderr
-    and the others still decoded; exit 1 with the count of failures. ``shown`` gives the name to
-    show for a path (``-`` for audio piped in)."""
+    and the others still decoded; exit 1 with the count of failures. ``shown`` writes ``-`` for
+    the spool of audio piped in, in a result's id or an error message."""
     failed = 0
     if streaming:
         results = _stream_files(m, files, piece_ms, match_level)

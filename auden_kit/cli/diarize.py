@@ -72,7 +72,8 @@ def diarize(
 
         dev = list(load_cuts([str(tune_cuts)]))
         opts.threshold, scores = tune_threshold(
-            ((load_cut_audio(c, rate), cut_segments(c)) for c in tqdm(dev, desc="tuning", unit="recording", disable=not sys.stderr.isatty())),
+            ((load_cut_audio(c, rate), cut_segments(c))
+             for c in tqdm(dev, desc="tuning", unit="recording", disable=not sys.stderr.isatty())),
             rate, voice, opts, thresholds)
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "tune-threshold.json", json.dumps(
