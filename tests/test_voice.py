@@ -106,6 +106,13 @@ def test_embed_score_verify_cli(voice_model, synth_corpus, tmp_path):
     r = subprocess.run(CLI + ["verify", "--model", str(model), str(same[0]), str(same[1])], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "threshold" in r.stdout, r.stderr
+    # '-': the audio piped in, as the file (verify and embed, named '-')
+    r2 = subprocess.run(CLI + ["verify", "--model", str(model), str(same[0]), "-"], input=same[1].read_bytes(),
+                        capture_output=True)
+    assert r2.returncode == 0 and r2.stdout.decode() == r.stdout, r2.stderr.decode()
+    r = subprocess.run(CLI + ["embed", "--model", str(model), "--out", str(tmp_path / "emb-in"), "-"],
+                       input=files[0].read_bytes(), capture_output=True)
+    assert r.returncode == 0 and (tmp_path / "emb-in" / "ids.txt").read_text().split() == ["-"], r.stderr.decode()
     (tmp_path / "short.txt").write_text(f"1 {ids[0]} nowhere.wav\n")
     r = subprocess.run(CLI + ["score", "--trials", str(tmp_path / "short.txt"), "--embeddings", str(tmp_path / "emb")],
                        capture_output=True, text=True)

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from auden_kit.cli.common import setup_logging
+from auden_kit.cli.common import setup_logging, stdin_audio
 from auden_kit.errors import UserError
 
 EMBED_EPILOG = ("Example: auden-kit embed --model exp/voice-avg --out exp/emb a.wav b.flac   |   "
@@ -49,7 +49,8 @@ def load_embeddings(folder: Path) -> dict:
 
 
 def embed(
-    files: List[Path] = typer.Argument(None, help="Audio files (any rate, channels, length)."),
+    files: List[Path] = typer.Argument(None, help="Audio files (any rate, channels, length); - reads the audio "
+                                                "piped to stdin."),
     model: Path = typer.Option(..., "--model", "-m", help="Voice model folder."),
     cuts: Optional[Path] = typer.Option(None, help="Embed the cuts of this manifest (keys: utterance ids, i.e. "
                                                    "the supervision id of a one-supervision cut, else the cut id)."),
@@ -76,15 +77,16 @@ def embed(
 
         inputs = load_cuts([str(cuts)])
         keys = {c.id: utterance_id(c) for c in inputs}
-    else:
-        inputs = [str(f) for f in files]
     embs, failed = {}, 0
-    for item_id, res in m.iter_results(inputs, progress=sys.stderr.isatty()):
-        if isinstance(res, UserError):
-            typer.echo(f"error: {res}", err=True)
-            failed += 1
-            continue
-        embs[keys.get(item_id, item_id)] = res.embedding
+    with stdin_audio(files if cuts is None else []) as (paths, shown):
+        if cuts is None:
+            inputs = [str(f) for f in paths]
+        for item_id, res in m.iter_results(inputs, progress=sys.stderr.isatty()):
+            if isinstance(res, UserError):
+                typer.echo(f"error: {shown(res)}", err=True)
+                failed += 1
+                continue
+            embs[keys.get(item_id, shown(item_id))] = res.embedding
     if per_speaker:
         embs = _speaker_means(embs, {keys[c.id]: c.supervisions[0].speaker if c.supervisions else None
                                      for c in inputs})
@@ -176,8 +178,8 @@ def score(
 
 
 def verify(
-    enrol: Path = typer.Argument(..., help="Enrolment audio."),
-    test: Path = typer.Argument(..., help="Test audio."),
+    enrol: Path = typer.Argument(..., help="Enrolment audio (- reads the audio piped to stdin)."),
+    test: Path = typer.Argument(..., help="Test audio (- reads the audio piped to stdin)."),
     model: Path = typer.Option(..., "--model", "-m", help="Voice model folder."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold (default: the one `auden-kit score "
                                                          "--save-threshold` stored)."),
@@ -198,7 +200,11 @@ def verify(
             raise UserError(f"no threshold: pass --threshold, or calibrate one with `auden-kit score --model {model} "
                             "--trials T --embeddings E --save-threshold`")
         threshold = float(stored["threshold"])
-    a, b = m.embed([str(enrol), str(test)])
+    with stdin_audio([enrol, test]) as (paths, shown):
+        try:
+            a, b = m.embed([str(p) for p in paths])
+        except UserError as e:
+            raise UserError(shown(e)) from None
     mean = np.array(stored["mean"]) if "mean" in stored else None
     s = float(cosine_scores(np.array([a.embedding]), np.array([b.embedding]), mean)[0])
     same = s >= threshold
