@@ -56,10 +56,13 @@ class AudioItem:
 def _float_samples(audio) -> torch.Tensor:
     """A waveform as float32 in [-1, 1]: integer PCM (what ``scipy.io.wavfile.read`` or
     ``torchaudio.load(normalize=False)`` give) scaled by its type's full scale, unsigned 8-bit
-    centred; floats as they are."""
+    centred, 64-bit integers by the 16- or 32-bit scale their values fit; floats as they are."""
     x = torch.as_tensor(audio)
     if x.dtype == torch.uint8:
         return (x.to(torch.float32) - 128.0) / 128.0
+    if x.dtype == torch.int64:  # no PCM width of its own (np.array of Python ints): the one its values fit
+        peak = int(x.abs().max()) if x.numel() else 0
+        return x.to(torch.float32) / (32768.0 if peak <= 32768 else 2147483648.0)
     if not x.is_floating_point() and x.dtype != torch.bool:
         return x.to(torch.float32) / float(-torch.iinfo(x.dtype).min)
     return x.to(torch.float32)
