@@ -53,31 +53,16 @@ class AudioItem:
     seconds: Optional[float] = None  # its duration, where known without reading it (progress bars)
 
 
-def _float_samples(audio) -> torch.Tensor:
-    """A waveform as float32 in [-1, 1]: integer PCM (what ``scipy.io.wavfile.read`` or
-    ``torchaudio.load(normalize=False)`` give) scaled by its type's full scale, unsigned 8-bit
-    centred, 64-bit integers by the 16- or 32-bit scale their values fit; floats as they are."""
-    x = torch.as_tensor(audio)
-    if x.dtype == torch.uint8:
-        return (x.to(torch.float32) - 128.0) / 128.0
-    if x.dtype == torch.int64:  # no PCM width of its own (np.array of Python ints): the one its values fit
-        peak = int(x.abs().max()) if x.numel() else 0
-        return x.to(torch.float32) / (32768.0 if peak <= 32768 else 2147483648.0)
-    if not x.is_floating_point() and x.dtype != torch.bool:
-        return x.to(torch.float32) / float(-torch.iinfo(x.dtype).min)
-    return x.to(torch.float32)
-
-
 def _items(audio, sample_rate: Optional[int], model_rate: int) -> list[AudioItem]:
     """Normalise the accepted input kinds into items."""
-    from auden_kit.data.audio import check_waveform, load_audio, resample
+    from auden_kit.data.audio import check_waveform, float_samples, load_audio, resample
 
     if isinstance(audio, (str, Path)):
         return [AudioItem(str(audio), lambda p=audio: load_audio(p, model_rate), str(audio))]
     if isinstance(audio, (np.ndarray, torch.Tensor)):
         if sample_rate is None:
             raise UserError("a waveform needs its sample_rate (e.g. transcribe(wav, sample_rate=16000))")
-        x = _float_samples(audio)
+        x = float_samples(audio)
         if x.ndim == 2:  # (channels, samples) or (samples, channels): average the shorter axis
             x = x.mean(0) if x.shape[0] < x.shape[1] else x.mean(1)
         if x.ndim != 1:
@@ -429,11 +414,11 @@ class Stream:
         self._held: list[torch.Tensor] = []  # model-rate samples held back until the gain is known
 
     def accept(self, samples, sample_rate: int) -> None:
-        from auden_kit.data.audio import StreamResampler, check_waveform
+        from auden_kit.data.audio import StreamResampler, check_waveform, float_samples
 
         if self.finished:
             raise UserError("this stream is finished; start a new one with stream()")
-        x = _float_samples(samples).flatten()  # int16 from a microphone or a WAV pipe: full scale
+        x = float_samples(samples).flatten()  # int16 from a microphone or a WAV pipe: full scale
         check_waveform(x, self.cut_id)
         if self.resampler is None:
             self.resampler = StreamResampler(int(sample_rate), self.m.features.sample_rate)

@@ -29,6 +29,14 @@ def _quiet_third_party(record: logging.LogRecord) -> bool:
 STDIN = "-"  # a file argument that reads the audio piped in
 
 
+def require_piped(example: str) -> None:
+    """A UserError, with ``example`` (a command line), when '-' is given but nothing is piped in."""
+    from auden_kit.errors import UserError
+
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UserError(f"'-' reads the audio piped to stdin, but nothing is piped in: e.g. `{example}`")
+
+
 @contextlib.contextmanager
 def stdin_audio(files):
     """Audio file arguments where ``-`` stands for the audio piped to stdin (any format a file may
@@ -49,9 +57,7 @@ def stdin_audio(files):
         return
     if n > 1:
         raise UserError("'-' (the audio piped to stdin) may be given once")
-    if sys.stdin is None or sys.stdin.isatty():
-        raise UserError("'-' reads the audio piped to stdin, but nothing is piped in: e.g. "
-                        "`ffmpeg -i talk.mp4 -f wav - | auden-kit decode --model DIR -`")
+    require_piped("ffmpeg -i talk.mp4 -f wav - | auden-kit decode --model DIR -")
     with tempfile.TemporaryDirectory(prefix="auden-kit-stdin-") as tmp:
         spool = Path(tmp) / "stdin"  # not '-': libsndfile reads a path '-' as its own stdin
         with open(spool, "wb") as out:

@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from auden_kit.cli.common import STDIN, setup_logging, stdin_audio
+from auden_kit.cli.common import STDIN, require_piped, setup_logging, stdin_audio
 from auden_kit.errors import UserError
 
 EPILOG = ("Example: auden-kit decode --model exp/model-avg a.wav b.flac   |   "
@@ -219,9 +219,7 @@ def _stream_files(m, files, piece_ms: int, match_level: bool = True):
             s = m.stream(match_level=match_level)
             s.cut_id = str(f)
             if str(f) == STDIN:
-                if sys.stdin is None or sys.stdin.isatty():
-                    raise UserError("'-' reads the audio piped to stdin, but nothing is piped in: e.g. "
-                                    "`arecord -f S16_LE -r 16000 -t wav - | auden-kit decode --streaming --model DIR -`")
+                require_piped("arecord -f S16_LE -r 16000 -t wav - | auden-kit decode --streaming --model DIR -")
                 show = _partial_line() if sys.stderr.isatty() else None
                 try:
                     for piece, sr in wav_stream(sys.stdin.buffer, piece_ms / 1000):

@@ -86,6 +86,21 @@ def _existing_file(path: str | Path) -> Path:
     return path
 
 
+def float_samples(audio) -> torch.Tensor:
+    """A waveform as float32 in [-1, 1]: integer PCM (what ``scipy.io.wavfile.read`` or
+    ``torchaudio.load(normalize=False)`` give) scaled by its type's full scale, unsigned 8-bit
+    centred, 64-bit integers by the 16- or 32-bit scale their values fit; floats as they are."""
+    x = torch.as_tensor(audio)
+    if x.dtype == torch.uint8:
+        return (x.to(torch.float32) - 128.0) / 128.0
+    if x.dtype == torch.int64:  # no PCM width of its own (np.array of Python ints): the one its values fit
+        peak = int(x.abs().max()) if x.numel() else 0
+        return x.to(torch.float32) / (32768.0 if peak <= 32768 else 2147483648.0)
+    if not x.is_floating_point() and x.dtype != torch.bool:
+        return x.to(torch.float32) / float(-torch.iinfo(x.dtype).min)
+    return x.to(torch.float32)
+
+
 def _format_hint(e: Exception) -> str:
     """What to do about a file libsndfile does not know (a video, m4a, aac, wma, ...)."""
     if "not recognised" not in str(e) and "not recognized" not in str(e):
@@ -271,17 +286,12 @@ def wav_stream(f, piece_seconds: float = 0.1, name: str = "-") -> Iterator[tuple
         if usable == 0:
             continue
         raw, rest = rest[:usable], rest[usable:]
-        if bits == 24:
-            b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3)
-            v = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16))
-            x = ((v << 8) >> 8).astype(np.float32) / 8388608.0
+        if bits == 24:  # into the top 3 bytes of int32 (the sign with them): 32-bit PCM's full scale
+            b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+            pcm = (b[:, 0] << 8) | (b[:, 1] << 16) | (b[:, 2] << 24)
         else:
-            x = np.frombuffer(raw, dtype=kinds[(tag, bits)]).astype(np.float32)
-            if bits == 8:
-                x = (x - 128.0) / 128.0
-            elif tag == 1:
-                x /= 32768.0 if bits == 16 else 2147483648.0
-        x = x.reshape(-1, channels)
-        mono = torch.from_numpy(np.ascontiguousarray(x[:, 0] if channels == 1 else x.mean(axis=1)))
+            pcm = np.frombuffer(raw, dtype=kinds[(tag, bits)]).copy()
+        x = float_samples(pcm).reshape(-1, channels)
+        mono = x[:, 0].contiguous() if channels == 1 else x.mean(1)
         check_waveform(mono, name)
         yield mono, int(rate)

@@ -204,8 +204,7 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
         src = "text" if maps.get("text") else "utt2spk"
         raise UserError(f"{len(missing)} utterance(s) in '{src}' have no audio file under '{audio_dir}', "
                         f"e.g. '{missing[0]}'")
-    recs = read_all({utt: audio[utt] for utt in utts}, lambda utt, p: _recording_from_file(p, utt),
-                    f"Reading {part}", "audio file")
+    recs = read_all({utt: audio[utt] for utt in utts}, _recording_from_file, f"Reading {part}", "audio file")
     sups = [_supervision(utt, rec, 0.0, rec.duration, maps, language) for utt, rec in recs.items()]
     recs = list(recs.values())
     rp, sp = _write(recs, sups, out_dir, prefix, part)
@@ -213,7 +212,7 @@ def prepare_folder(audio_dir: str | Path, out_dir: str | Path, prefix: str, part
     return rp, sp
 
 
-def _recording_from_file(path: Path, rid: str):
+def _recording_from_file(rid: str, path: Path):
     """A Lhotse Recording of one audio file; UserError naming the file with the reason in one line
     (Lhotse's own message lists every audio backend it tried)."""
     from lhotse import Recording
@@ -284,8 +283,7 @@ def _prepare_meetings(audio: dict[str, Path], seg_file: Path, out_dir: Path, pre
     if unused:
         log.warning("%s: %d audio file(s) have no segments in %s and are left out, e.g. '%s'", part, len(unused),
                     seg_file.name, unused[0])
-    read = read_all({rid: audio[rid] for rid in sorted(segs)}, lambda rid, p: _recording_from_file(p, rid),
-                    f"Reading {part}", "audio file")
+    read = read_all({rid: audio[rid] for rid in sorted(segs)}, _recording_from_file, f"Reading {part}", "audio file")
     recs, sups = [], []
     for rid, rec in read.items():
         recs.append(rec)
@@ -341,7 +339,7 @@ def _kaldi_recording(rid: str, entry: str, data_dir: Path, where: str):
     if found is None:
         raise UserError(f"{where} ('{rid}'): audio file '{entry}' not found (tried {', '.join(str(p) for p in tries)})")
     try:
-        return _recording_from_file(found, rid)
+        return _recording_from_file(rid, found)
     except UserError as e:
         raise UserError(f"{where} ('{rid}'): {e}") from None
 
